@@ -1,0 +1,5 @@
+//! gensort-identical generation, valsort-compatible validation and the benchmark runner.
+#![forbid(unsafe_code)]
+
+pub mod gensort;
+pub mod valsort;

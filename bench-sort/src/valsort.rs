@@ -1,0 +1,663 @@
+//! A validator compatible with valsort 1.5: key order, duplicate keys, record count and
+//! checksum of a sort output, plus valsort's 280-byte partition summaries (`-o`, `-s`).
+//!
+//! Why: a sort benchmark result counts only if valsort accepts the output and its checksum
+//! equals gensort's checksum of the input. Implementing it here lets Millrace validate
+//! multi-part outputs in parallel and report results as JSON. The spec is
+//! `shared/spec/gensort.md`, section 8.
+//!
+//! # What is checked
+//!
+//! Records are 100 bytes; each record's 10-byte key is compared (unsigned bytes) with the
+//! previous record's key. A greater previous key makes the record *unordered*; an equal one
+//! counts a *duplicate*. Every record adds its CRC-32 to the checksum. Non-key bytes are not
+//! compared.
+//!
+//! # Parallel validation
+//!
+//! A [`Summary`] of a piece of the input (counts, checksum, first and last record) is enough to
+//! combine it with the summary of the next piece ([`Summary::combine`], valsort `-s`), and
+//! combining is associative. [`validate_path`] therefore cuts the input (one file, or a folder
+//! of part files treated as their concatenation) into [`CHUNK_BYTES`] chunks, summarizes a wave
+//! of chunks in parallel with rayon, each read with one positioned read, and combines the
+//! results in input order. Memory is one chunk buffer per chunk of a wave.
+//!
+//! # Summary file layout (valsort `-o`, 280 bytes, no header)
+//!
+//! ```text
+//! offset size field
+//!      0   16 first_unordered  0-based index of the first unordered record, 0 if none
+//!     16   16 unordered        unordered record count
+//!     32   16 records          record count
+//!     48   16 duplicates       duplicate key count
+//!     64   16 checksum         sum of CRC-32s
+//!     80  100 first record
+//!    180  100 last record
+//! ```
+//!
+//! Each 128-bit field is two 64-bit words, high word first, each little-endian (valsort writes
+//! native byte order; the reference files come from x86-64).
+
+use std::cmp::Ordering;
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use engine::record::{format_u128_hex, key80, Checksum, RECORD_LEN};
+use rayon::prelude::*;
+use serde_json::{json, Value};
+
+/// Bytes in one partition summary.
+pub const SUMMARY_LEN: usize = 280;
+
+/// Bytes read and summarized as one unit of parallel work: about 8 MiB, a whole number of
+/// records so that no record straddles two chunks of the same file.
+pub const CHUNK_BYTES: u64 = 83_886 * RECORD_LEN as u64;
+
+/// Chunks per wave per rayon thread.
+const WAVE_CHUNKS_PER_THREAD: usize = 2;
+/// Upper bound on chunks per wave (and so on chunk buffers alive at once).
+const MAX_WAVE_CHUNKS: usize = 64;
+
+/// Errors from validating records or summaries.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    /// The input does not exist or cannot be inspected.
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A folder of parts could not be listed.
+    #[error("cannot list folder {}: {source}", path.display())]
+    ListFolder {
+        /// The folder.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Reading failed part way.
+    #[error("cannot read {} at byte offset {offset}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Where the failed read started.
+        offset: u64,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The file ended earlier than its size said.
+    #[error(
+        "{} ended at byte offset {offset}, before its recorded size of {len_bytes} bytes; was \
+         it still being written?",
+        path.display()
+    )]
+    Shrunk {
+        /// The file.
+        path: PathBuf,
+        /// Where the data ended.
+        offset: u64,
+        /// The size when validation started.
+        len_bytes: u64,
+    },
+    /// A file's length is not a whole number of records.
+    #[error(
+        "partial record found at end of {}: the file is {len_bytes} bytes, not a multiple of \
+         100, so the record at byte offset {offset} is incomplete",
+        path.display()
+    )]
+    PartialRecord {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset where the partial record starts.
+        offset: u64,
+        /// The file length.
+        len_bytes: u64,
+    },
+    /// No records (or no summaries) at all.
+    #[error("there must be at least one record to be validated, but {} holds none", path.display())]
+    Empty {
+        /// The file or folder.
+        path: PathBuf,
+    },
+    /// A summary file's length is not a whole number of summaries.
+    #[error(
+        "partial partition summary found at end of {}: the file is {len_bytes} bytes, not a \
+         multiple of 280",
+        path.display()
+    )]
+    PartialSummary {
+        /// The summary file.
+        path: PathBuf,
+        /// The file length.
+        len_bytes: u64,
+    },
+    /// [`Summary::from_bytes`] got the wrong number of bytes.
+    #[error("a partition summary is exactly 280 bytes, but {len_bytes} bytes were given")]
+    SummaryLength {
+        /// The length given.
+        len_bytes: usize,
+    },
+}
+
+impl ValidateError {
+    /// Whether the input itself is at fault (malformed or empty) rather than the I/O.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            ValidateError::PartialRecord { .. }
+                | ValidateError::Empty { .. }
+                | ValidateError::PartialSummary { .. }
+                | ValidateError::SummaryLength { .. }
+        )
+    }
+}
+
+/// What valsort knows about a non-empty, contiguous run of records (valsort's partition
+/// summary). Indexes count from the run's first record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// 0-based index of the first record whose key is less than its predecessor's; 0 if none
+    /// (record 0 can never be unordered, so 0 is free to mean "none").
+    pub first_unordered: u128,
+    /// Records whose key is less than their predecessor's.
+    pub unordered: u128,
+    /// Records.
+    pub records: u128,
+    /// Records whose key equals their predecessor's.
+    pub duplicates: u128,
+    /// Sum of the records' CRC-32s, modulo 2^128.
+    pub checksum: u128,
+    /// The first record, all 100 bytes.
+    pub first_record: [u8; RECORD_LEN],
+    /// The last record, all 100 bytes.
+    pub last_record: [u8; RECORD_LEN],
+}
+
+impl Summary {
+    /// Whether every record is in order.
+    pub fn is_ordered(&self) -> bool {
+        self.unordered == 0
+    }
+
+    /// The record count and checksum as a [`Checksum`], to compare with gensort's. The count
+    /// saturates at `u64::MAX`, which no real input reaches.
+    pub fn to_checksum(&self) -> Checksum {
+        Checksum {
+            sum: self.checksum,
+            records: u64::try_from(self.records).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// The 280-byte valsort `-o` encoding (module docs).
+    pub fn to_bytes(&self) -> [u8; SUMMARY_LEN] {
+        let mut out = [0u8; SUMMARY_LEN];
+        let fields = [
+            self.first_unordered,
+            self.unordered,
+            self.records,
+            self.duplicates,
+            self.checksum,
+        ];
+        for (slot, value) in out.chunks_exact_mut(16).zip(fields) {
+            slot[..8].copy_from_slice(&((value >> 64) as u64).to_le_bytes());
+            slot[8..].copy_from_slice(&(value as u64).to_le_bytes());
+        }
+        out[80..180].copy_from_slice(&self.first_record);
+        out[180..].copy_from_slice(&self.last_record);
+        out
+    }
+
+    /// Decodes the 280-byte valsort `-o` encoding.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Summary, ValidateError> {
+        let bytes: &[u8; SUMMARY_LEN] =
+            bytes
+                .try_into()
+                .map_err(|_| ValidateError::SummaryLength {
+                    len_bytes: bytes.len(),
+                })?;
+        let field = |i: usize| {
+            let word = |at: usize| {
+                u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8-byte slice")) as u128
+            };
+            (word(16 * i) << 64) | word(16 * i + 8)
+        };
+        let record = |at: usize| -> [u8; RECORD_LEN] {
+            bytes[at..at + RECORD_LEN]
+                .try_into()
+                .expect("100-byte slice")
+        };
+        Ok(Summary {
+            first_unordered: field(0),
+            unordered: field(1),
+            records: field(2),
+            duplicates: field(3),
+            checksum: field(4),
+            first_record: record(80),
+            last_record: record(180),
+        })
+    }
+
+    /// Appends the summary of the records that directly follow these, exactly as `valsort -s`
+    /// does: the boundary pair is compared like any adjacent pair, and a first-unordered index
+    /// found in `next` is shifted by the records before it.
+    pub fn combine(&mut self, next: &Summary) {
+        match key80(&self.last_record).cmp(&key80(&next.first_record)) {
+            Ordering::Equal => self.duplicates = self.duplicates.wrapping_add(1),
+            Ordering::Greater => {
+                self.unordered = self.unordered.wrapping_add(1);
+                if self.first_unordered == 0 {
+                    self.first_unordered = self.records;
+                }
+            }
+            Ordering::Less => {}
+        }
+        if self.first_unordered == 0 && next.first_unordered != 0 {
+            self.first_unordered = self.records.wrapping_add(next.first_unordered);
+        }
+        self.unordered = self.unordered.wrapping_add(next.unordered);
+        self.records = self.records.wrapping_add(next.records);
+        self.duplicates = self.duplicates.wrapping_add(next.duplicates);
+        self.checksum = self.checksum.wrapping_add(next.checksum);
+        self.last_record = next.last_record;
+    }
+
+    /// A JSON view for `--json` output. Counts are JSON numbers when they fit in 64 bits and
+    /// decimal strings otherwise; the checksum is a hex string as valsort prints it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "records": json_count(self.records),
+            "checksum": format_u128_hex(self.checksum),
+            "duplicates": json_count(self.duplicates),
+            "unordered": json_count(self.unordered),
+            "first_unordered": if self.first_unordered == 0 {
+                Value::Null
+            } else {
+                json_count(self.first_unordered)
+            },
+            "ordered": self.is_ordered(),
+        })
+    }
+}
+
+/// A count as a JSON number if it fits in `u64`, else as a decimal string.
+fn json_count(value: u128) -> Value {
+    u64::try_from(value).map_or_else(|_| Value::String(value.to_string()), Value::from)
+}
+
+/// valsort's report for `s`, one line per element, exactly as valsort prints it to stderr.
+pub fn report_lines(s: &Summary) -> Vec<String> {
+    let checksum = format_u128_hex(s.checksum);
+    if s.is_ordered() {
+        vec![
+            format!("Records: {}", s.records),
+            format!("Checksum: {checksum}"),
+            format!("Duplicate keys: {}", s.duplicates),
+            "SUCCESS - all records are in order".to_owned(),
+        ]
+    } else {
+        vec![
+            format!("First unordered record is record {}", s.first_unordered),
+            format!("Records: {}", s.records),
+            format!("Checksum: {checksum}"),
+            format!("ERROR - there are {} unordered records", s.unordered),
+        ]
+    }
+}
+
+/// The summary of `bytes`, a non-empty run of whole records, computed sequentially.
+///
+/// # Panics
+///
+/// If `bytes` is empty or not a multiple of 100 bytes; callers check lengths first (an empty
+/// run has no summary in valsort's format).
+pub fn summarize(bytes: &[u8]) -> Summary {
+    assert!(
+        !bytes.is_empty() && bytes.len() % RECORD_LEN == 0,
+        "summarize needs a non-empty whole number of records, got {} bytes; this is a bug in \
+         the caller",
+        bytes.len()
+    );
+    let mut records = bytes.chunks_exact(RECORD_LEN);
+    let first = records.next().expect("checked non-empty above");
+    let mut previous = key80(first);
+    let mut checksum = crc32fast::hash(first) as u128;
+    let (mut unordered, mut duplicates, mut first_unordered) = (0u64, 0u64, 0u64);
+    for (i, record) in records.enumerate() {
+        let key = key80(record);
+        match previous.cmp(&key) {
+            Ordering::Less => {}
+            Ordering::Equal => duplicates += 1,
+            Ordering::Greater => {
+                if unordered == 0 {
+                    first_unordered = i as u64 + 1;
+                }
+                unordered += 1;
+            }
+        }
+        previous = key;
+        checksum = checksum.wrapping_add(crc32fast::hash(record) as u128);
+    }
+    let record_array = |record: &[u8]| -> [u8; RECORD_LEN] {
+        record.try_into().expect("chunks_exact yields 100-byte records")
+    };
+    Summary {
+        first_unordered: first_unordered as u128,
+        unordered: unordered as u128,
+        records: (bytes.len() / RECORD_LEN) as u128,
+        duplicates: duplicates as u128,
+        checksum,
+        first_record: record_array(first),
+        last_record: record_array(&bytes[bytes.len() - RECORD_LEN..]),
+    }
+}
+
+/// One input file and its size when validation started.
+struct Part {
+    path: PathBuf,
+    len_bytes: u64,
+}
+
+/// A byte range of one part: the unit of parallel work.
+#[derive(Clone, Copy)]
+struct Chunk {
+    part: usize,
+    offset: u64,
+    len_bytes: u64,
+}
+
+/// The files that make up `path`: the file itself, or a folder's regular, non-hidden files in
+/// file-name order.
+fn list_parts(path: &Path) -> Result<Vec<Part>, ValidateError> {
+    let open_error = |path: &Path, source| ValidateError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let metadata = fs::metadata(path).map_err(|source| open_error(path, source))?;
+    let mut parts = Vec::new();
+    if metadata.is_dir() {
+        let list_error = |source| ValidateError::ListFolder {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut names = Vec::new();
+        for entry in fs::read_dir(path).map_err(list_error)? {
+            let entry = entry.map_err(list_error)?;
+            let name = entry.file_name();
+            if name.as_encoded_bytes().starts_with(b".") {
+                continue;
+            }
+            names.push(name);
+        }
+        names.sort();
+        for name in names {
+            let part_path = path.join(name);
+            // `fs::metadata` follows symlinks, so a link to a regular file counts as a part.
+            let metadata =
+                fs::metadata(&part_path).map_err(|source| open_error(&part_path, source))?;
+            if metadata.is_file() {
+                parts.push(Part {
+                    path: part_path,
+                    len_bytes: metadata.len(),
+                });
+            }
+        }
+    } else {
+        parts.push(Part {
+            path: path.to_path_buf(),
+            len_bytes: metadata.len(),
+        });
+    }
+    for part in &parts {
+        let whole = part.len_bytes - part.len_bytes % RECORD_LEN as u64;
+        if whole != part.len_bytes {
+            return Err(ValidateError::PartialRecord {
+                path: part.path.clone(),
+                offset: whole,
+                len_bytes: part.len_bytes,
+            });
+        }
+    }
+    Ok(parts)
+}
+
+/// Reads `chunk` into `buffer` and summarizes it.
+fn summarize_chunk(
+    parts: &[Part],
+    files: &[Option<File>],
+    chunk: Chunk,
+    buffer: &mut Vec<u8>,
+) -> Result<Summary, ValidateError> {
+    let part = &parts[chunk.part];
+    let file = files[chunk.part]
+        .as_ref()
+        .expect("every part of a wave is opened before the wave runs");
+    buffer.resize(chunk.len_bytes as usize, 0);
+    file.read_exact_at(buffer, chunk.offset)
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::UnexpectedEof => ValidateError::Shrunk {
+                path: part.path.clone(),
+                offset: chunk.offset,
+                len_bytes: part.len_bytes,
+            },
+            _ => ValidateError::Read {
+                path: part.path.clone(),
+                offset: chunk.offset,
+                source,
+            },
+        })?;
+    Ok(summarize(buffer))
+}
+
+/// Validates `path`, one file or a folder of part files read in file-name order as their
+/// concatenation (regular files only; names starting with `.` are skipped).
+///
+/// Chunks are summarized in parallel on the rayon pool; `progress` gets the total bytes
+/// validated so far after each wave, from the calling thread.
+pub fn validate_path(
+    path: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Summary, ValidateError> {
+    let parts = list_parts(path)?;
+    let chunks: Vec<Chunk> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(part, p)| {
+            (0..p.len_bytes.div_ceil(CHUNK_BYTES)).map(move |i| {
+                let offset = i * CHUNK_BYTES;
+                Chunk {
+                    part,
+                    offset,
+                    len_bytes: (p.len_bytes - offset).min(CHUNK_BYTES),
+                }
+            })
+        })
+        .collect();
+
+    let wave_chunks =
+        (rayon::current_num_threads() * WAVE_CHUNKS_PER_THREAD).clamp(2, MAX_WAVE_CHUNKS);
+    let mut buffers: Vec<Vec<u8>> = vec![Vec::new(); wave_chunks.min(chunks.len())];
+    // Parts are opened per wave (and closed after it), so a folder of thousands of parts never
+    // holds more than `wave_chunks` descriptors.
+    let mut files: Vec<Option<File>> = (0..parts.len()).map(|_| None).collect();
+    let mut total: Option<Summary> = None;
+    let mut done_bytes = 0u64;
+    for wave in chunks.chunks(wave_chunks) {
+        for chunk in wave {
+            if files[chunk.part].is_none() {
+                let part = &parts[chunk.part];
+                let file = File::open(&part.path).map_err(|source| ValidateError::Open {
+                    path: part.path.clone(),
+                    source,
+                })?;
+                files[chunk.part] = Some(file);
+            }
+        }
+        let summaries: Vec<Summary> = wave
+            .par_iter()
+            .zip(buffers.par_iter_mut())
+            .map(|(&chunk, buffer)| summarize_chunk(&parts, &files, chunk, buffer))
+            .collect::<Result<_, _>>()?;
+        for summary in summaries {
+            match &mut total {
+                None => total = Some(summary),
+                Some(total) => total.combine(&summary),
+            }
+        }
+        for chunk in wave {
+            files[chunk.part] = None;
+        }
+        done_bytes += wave.iter().map(|chunk| chunk.len_bytes).sum::<u64>();
+        progress(done_bytes);
+    }
+    total.ok_or_else(|| ValidateError::Empty {
+        path: path.to_path_buf(),
+    })
+}
+
+/// Combines a file of concatenated 280-byte partition summaries in order, like `valsort -s`.
+pub fn validate_summaries(path: &Path) -> Result<Summary, ValidateError> {
+    let file = File::open(path).map_err(|source| ValidateError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let len_bytes = file
+        .metadata()
+        .map_err(|source| ValidateError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    if len_bytes % SUMMARY_LEN as u64 != 0 {
+        return Err(ValidateError::PartialSummary {
+            path: path.to_path_buf(),
+            len_bytes,
+        });
+    }
+    let mut reader = BufReader::new(file);
+    let mut bytes = [0u8; SUMMARY_LEN];
+    let mut total: Option<Summary> = None;
+    for i in 0..len_bytes / SUMMARY_LEN as u64 {
+        let offset = i * SUMMARY_LEN as u64;
+        reader
+            .read_exact(&mut bytes)
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::UnexpectedEof => ValidateError::Shrunk {
+                    path: path.to_path_buf(),
+                    offset,
+                    len_bytes,
+                },
+                _ => ValidateError::Read {
+                    path: path.to_path_buf(),
+                    offset,
+                    source,
+                },
+            })?;
+        let summary = Summary::from_bytes(&bytes)?;
+        match &mut total {
+            None => total = Some(summary),
+            Some(total) => total.combine(&summary),
+        }
+    }
+    total.ok_or_else(|| ValidateError::Empty {
+        path: path.to_path_buf(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record whose key is `key` (big-endian in bytes 0..10) and whose payload is `tag`.
+    fn record(key: u128, tag: u8) -> [u8; RECORD_LEN] {
+        let mut rec = [tag; RECORD_LEN];
+        rec[..10].copy_from_slice(&(key << 48).to_be_bytes()[..10]);
+        rec
+    }
+
+    fn records(keys: &[u128]) -> Vec<u8> {
+        keys.iter()
+            .enumerate()
+            .flat_map(|(i, &k)| record(k, i as u8))
+            .collect()
+    }
+
+    #[test]
+    fn counts_unordered_and_duplicates() {
+        let s = summarize(&records(&[1, 2, 2, 2, 1, 5, 3, 3]));
+        assert_eq!(s.records, 8);
+        assert_eq!(s.duplicates, 3);
+        assert_eq!(s.unordered, 2);
+        assert_eq!(s.first_unordered, 4);
+        assert!(!s.is_ordered());
+        assert_eq!(s.first_record, record(1, 0));
+        assert_eq!(s.last_record, record(3, 7));
+    }
+
+    #[test]
+    fn single_record_is_ordered() {
+        let s = summarize(&records(&[7]));
+        assert!(s.is_ordered());
+        assert_eq!((s.records, s.duplicates, s.first_unordered), (1, 0, 0));
+        assert_eq!(s.first_record, s.last_record);
+    }
+
+    #[test]
+    fn combine_counts_the_boundary() {
+        let whole = records(&[1, 2, 2, 0, 4, 4]);
+        for split in 1..6 {
+            let mut left = summarize(&whole[..split * RECORD_LEN]);
+            left.combine(&summarize(&whole[split * RECORD_LEN..]));
+            assert_eq!(left, summarize(&whole), "split at {split}");
+        }
+    }
+
+    #[test]
+    fn bytes_round_trip_with_high_words() {
+        let mut s = summarize(&records(&[3, 1]));
+        s.records = (1 << 64) + 5;
+        s.checksum = (1 << 64) + 0xabc;
+        let bytes = s.to_bytes();
+        assert_eq!(&bytes[32..48], &[1, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(Summary::from_bytes(&bytes).expect("280 bytes"), s);
+        let err = Summary::from_bytes(&bytes[..279]).expect_err("short");
+        assert!(matches!(err, ValidateError::SummaryLength { len_bytes: 279 }));
+    }
+
+    #[test]
+    fn report_lines_match_valsort() {
+        let ok = summarize(&records(&[1, 1, 2]));
+        assert_eq!(
+            report_lines(&ok),
+            [
+                "Records: 3".to_owned(),
+                "Checksum: ".to_owned() + &format_u128_hex(ok.checksum),
+                "Duplicate keys: 1".to_owned(),
+                "SUCCESS - all records are in order".to_owned(),
+            ]
+        );
+        let bad = summarize(&records(&[2, 1]));
+        let lines = report_lines(&bad);
+        assert_eq!(lines[0], "First unordered record is record 1");
+        assert_eq!(lines[3], "ERROR - there are 1 unordered records");
+    }
+
+    #[test]
+    fn json_view() {
+        let bad = summarize(&records(&[2, 1]));
+        let json = bad.to_json();
+        assert_eq!(json["records"], 2);
+        assert_eq!(json["first_unordered"], 1);
+        assert_eq!(json["ordered"], false);
+        assert_eq!(json["checksum"], format_u128_hex(bad.checksum));
+        let mut ok = summarize(&records(&[1]));
+        ok.records = 1 << 70;
+        let json = ok.to_json();
+        assert_eq!(json["first_unordered"], Value::Null);
+        assert_eq!(json["records"], (1u128 << 70).to_string());
+        assert_eq!(json["unordered"], 0);
+    }
+}

@@ -1,0 +1,96 @@
+//! [`EngineError`]: what can make a job fail, classified for the scheduler and the CLI.
+
+use std::io;
+use std::path::PathBuf;
+
+use shuffle::ShuffleError;
+
+/// Who has to act on an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorDomain {
+    /// Bad input, flags or environment: the user fixes it; retrying does not help.
+    User,
+    /// Disk, network or machine trouble; a retry may succeed.
+    Io,
+    /// A broken invariant inside Millrace: a bug to report.
+    Internal,
+}
+
+/// Errors of the runtime and its jobs.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("input {path}: {source}")]
+    InputUnreadable { path: PathBuf, source: io::Error },
+    #[error("input {path}: size {size_bytes} is not a multiple of {record_bytes} bytes; the partial record starts at byte offset {offset}")]
+    PartialRecord {
+        path: PathBuf,
+        size_bytes: u64,
+        record_bytes: usize,
+        offset: u64,
+    },
+    #[error("output {path}: {reason}")]
+    BadOutput { path: PathBuf, reason: String },
+    #[error("output {path} is the input file; choose another output path")]
+    OutputIsInput { path: PathBuf },
+    #[error("disk full: writing {path} needs {needed_bytes} bytes; free space or choose another output folder")]
+    DiskFull { path: PathBuf, needed_bytes: u64 },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("invalid job: {reason}")]
+    InvalidJob { reason: String },
+    #[error(transparent)]
+    Shuffle(#[from] ShuffleError),
+    #[error("integrity check failed: {what}; this is a bug, please report it")]
+    Integrity { what: String },
+    #[error("internal error: {what}; this is a bug, please report it")]
+    Internal { what: String },
+}
+
+impl EngineError {
+    /// Who has to act on this error.
+    pub fn domain(&self) -> ErrorDomain {
+        match self {
+            Self::InputUnreadable { .. }
+            | Self::PartialRecord { .. }
+            | Self::BadOutput { .. }
+            | Self::OutputIsInput { .. }
+            | Self::DiskFull { .. }
+            | Self::InvalidJob { .. } => ErrorDomain::User,
+            Self::Io { .. } | Self::Shuffle(_) => ErrorDomain::Io,
+            Self::Integrity { .. } | Self::Internal { .. } => ErrorDomain::Internal,
+        }
+    }
+
+    /// Errors that only echo another subtask's failure (a peer went away); the scheduler
+    /// reports the root cause instead when it has one.
+    pub fn is_secondary(&self) -> bool {
+        matches!(self, Self::Shuffle(_))
+    }
+
+    /// Wraps an I/O error on `path`, turning "no space left" into [`EngineError::DiskFull`].
+    pub fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+        needed_bytes: u64,
+        source: io::Error,
+    ) -> Self {
+        if source.kind() == io::ErrorKind::StorageFull
+            || source.raw_os_error() == Some(libc::ENOSPC)
+        {
+            Self::DiskFull {
+                path: path.into(),
+                needed_bytes,
+            }
+        } else {
+            Self::Io {
+                op,
+                path: path.into(),
+                source,
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Millrace engine: the runtime that runs dataflow jobs (job graph, scheduler, subtasks) and
+//! the TeraSort job built on it.
+#![forbid(unsafe_code)]
+
+mod error;
+pub mod graph;
+pub mod output;
+pub mod record;
+pub mod scheduler;
+pub mod task;
+pub mod terasort;
+pub mod timeline;
+
+pub use error::{EngineError, ErrorDomain};

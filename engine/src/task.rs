@@ -1,0 +1,109 @@
+//! Subtasks: what the scheduler runs, what it hands them, and what they report.
+//!
+//! A subtask is one parallel instance of a [`crate::graph::JobVertex`].
+//! It gets its input gates and result partitions in a [`SubtaskContext`], runs as one task on
+//! the job's tokio runtime, and returns a [`SubtaskReport`] for the timeline.
+//!
+//! **Rule:** a subtask may run CPU work inline for at most one buffer at a time (a few MiB,
+//! around a millisecond) between awaits; anything longer (sorting a whole partition) goes to
+//! the rayon pool through [`spawn_cpu`], so exchanges keep moving.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use serde::Serialize;
+use shuffle::{InputGate, ResultPartition};
+
+use crate::EngineError;
+
+/// A boxed, sendable future, as subtasks return.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The code of one subtask, created per subtask by its vertex.
+pub trait Invokable: Send + 'static {
+    /// Runs the subtask to completion.
+    fn invoke(
+        self: Box<Self>,
+        ctx: SubtaskContext,
+    ) -> BoxFuture<Result<SubtaskReport, EngineError>>;
+}
+
+/// What the scheduler gives a running subtask.
+#[derive(Debug)]
+pub struct SubtaskContext {
+    /// Name of the vertex this subtask belongs to.
+    pub vertex: String,
+    /// Index of this subtask within its vertex, `0..parallelism`.
+    pub subtask: usize,
+    /// How many subtasks the vertex has.
+    pub parallelism: usize,
+    /// One gate per input edge, in edge order.
+    pub inputs: Vec<InputGate>,
+    /// One partition per output edge, in edge order.
+    pub outputs: Vec<ResultPartition>,
+    /// When the job started; timeline times count from here.
+    pub job_start: Instant,
+}
+
+impl SubtaskContext {
+    /// A report for this subtask that starts now.
+    pub fn report(&self) -> SubtaskReport {
+        SubtaskReport {
+            vertex: self.vertex.clone(),
+            subtask: self.subtask,
+            start_us: micros_since(self.job_start),
+            ..SubtaskReport::default()
+        }
+    }
+
+    /// Microseconds since the job started.
+    pub fn now_us(&self) -> u64 {
+        micros_since(self.job_start)
+    }
+}
+
+/// Microseconds elapsed since `start`.
+pub fn micros_since(start: Instant) -> u64 {
+    start.elapsed().as_micros() as u64
+}
+
+/// A named interval inside a subtask (for example "receive", "sort", "write").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Span {
+    pub name: &'static str,
+    pub start_us: u64,
+    pub end_us: u64,
+}
+
+/// What one subtask did: its interval, its volumes and its named spans.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SubtaskReport {
+    pub vertex: String,
+    pub subtask: usize,
+    pub start_us: u64,
+    pub end_us: u64,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Time spent waiting for credit on output channels.
+    pub backpressure_us: u64,
+    pub spans: Vec<Span>,
+}
+
+/// Runs a CPU-heavy closure on the rayon pool and awaits its result without blocking the
+/// async runtime.
+pub async fn spawn_cpu<T, F>(work: F) -> Result<T, EngineError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let _ = tx.send(work());
+    });
+    rx.await.map_err(|_| EngineError::Internal {
+        what: "a CPU task panicked".into(),
+    })
+}

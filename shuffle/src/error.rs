@@ -1,0 +1,14 @@
+//! Errors of the exchange.
+
+/// What can go wrong while moving buffers between subtasks.
+#[derive(Debug, thiserror::Error)]
+pub enum ShuffleError {
+    /// The consumer is gone (failed or cancelled); the producer should stop.
+    #[error(
+        "consumer subtask {consumer} of the exchange is gone; the job is failing or cancelled"
+    )]
+    ConsumerGone { consumer: usize },
+    /// A producer stopped without sending end-of-partition: it failed or was cancelled.
+    #[error("producer subtask {producer} ended without finishing its partition; the job is failing or cancelled")]
+    ProducerLost { producer: usize },
+}

@@ -1,0 +1,155 @@
+//! Credit and channel behaviour of the pipelined exchange: bounded memory, no hangs, failures
+//! surface as errors on the other side.
+
+use std::time::Duration;
+
+use shuffle::{pipelined, Buffer, ShuffleError};
+use tokio::time::timeout;
+
+fn buffer(tag: u8, len: usize) -> Buffer {
+    Buffer::from(vec![tag; len])
+}
+
+/// A producer never has more than `credits` buffers in flight on one channel.
+///
+/// ```text
+/// producer 0 ──(2 credits)──► gate 0 (nobody reads)
+/// ```
+#[tokio::test]
+async fn producer_waits_without_credit() {
+    let (mut partitions, gates) = pipelined(1, 1, 2);
+    let mut partition = partitions.pop().unwrap();
+    partition.emit(0, buffer(1, 10)).await.unwrap();
+    partition.emit(0, buffer(2, 10)).await.unwrap();
+    let third = timeout(Duration::from_millis(100), partition.emit(0, buffer(3, 10))).await;
+    assert!(third.is_err(), "third buffer must wait for credit");
+    drop(gates);
+}
+
+/// Taking a buffer returns its credit, and buffers of one channel arrive in order.
+#[tokio::test]
+async fn credit_returns_when_taken_and_order_is_kept() {
+    let (mut partitions, mut gates) = pipelined(1, 1, 1);
+    let mut partition = partitions.pop().unwrap();
+    let mut gate = gates.pop().unwrap();
+    let producer = tokio::spawn(async move {
+        for tag in 0..50u8 {
+            partition.emit(0, buffer(tag, 3)).await.unwrap();
+        }
+        partition.finish().unwrap();
+        partition.metrics()
+    });
+    let mut seen = Vec::new();
+    while let Some((channel, buf)) = gate.next().await.unwrap() {
+        assert_eq!(channel.0, 0);
+        seen.push(buf.as_bytes()[0]);
+    }
+    assert_eq!(seen, (0..50).collect::<Vec<_>>());
+    let sent = producer.await.unwrap();
+    assert_eq!(sent.buffers, 50);
+    assert_eq!(gate.metrics().bytes, 150);
+    assert!(gate.is_finished());
+}
+
+/// Many producers and consumers with a single credit each and a slow consumer: everything
+/// arrives, nothing hangs.
+///
+/// ```text
+/// 4 producers ──all-to-all, 1 credit per channel──► 3 consumers (consumer 0 sleeps per buffer)
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_to_all_with_one_credit_and_a_slow_consumer_completes() {
+    let (partitions, gates) = pipelined(4, 3, 1);
+    let mut tasks = Vec::new();
+    for mut partition in partitions {
+        tasks.push(tokio::spawn(async move {
+            for i in 0..60usize {
+                let target = i % 3;
+                partition
+                    .emit(target, buffer(partition.producer() as u8, 8))
+                    .await?;
+            }
+            partition.finish()?;
+            Ok::<u64, ShuffleError>(0)
+        }));
+    }
+    for mut gate in gates {
+        tasks.push(tokio::spawn(async move {
+            let mut got = 0u64;
+            while let Some((_, _buf)) = gate.next().await? {
+                if gate.consumer() == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                got += 1;
+            }
+            Ok(got)
+        }));
+    }
+    let mut received = 0;
+    for task in tasks {
+        received += timeout(Duration::from_secs(30), task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(received, 4 * 60);
+}
+
+/// A consumer that goes away releases its producers with an error instead of leaving them
+/// waiting for credit forever.
+#[tokio::test]
+async fn dropped_consumer_fails_waiting_producer() {
+    let (mut partitions, mut gates) = pipelined(1, 1, 1);
+    let mut partition = partitions.pop().unwrap();
+    partition.emit(0, buffer(0, 1)).await.unwrap();
+    let waiting = tokio::spawn(async move { partition.emit(0, buffer(1, 1)).await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(gates.pop());
+    let result = timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        result,
+        Err(ShuffleError::ConsumerGone { consumer: 0 })
+    ));
+}
+
+/// A producer that fails mid-way makes its consumer fail instead of waiting forever.
+#[tokio::test]
+async fn dropped_producer_fails_consumer() {
+    let (mut partitions, mut gates) = pipelined(2, 1, 4);
+    let mut gate = gates.pop().unwrap();
+    let mut finished = partitions.pop().unwrap();
+    let mut failing = partitions.pop().unwrap();
+    failing.emit(0, buffer(7, 1)).await.unwrap();
+    finished.finish().unwrap();
+    drop(failing);
+    let mut result = Ok(None);
+    for _ in 0..3 {
+        result = gate.next().await;
+        if result.is_err() {
+            break;
+        }
+    }
+    assert!(
+        matches!(result, Err(ShuffleError::ProducerLost { producer: 0 })),
+        "{result:?}"
+    );
+}
+
+/// `try_next` never waits and reports an empty queue as `None`.
+#[tokio::test]
+async fn try_next_does_not_wait() {
+    let (mut partitions, mut gates) = pipelined(1, 1, 2);
+    let mut gate = gates.pop().unwrap();
+    assert!(gate.try_next().unwrap().is_none());
+    assert!(!gate.is_finished());
+    let mut partition = partitions.pop().unwrap();
+    partition.emit(0, buffer(9, 2)).await.unwrap();
+    partition.finish().unwrap();
+    assert_eq!(gate.try_next().unwrap().unwrap().1.as_bytes(), &[9, 9]);
+    assert!(gate.try_next().unwrap().is_none());
+    assert!(gate.is_finished());
+}
