@@ -14,7 +14,11 @@ use bench_sort::gensort::{self, Format, GenSpec};
 use bench_sort::valsort;
 
 fn rate(bytes: u128, seconds: f64) -> String {
-    format!("{:7.3} s  {:6.2} GB/s", seconds, bytes as f64 / seconds / 1e9)
+    format!(
+        "{:7.3} s  {:6.2} GB/s",
+        seconds,
+        bytes as f64 / seconds / 1e9
+    )
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -24,7 +28,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         None => 10_000_000,
     };
     let output = args.next().map(PathBuf::from);
-    println!("{records} records, {} rayon threads", rayon::current_num_threads());
+    println!(
+        "{records} records, {} rayon threads",
+        rayon::current_num_threads()
+    );
     let modes = [
         ("binary", Format::Binary, false),
         ("ascii", Format::Ascii, false),
@@ -55,7 +62,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         let checksum = gensort::checksum_of(&spec);
         let parallel = started.elapsed().as_secs_f64();
         println!("{name:10} gen 1 thread      {}", rate(bytes, one_thread));
-        println!("{name:10} gen+crc parallel  {}  checksum {checksum}", rate(bytes, parallel));
+        println!(
+            "{name:10} gen+crc parallel  {}  checksum {checksum}",
+            rate(bytes, parallel)
+        );
 
         if let Some(path) = &output {
             let started = Instant::now();

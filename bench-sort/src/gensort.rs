@@ -403,7 +403,8 @@ trait WaveSink {
 /// checksum of all of them. Stops early (with a partial checksum) if the sink fails; the
 /// caller then reports the sink's error.
 fn generate_waves(spec: &GenSpec, sink: &mut dyn WaveSink) -> Checksum {
-    let wave_blocks = (rayon::current_num_threads() * WAVE_BLOCKS_PER_THREAD).clamp(4, MAX_WAVE_BLOCKS);
+    let wave_blocks =
+        (rayon::current_num_threads() * WAVE_BLOCKS_PER_THREAD).clamp(4, MAX_WAVE_BLOCKS);
     let wave_records = (wave_blocks * BLOCK_RECORDS) as u64;
     let mut checksum = Checksum::default();
     let mut offset = 0u64;
@@ -653,9 +654,21 @@ mod tests {
         let table = skip_table();
         assert_eq!(table[0], (A, C));
         let cases = [
-            (1, "17bce35bdf69743c529ed9eb20e0ae99", "95e0e48262b3edfe04479485c755b646"),
-            (2, "f4dd417327db7a9bd194dfbe42d45771", "882a02c315362b60765f100068b33a1c"),
-            (64, "5f0ba18c53cd8fbc0000000000000001", "f0b1944bfd71a97f0000000000000000"),
+            (
+                1,
+                "17bce35bdf69743c529ed9eb20e0ae99",
+                "95e0e48262b3edfe04479485c755b646",
+            ),
+            (
+                2,
+                "f4dd417327db7a9bd194dfbe42d45771",
+                "882a02c315362b60765f100068b33a1c",
+            ),
+            (
+                64,
+                "5f0ba18c53cd8fbc0000000000000001",
+                "f0b1944bfd71a97f0000000000000000",
+            ),
         ];
         for (i, a, c) in cases {
             assert_eq!(table[i], (hex128(a), hex128(c)), "a_{i} / c_{i}");
@@ -685,7 +698,12 @@ mod tests {
             hex(&Sha256::digest(&sa)),
             "552e9fee2bbb4bb349031f01c4e4d5ddc737c104805d8b136c5a6e0466067093"
         );
-        let sb_rows = ["4a696d477261", "95e0e48262b3", "45979353dbed", "882a02c31536"];
+        let sb_rows = [
+            "4a696d477261",
+            "95e0e48262b3",
+            "45979353dbed",
+            "882a02c31536",
+        ];
         for (i, row) in sb_rows.iter().enumerate() {
             assert_eq!(hex(&tables.binary[i]), *row, "SB[{i}]");
         }
@@ -733,8 +751,14 @@ mod tests {
              da3bb1ab"
         );
         assert_eq!(crc32fast::hash(&rec), 0x9ea5_93a0);
-        assert_eq!(hex(&record(Format::Binary, false, 1)[..10]), "95e0e48262b3edfe0447");
-        assert_eq!(hex(&record(Format::Binary, false, 2)[..10]), "45979353dbed5329365c");
+        assert_eq!(
+            hex(&record(Format::Binary, false, 1)[..10]),
+            "95e0e48262b3edfe0447"
+        );
+        assert_eq!(
+            hex(&record(Format::Binary, false, 2)[..10]),
+            "45979353dbed5329365c"
+        );
         assert_eq!(
             hex(&record(Format::Binary, false, 123_456_789)[..20]),
             "e972efd66ef4fd6127cc76ce1c4a70d0c4618ca9"
@@ -763,17 +787,27 @@ mod tests {
             (9, "84c0992f3b94fd25acb0", "5c90ab38ae52fd25acb0"),
         ];
         for (n, plain, skewed) in binary {
-            assert_eq!(hex(&record(Format::Binary, false, n)[..10]), plain, "record {n}");
+            assert_eq!(
+                hex(&record(Format::Binary, false, n)[..10]),
+                plain,
+                "record {n}"
+            );
             let skewed_rec = record(Format::Binary, true, n);
             assert_eq!(hex(&skewed_rec[..10]), skewed, "skewed record {n}");
             // Skew touches only the key.
             assert_eq!(&skewed_rec[10..], &record(Format::Binary, false, n)[10..]);
         }
-        let ascii: [(u128, &[u8], &[u8]); 2] =
-            [(4, b"o4FoBkqERn", b"Q)FoBkqERn"), (11, b"GLSnlm0*P*", b"o4FoBm0*P*")];
+        let ascii: [(u128, &[u8], &[u8]); 2] = [
+            (4, b"o4FoBkqERn", b"Q)FoBkqERn"),
+            (11, b"GLSnlm0*P*", b"o4FoBm0*P*"),
+        ];
         for (n, plain, skewed) in ascii {
             assert_eq!(&record(Format::Ascii, false, n)[..10], plain, "record {n}");
-            assert_eq!(&record(Format::Ascii, true, n)[..10], skewed, "skewed record {n}");
+            assert_eq!(
+                &record(Format::Ascii, true, n)[..10],
+                skewed,
+                "skewed record {n}"
+            );
         }
     }
 
@@ -792,7 +826,11 @@ mod tests {
                 for i in 0..6u128 {
                     let one = record(format, skew, (u128::MAX - 2).wrapping_add(i));
                     let at = i as usize * RECORD_LEN;
-                    assert_eq!(&block[at..at + RECORD_LEN], &one[..], "{format:?} {skew} +{i}");
+                    assert_eq!(
+                        &block[at..at + RECORD_LEN],
+                        &one[..],
+                        "{format:?} {skew} +{i}"
+                    );
                 }
             }
         }
@@ -835,7 +873,9 @@ mod tests {
 
     #[test]
     fn parse_record_count_rejects_garbage() {
-        for input in ["", "k", "1e6", "1.5M", "-1", "+1", " 1", "1 ", "10MB", "1T", "0x10", "１"] {
+        for input in [
+            "", "k", "1e6", "1.5M", "-1", "+1", " 1", "1 ", "10MB", "1T", "0x10", "１",
+        ] {
             let err = parse_record_count(input).expect_err(input);
             assert!(err.is_bad_input());
             let message = err.to_string();

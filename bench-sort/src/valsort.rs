@@ -214,11 +214,9 @@ impl Summary {
     /// Decodes the 280-byte valsort `-o` encoding.
     pub fn from_bytes(bytes: &[u8]) -> Result<Summary, ValidateError> {
         let bytes: &[u8; SUMMARY_LEN] =
-            bytes
-                .try_into()
-                .map_err(|_| ValidateError::SummaryLength {
-                    len_bytes: bytes.len(),
-                })?;
+            bytes.try_into().map_err(|_| ValidateError::SummaryLength {
+                len_bytes: bytes.len(),
+            })?;
         let field = |i: usize| {
             let word = |at: usize| {
                 u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8-byte slice")) as u128
@@ -316,7 +314,7 @@ pub fn report_lines(s: &Summary) -> Vec<String> {
 /// run has no summary in valsort's format).
 pub fn summarize(bytes: &[u8]) -> Summary {
     assert!(
-        !bytes.is_empty() && bytes.len() % RECORD_LEN == 0,
+        !bytes.is_empty() && bytes.chunks_exact(RECORD_LEN).remainder().is_empty(),
         "summarize needs a non-empty whole number of records, got {} bytes; this is a bug in \
          the caller",
         bytes.len()
@@ -342,7 +340,9 @@ pub fn summarize(bytes: &[u8]) -> Summary {
         checksum = checksum.wrapping_add(crc32fast::hash(record) as u128);
     }
     let record_array = |record: &[u8]| -> [u8; RECORD_LEN] {
-        record.try_into().expect("chunks_exact yields 100-byte records")
+        record
+            .try_into()
+            .expect("chunks_exact yields 100-byte records")
     };
     Summary {
         first_unordered: first_unordered as u128,
@@ -531,7 +531,9 @@ pub fn validate_summaries(path: &Path) -> Result<Summary, ValidateError> {
             source,
         })?
         .len();
-    if len_bytes % SUMMARY_LEN as u64 != 0 {
+    // Not `is_multiple_of`: that needs Rust 1.87 and the workspace supports 1.80.
+    let partial_bytes = len_bytes % SUMMARY_LEN as u64;
+    if partial_bytes != 0 {
         return Err(ValidateError::PartialSummary {
             path: path.to_path_buf(),
             len_bytes,
@@ -621,10 +623,16 @@ mod tests {
         s.records = (1 << 64) + 5;
         s.checksum = (1 << 64) + 0xabc;
         let bytes = s.to_bytes();
-        assert_eq!(&bytes[32..48], &[1, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            &bytes[32..48],
+            &[1, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]
+        );
         assert_eq!(Summary::from_bytes(&bytes).expect("280 bytes"), s);
         let err = Summary::from_bytes(&bytes[..279]).expect_err("short");
-        assert!(matches!(err, ValidateError::SummaryLength { len_bytes: 279 }));
+        assert!(matches!(
+            err,
+            ValidateError::SummaryLength { len_bytes: 279 }
+        ));
     }
 
     #[test]

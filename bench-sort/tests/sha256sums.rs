@@ -64,7 +64,11 @@ fn check_million(large: &Large) -> Vec<u8> {
     let spec = spec(large);
     let bytes = generate_all(&spec);
     assert_eq!(sha256_hex(&bytes), large.sha256, "{spec:?}: sha256");
-    assert_eq!(gensort::checksum_of(&spec).sum_hex(), large.checksum, "{spec:?}: checksum");
+    assert_eq!(
+        gensort::checksum_of(&spec).sum_hex(),
+        large.checksum,
+        "{spec:?}: checksum"
+    );
     assert_eq!(
         valsort::report_lines(&valsort::summarize(&bytes)),
         expected_unsorted_report(large),
@@ -74,12 +78,24 @@ fn check_million(large: &Large) -> Vec<u8> {
     // Partitioned generation, as `gensort -b0 333333; -b333333 1; -b333334 666666`.
     let mut hasher = Sha256::new();
     for (start, records) in [(0, 333_333), (333_333, 1), (333_334, 666_666)] {
-        hasher.update(generate_all(&GenSpec { start, records, ..spec }));
+        hasher.update(generate_all(&GenSpec {
+            start,
+            records,
+            ..spec
+        }));
     }
-    assert_eq!(common::hex(&hasher.finalize()), large.sha256, "{spec:?}: three pieces");
+    assert_eq!(
+        common::hex(&hasher.finalize()),
+        large.sha256,
+        "{spec:?}: three pieces"
+    );
 
     let sorted = sorted_by_full_record(&bytes);
-    assert_eq!(sha256_hex(&sorted), large.sorted_sha256, "{spec:?}: sorted sha256");
+    assert_eq!(
+        sha256_hex(&sorted),
+        large.sorted_sha256,
+        "{spec:?}: sorted sha256"
+    );
     assert_eq!(
         valsort::report_lines(&valsort::summarize(&sorted)),
         expected_sorted_report(large),
@@ -150,11 +166,21 @@ fn skew_ascii_million() {
     assert_eq!((part_a.duplicates, part_b.duplicates), (0, 34));
     let mut combined = part_a.clone();
     combined.combine(&part_b);
-    assert_eq!(combined, valsort::summarize(&sorted), "the boundary duplicate is counted");
+    assert_eq!(
+        combined,
+        valsort::summarize(&sorted),
+        "the boundary duplicate is counted"
+    );
 
     let Some(dir) = testdata() else { return };
-    assert!(part_a.to_bytes()[..] == common::read(&dir, "sa_partA.sum")[..], "sa_partA.sum");
-    assert!(part_b.to_bytes()[..] == common::read(&dir, "sa_partB.sum")[..], "sa_partB.sum");
+    assert!(
+        part_a.to_bytes()[..] == common::read(&dir, "sa_partA.sum")[..],
+        "sa_partA.sum"
+    );
+    assert!(
+        part_b.to_bytes()[..] == common::read(&dir, "sa_partB.sum")[..],
+        "sa_partB.sum"
+    );
 }
 
 /// 10M binary records (1 GB). Sorting uses `key80 << 32 | index`, which is a stable sort by
@@ -175,7 +201,11 @@ fn binary_ten_million() {
     let spec = spec(&large);
     let bytes = generate_all(&spec);
     assert_eq!(sha256_hex(&bytes), large.sha256, "sha256");
-    assert_eq!(gensort::checksum_of(&spec).sum_hex(), large.checksum, "checksum");
+    assert_eq!(
+        gensort::checksum_of(&spec).sum_hex(),
+        large.checksum,
+        "checksum"
+    );
     // The parallel-chunk path of the validator, over the in-memory bytes.
     let summary = bytes
         .par_chunks(1_000_000 * RECORD_LEN)
@@ -185,8 +215,15 @@ fn binary_ten_million() {
             a
         })
         .expect("non-empty");
-    assert_eq!(summary, valsort::summarize(&bytes), "parallel summary equals sequential");
-    assert_eq!(valsort::report_lines(&summary), expected_unsorted_report(&large));
+    assert_eq!(
+        summary,
+        valsort::summarize(&bytes),
+        "parallel summary equals sequential"
+    );
+    assert_eq!(
+        valsort::report_lines(&summary),
+        expected_unsorted_report(&large)
+    );
 
     let mut order: Vec<u128> = bytes
         .par_chunks_exact(RECORD_LEN)
@@ -210,7 +247,14 @@ fn binary_ten_million() {
             Some(total) => total.combine(&s),
         }
     }
-    assert_eq!(common::hex(&hasher.finalize()), large.sorted_sha256, "sorted sha256");
+    assert_eq!(
+        common::hex(&hasher.finalize()),
+        large.sorted_sha256,
+        "sorted sha256"
+    );
     let sorted_summary = sorted_summary.expect("non-empty");
-    assert_eq!(valsort::report_lines(&sorted_summary), expected_sorted_report(&large));
+    assert_eq!(
+        valsort::report_lines(&sorted_summary),
+        expected_sorted_report(&large)
+    );
 }

@@ -278,6 +278,11 @@ impl OutputFile {
 }
 
 fn preallocate(file: &File, path: &Path, bytes: u64) -> Result<(), EngineError> {
+    if std::env::var_os("MILLRACE_NO_FALLOCATE").is_some() {
+        return file
+            .set_len(bytes)
+            .map_err(|e| EngineError::io("resize", path, bytes, e));
+    }
     match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, bytes) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::NOSPC) => Err(EngineError::DiskFull {
@@ -340,15 +345,25 @@ impl Chunk {
     }
 }
 
+/// Where a [`RangeWriter`]'s time went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Time the I/O thread spent in write calls.
+    pub io_busy_us: u64,
+    /// Time the filling side waited for a free chunk (the disk was the bottleneck).
+    pub wait_for_io_us: u64,
+}
+
 /// Writes one range of an output file, in order, through an I/O thread.
 pub struct RangeWriter {
+    wait_for_io: std::time::Duration,
     path: PathBuf,
     chunk_bytes: usize,
     chunk: Chunk,
     end: u64,
     to_io: Option<SyncSender<Chunk>>,
     free: Receiver<Chunk>,
-    io_thread: Option<JoinHandle<Result<(), EngineError>>>,
+    io_thread: Option<JoinHandle<Result<std::time::Duration, EngineError>>>,
 }
 
 impl RangeWriter {
@@ -368,11 +383,14 @@ impl RangeWriter {
         let io_thread = std::thread::Builder::new()
             .name("millrace-write".into())
             .spawn(move || {
+                let mut busy = std::time::Duration::ZERO;
                 for chunk in from_writer {
+                    let started = std::time::Instant::now();
                     write_chunk(&chunk, &buffered, direct.as_deref(), &io_path)?;
+                    busy += started.elapsed();
                     let _ = to_writer.send(chunk);
                 }
-                Ok(())
+                Ok(busy)
             })
             .expect("the OS can start a thread");
         let mut chunk = Chunk::new(chunk_bytes);
@@ -380,6 +398,7 @@ impl RangeWriter {
         chunk.skip = (start - chunk.file_offset) as usize;
         chunk.fill = chunk.skip;
         Self {
+            wait_for_io: std::time::Duration::ZERO,
             path,
             chunk_bytes,
             chunk,
@@ -408,10 +427,12 @@ impl RangeWriter {
     }
 
     fn flush_chunk(&mut self) -> Result<(), EngineError> {
+        let waited = std::time::Instant::now();
         let next = match self.free.recv() {
             Ok(chunk) => chunk,
             Err(_) => return Err(self.io_failure()),
         };
+        self.wait_for_io += waited.elapsed();
         let mut full = std::mem::replace(&mut self.chunk, next);
         self.chunk.file_offset = full.file_offset + self.chunk_bytes as u64;
         self.chunk.fill = 0;
@@ -429,6 +450,9 @@ impl RangeWriter {
         self.to_io = None;
         match self.io_thread.take().map(|t| t.join()) {
             Some(Ok(Err(error))) => error,
+            Some(Ok(Ok(_))) => EngineError::Internal {
+                what: format!("the write thread for {} stopped early", self.path.display()),
+            },
             _ => EngineError::Internal {
                 what: format!("the write thread for {} stopped", self.path.display()),
             },
@@ -437,7 +461,7 @@ impl RangeWriter {
 
     /// Writes what is left and waits for the I/O thread; checks that exactly the range was
     /// written.
-    pub fn finish(mut self) -> Result<(), EngineError> {
+    pub fn finish(mut self) -> Result<WriteStats, EngineError> {
         let written_end = self.chunk.file_offset + self.chunk.fill as u64;
         if written_end != self.end {
             return Err(EngineError::Internal {
@@ -471,8 +495,12 @@ impl RangeWriter {
             }
         }
         self.to_io = None;
+        let waited = std::time::Instant::now();
         match self.io_thread.take().map(|t| t.join()) {
-            Some(Ok(result)) => result,
+            Some(Ok(result)) => result.map(|busy| WriteStats {
+                io_busy_us: busy.as_micros() as u64,
+                wait_for_io_us: (self.wait_for_io + waited.elapsed()).as_micros() as u64,
+            }),
             _ => Err(EngineError::Internal {
                 what: format!("the write thread for {} panicked", self.path.display()),
             }),

@@ -92,6 +92,20 @@ pub struct SubtaskReport {
     pub spans: Vec<Span>,
 }
 
+/// Runs a long, mostly memory-bound closure on its own blocking thread (outside both the async
+/// runtime and the rayon pool, so it can wait for rayon work) and awaits its result.
+pub async fn spawn_blocking<T, F>(work: F) -> Result<T, EngineError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| EngineError::Internal {
+            what: format!("a blocking task failed: {e}"),
+        })
+}
+
 /// Runs a CPU-heavy closure on the rayon pool and awaits its result without blocking the
 /// async runtime.
 pub async fn spawn_cpu<T, F>(work: F) -> Result<T, EngineError>

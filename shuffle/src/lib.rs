@@ -10,11 +10,14 @@
 //! slow a consumer is.
 //!
 //! **Invariant:** this crate knows bytes and buffers, never record formats or the engine.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
+//!
+//! **Invariant:** only `mmap.rs` contains `unsafe`.
 
 mod buffer;
 mod error;
 mod exchange;
+mod mmap;
 
 pub use buffer::{Buffer, BufferPool};
 pub use error::ShuffleError;
@@ -22,3 +25,4 @@ pub use exchange::{
     pipelined, ChannelIndex, Event, ExchangeMetrics, InputGate, ResultPartition,
     ResultPartitionType, ResultSubpartition,
 };
+pub use mmap::MappedFile;

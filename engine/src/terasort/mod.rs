@@ -11,14 +11,14 @@
 //! The job checks itself at the end: records out = records in and the order-independent
 //! checksum of the output = that of the input, or it fails loudly and leaves no output.
 
+mod input;
 mod map;
 pub mod partitioner;
 mod reduce;
 mod sample;
 pub mod sorter;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -143,8 +143,8 @@ impl SortReport {
 /// State shared by the subtasks of one sort.
 #[derive(Debug)]
 struct SortShared {
-    input_path: PathBuf,
-    input: File,
+    /// The input, mapped: maps read keys from it and reducers copy records out of it.
+    input: shuffle::MappedFile,
     splits: Vec<(u64, u64)>,
     next_split: AtomicUsize,
     reducer_ranges: RangePartitioner,
@@ -170,32 +170,6 @@ impl SortShared {
     }
 }
 
-/// Opens the input and checks it holds whole records; returns the file and its size.
-pub fn open_input(path: &Path) -> Result<(File, u64), EngineError> {
-    let unreadable = |source| EngineError::InputUnreadable {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(unreadable)?;
-    let meta = file.metadata().map_err(unreadable)?;
-    if meta.is_dir() {
-        return Err(unreadable(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "is a folder, expected a file of records",
-        )));
-    }
-    let size = meta.len();
-    if size % RECORD_LEN as u64 != 0 {
-        return Err(EngineError::PartialRecord {
-            path: path.to_path_buf(),
-            size_bytes: size,
-            record_bytes: RECORD_LEN,
-            offset: size - size % RECORD_LEN as u64,
-        });
-    }
-    Ok((file, size))
-}
-
 /// Runs a TeraSort as configured and reports it; the output exists only if this returns `Ok`.
 pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, EngineError> {
     let job_start = Instant::now();
@@ -204,7 +178,7 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
             reason: "maps and reducers must be at least 1".into(),
         });
     }
-    let (input, size) = open_input(&config.input)?;
+    let (input, size) = input::open_input(&config.input)?;
     let records = size / RECORD_LEN as u64;
     let target = OutputTarget::create(
         &config.output,
@@ -254,8 +228,7 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
         .map(|start| (start, (start + split_bytes).min(size)))
         .collect();
     let shared = Arc::new(SortShared {
-        input_path: config.input.clone(),
-        input,
+        input: input::map_input(&input, size, &config.input)?,
         splits,
         next_split: AtomicUsize::new(0),
         reducer_ranges: RangePartitioner::new(0, KEY_SPACE_END, reducer_bounds),
@@ -332,6 +305,15 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
                 output_checksum.records, output_checksum, input_checksum.records, input_checksum
             ),
         });
+    }
+    match std::fs::metadata(&config.input) {
+        Ok(meta) if meta.len() == size => {}
+        _ => {
+            return Err(EngineError::InputUnreadable {
+                path: config.input.clone(),
+                source: std::io::Error::other("the input changed size while it was being sorted"),
+            })
+        }
     }
     let commit_start = micros_since(job_start);
     let output = target.commit()?;
