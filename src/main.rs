@@ -403,6 +403,7 @@ fn sort_json(report: &SortReport) -> serde_json::Value {
         "reducers": report.reducers,
         "wall_ms": report.wall_us as f64 / 1000.0,
         "mb_per_s": report.mb_per_s(),
+        "peak_rss_bytes": report.peak_rss_bytes,
         "phases": t.phases.iter().map(|p| serde_json::json!({
             "name": p.name, "start_ms": p.start_us as f64 / 1000.0, "end_ms": p.end_us as f64 / 1000.0,
         })).collect::<Vec<_>>(),

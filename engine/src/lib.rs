@@ -4,6 +4,7 @@
 //! **Invariant:** the only `unsafe` is the CPU-feature dispatch in `record/crc32.rs`.
 
 mod error;
+pub mod floor;
 pub mod graph;
 pub mod output;
 pub mod record;

@@ -11,7 +11,7 @@
 //! The job checks itself at the end: records out = records in and the order-independent
 //! checksum of the output = that of the input, or it fails loudly and leaves no output.
 
-mod input;
+pub mod input;
 mod map;
 pub mod partitioner;
 mod reduce;
@@ -126,6 +126,9 @@ pub struct SortReport {
     pub reducers: usize,
     pub wall_us: u64,
     pub sample_us: u64,
+    /// Peak resident memory of the process when the job ended (Linux `VmHWM`), mapped input
+    /// pages included.
+    pub peak_rss_bytes: Option<u64>,
     pub timeline: Timeline,
 }
 
@@ -348,6 +351,7 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
         reducers: config.reducers,
         wall_us,
         sample_us,
+        peak_rss_bytes: crate::floor::peak_rss_bytes(),
         timeline,
     })
 }
