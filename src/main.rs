@@ -158,6 +158,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    remove_temp_files_on_interrupt();
     let result = match cli.command {
         Command::Gen(args) => gen(args),
         Command::Validate(args) => validate(args),
@@ -174,6 +175,22 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// On Ctrl-C or SIGTERM: delete every registered temp file and folder, then exit with 130.
+fn remove_temp_files_on_interrupt() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        tracing::warn!("cannot install signal handlers; an interrupted run may leave temp files");
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            engine::cleanup::remove_all();
+            eprintln!("interrupted (signal {signal}); temp files removed");
+            std::process::exit(130);
+        }
+    });
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
@@ -246,6 +263,7 @@ fn generate(spec: &GenSpec, output: &Path) -> Result<engine::record::Checksum> {
         bail!("output {} is a folder; give a file path", output.display());
     }
     let temp = temp_path_for(output);
+    let _guard = engine::cleanup::register(&temp);
     let result = gensort::generate_to_file(spec, &temp, &|b| bar.set_position(b));
     bar.finish_and_clear();
     match result {
@@ -452,6 +470,7 @@ fn demo(args: &SortArgs) -> Result<ExitCode> {
         .prefix("millrace-demo-")
         .tempdir()
         .context("cannot create a temp folder")?;
+    let _guard = engine::cleanup::register(dir.path());
     let input = dir.path().join("input.dat");
     let output = dir.path().join("sorted.dat");
     let spec = GenSpec {

@@ -18,7 +18,13 @@ pub struct CopyReport {
 
 /// Copies `input` to `output` with `writers` parallel range writers (like `writers`
 /// reducers), `chunk_bytes` per write; the output is durable when this returns.
-pub fn copy_file(input: &Path, output: &Path, io: IoMode, writers: usize, chunk_bytes: usize) -> Result<CopyReport, EngineError> {
+pub fn copy_file(
+    input: &Path,
+    output: &Path,
+    io: IoMode,
+    writers: usize,
+    chunk_bytes: usize,
+) -> Result<CopyReport, EngineError> {
     let started = Instant::now();
     let (file, size) = open_input(input)?;
     let target = OutputTarget::create(output, input, size, None, io)?;
@@ -40,10 +46,19 @@ pub fn copy_file(input: &Path, output: &Path, io: IoMode, writers: usize, chunk_
                 })
             })
             .collect();
-        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(EngineError::Internal { what: "a copy thread panicked".into() })))
+        handles.into_iter().try_for_each(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(EngineError::Internal {
+                    what: "a copy thread panicked".into(),
+                })
+            })
+        })
     })?;
     target.commit()?;
-    Ok(CopyReport { bytes: size, wall: started.elapsed() })
+    Ok(CopyReport {
+        bytes: size,
+        wall: started.elapsed(),
+    })
 }
 
 /// Peak resident memory of this process so far (`VmHWM`), in bytes; `None` off Linux.

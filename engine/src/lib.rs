@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 //! **Invariant:** the only `unsafe` is the CPU-feature dispatch in `record/crc32.rs`.
 
+pub mod cleanup;
 mod error;
 pub mod floor;
 pub mod graph;

@@ -51,6 +51,7 @@ pub struct OutputTarget {
     files: Vec<OutputFile>,
     parts: bool,
     committed: bool,
+    _interrupt_guard: crate::cleanup::TempGuard,
 }
 
 /// One file of the output; clones share the open handles.
@@ -117,6 +118,7 @@ impl OutputTarget {
             files: Vec::new(),
             parts: parts.is_some(),
             committed: false,
+            _interrupt_guard: crate::cleanup::register(&temp_path),
         };
         let create_error = |e: io::Error, path: &Path| match e.kind() {
             io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => bad(format!(
