@@ -44,7 +44,7 @@ use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use engine::record::{format_u128_hex, key80, Checksum, RECORD_LEN};
+use engine::record::{crc32_record, format_u128_hex, key80, Checksum, RECORD_LEN};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
@@ -322,7 +322,7 @@ pub fn summarize(bytes: &[u8]) -> Summary {
     let mut records = bytes.chunks_exact(RECORD_LEN);
     let first = records.next().expect("checked non-empty above");
     let mut previous = key80(first);
-    let mut checksum = crc32fast::hash(first) as u128;
+    let mut checksum = crc32_record(first.try_into().expect("chunks_exact yields 100-byte records")) as u128;
     let (mut unordered, mut duplicates, mut first_unordered) = (0u64, 0u64, 0u64);
     for (i, record) in records.enumerate() {
         let key = key80(record);
@@ -337,7 +337,9 @@ pub fn summarize(bytes: &[u8]) -> Summary {
             }
         }
         previous = key;
-        checksum = checksum.wrapping_add(crc32fast::hash(record) as u128);
+        checksum = checksum.wrapping_add(
+            crc32_record(record.try_into().expect("chunks_exact yields 100-byte records")) as u128,
+        );
     }
     let record_array = |record: &[u8]| -> [u8; RECORD_LEN] {
         record

@@ -7,6 +7,7 @@ pub mod cleanup;
 mod error;
 pub mod floor;
 pub mod graph;
+pub mod memory;
 pub mod output;
 pub mod record;
 pub mod scheduler;

@@ -13,6 +13,7 @@
 
 pub mod input;
 mod map;
+pub mod merge;
 pub mod partitioner;
 mod reduce;
 mod sample;

@@ -1,0 +1,121 @@
+//! The memory budget: every operator that grows asks here first, and spills when refused.
+//!
+//! ```text
+//!   MemoryBudget (limit, used) ◄── try_reserve(bytes) ── reducer sort arenas, merge windows
+//!        ▲                                               exchange buffers, write chunks (fixed)
+//!        └── Reservation (RAII: dropping it gives the bytes back)
+//! ```
+//! Reservations are accounting, not allocation: the holder allocates at most what it reserved.
+//! Fixed consumers (exchange buffers, I/O chunks) reserve once at job start, so a budget too
+//! small to run at all is reported before any work, with the minimum that would do.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A shared memory limit for one job (later: one worker).
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit_bytes: u64,
+    used_bytes: AtomicU64,
+    peak_bytes: AtomicU64,
+}
+
+impl MemoryBudget {
+    /// A budget of `limit_bytes`.
+    pub fn new(limit_bytes: u64) -> Arc<Self> {
+        Arc::new(Self { limit_bytes, used_bytes: AtomicU64::new(0), peak_bytes: AtomicU64::new(0) })
+    }
+
+    /// The limit.
+    pub fn limit_bytes(&self) -> u64 {
+        self.limit_bytes
+    }
+
+    /// Bytes reserved now.
+    pub fn used_bytes(&self) -> u64 {
+        self.used_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes ever reserved at once.
+    pub fn peak_bytes(&self) -> u64 {
+        self.peak_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Reserves `bytes` if they fit under the limit.
+    pub fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
+        let mut used = self.used_bytes.load(Ordering::Relaxed);
+        loop {
+            let next = used.checked_add(bytes)?;
+            if next > self.limit_bytes {
+                return None;
+            }
+            match self.used_bytes.compare_exchange_weak(used, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => {
+                    self.peak_bytes.fetch_max(next, Ordering::Relaxed);
+                    return Some(Reservation { budget: self.clone(), bytes });
+                }
+                Err(actual) => used = actual,
+            }
+        }
+    }
+}
+
+/// Bytes held from a [`MemoryBudget`]; given back on drop.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<MemoryBudget>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Tries to hold `more` bytes as well.
+    pub fn try_grow(&mut self, more: u64) -> bool {
+        match self.budget.try_reserve(more) {
+            Some(extra) => {
+                self.bytes += extra.bytes;
+                std::mem::forget(extra);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Gives back all but `keep` bytes.
+    pub fn shrink_to(&mut self, keep: u64) {
+        if keep < self.bytes {
+            self.budget.used_bytes.fetch_sub(self.bytes - keep, Ordering::AcqRel);
+            self.bytes = keep;
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.used_bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserve_refuse_release() {
+        let budget = MemoryBudget::new(100);
+        let mut a = budget.try_reserve(60).unwrap();
+        assert!(budget.try_reserve(41).is_none());
+        assert!(a.try_grow(40));
+        assert!(!a.try_grow(1));
+        a.shrink_to(10);
+        assert_eq!(budget.used_bytes(), 10);
+        let b = budget.try_reserve(90).unwrap();
+        drop((a, b));
+        assert_eq!(budget.used_bytes(), 0);
+        assert_eq!(budget.peak_bytes(), 100);
+    }
+}
