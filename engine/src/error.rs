@@ -30,6 +30,10 @@ pub enum EngineError {
     },
     #[error("output {path}: {reason}")]
     BadOutput { path: PathBuf, reason: String },
+    #[error("spill dir {path}: {reason}")]
+    BadSpillDir { path: PathBuf, reason: String },
+    #[error("memory budget of {budget_bytes} bytes is too small: {what} needs at least {minimum_bytes} bytes; raise --memory")]
+    BudgetTooSmall { budget_bytes: u64, minimum_bytes: u64, what: String },
     #[error("output {path} is the input file; choose another output path")]
     OutputIsInput { path: PathBuf },
     #[error("disk full: writing {path} needs {needed_bytes} bytes; free space or choose another output folder")]
@@ -58,6 +62,8 @@ impl EngineError {
             | Self::PartialRecord { .. }
             | Self::BadOutput { .. }
             | Self::OutputIsInput { .. }
+            | Self::BadSpillDir { .. }
+            | Self::BudgetTooSmall { .. }
             | Self::DiskFull { .. }
             | Self::InvalidJob { .. } => ErrorDomain::User,
             Self::Io { .. } | Self::Shuffle(_) => ErrorDomain::Io,

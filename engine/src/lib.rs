@@ -12,6 +12,7 @@ pub mod output;
 pub mod record;
 pub mod scheduler;
 pub mod task;
+pub mod tempdir;
 pub mod terasort;
 pub mod timeline;
 
