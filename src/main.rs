@@ -145,9 +145,12 @@ struct BenchArgs {
     /// Keep the generated data.
     #[arg(long)]
     keep: bool,
-    /// Also print the report as JSON.
+    /// Also print the report as JSON (it is always written to DIR/bench-report.json).
     #[arg(long)]
     json: bool,
+    /// Floor and sort runs per case, interleaved; medians are reported.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
 }
 
 fn main() -> ExitCode {
@@ -364,7 +367,8 @@ fn run_sort(config: &SortConfig) -> Result<SortReport> {
         .map(|m| m.len())
         .unwrap_or(0);
     let bar = progress_bar(total * 2, "sort");
-    let watcher = {
+    // Only a visible bar needs polling; otherwise the job runs alone.
+    let watcher = (!bar.is_hidden()).then(|| {
         let progress = progress.clone();
         let bar = bar.clone();
         std::thread::spawn(move || {
@@ -375,10 +379,12 @@ fn run_sort(config: &SortConfig) -> Result<SortReport> {
                 std::thread::sleep(Duration::from_millis(100));
             }
         })
-    };
+    });
     let report = terasort::run(config, progress);
     bar.finish_and_clear();
-    let _ = watcher.join();
+    if let Some(watcher) = watcher {
+        let _ = watcher.join();
+    }
     Ok(report?)
 }
 
@@ -517,6 +523,22 @@ fn demo(args: &SortArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn bench(_args: BenchArgs) -> Result<ExitCode> {
-    bail!("bench is not built yet")
+fn bench(args: BenchArgs) -> Result<ExitCode> {
+    use bench_sort::bench::{self, BenchConfig};
+    let config = BenchConfig {
+        records: bench::parse_record_counts(&args.records)?,
+        ascii: args.ascii,
+        dir: args.dir,
+        keep: args.keep,
+        runs: args.runs as usize,
+        millrace_exe: std::env::current_exe()
+            .context("cannot find the millrace binary to run the sorts")?,
+    };
+    let report = bench::run(&config, &|line| eprintln!("{line}")).context("bench sort failed")?;
+    let mut stdout = std::io::stdout().lock();
+    write!(stdout, "{}", report.to_markdown())?;
+    if args.json {
+        writeln!(stdout, "{}", report.to_json())?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -130,7 +130,7 @@ pub enum GenError {
         reason: &'static str,
     },
     /// The output file could not be created or truncated.
-    #[error("cannot create {}: {source}", path.display())]
+    #[error("cannot create {}", path.display())]
     Create {
         /// The output path.
         path: PathBuf,
@@ -139,7 +139,7 @@ pub enum GenError {
     },
     /// Writing failed because the file system has no space left.
     #[error(
-        "cannot write {}: the disk is full after {written_bytes} bytes ({source}); free some \
+        "cannot write {}: the disk is full after {written_bytes} bytes; free some \
          space or write to another file system",
         path.display()
     )]
@@ -152,7 +152,7 @@ pub enum GenError {
         source: io::Error,
     },
     /// Any other write failure.
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}", path.display())]
     Write {
         /// The output path.
         path: PathBuf,

@@ -64,7 +64,7 @@ const MAX_WAVE_CHUNKS: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum ValidateError {
     /// The input does not exist or cannot be inspected.
-    #[error("cannot open {}: {source}", path.display())]
+    #[error("cannot open {}", path.display())]
     Open {
         /// The file or folder.
         path: PathBuf,
@@ -72,7 +72,7 @@ pub enum ValidateError {
         source: io::Error,
     },
     /// A folder of parts could not be listed.
-    #[error("cannot list folder {}: {source}", path.display())]
+    #[error("cannot list folder {}", path.display())]
     ListFolder {
         /// The folder.
         path: PathBuf,
@@ -80,7 +80,7 @@ pub enum ValidateError {
         source: io::Error,
     },
     /// Reading failed part way.
-    #[error("cannot read {} at byte offset {offset}: {source}", path.display())]
+    #[error("cannot read {} at byte offset {offset}", path.display())]
     Read {
         /// The file.
         path: PathBuf,

@@ -19,7 +19,7 @@ pub enum ErrorDomain {
 /// Errors of the runtime and its jobs.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("input {path}: {source}")]
+    #[error("input {path}")]
     InputUnreadable { path: PathBuf, source: io::Error },
     #[error("input {path}: size {size_bytes} is not a multiple of {record_bytes} bytes; the partial record starts at byte offset {offset}")]
     PartialRecord {
@@ -38,7 +38,7 @@ pub enum EngineError {
     OutputIsInput { path: PathBuf },
     #[error("disk full: writing {path} needs {needed_bytes} bytes; free space or choose another output folder")]
     DiskFull { path: PathBuf, needed_bytes: u64 },
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,

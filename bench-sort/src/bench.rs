@@ -1,0 +1,1313 @@
+//! `millrace bench sort`: measures the TeraSort job against this machine's floor and against
+//! GNU sort, and writes a report that can be compared across commits.
+//!
+//! For every size and format (binary always, ASCII with [`BenchConfig::ascii`]) a case runs:
+//!
+//! 1. Generate the input with [`gensort::generate_to_file`] and keep its checksum, then read
+//!    the input once so that every tool starts from the page cache.
+//! 2. `runs` times, interleaved so that noise hits both:
+//!    - the **floor**: [`engine::floor::copy_file`] copies the input through the sort's own
+//!      I/O path (direct I/O where possible, one writer per core, 8 MiB chunks, fsync);
+//!    - the **sort**: `millrace sort INPUT OUTPUT --json --timeline FILE` as a child process;
+//!      its JSON gives the job's wall time, phases and peak RSS.
+//!      The output is validated with [`valsort::validate_path`] and must hold exactly the
+//!      generated records (count and checksum), or the bench fails.
+//! 3. ASCII only, once: `LC_ALL=C sort --parallel=CORES -S 50% -o OUT INPUT`, then an fsync of
+//!    OUT, validated the same way (on gensort ASCII lines the whole-line order is key order).
+//!    Skipped with a reason when `sort` is missing or is not GNU sort.
+//!
+//! Every output is deleted right after it is measured, and each input after its case unless
+//! [`BenchConfig::keep`].
+//! Medians are reported, and the sort's peak RSS is the largest seen.
+//!
+//! # Files
+//!
+//! ```text
+//! <dir>/bench-report.json                    the JSON report of the last successful bench
+//! <dir>/bench-timeline-<size>-<format>.json  its last sort run's --timeline, per case
+//! <dir>/run-<pid>/                           inputs and outputs of one bench (a WorkDir)
+//! ```
+//!
+//! Timelines are written inside `run-<pid>/` and moved out only when the whole bench succeeds.
+//!
+//! The `run-<pid>` folder is private to one bench, so concurrent benches in the same `--dir`
+//! do not collide; dropping its [`WorkDir`] removes what it holds (except kept inputs) also when
+//! the bench fails half way, and it is registered with [`engine::cleanup`] for interruptions.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use engine::output::IoMode;
+use engine::record::{Checksum, RECORD_LEN};
+use engine::EngineError;
+use serde::{Deserialize, Serialize};
+
+use crate::gensort::{self, Format, GenError, GenSpec};
+use crate::valsort::{self, ValidateError};
+
+/// Bytes per write of the floor copy; the sort's default `write_chunk_bytes` is the same.
+const FLOOR_CHUNK_BYTES: usize = 8 << 20;
+
+/// Bytes per read when warming the page cache.
+const WARM_READ_BYTES: usize = 8 << 20;
+
+/// Lines of a failed child's stderr kept in the error.
+const STDERR_TAIL_LINES: usize = 20;
+
+/// Errors of a benchmark run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A `--records` value is not a record count.
+    #[error("invalid --records value {input:?}")]
+    RecordCount {
+        /// The text as given.
+        input: String,
+        /// Why it is not a count.
+        source: GenError,
+    },
+    /// A `--records` value is zero.
+    #[error("invalid --records value {input:?}: a benchmark needs at least 1 record")]
+    NoRecords {
+        /// The text as given.
+        input: String,
+    },
+    /// Nothing to measure, or zero runs.
+    #[error("invalid bench config: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file system operation on the bench's own files failed.
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Generating an input failed.
+    #[error("cannot generate the bench input {}", path.display())]
+    Generate {
+        /// The input being generated.
+        path: PathBuf,
+        /// Why.
+        source: GenError,
+    },
+    /// The floor copy failed.
+    #[error("the floor copy of {} failed", input.display())]
+    Floor {
+        /// The input copied.
+        input: PathBuf,
+        /// Why.
+        source: EngineError,
+    },
+    /// A child process (millrace sort or GNU sort) could not be started.
+    #[error("cannot start {}", program.display())]
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A child process ended with a failure.
+    #[error("{tool} on {} failed ({status}); its stderr ends with:\n{stderr_tail}", input.display())]
+    ChildFailed {
+        /// `millrace sort` or `GNU sort`.
+        tool: &'static str,
+        /// The input it sorted.
+        input: PathBuf,
+        /// How it ended.
+        status: String,
+        /// The last lines it wrote to stderr.
+        stderr_tail: String,
+    },
+    /// `millrace sort --json` printed something that is not its report.
+    #[error(
+        "cannot read the JSON report of millrace sort on {}; it printed {stdout_head:?}",
+        input.display()
+    )]
+    ChildReport {
+        /// The input it sorted.
+        input: PathBuf,
+        /// The start of what it printed.
+        stdout_head: String,
+        /// Why parsing failed.
+        source: serde_json::Error,
+    },
+    /// Reading a sorted output for validation failed.
+    #[error("cannot validate the output of {tool}")]
+    Validate {
+        /// Who wrote the output.
+        tool: &'static str,
+        /// Why.
+        source: ValidateError,
+    },
+    /// A sorted output is not the input in key order; the numbers of this case are void.
+    #[error(
+        "the output of {tool} ({}) is not the generated input in key order: {what}",
+        path.display()
+    )]
+    WrongOutput {
+        /// Who wrote the output.
+        tool: &'static str,
+        /// The output.
+        path: PathBuf,
+        /// What differs.
+        what: String,
+    },
+}
+
+/// What to measure; built and validated by the CLI.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    /// Input sizes in records; one case per size and format, in this order.
+    pub records: Vec<u64>,
+    /// Also run ASCII inputs (and GNU sort on them); binary inputs always run.
+    pub ascii: bool,
+    /// Folder for inputs, outputs and the report; created if missing.
+    pub dir: PathBuf,
+    /// Keep the generated inputs (in `<dir>/run-<pid>/`).
+    pub keep: bool,
+    /// Floor and sort runs per case; medians are reported. At least 1.
+    pub runs: usize,
+    /// The `millrace` binary that runs the sorts (the CLI passes `current_exe()`).
+    pub millrace_exe: PathBuf,
+}
+
+impl BenchConfig {
+    fn check(&self) -> Result<(), BenchError> {
+        let invalid = |reason: &str| BenchError::InvalidConfig {
+            reason: reason.to_owned(),
+        };
+        if self.records.is_empty() {
+            return Err(invalid("give at least one --records size"));
+        }
+        if self.records.contains(&0) {
+            return Err(invalid("a benchmark needs at least 1 record per size"));
+        }
+        if self.runs == 0 {
+            return Err(invalid("--runs must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `--records` values (`10M`, `40M`, `1000`, …) into record counts; zero is rejected.
+pub fn parse_record_counts(inputs: &[String]) -> Result<Vec<u64>, BenchError> {
+    inputs
+        .iter()
+        .map(|input| match gensort::parse_record_count(input) {
+            Ok(0) => Err(BenchError::NoRecords {
+                input: input.clone(),
+            }),
+            Ok(records) => Ok(records),
+            Err(source) => Err(BenchError::RecordCount {
+                input: input.clone(),
+                source,
+            }),
+        })
+        .collect()
+}
+
+/// The whole report: machine, cases, and where it was written.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    /// The machine the numbers come from.
+    pub machine: Machine,
+    /// `git describe`-style commit of the working directory, `+dirty` when it has changes.
+    pub commit: Option<String>,
+    /// Seconds since the Unix epoch when the bench ended.
+    pub unix_time_s: u64,
+    /// Floor and sort runs per case.
+    pub runs: usize,
+    /// One entry per size and format.
+    pub cases: Vec<CaseReport>,
+}
+
+/// One size and format.
+#[derive(Clone, Debug, Serialize)]
+pub struct CaseReport {
+    /// The size as a short label, `10M`.
+    pub size: String,
+    /// `binary` or `ascii`.
+    pub format: &'static str,
+    pub records: u64,
+    pub bytes: u64,
+    /// The generator's checksum, which every output matched.
+    pub checksum: String,
+    /// Median floor copy time.
+    pub floor_s: f64,
+    /// Median sort time as the job reports it (`wall_ms`: open to committed output).
+    pub sort_s: f64,
+    /// Median wall time of the `millrace sort` process, start to exit.
+    pub sort_process_s: f64,
+    /// `sort_s / floor_s`.
+    pub sort_floor_ratio: f64,
+    /// `bytes / sort_s`, in 10^6 bytes per second.
+    pub mb_per_s: f64,
+    /// Largest peak RSS of the sort process over the runs (mapped input pages included).
+    pub peak_rss_bytes: Option<u64>,
+    /// Median of Σ phase lengths ÷ wall.
+    pub overlap_ratio: f64,
+    /// Median time reducers received while maps ran.
+    pub map_shuffle_overlap_ms: f64,
+    /// Every floor run, in order.
+    pub floor_runs_s: Vec<f64>,
+    /// Every sort run, in order.
+    pub sort_runs: Vec<SortRun>,
+    /// GNU sort on the same input: ASCII cases only.
+    pub gnu_sort: Option<GnuSort>,
+    /// The last sort run's `--timeline` file.
+    pub timeline: PathBuf,
+}
+
+/// One `millrace sort` run.
+#[derive(Clone, Debug, Serialize)]
+pub struct SortRun {
+    /// The job's own wall time.
+    pub wall_s: f64,
+    /// The process's wall time, start to exit.
+    pub process_s: f64,
+    pub peak_rss_bytes: Option<u64>,
+    pub overlap_ratio: f64,
+    pub map_shuffle_overlap_ms: f64,
+    pub phases: Vec<ChildPhase>,
+}
+
+/// GNU sort on one ASCII case.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum GnuSort {
+    /// It ran and its output was valid.
+    Measured {
+        /// `sort --version`'s first line.
+        version: String,
+        /// The command as run.
+        command: String,
+        /// Process start to exit plus the fsync of its output.
+        wall_s: f64,
+        /// `wall_s` ÷ the median `millrace sort` process time: both include process start,
+        /// exit and a durable output.
+        speedup: f64,
+    },
+    /// It did not run.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One phase of a sort, as `millrace sort --json` prints it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChildPhase {
+    pub name: String,
+    pub start_ms: f64,
+    pub end_ms: f64,
+}
+
+/// The fields of `millrace sort --json` that the bench uses; other fields are ignored.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct ChildReport {
+    pub records: u64,
+    pub checksum: String,
+    pub wall_ms: f64,
+    pub mb_per_s: f64,
+    pub peak_rss_bytes: Option<u64>,
+    pub phases: Vec<ChildPhase>,
+    pub overlap_ratio: f64,
+    pub map_shuffle_overlap_ms: f64,
+}
+
+impl ChildReport {
+    /// Parses the JSON printed by `millrace sort --json`.
+    pub fn parse(json: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(json)
+    }
+}
+
+/// What the report says about the machine.
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    /// `available_parallelism`.
+    pub cores: usize,
+    /// `/proc/cpuinfo` "model name".
+    pub cpu: Option<String>,
+    /// `/proc/meminfo` MemTotal.
+    pub mem_total_bytes: Option<u64>,
+    /// `/proc/sys/kernel/osrelease`.
+    pub kernel: Option<String>,
+    /// File system type of the bench folder, from `/proc/self/mountinfo`.
+    pub dir_fs: Option<String>,
+}
+
+impl Machine {
+    /// Looks at this machine; every source is optional (non-Linux systems lack `/proc`).
+    pub fn detect(dir: &Path) -> Self {
+        let read = |path: &str| fs::read_to_string(path).ok();
+        Self {
+            cores: cores(),
+            cpu: read("/proc/cpuinfo").and_then(|s| cpu_model(&s)),
+            mem_total_bytes: read("/proc/meminfo").and_then(|s| mem_total_bytes(&s)),
+            kernel: read("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()),
+            dir_fs: fs::canonicalize(dir)
+                .ok()
+                .and_then(|dir| fs_type(&read("/proc/self/mountinfo")?, &dir)),
+        }
+    }
+
+    /// One line: `2 cores (AMD EPYC 7B13), 23.4 GiB RAM, Linux 6.1.0, bench folder on ext4`.
+    pub fn describe(&self) -> String {
+        let mut line = format!("{} cores", self.cores);
+        if let Some(cpu) = &self.cpu {
+            line += &format!(" ({cpu})");
+        }
+        if let Some(bytes) = self.mem_total_bytes {
+            line += &format!(", {:.1} GiB RAM", bytes as f64 / (1u64 << 30) as f64);
+        }
+        if let Some(kernel) = &self.kernel {
+            line += &format!(", Linux {kernel}");
+        }
+        if let Some(fs) = &self.dir_fs {
+            line += &format!(", bench folder on {fs}");
+        }
+        line
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// The first "model name" of `/proc/cpuinfo`.
+fn cpu_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// MemTotal of `/proc/meminfo`, in bytes.
+fn mem_total_bytes(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut fields = line.split_whitespace().skip(1);
+    let value: u64 = fields.next()?.parse().ok()?;
+    match fields.next() {
+        Some("kB") => value.checked_mul(1024),
+        None => Some(value),
+        Some(_) => None,
+    }
+}
+
+/// The file system type of the mount holding `path` (absolute, canonical), from the text of
+/// `/proc/self/mountinfo`: the longest mount point that is a prefix of `path`, the last one
+/// when mounts are stacked.
+fn fs_type(mountinfo: &str, path: &Path) -> Option<String> {
+    let mut best: Option<(usize, String)> = None;
+    for line in mountinfo.lines() {
+        // "36 35 98:0 /root /mount/point opts [optional fields...] - fstype source superopts"
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let (Some(mount_point), Some(fs)) = (left.split(' ').nth(4), right.split(' ').next())
+        else {
+            continue;
+        };
+        let mount_point = unescape_mountinfo(mount_point);
+        let depth = Path::new(&mount_point).components().count();
+        if !path.starts_with(&mount_point) {
+            continue;
+        }
+        // `>=`: a later mount on the same point hides the earlier one.
+        match &best {
+            Some((best_depth, _)) if depth < *best_depth => {}
+            _ => best = Some((depth, fs.to_owned())),
+        }
+    }
+    best.map(|(_, fs)| fs)
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, …).
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(d) => {
+                let value = d.iter().fold(0u32, |v, b| v * 8 + u32::from(b - b'0'));
+                out.push(u8::try_from(value).unwrap_or(b'?'));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The median of `values` (the mean of the middle two for an even count); `None` if empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+/// A record count as the CLI spells it: `10M`, `2G`, `1500k`, `1234`.
+pub fn size_label(records: u64) -> String {
+    for (divisor, suffix) in [(1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")] {
+        // Not `is_multiple_of`: that needs Rust 1.87 and the workspace supports 1.80.
+        let remainder = records % divisor;
+        if records >= divisor && remainder == 0 {
+            return format!("{}{suffix}", records / divisor);
+        }
+    }
+    records.to_string()
+}
+
+/// `12345678` → `12,345,678`.
+fn thousands(n: u64) -> String {
+    let mut groups = vec![n % 1000];
+    let mut rest = n / 1000;
+    while rest > 0 {
+        groups.push(rest % 1000);
+        rest /= 1000;
+    }
+    let mut out = groups.pop().map_or(String::new(), |g| g.to_string());
+    for group in groups.iter().rev() {
+        out += &format!(",{group:03}");
+    }
+    out
+}
+
+impl BenchReport {
+    /// The report as Markdown: the machine line, the table, and what the columns mean.
+    pub fn to_markdown(&self) -> String {
+        let mut out = format!("machine: {}\n", self.machine.describe());
+        if let Some(commit) = &self.commit {
+            out += &format!("commit: {commit}\n");
+        }
+        out += &format!("runs per case: {} (medians; GNU sort once)\n\n", self.runs);
+        out += "| case | records | floor s | sort s | sort/floor | MB/s | peak RSS MiB | overlap | sort process s | GNU sort s | GNU/millrace |\n";
+        out += "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+        for case in &self.cases {
+            let (gnu_s, speedup) = match &case.gnu_sort {
+                None => ("—".to_owned(), "—".to_owned()),
+                Some(GnuSort::Measured {
+                    wall_s, speedup, ..
+                }) => (format!("{wall_s:.2}"), format!("{speedup:.1}×")),
+                Some(GnuSort::Skipped { .. }) => ("skipped".to_owned(), "—".to_owned()),
+            };
+            let rss = case.peak_rss_bytes.map_or("—".to_owned(), |b| {
+                format!("{:.0}", b as f64 / (1u64 << 20) as f64)
+            });
+            out += &format!(
+                "| {} {} | {} | {:.2} | {:.2} | {:.2} | {:.0} | {rss} | {:.2} | {:.2} | {gnu_s} | {speedup} |\n",
+                case.size,
+                case.format,
+                thousands(case.records),
+                case.floor_s,
+                case.sort_s,
+                case.sort_floor_ratio,
+                case.mb_per_s,
+                case.overlap_ratio,
+                case.sort_process_s,
+            );
+        }
+        out +=
+            "\nfloor = copy through the sort's I/O path (durable); sort s = the job's wall time; \
+                peak RSS includes mapped input pages; overlap = Σ phase lengths ÷ wall; \
+                GNU/millrace = GNU sort (process + fsync) ÷ millrace sort process s\n";
+        for case in &self.cases {
+            if let Some(GnuSort::Skipped { reason }) = &case.gnu_sort {
+                out += &format!(
+                    "GNU sort skipped for {} {}: {reason}\n",
+                    case.size, case.format
+                );
+            }
+        }
+        out
+    }
+
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self)
+            .expect("the report holds only strings, numbers and paths, which always serialize")
+    }
+}
+
+/// The bench's private folder `<dir>/run-<pid>`: dropping it deletes everything in it except
+/// the inputs marked kept, then the folder itself if empty.
+#[derive(Debug)]
+struct WorkDir {
+    path: PathBuf,
+    kept: Vec<PathBuf>,
+    /// `--dir` when this bench created it: removed too if it ends up empty.
+    created_dir: Option<PathBuf>,
+    _interrupt_guard: engine::cleanup::TempGuard,
+}
+
+impl WorkDir {
+    fn create(dir: &Path) -> Result<Self, BenchError> {
+        let created_dir = (!dir.exists()).then(|| dir.to_path_buf());
+        fs::create_dir_all(dir).map_err(|source| BenchError::Io {
+            op: "create the bench folder",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(format!("run-{}", std::process::id()));
+        fs::create_dir(&path).map_err(|source| BenchError::Io {
+            op: "create the bench work folder",
+            path: path.clone(),
+            source,
+        })?;
+        let guard = engine::cleanup::register(&path);
+        Ok(Self {
+            path,
+            kept: Vec::new(),
+            created_dir,
+            _interrupt_guard: guard,
+        })
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    fn keep(&mut self, path: &Path) {
+        self.kept.push(path.to_path_buf());
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let Ok(entries) = fs::read_dir(&self.path) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if self.kept.contains(&path) {
+                continue;
+            }
+            let removed = match entry.file_type() {
+                Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+                _ => fs::remove_file(&path),
+            };
+            if let Err(error) = removed {
+                tracing::warn!(path = %path.display(), %error, "cannot remove bench data");
+            }
+        }
+        // Both fail, as they should, when something is still inside (kept inputs, a report).
+        let _ = fs::remove_dir(&self.path);
+        if let Some(dir) = &self.created_dir {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Removes a file the bench created, ignoring one that is already gone.
+fn remove(path: &Path) -> Result<(), BenchError> {
+    match fs::remove_file(path) {
+        Err(source) if source.kind() != io::ErrorKind::NotFound => Err(BenchError::Io {
+            op: "remove",
+            path: path.to_path_buf(),
+            source,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Runs the bench and writes `<dir>/bench-report.json`; `progress` gets one short line per
+/// step.
+pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport, BenchError> {
+    config.check()?;
+    let mut work = WorkDir::create(&config.dir)?;
+    let gnu = if config.ascii {
+        gnu_sort_version()
+    } else {
+        Err("no ASCII cases".to_owned())
+    };
+    let mut cases = Vec::new();
+    let mut timelines = Vec::new();
+    for &records in &config.records {
+        let formats: &[Format] = if config.ascii {
+            &[Format::Binary, Format::Ascii]
+        } else {
+            &[Format::Binary]
+        };
+        for &format in formats {
+            let (case, timeline) = run_case(config, &mut work, records, format, &gnu, progress)?;
+            timelines.push((timeline, case.timeline.clone()));
+            cases.push(case);
+        }
+    }
+    let report = BenchReport {
+        machine: Machine::detect(&config.dir),
+        commit: git_commit(),
+        unix_time_s: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        runs: config.runs,
+        cases,
+    };
+    for (from, to) in &timelines {
+        fs::rename(from, to).map_err(|source| BenchError::Io {
+            op: "move the sort timeline to",
+            path: to.clone(),
+            source,
+        })?;
+    }
+    let path = config.dir.join("bench-report.json");
+    fs::write(&path, report.to_json() + "\n").map_err(|source| BenchError::Io {
+        op: "write the report",
+        path: path.clone(),
+        source,
+    })?;
+    progress(&format!("report written to {}", path.display()));
+    if config.keep {
+        progress(&format!("inputs kept in {}", work.path.display()));
+    }
+    Ok(report)
+}
+
+fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Binary => "binary",
+        Format::Ascii => "ascii",
+    }
+}
+
+fn run_case(
+    config: &BenchConfig,
+    work: &mut WorkDir,
+    records: u64,
+    format: Format,
+    gnu: &Result<String, String>,
+    progress: &dyn Fn(&str),
+) -> Result<(CaseReport, PathBuf), BenchError> {
+    let size = size_label(records);
+    let format_name = format_name(format);
+    let case = format!("{size} {format_name}");
+    let stem = format!("{size}-{format_name}");
+    let input = work.file(&format!("{stem}.in"));
+    let bytes = records * RECORD_LEN as u64;
+
+    progress(&format!(
+        "generating {case} ({:.1} GB)…",
+        bytes as f64 / 1e9
+    ));
+    let spec = GenSpec {
+        format,
+        skew: false,
+        start: 0,
+        records,
+    };
+    let generated = gensort::generate_to_file(&spec, &input, &|_| {}).map_err(|source| {
+        BenchError::Generate {
+            path: input.clone(),
+            source,
+        }
+    })?;
+    if config.keep {
+        work.keep(&input);
+    }
+    progress(&format!("warming the page cache with {case}…"));
+    warm(&input)?;
+
+    // Written in the work folder and moved next to the report when the whole bench succeeds,
+    // so a failed bench leaves no timeline that no report describes.
+    let work_timeline = work.file(&format!("{stem}.timeline.json"));
+    let timeline = config.dir.join(format!("bench-timeline-{stem}.json"));
+    let mut floor_runs_s = Vec::with_capacity(config.runs);
+    let mut sort_runs = Vec::with_capacity(config.runs);
+    for run in 1..=config.runs {
+        let out = work.file(&format!("{stem}.floor.out"));
+        let copied =
+            engine::floor::copy_file(&input, &out, IoMode::Auto, cores(), FLOOR_CHUNK_BYTES)
+                .map_err(|source| BenchError::Floor {
+                    input: input.clone(),
+                    source,
+                });
+        remove(&out)?;
+        let floor_s = copied?.wall.as_secs_f64();
+        progress(&format!(
+            "floor {run}/{} {case}: {floor_s:.2} s",
+            config.runs
+        ));
+        floor_runs_s.push(floor_s);
+
+        let out = work.file(&format!("{stem}.sort.out"));
+        let sorted = sort_once(config, &input, &out, &work_timeline, &generated);
+        remove(&out)?;
+        let sorted = sorted?;
+        progress(&format!(
+            "sort {run}/{} {case}: {:.2} s (process {:.2} s), output valid",
+            config.runs, sorted.wall_s, sorted.process_s
+        ));
+        sort_runs.push(sorted);
+    }
+
+    let floor_s = median(&floor_runs_s).expect("runs >= 1, checked by BenchConfig::check");
+    let of_runs = |f: fn(&SortRun) -> f64| {
+        median(&sort_runs.iter().map(f).collect::<Vec<_>>())
+            .expect("runs >= 1, checked by BenchConfig::check")
+    };
+    let sort_s = of_runs(|r| r.wall_s);
+    let sort_process_s = of_runs(|r| r.process_s);
+
+    let gnu_sort = match (format, gnu) {
+        (Format::Binary, _) => None,
+        (Format::Ascii, Err(reason)) => Some(GnuSort::Skipped {
+            reason: reason.clone(),
+        }),
+        (Format::Ascii, Ok(version)) => {
+            progress(&format!("GNU sort {case}…"));
+            let out = work.file(&format!("{stem}.gnu.out"));
+            let measured = gnu_sort_once(&input, &out, &generated);
+            remove(&out)?;
+            let (command, wall_s) = measured?;
+            progress(&format!("GNU sort {case}: {wall_s:.2} s, output valid"));
+            Some(GnuSort::Measured {
+                version: version.clone(),
+                command,
+                wall_s,
+                speedup: wall_s / sort_process_s,
+            })
+        }
+    };
+
+    if !config.keep {
+        remove(&input)?;
+    }
+    let report = CaseReport {
+        size,
+        format: format_name,
+        records,
+        bytes,
+        checksum: generated.sum_hex(),
+        floor_s,
+        sort_s,
+        sort_process_s,
+        sort_floor_ratio: sort_s / floor_s,
+        mb_per_s: bytes as f64 / sort_s / 1e6,
+        peak_rss_bytes: sort_runs.iter().filter_map(|r| r.peak_rss_bytes).max(),
+        overlap_ratio: of_runs(|r| r.overlap_ratio),
+        map_shuffle_overlap_ms: of_runs(|r| r.map_shuffle_overlap_ms),
+        floor_runs_s,
+        sort_runs,
+        gnu_sort,
+        timeline,
+    };
+    Ok((report, work_timeline))
+}
+
+/// Reads `path` once, so that the runs start with the input in the page cache.
+fn warm(path: &Path) -> Result<(), BenchError> {
+    let io_error = |source| BenchError::Io {
+        op: "read",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io_error)?;
+    let mut buffer = vec![0u8; WARM_READ_BYTES];
+    while file.read(&mut buffer).map_err(io_error)? > 0 {}
+    Ok(())
+}
+
+/// Runs `millrace sort` once as a child process and checks its output.
+fn sort_once(
+    config: &BenchConfig,
+    input: &Path,
+    out: &Path,
+    timeline: &Path,
+    generated: &Checksum,
+) -> Result<SortRun, BenchError> {
+    const TOOL: &str = "millrace sort";
+    let started = Instant::now();
+    let child = Command::new(&config.millrace_exe)
+        .arg("sort")
+        .arg(input)
+        .arg(out)
+        .arg("--json")
+        .arg("--timeline")
+        .arg(timeline)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| BenchError::Spawn {
+            program: config.millrace_exe.clone(),
+            source,
+        })?;
+    let process_s = started.elapsed().as_secs_f64();
+    if !child.status.success() {
+        return Err(BenchError::ChildFailed {
+            tool: TOOL,
+            input: input.to_path_buf(),
+            status: child.status.to_string(),
+            stderr_tail: tail(&child.stderr),
+        });
+    }
+    let report = ChildReport::parse(&child.stdout).map_err(|source| BenchError::ChildReport {
+        input: input.to_path_buf(),
+        stdout_head: String::from_utf8_lossy(&child.stdout[..child.stdout.len().min(200)])
+            .into_owned(),
+        source,
+    })?;
+    if report.records != generated.records || report.checksum != generated.sum_hex() {
+        return Err(BenchError::WrongOutput {
+            tool: TOOL,
+            path: out.to_path_buf(),
+            what: format!(
+                "the job reports {} records with checksum {}, the generator made {} with {}",
+                report.records, report.checksum, generated.records, generated
+            ),
+        });
+    }
+    check_output(TOOL, out, generated)?;
+    Ok(SortRun {
+        wall_s: report.wall_ms / 1e3,
+        process_s,
+        peak_rss_bytes: report.peak_rss_bytes,
+        overlap_ratio: report.overlap_ratio,
+        map_shuffle_overlap_ms: report.map_shuffle_overlap_ms,
+        phases: report.phases,
+    })
+}
+
+/// The first line of `sort --version` if it is GNU sort, else why GNU sort is skipped.
+fn gnu_sort_version() -> Result<String, String> {
+    match Command::new("sort")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+    {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err("sort is not installed".to_owned()),
+        Err(e) => Err(format!("cannot run sort --version: {e}")),
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let first = text.lines().next().unwrap_or("").trim().to_owned();
+            if out.status.success() && first.contains("GNU coreutils") {
+                Ok(first)
+            } else {
+                Err(format!("sort is not GNU sort ({first:?})"))
+            }
+        }
+    }
+}
+
+/// Runs GNU sort once on an ASCII input, makes its output durable, checks it; returns the
+/// command and the seconds it took.
+fn gnu_sort_once(
+    input: &Path,
+    out: &Path,
+    generated: &Checksum,
+) -> Result<(String, f64), BenchError> {
+    const TOOL: &str = "GNU sort";
+    let parallel = format!("--parallel={}", cores());
+    let mut command = Command::new("sort");
+    command
+        .env("LC_ALL", "C")
+        .args([parallel.as_str(), "-S", "50%", "-o"])
+        .arg(out)
+        .arg(input)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let shown = format!(
+        "LC_ALL=C sort {parallel} -S 50% -o {} {}",
+        out.display(),
+        input.display()
+    );
+    let started = Instant::now();
+    let child = command.output().map_err(|source| BenchError::Spawn {
+        program: PathBuf::from("sort"),
+        source,
+    })?;
+    if !child.status.success() {
+        return Err(BenchError::ChildFailed {
+            tool: TOOL,
+            input: input.to_path_buf(),
+            status: child.status.to_string(),
+            stderr_tail: tail(&child.stderr),
+        });
+    }
+    File::open(out)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| BenchError::Io {
+            op: "fsync",
+            path: out.to_path_buf(),
+            source,
+        })?;
+    let wall: Duration = started.elapsed();
+    check_output(TOOL, out, generated)?;
+    Ok((shown, wall.as_secs_f64()))
+}
+
+/// Validates `out`: sorted by key, and the generated records (count and checksum).
+fn check_output(tool: &'static str, out: &Path, generated: &Checksum) -> Result<(), BenchError> {
+    let summary = valsort::validate_path(out, &|_| {})
+        .map_err(|source| BenchError::Validate { tool, source })?;
+    let wrong = |what: String| BenchError::WrongOutput {
+        tool,
+        path: out.to_path_buf(),
+        what,
+    };
+    if !summary.is_ordered() {
+        return Err(wrong(format!(
+            "{} records out of order, the first at index {}",
+            summary.unordered, summary.first_unordered
+        )));
+    }
+    let found = summary.to_checksum();
+    if found != *generated {
+        return Err(wrong(format!(
+            "{} records with checksum {found}, the generator made {} with {generated}",
+            found.records, generated.records
+        )));
+    }
+    Ok(())
+}
+
+/// The last lines of a child's stderr, for an error message.
+fn tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n");
+    if tail.is_empty() {
+        "(nothing)".to_owned()
+    } else {
+        tail
+    }
+}
+
+/// The working directory's commit, `+dirty` if tracked files changed; `None` outside git.
+fn git_commit() -> Option<String> {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"])?;
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(if dirty { commit + "+dirty" } else { commit })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Trimmed from a real `millrace sort --json` on 10k records.
+    const CHILD_JSON: &str = r#"{
+        "backpressure_ms": 0.0,
+        "bytes": 1000000,
+        "checksum": "1392d240ca76",
+        "input": "in.dat",
+        "map_shuffle_overlap_ms": 0.25,
+        "maps": 2,
+        "mb_per_s": 159.79546180888462,
+        "mode": "pipelined",
+        "output": "out.dat",
+        "overlap_ratio": 0.9240971556407798,
+        "peak_rss_bytes": 6897664,
+        "phases": [
+            {"end_ms": 0.917, "name": "map", "start_ms": 0.555},
+            {"end_ms": 6.258, "name": "commit", "start_ms": 4.119}
+        ],
+        "records": 10000,
+        "reducers": 2,
+        "wall_ms": 6.258
+    }"#;
+
+    #[test]
+    fn child_report_parses_and_ignores_other_fields() {
+        let report = ChildReport::parse(CHILD_JSON.as_bytes()).unwrap();
+        assert_eq!(report.records, 10_000);
+        assert_eq!(report.checksum, "1392d240ca76");
+        assert_eq!(report.wall_ms, 6.258);
+        assert_eq!(report.peak_rss_bytes, Some(6_897_664));
+        assert_eq!(report.map_shuffle_overlap_ms, 0.25);
+        assert_eq!(report.phases.len(), 2);
+        assert_eq!(
+            report.phases[1],
+            ChildPhase {
+                name: "commit".into(),
+                start_ms: 4.119,
+                end_ms: 6.258
+            }
+        );
+    }
+
+    #[test]
+    fn child_report_accepts_null_rss_and_rejects_missing_fields() {
+        let json = CHILD_JSON.replace("6897664", "null");
+        assert_eq!(
+            ChildReport::parse(json.as_bytes()).unwrap().peak_rss_bytes,
+            None
+        );
+        let json = CHILD_JSON.replace("\"wall_ms\"", "\"other\"");
+        assert!(ChildReport::parse(json.as_bytes()).is_err());
+        assert!(ChildReport::parse(b"sorted 10 records").is_err());
+    }
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[2.0]), Some(2.0));
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[5.0, 1.0, 100.0]), Some(5.0));
+    }
+
+    #[test]
+    fn sizes_parse_label_and_reject_bad_values() {
+        let sizes = parse_record_counts(&["10M".into(), "40M".into(), "1500".into()]).unwrap();
+        assert_eq!(sizes, [10_000_000, 40_000_000, 1500]);
+        assert_eq!(
+            sizes.iter().map(|&r| size_label(r)).collect::<Vec<_>>(),
+            ["10M", "40M", "1500"]
+        );
+        assert_eq!(size_label(1_500_000), "1500k");
+        assert_eq!(size_label(2_000_000_000), "2G");
+        assert!(matches!(
+            parse_record_counts(&["10X".into()]),
+            Err(BenchError::RecordCount { input, .. }) if input == "10X"
+        ));
+        assert!(matches!(
+            parse_record_counts(&["0".into()]),
+            Err(BenchError::NoRecords { input }) if input == "0"
+        ));
+    }
+
+    #[test]
+    fn config_rejects_zero_runs() {
+        let config = BenchConfig {
+            records: vec![10],
+            ascii: false,
+            dir: PathBuf::from("unused"),
+            keep: false,
+            runs: 0,
+            millrace_exe: PathBuf::from("unused"),
+        };
+        assert!(matches!(
+            config.check(),
+            Err(BenchError::InvalidConfig { .. })
+        ));
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(40_000_000), "40,000,000");
+    }
+
+    #[test]
+    fn proc_files_parse() {
+        let meminfo = "MemTotal:       24636392 kB\nMemFree:        21000000 kB\n";
+        assert_eq!(mem_total_bytes(meminfo), Some(24_636_392 * 1024));
+        assert_eq!(mem_total_bytes("MemFree: 1 kB\n"), None);
+        let cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\n";
+        assert_eq!(cpu_model(cpuinfo).as_deref(), Some("AMD EPYC 7B13"));
+        let mountinfo = "\
+22 1 252:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+30 22 0:26 / /work rw shared:2 - xfs /dev/vdb rw
+31 30 0:27 / /work/my\\040data rw - tmpfs tmpfs rw
+";
+        assert_eq!(
+            fs_type(mountinfo, Path::new("/work/main")).as_deref(),
+            Some("xfs")
+        );
+        assert_eq!(
+            fs_type(mountinfo, Path::new("/workshop")).as_deref(),
+            Some("ext4")
+        );
+        assert_eq!(
+            fs_type(mountinfo, Path::new("/work/my data/x")).as_deref(),
+            Some("tmpfs")
+        );
+        assert_eq!(fs_type("garbage", Path::new("/")), None);
+    }
+
+    fn sample_report() -> BenchReport {
+        let case = |format: &'static str, gnu_sort| CaseReport {
+            size: "10M".into(),
+            format,
+            records: 10_000_000,
+            bytes: 1_000_000_000,
+            checksum: "4c48a881c779d5".into(),
+            floor_s: 0.5,
+            sort_s: 1.25,
+            sort_process_s: 1.5,
+            sort_floor_ratio: 2.5,
+            mb_per_s: 800.0,
+            peak_rss_bytes: Some(1536 << 20),
+            overlap_ratio: 1.234,
+            map_shuffle_overlap_ms: 300.0,
+            floor_runs_s: vec![0.5],
+            sort_runs: Vec::new(),
+            gnu_sort,
+            timeline: PathBuf::from("bench-data/bench-timeline-10M-binary.json"),
+        };
+        BenchReport {
+            machine: Machine {
+                cores: 2,
+                cpu: Some("AMD EPYC".into()),
+                mem_total_bytes: Some(24 << 30),
+                kernel: Some("6.1.0".into()),
+                dir_fs: Some("ext4".into()),
+            },
+            commit: Some("0b7a9c1".into()),
+            unix_time_s: 0,
+            runs: 3,
+            cases: vec![
+                case("binary", None),
+                case(
+                    "ascii",
+                    Some(GnuSort::Measured {
+                        version: "sort (GNU coreutils) 9.1".into(),
+                        command: "LC_ALL=C sort".into(),
+                        wall_s: 9.0,
+                        speedup: 6.0,
+                    }),
+                ),
+                case(
+                    "ascii",
+                    Some(GnuSort::Skipped {
+                        reason: "sort is not installed".into(),
+                    }),
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn markdown_table_has_one_row_per_case() {
+        let text = sample_report().to_markdown();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "machine: 2 cores (AMD EPYC), 24.0 GiB RAM, Linux 6.1.0, bench folder on ext4"
+        );
+        assert_eq!(lines[1], "commit: 0b7a9c1");
+        assert_eq!(lines[2], "runs per case: 3 (medians; GNU sort once)");
+        let rows: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with('|'))
+            .collect();
+        assert_eq!(rows.len(), 5);
+        let columns = rows[0].matches('|').count();
+        assert!(rows.iter().all(|r| r.matches('|').count() == columns));
+        assert_eq!(
+            rows[2],
+            "| 10M binary | 10,000,000 | 0.50 | 1.25 | 2.50 | 800 | 1536 | 1.23 | 1.50 | — | — |"
+        );
+        assert_eq!(
+            rows[3],
+            "| 10M ascii | 10,000,000 | 0.50 | 1.25 | 2.50 | 800 | 1536 | 1.23 | 1.50 | 9.00 | 6.0× |"
+        );
+        assert!(rows[4].ends_with("| skipped | — |"));
+        assert!(text.contains("GNU sort skipped for 10M ascii: sort is not installed"));
+    }
+
+    #[test]
+    fn json_report_round_trips_through_serde_json() {
+        let value: serde_json::Value = serde_json::from_str(&sample_report().to_json()).unwrap();
+        assert_eq!(value["machine"]["cores"], 2);
+        assert_eq!(value["cases"][0]["gnu_sort"], serde_json::Value::Null);
+        assert_eq!(value["cases"][1]["gnu_sort"]["status"], "measured");
+        assert_eq!(value["cases"][1]["gnu_sort"]["speedup"], 6.0);
+        assert_eq!(value["cases"][2]["gnu_sort"]["status"], "skipped");
+        assert_eq!(value["cases"][0]["sort_floor_ratio"], 2.5);
+    }
+
+    /// A failing sort child fails the bench and leaves nothing behind but a kept input; the
+    /// `--dir` it created goes too.
+    #[test]
+    fn failed_sort_fails_the_bench_and_cleans_up() {
+        for keep in [false, true] {
+            let root = tempfile::tempdir().unwrap();
+            let config = BenchConfig {
+                records: vec![1000],
+                ascii: false,
+                dir: root.path().join("bench"),
+                keep,
+                runs: 1,
+                millrace_exe: PathBuf::from("/bin/false"),
+            };
+            let result = run(&config, &|_| {});
+            assert!(
+                matches!(
+                    &result,
+                    Err(BenchError::ChildFailed {
+                        tool: "millrace sort",
+                        ..
+                    })
+                ),
+                "{result:?}"
+            );
+            let left: Vec<_> = fs::read_dir(&config.dir)
+                .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+                .unwrap_or_default();
+            if keep {
+                // Only the kept input, in the run folder.
+                assert_eq!(left.len(), 1, "{left:?}");
+                let run_dir = config.dir.join(&left[0]);
+                let inside: Vec<_> = fs::read_dir(run_dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name())
+                    .collect();
+                assert_eq!(inside, ["1k-binary.in"]);
+            } else {
+                assert!(left.is_empty(), "{left:?}");
+                assert!(!config.dir.exists());
+            }
+        }
+    }
+
+    #[test]
+    fn work_dir_removes_all_but_kept_inputs() {
+        let root = tempfile::tempdir().unwrap();
+        let (kept, scratch) = {
+            let mut work = WorkDir::create(root.path()).unwrap();
+            let kept = work.file("10M-binary.in");
+            let scratch = work.file("10M-binary.sort.out");
+            fs::write(&kept, b"in").unwrap();
+            fs::write(&scratch, b"out").unwrap();
+            work.keep(&kept);
+            (kept, scratch)
+        };
+        assert!(kept.exists());
+        assert!(!scratch.exists());
+        let path = {
+            let work =
+                WorkDir::create(&root.path().join("again")).unwrap_or_else(|e| panic!("{e}"));
+            fs::write(work.file("x"), b"x").unwrap();
+            work.path.clone()
+        };
+        assert!(!path.exists());
+    }
+}
