@@ -91,6 +91,46 @@ enum IoArg {
     Buffered,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum SpillIoArg {
+    Auto,
+    Uring,
+    Pwrite,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CompressArg {
+    Auto,
+    Lz4,
+    None,
+}
+
+/// Parses a byte size: a number with an optional unit (k, M, G, T for powers of 1000; KiB,
+/// MiB, GiB, TiB for powers of 1024; case-insensitive).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a size like 512MiB or 2GiB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "t" | "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        other => return Err(format!("unknown size unit {other:?}; use k, M, G, KiB, MiB or GiB")),
+    };
+    let bytes = value * scale as f64;
+    if !(1.0..1.8e19).contains(&bytes) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
 #[derive(Args)]
 struct SortArgs {
     /// File of 100-byte records (gensort binary or ASCII, or any 100-byte records).
@@ -120,6 +160,20 @@ struct SortArgs {
     /// How output reaches the disk: direct I/O when possible (auto), always, or never.
     #[arg(long, value_enum, default_value = "auto")]
     io: IoArg,
+    /// Memory budget (e.g. 512MiB, 2GiB, 4G; plain numbers are bytes). Default: half the RAM.
+    /// Inputs that do not fit are sorted out of core: sorted runs spilled, then merged.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Folder for spilled runs (repeat for several disks, used round-robin). Default: the
+    /// system temp folder.
+    #[arg(long = "spill-dir", value_name = "DIR")]
+    spill_dirs: Vec<PathBuf>,
+    /// How spill files are written.
+    #[arg(long, value_enum, default_value = "auto")]
+    spill_io: SpillIoArg,
+    /// Compression of spilled blocks: lz4 when it saves 10% (auto), always, or never.
+    #[arg(long, value_enum, default_value = "auto")]
+    compress: CompressArg,
     /// Write the job timeline (every subtask's start/end, bytes, records) as JSON.
     #[arg(long, value_name = "FILE")]
     timeline: Option<PathBuf>,
@@ -352,6 +406,20 @@ fn sort_config(args: &SortArgs, input: PathBuf, output: PathBuf) -> Result<SortC
         config.maps = maps;
     }
     config.parts = args.parts;
+    if let Some(memory) = args.memory {
+        config.memory_bytes = memory;
+    }
+    config.spill_dirs = args.spill_dirs.clone();
+    config.spill_io = match args.spill_io {
+        SpillIoArg::Auto => engine::spill::IoEngine::Auto,
+        SpillIoArg::Uring => engine::spill::IoEngine::Uring,
+        SpillIoArg::Pwrite => engine::spill::IoEngine::Pwrite,
+    };
+    config.compression = match args.compress {
+        CompressArg::Auto => engine::spill::Compression::Auto,
+        CompressArg::Lz4 => engine::spill::Compression::Lz4,
+        CompressArg::None => engine::spill::Compression::None,
+    };
     config.io = match args.io {
         IoArg::Auto => IoMode::Auto,
         IoArg::Direct => IoMode::Direct,

@@ -33,7 +33,11 @@ pub enum EngineError {
     #[error("spill dir {path}: {reason}")]
     BadSpillDir { path: PathBuf, reason: String },
     #[error("memory budget of {budget_bytes} bytes is too small: {what} needs at least {minimum_bytes} bytes; raise --memory")]
-    BudgetTooSmall { budget_bytes: u64, minimum_bytes: u64, what: String },
+    BudgetTooSmall {
+        budget_bytes: u64,
+        minimum_bytes: u64,
+        what: String,
+    },
     #[error("output {path} is the input file; choose another output path")]
     OutputIsInput { path: PathBuf },
     #[error("disk full: writing {path} needs {needed_bytes} bytes; free space or choose another output folder")]
@@ -48,6 +52,8 @@ pub enum EngineError {
     InvalidJob { reason: String },
     #[error(transparent)]
     Shuffle(#[from] ShuffleError),
+    #[error(transparent)]
+    Spill(shuffle::spill::SpillError),
     #[error("integrity check failed: {what}; this is a bug, please report it")]
     Integrity { what: String },
     #[error("internal error: {what}; this is a bug, please report it")]
@@ -66,7 +72,7 @@ impl EngineError {
             | Self::BudgetTooSmall { .. }
             | Self::DiskFull { .. }
             | Self::InvalidJob { .. } => ErrorDomain::User,
-            Self::Io { .. } | Self::Shuffle(_) => ErrorDomain::Io,
+            Self::Io { .. } | Self::Shuffle(_) | Self::Spill(_) => ErrorDomain::Io,
             Self::Integrity { .. } | Self::Internal { .. } => ErrorDomain::Internal,
         }
     }

@@ -17,3 +17,5 @@ pub mod terasort;
 pub mod timeline;
 
 pub use error::{EngineError, ErrorDomain};
+/// The spill-file settings the engine's configuration refers to.
+pub use shuffle::spill;

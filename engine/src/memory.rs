@@ -23,7 +23,11 @@ pub struct MemoryBudget {
 impl MemoryBudget {
     /// A budget of `limit_bytes`.
     pub fn new(limit_bytes: u64) -> Arc<Self> {
-        Arc::new(Self { limit_bytes, used_bytes: AtomicU64::new(0), peak_bytes: AtomicU64::new(0) })
+        Arc::new(Self {
+            limit_bytes,
+            used_bytes: AtomicU64::new(0),
+            peak_bytes: AtomicU64::new(0),
+        })
     }
 
     /// The limit.
@@ -49,10 +53,18 @@ impl MemoryBudget {
             if next > self.limit_bytes {
                 return None;
             }
-            match self.used_bytes.compare_exchange_weak(used, next, Ordering::AcqRel, Ordering::Relaxed) {
+            match self.used_bytes.compare_exchange_weak(
+                used,
+                next,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => {
                     self.peak_bytes.fetch_max(next, Ordering::Relaxed);
-                    return Some(Reservation { budget: self.clone(), bytes });
+                    return Some(Reservation {
+                        budget: self.clone(),
+                        bytes,
+                    });
                 }
                 Err(actual) => used = actual,
             }
@@ -88,7 +100,9 @@ impl Reservation {
     /// Gives back all but `keep` bytes.
     pub fn shrink_to(&mut self, keep: u64) {
         if keep < self.bytes {
-            self.budget.used_bytes.fetch_sub(self.bytes - keep, Ordering::AcqRel);
+            self.budget
+                .used_bytes
+                .fetch_sub(self.bytes - keep, Ordering::AcqRel);
             self.bytes = keep;
         }
     }
@@ -96,7 +110,9 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.budget.used_bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.budget
+            .used_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 

@@ -89,6 +89,12 @@ pub struct SubtaskReport {
     pub bytes_out: u64,
     /// Time spent waiting for credit on output channels.
     pub backpressure_us: u64,
+    /// Bytes written to spill files (raw, before compression).
+    pub spill_written_bytes: u64,
+    /// Bytes read back from spill files (raw, after decompression).
+    pub spill_read_bytes: u64,
+    /// Sorted runs spilled.
+    pub spilled_runs: u64,
     pub spans: Vec<Span>,
 }
 

@@ -33,29 +33,47 @@ impl JobTempDir {
     /// Creates this job's folder in `spill_dir`, after removing stale ones of dead jobs.
     pub fn create(spill_dir: &Path) -> Result<Self, EngineError> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let bad = |reason: String| EngineError::BadSpillDir { path: spill_dir.to_path_buf(), reason };
+        let bad = |reason: String| EngineError::BadSpillDir {
+            path: spill_dir.to_path_buf(),
+            reason,
+        };
         match fs::metadata(spill_dir) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => return Err(bad("is not a folder".into())),
             Err(e) => return Err(bad(e.to_string())),
         }
         remove_stale(spill_dir);
-        let name = format!("{PREFIX}{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "{PREFIX}{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let path = spill_dir.join(name);
-        DirBuilder::new().mode(0o700).create(&path).map_err(|e| bad(format!("cannot create a temp folder: {e}")))?;
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| bad(format!("cannot create a temp folder: {e}")))?;
         let guard = cleanup::register(&path);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(true)
             .write(true)
             .open(path.join("lock"))
-            .and_then(|file| flock(&file, FlockOperation::NonBlockingLockExclusive).map(|()| file).map_err(io::Error::from))
+            .and_then(|file| {
+                flock(&file, FlockOperation::NonBlockingLockExclusive)
+                    .map(|()| file)
+                    .map_err(io::Error::from)
+            })
             .map_err(|e| {
                 let _ = fs::remove_dir_all(&path);
                 bad(format!("cannot lock a temp folder: {e}"))
             })?;
         debug!(path = %path.display(), "created job temp folder");
-        Ok(Self { path, _lock: lock, _interrupt_guard: guard })
+        Ok(Self {
+            path,
+            _lock: lock,
+            _interrupt_guard: guard,
+        })
     }
 
     /// The folder.
@@ -76,7 +94,9 @@ impl Drop for JobTempDir {
 
 /// Removes job folders in `spill_dir` whose owner has died; returns how many.
 pub fn remove_stale(spill_dir: &Path) -> usize {
-    let Ok(entries) = fs::read_dir(spill_dir) else { return 0 };
+    let Ok(entries) = fs::read_dir(spill_dir) else {
+        return 0;
+    };
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();

@@ -9,15 +9,20 @@
 //! Memory in flight is therefore bounded by `producers × consumers × credits` buffers, however
 //! slow a consumer is.
 //!
-//! **Invariant:** this crate knows bytes and buffers, never record formats or the engine.
-#![deny(unsafe_code)]
+//! Data that does not fit in memory goes to [`spill`] segment files: blocks clustered by
+//! partition, written with large aligned I/O and read back through read-only maps.
 //!
-//! **Invariant:** only `mmap.rs` contains `unsafe`.
+//! **Invariant:** this crate knows bytes and buffers, never record formats or the engine.
+//!
+//! **Invariant:** only `mmap.rs` (read-only maps) and `spill/uring.rs` (io_uring submissions)
+//! contain `unsafe`.
+#![deny(unsafe_code)]
 
 mod buffer;
 mod error;
 mod exchange;
 mod mmap;
+pub mod spill;
 
 pub use buffer::{Buffer, BufferPool};
 pub use error::ShuffleError;
@@ -26,3 +31,7 @@ pub use exchange::{
     ResultPartitionType, ResultSubpartition,
 };
 pub use mmap::MappedFile;
+pub use spill::{
+    Compression, FileIndex, IoEngine, PartitionEntry, SegmentFileReader, SegmentFileWriter,
+    SegmentIndex, SpillError, WriterOptions,
+};

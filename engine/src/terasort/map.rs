@@ -1,18 +1,22 @@
 //! The map subtask: reads input splits and range-partitions their records into exchange
-//! buffers of `(key, position)` entries.
+//! buffers.
 //!
-//! The records stay where they are, in the memory-mapped input (the page cache); what travels
-//! is a 16-byte [`Entry`] per record, and the reducer moves each record once, from the input
-//! to the output, when it writes.
-//! Copying the records into reducer memory instead would fault in a fresh gigabyte of memory
-//! per gigabyte sorted, which measured 0.3–1.8 s per GB on this machine kind, more than the
-//! whole copy floor.
+//! What travels depends on the job's plan (see [`super::Plan`]):
+//! - in memory, a 16-byte `(key, position)` [`Entry`] per record: the records stay in the
+//!   memory-mapped input (the page cache) and the reducer moves each record once, from the
+//!   input to the output.
+//!   Copying the records into reducer memory instead would fault in a fresh gigabyte of memory
+//!   per gigabyte sorted, which measured 0.3–1.8 s per GB on this machine kind, more than the
+//!   whole copy floor.
+//! - out of core, the 100-byte records themselves, read with `pread` into one reused chunk, so
+//!   the input never occupies memory beyond that chunk.
 //!
 //! Splits are handed out on demand (like Flink's source split assignment), so a fast map takes
 //! more of them and the number of maps never multiplies memory.
 //! Each map owns one buffer per reducer; a full buffer is emitted at once (waiting for credit
 //! if the reducer is behind), and the map goes on with a recycled one.
 
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -20,7 +24,7 @@ use shuffle::Buffer;
 
 use super::partitioner::RangePartitioner;
 use super::sorter::{entry, Entry};
-use super::SortShared;
+use super::{Input, SortShared};
 use crate::record::{key80, Checksum, RECORD_LEN};
 use crate::task::{BoxFuture, Invokable, SubtaskContext, SubtaskReport};
 use crate::EngineError;
@@ -43,21 +47,45 @@ impl Invokable for MapTask {
                 .collect();
             let mut checksum = Checksum::default();
             let chunk_bytes = shared.read_chunk_bytes as u64;
+            let mut read_buffer = match &shared.input {
+                Input::Mapped(_) => Vec::new(),
+                Input::Read(_) => vec![0u8; shared.read_chunk_bytes],
+            };
             while let Some((start, end)) = shared.next_split() {
                 let mut pos = start;
                 while pos < end {
-                    let n = (end - pos).min(chunk_bytes);
-                    let chunk = &shared.input[pos as usize..(pos + n) as usize];
+                    let n = (end - pos).min(chunk_bytes) as usize;
+                    let chunk: &[u8] = match &shared.input {
+                        Input::Mapped(map) => &map[pos as usize..pos as usize + n],
+                        Input::Read(file) => {
+                            file.read_exact_at(&mut read_buffer[..n], pos)
+                                .map_err(|source| EngineError::InputUnreadable {
+                                    path: shared.input_path.clone(),
+                                    source,
+                                })?;
+                            &read_buffer[..n]
+                        }
+                    };
                     let mut done = 0;
                     while done < chunk.len() {
                         let first = (pos + done as u64) / RECORD_LEN as u64;
-                        let (consumed, full) = partition_until_full(
-                            &chunk[done..],
-                            first,
-                            &shared.reducer_ranges,
-                            &mut buffers,
-                            &mut checksum,
-                        );
+                        let ranges = &shared.reducer_ranges;
+                        let (consumed, full) = match &shared.input {
+                            Input::Mapped(_) => partition_until_full::<Entries>(
+                                &chunk[done..],
+                                first,
+                                ranges,
+                                &mut buffers,
+                                &mut checksum,
+                            ),
+                            Input::Read(_) => partition_until_full::<Records>(
+                                &chunk[done..],
+                                first,
+                                ranges,
+                                &mut buffers,
+                                &mut checksum,
+                            ),
+                        };
                         done += consumed;
                         if let Some(reducer) = full {
                             let buffer =
@@ -65,8 +93,11 @@ impl Invokable for MapTask {
                             out.emit(reducer, buffer).await?;
                         }
                     }
-                    pos += n;
-                    shared.progress.read_bytes.fetch_add(n, Ordering::Relaxed);
+                    pos += n as u64;
+                    shared
+                        .progress
+                        .read_bytes
+                        .fetch_add(n as u64, Ordering::Relaxed);
                 }
             }
             for (reducer, buffer) in buffers.into_iter().enumerate() {
@@ -80,7 +111,7 @@ impl Invokable for MapTask {
             let sent = out.metrics();
             report.records_in = checksum.records;
             report.bytes_in = checksum.records * RECORD_LEN as u64;
-            report.records_out = sent.bytes / ENTRY_BYTES as u64;
+            report.records_out = checksum.records;
             report.bytes_out = sent.bytes;
             report.backpressure_us = sent.backpressure_ns / 1000;
             shared
@@ -94,14 +125,45 @@ impl Invokable for MapTask {
     }
 }
 
-/// Bytes of one entry in an exchange buffer.
-pub(super) const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
+/// What a map puts in exchange buffers for each record.
+trait Payload {
+    /// Bytes per record in a buffer.
+    const BYTES: usize;
+    fn push(buffer: &mut Buffer, record: &[u8], key: u128, position: u64);
+}
 
-/// Appends an entry for each record of `chunk` (whose first record is input record `first`)
-/// to the buffer of its range, until one buffer cannot take another entry; returns the bytes
-/// consumed and that buffer's index.
+/// A `(key, position)` entry pointing into the mapped input.
+pub(super) struct Entries;
+
+impl Payload for Entries {
+    const BYTES: usize = std::mem::size_of::<Entry>();
+
+    #[inline]
+    fn push(buffer: &mut Buffer, _record: &[u8], key: u128, position: u64) {
+        buffer.push(&entry(key, position).to_le_bytes());
+    }
+}
+
+/// The record itself.
+pub(super) struct Records;
+
+impl Payload for Records {
+    const BYTES: usize = RECORD_LEN;
+
+    #[inline]
+    fn push(buffer: &mut Buffer, record: &[u8], _key: u128, _position: u64) {
+        buffer.push(record);
+    }
+}
+
+/// Bytes of one entry in an exchange buffer.
+pub(super) const ENTRY_BYTES: usize = Entries::BYTES;
+
+/// Appends each record of `chunk` (whose first record is input record `first`) to the buffer
+/// of its range, until one buffer cannot take another; returns the bytes consumed and that
+/// buffer's index.
 #[inline]
-fn partition_until_full(
+fn partition_until_full<P: Payload>(
     chunk: &[u8],
     first: u64,
     ranges: &RangePartitioner,
@@ -112,9 +174,9 @@ fn partition_until_full(
         let key = key80(record);
         let reducer = ranges.partition(key);
         let buffer = &mut buffers[reducer];
-        buffer.push(&entry(key, first + i as u64).to_le_bytes());
+        P::push(buffer, record, key, first + i as u64);
         checksum.add_record(record);
-        if buffer.remaining() < ENTRY_BYTES {
+        if buffer.remaining() < P::BYTES {
             return ((i + 1) * RECORD_LEN, Some(reducer));
         }
     }

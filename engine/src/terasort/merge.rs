@@ -28,7 +28,10 @@ impl LoserTree {
     /// Builds the tree from every source's first key.
     pub fn new(keys: Vec<u128>) -> Self {
         let k = keys.len().max(1);
-        let mut tree = Self { nodes: vec![usize::MAX; k], keys };
+        let mut tree = Self {
+            nodes: vec![usize::MAX; k],
+            keys,
+        };
         if tree.keys.is_empty() {
             tree.keys.push(EXHAUSTED);
         }
@@ -107,7 +110,11 @@ mod tests {
             let w = tree.winner();
             out.push(runs[w][cursors[w]]);
             cursors[w] += 1;
-            tree.replace_winner(runs[w].get(cursors[w]).map_or(EXHAUSTED, |&k| merge_key(k, w)));
+            tree.replace_winner(
+                runs[w]
+                    .get(cursors[w])
+                    .map_or(EXHAUSTED, |&k| merge_key(k, w)),
+            );
         }
         out
     }

@@ -11,6 +11,7 @@
 //! The job checks itself at the end: records out = records in and the order-independent
 //! checksum of the output = that of the input, or it fails loudly and leaves no output.
 
+mod external;
 pub mod input;
 mod map;
 pub mod merge;
@@ -25,14 +26,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
+use shuffle::spill::{Compression, IoEngine, WriterOptions};
 use shuffle::{BufferPool, ResultPartitionType};
 use tracing::info;
 
 use crate::graph::JobGraph;
+use crate::memory::{MemoryBudget, Reservation};
 use crate::output::{IoMode, OutputTarget};
 use crate::record::{Checksum, RECORD_LEN};
 use crate::scheduler;
 use crate::task::{micros_since, Span};
+use crate::tempdir::JobTempDir;
 use crate::timeline::Timeline;
 use crate::EngineError;
 use partitioner::{boundaries_from_samples, RangePartitioner, KEY_SPACE_END};
@@ -80,6 +84,30 @@ pub struct SortConfig {
     pub split_bytes: u64,
     /// Bytes per output write. Default 8 MiB.
     pub write_chunk_bytes: usize,
+    /// The memory budget in bytes. Default: half of the machine's RAM, leaving the rest to the
+    /// page cache that holds the input and the output on their way to and from the disk.
+    /// When the input, mapped, plus 16 bytes per record fits, the sort runs in memory (one
+    /// read and one write per byte); otherwise it spills sorted runs and merges them (two of
+    /// each).
+    pub memory_bytes: u64,
+    /// Folders for spilled runs, used round-robin by reducers. Default: the system temp folder.
+    pub spill_dirs: Vec<PathBuf>,
+    /// How spill files are written (io_uring, `pwrite`, or whichever works).
+    pub spill_io: IoEngine,
+    /// Compression of spilled blocks.
+    pub compression: Compression,
+}
+
+/// Half of the machine's RAM (from `/proc/meminfo`), or 4 GiB when unknown.
+pub fn default_memory_bytes() -> u64 {
+    let total_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        });
+    total_kib.map_or(4 << 30, |kib| kib * 1024 / 2)
 }
 
 impl SortConfig {
@@ -101,6 +129,10 @@ impl SortConfig {
             read_chunk_bytes: 4 << 20,
             split_bytes: 64_000_000,
             write_chunk_bytes: 8 << 20,
+            memory_bytes: default_memory_bytes(),
+            spill_dirs: Vec::new(),
+            spill_io: IoEngine::Auto,
+            compression: Compression::Auto,
         }
     }
 }
@@ -147,8 +179,8 @@ impl SortReport {
 /// State shared by the subtasks of one sort.
 #[derive(Debug)]
 struct SortShared {
-    /// The input, mapped: maps read keys from it and reducers copy records out of it.
-    input: shuffle::MappedFile,
+    input_path: PathBuf,
+    input: Input,
     splits: Vec<(u64, u64)>,
     next_split: AtomicUsize,
     reducer_ranges: RangePartitioner,
@@ -164,14 +196,156 @@ struct SortShared {
     input_checksum: Mutex<Checksum>,
     output_checksum: Mutex<Checksum>,
     progress: Arc<Progress>,
+    /// Set when the sort spills (out-of-core plan).
+    external: Option<ExternalPlan>,
+}
+
+/// Memory and spill settings of an out-of-core sort.
+#[derive(Debug)]
+struct ExternalPlan {
+    budget: Arc<MemoryBudget>,
+    /// Bytes of records per reducer arena (each reducer fills one while the other spills).
+    arena_bytes: usize,
+    /// The smallest budget this job could run with.
+    minimum_bytes: u64,
+    /// Raw bytes per spilled block.
+    block_bytes: usize,
+    spill_dirs: Vec<JobTempDir>,
+    writer_options: WriterOptions,
+    /// The fixed buffers' share of the budget, held for the whole job.
+    _fixed: Reservation,
+}
+
+/// Buffer sizes of one sort, derived from its budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct MemoryPlan {
+    buffer_bytes: usize,
+    read_chunk_bytes: usize,
+    write_chunk_bytes: usize,
+    spill_buffer_bytes: usize,
+    block_bytes: usize,
+    /// Exchange buffers, read chunks, write chunks, spill buffers and staging blocks together.
+    fixed_bytes: u64,
+}
+
+impl MemoryPlan {
+    /// Sizes every fixed buffer as a small share of `budget`, so the total stays a fixed
+    /// fraction of it whatever the number of maps and reducers.
+    fn for_budget(budget: u64, config: &SortConfig) -> Self {
+        let (m, r, c) = (
+            config.maps as u64,
+            config.reducers as u64,
+            config.credits_per_channel as u64 + 1,
+        );
+        let share = |parts: u64, lo: usize, hi: usize| -> usize {
+            let bytes = (budget / 32 / parts.max(1)) as usize;
+            (bytes.clamp(lo, hi) / RECORD_LEN).max(1) * RECORD_LEN
+        };
+        let buffer_bytes = share(m * r * c + r, 16 << 10, config.buffer_bytes);
+        let read_chunk_bytes = share(m, 64 << 10, config.read_chunk_bytes);
+        let write_chunk_bytes =
+            share(r * 3, 64 << 10, config.write_chunk_bytes).div_ceil(4096) * 4096;
+        let spill_buffer_bytes = share(r * 3, 64 << 10, 4 << 20).div_ceil(4096) * 4096;
+        let block_bytes = share(r * external::MAX_FAN_IN as u64 / 4, 16 << 10, 1 << 20);
+        let fixed_bytes = (m * r * c + r) * buffer_bytes as u64
+            + m * read_chunk_bytes as u64
+            + r * 3 * write_chunk_bytes as u64
+            + r * 3 * spill_buffer_bytes as u64
+            + r * 2 * block_bytes as u64;
+        Self {
+            buffer_bytes,
+            read_chunk_bytes,
+            write_chunk_bytes,
+            spill_buffer_bytes,
+            block_bytes,
+            fixed_bytes,
+        }
+    }
+}
+
+/// How maps read the input.
+#[derive(Debug)]
+enum Input {
+    /// Mapped: maps read keys from it, reducers copy records out of it (in-memory plan).
+    Mapped(shuffle::MappedFile),
+    /// Read with `pread` in chunks; records travel through the exchange (out-of-core plan).
+    Read(std::fs::File),
 }
 
 impl SortShared {
+    /// The mapped input, for reducers of the in-memory plan.
+    fn mapped_input(&self) -> Result<&[u8], EngineError> {
+        match &self.input {
+            Input::Mapped(map) => Ok(map),
+            Input::Read(_) => Err(EngineError::Internal {
+                what: "in-memory reducer without a mapped input".into(),
+            }),
+        }
+    }
+
     fn next_split(&self) -> Option<(u64, u64)> {
         self.splits
             .get(self.next_split.fetch_add(1, Ordering::Relaxed))
             .copied()
     }
+}
+
+/// Plans an out-of-core sort: buffer sizes from the budget, the fixed share reserved, arenas
+/// sized from what is left, spill folders created.
+fn external_plan(
+    config: &SortConfig,
+    input_bytes: u64,
+) -> Result<(ExternalPlan, MemoryPlan), EngineError> {
+    let sizes = MemoryPlan::for_budget(config.memory_bytes, config);
+    let budget = MemoryBudget::new(config.memory_bytes);
+    // Each reducer needs two arenas of at least a few exchange buffers each.
+    let min_arena_bytes =
+        4 * sizes.buffer_bytes as u64 * (RECORD_LEN as u64 + 16) / RECORD_LEN as u64;
+    let minimum_bytes = sizes.fixed_bytes + 2 * config.reducers as u64 * min_arena_bytes;
+    let too_small = || EngineError::BudgetTooSmall {
+        budget_bytes: config.memory_bytes,
+        minimum_bytes,
+        what: format!(
+            "an out-of-core sort with {} maps and {} reducers",
+            config.maps, config.reducers
+        ),
+    };
+    let fixed = budget
+        .try_reserve(sizes.fixed_bytes)
+        .ok_or_else(too_small)?;
+    let per_arena = (config.memory_bytes - sizes.fixed_bytes) / (2 * config.reducers as u64);
+    if per_arena < min_arena_bytes {
+        return Err(too_small());
+    }
+    // Arenas never need to be larger than the input.
+    let arena_bytes = (per_arena * RECORD_LEN as u64 / (RECORD_LEN as u64 + 16))
+        .min(input_bytes.max(RECORD_LEN as u64)) as usize;
+    let dirs: Vec<PathBuf> = if config.spill_dirs.is_empty() {
+        vec![std::env::temp_dir()]
+    } else {
+        config.spill_dirs.clone()
+    };
+    let spill_dirs = dirs
+        .iter()
+        .map(|d| JobTempDir::create(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let writer_options = WriterOptions {
+        io: config.spill_io,
+        direct: true,
+        compression: config.compression,
+        buffer_bytes: sizes.spill_buffer_bytes,
+        queue_depth: 2,
+    };
+    let plan = ExternalPlan {
+        budget,
+        arena_bytes: arena_bytes / RECORD_LEN * RECORD_LEN,
+        minimum_bytes,
+        block_bytes: sizes.block_bytes,
+        spill_dirs,
+        writer_options,
+        _fixed: fixed,
+    };
+    Ok((plan, sizes))
 }
 
 /// Runs a TeraSort as configured and reports it; the output exists only if this returns `Ok`.
@@ -225,14 +399,47 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
         "sampled input"
     );
 
-    let buffer_bytes = (config.buffer_bytes / RECORD_LEN).max(1) * RECORD_LEN;
+    // In memory when the mapped input plus the sort entries fit the budget; else spill.
+    let in_memory_bytes =
+        size + records * 16 + MemoryPlan::for_budget(config.memory_bytes, config).fixed_bytes;
+    let external = if in_memory_bytes <= config.memory_bytes {
+        None
+    } else {
+        Some(external_plan(config, size)?)
+    };
+    let (buffer_bytes, read_chunk_bytes, write_chunk_bytes) = match &external {
+        None => (
+            (config.buffer_bytes / RECORD_LEN).max(1) * RECORD_LEN,
+            (config.read_chunk_bytes / RECORD_LEN).max(1) * RECORD_LEN,
+            config.write_chunk_bytes,
+        ),
+        Some((_, plan)) => (
+            plan.buffer_bytes,
+            plan.read_chunk_bytes,
+            plan.write_chunk_bytes,
+        ),
+    };
+    info!(
+        plan = if external.is_some() {
+            "out-of-core"
+        } else {
+            "in-memory"
+        },
+        budget = config.memory_bytes,
+        "chose plan"
+    );
+    let input = match external {
+        None => Input::Mapped(input::map_input(&input, size, &config.input)?),
+        Some(_) => Input::Read(input),
+    };
     let split_bytes = (config.split_bytes / RECORD_LEN as u64).max(1) * RECORD_LEN as u64;
     let splits = (0..size)
         .step_by(split_bytes as usize)
         .map(|start| (start, (start + split_bytes).min(size)))
         .collect();
     let shared = Arc::new(SortShared {
-        input: input::map_input(&input, size, &config.input)?,
+        input_path: config.input.clone(),
+        input,
         splits,
         next_split: AtomicUsize::new(0),
         reducer_ranges: RangePartitioner::new(0, KEY_SPACE_END, reducer_bounds),
@@ -245,12 +452,13 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
             .map(|r| target.file(r).clone())
             .collect(),
         parts: target.has_parts(),
-        read_chunk_bytes: (config.read_chunk_bytes / RECORD_LEN).max(1) * RECORD_LEN,
-        write_chunk_bytes: config.write_chunk_bytes,
+        read_chunk_bytes,
+        write_chunk_bytes,
         reducer_records: tokio::sync::watch::channel(vec![None; config.reducers]).0,
         input_checksum: Mutex::new(Checksum::default()),
         output_checksum: Mutex::new(Checksum::default()),
         progress,
+        external: external.map(|(plan, _)| plan),
     });
 
     let mut graph = JobGraph::new("terasort");
@@ -261,11 +469,21 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
         })
     });
     let reduce_shared = shared.clone();
-    let reduce = graph.add_vertex("sort", config.reducers, move |_| {
-        Box::new(reduce::ReduceTask {
-            shared: reduce_shared.clone(),
-        })
-    });
+    let reduce = graph.add_vertex(
+        "sort",
+        config.reducers,
+        move |_| -> Box<dyn crate::task::Invokable> {
+            if reduce_shared.external.is_some() {
+                Box::new(external::ExternalReduceTask {
+                    shared: reduce_shared.clone(),
+                })
+            } else {
+                Box::new(reduce::ReduceTask {
+                    shared: reduce_shared.clone(),
+                })
+            }
+        },
+    );
     graph.connect(
         map,
         reduce,

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use super::map::ENTRY_BYTES;
 use super::sorter::{position, Entry, EntrySorter};
 use super::SortShared;
+use crate::output::WriteStats;
 use crate::record::{prefetch_record, Checksum, RECORD_LEN};
+use crate::task::{spawn_blocking, BoxFuture, Invokable, Span, SubtaskContext, SubtaskReport};
+use crate::EngineError;
 
 /// How many records ahead the writer prefetches (about the memory latency ÷ time per record).
 const PREFETCH_AHEAD: usize = 16;
-use crate::output::WriteStats;
-use crate::task::{spawn_blocking, BoxFuture, Invokable, Span, SubtaskContext, SubtaskReport};
-use crate::EngineError;
 
 pub(super) struct ReduceTask {
     pub(super) shared: Arc<SortShared>,
@@ -52,19 +52,7 @@ impl Invokable for ReduceTask {
                 end_us: ctx.now_us(),
             });
 
-            shared
-                .reducer_records
-                .send_modify(|counts| counts[me] = Some(records));
-            let file = shared.output[me].clone();
-            let len = records * RECORD_LEN as u64;
-            let start = if shared.parts {
-                if len > 0 {
-                    file.preallocate(len)?;
-                }
-                0
-            } else {
-                offset_of(&shared, me).await? * RECORD_LEN as u64
-            };
+            let (file, start, len) = output_range(&shared, me, records).await?;
 
             let sort_start = ctx.now_us();
             let write_chunk_bytes = shared.write_chunk_bytes;
@@ -74,7 +62,7 @@ impl Invokable for ReduceTask {
                     let mut writer = file.range_writer(start, len, write_chunk_bytes);
                     let mut checksum = Checksum::default();
                     let mut since_progress = 0usize;
-                    let input = &progress.input;
+                    let input = progress.mapped_input()?;
                     let record_at = |entry: Entry| {
                         let at = position(entry) as usize * RECORD_LEN;
                         &input[at..at + RECORD_LEN]
@@ -135,6 +123,29 @@ impl Invokable for ReduceTask {
             Ok(report)
         })
     }
+}
+
+/// Publishes this reducer's record count and returns where its range goes: the file, the
+/// byte offset (after the ranges before it, or 0 in a part file) and the length.
+pub(super) async fn output_range(
+    shared: &SortShared,
+    me: usize,
+    records: u64,
+) -> Result<(crate::output::OutputFile, u64, u64), EngineError> {
+    shared
+        .reducer_records
+        .send_modify(|counts| counts[me] = Some(records));
+    let file = shared.output[me].clone();
+    let len = records * RECORD_LEN as u64;
+    let start = if shared.parts {
+        if len > 0 {
+            file.preallocate(len)?;
+        }
+        0
+    } else {
+        offset_of(shared, me).await? * RECORD_LEN as u64
+    };
+    Ok((file, start, len))
 }
 
 /// Records in the ranges before `me`, once their reducers have published them.

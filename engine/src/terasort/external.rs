@@ -1,0 +1,439 @@
+//! The out-of-core reduce subtask: sorted runs spilled to a segment file under the memory
+//! budget, then one k-way merge into the output.
+//!
+//! ```text
+//! exchange buffers ──copy──► arena A (filling) ──full──► sort + spill as run k (blocking thread)
+//!                            arena B (filling while A spills, then they swap)
+//! end of input: nothing spilled → sort the arena, write the output (1 read, 1 write per byte)
+//!               else           → spill the last arena too, free the arenas, merge all runs with
+//!                                a loser tree into the output (2 reads, 2 writes per byte)
+//! ```
+//!
+//! A run is one segment of this reducer's segment file (one partition, records in key order).
+//! Runs are read back through read-only maps, a block at a time, zero-copy unless compressed.
+//! More runs than [`MAX_FAN_IN`] are first merged in groups into longer runs (a cascade).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use shuffle::spill::{
+    PartitionBlocks, SegmentFileReader, SegmentFileWriter, SegmentIndex, SpillError,
+};
+
+use super::merge::{merge_key, LoserTree, EXHAUSTED};
+use super::reduce::output_range;
+use super::SortShared;
+use crate::memory::{MemoryBudget, Reservation};
+use crate::output::RangeWriter;
+use crate::record::{key80, Checksum, RECORD_LEN};
+use crate::task::{spawn_blocking, BoxFuture, Invokable, Span, SubtaskContext, SubtaskReport};
+use crate::EngineError;
+
+/// Most runs merged at once; more are merged in groups first.
+pub const MAX_FAN_IN: usize = 64;
+
+/// Bytes of sort entry per record held in an arena (`key80 << 48 | index`).
+const ENTRY_BYTES: u64 = 16;
+
+pub(super) struct ExternalReduceTask {
+    pub(super) shared: Arc<SortShared>,
+}
+
+/// Records received and not yet spilled, with the budget they hold.
+struct Arena {
+    bytes: Vec<u8>,
+    _reservation: Reservation,
+}
+
+impl Arena {
+    /// An arena for `capacity_bytes` of records (and their sort entries), or `None` if the
+    /// budget refuses.
+    fn new(budget: &Arc<MemoryBudget>, capacity_bytes: usize) -> Option<Self> {
+        let records = capacity_bytes / RECORD_LEN;
+        let reservation = budget.try_reserve(records as u64 * (RECORD_LEN as u64 + ENTRY_BYTES))?;
+        Some(Self {
+            bytes: Vec::with_capacity(records * RECORD_LEN),
+            _reservation: reservation,
+        })
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.capacity() - self.bytes.len()
+    }
+
+    fn records(&self) -> u64 {
+        (self.bytes.len() / RECORD_LEN) as u64
+    }
+
+    /// Calls `emit` with every record in key order (ties in arrival order).
+    fn emit_sorted(
+        &self,
+        mut emit: impl FnMut(&[u8]) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        let mut entries: Vec<u128> = self
+            .bytes
+            .chunks_exact(RECORD_LEN)
+            .enumerate()
+            .map(|(i, record)| key80(record) << 48 | i as u128)
+            .collect();
+        entries.sort_unstable();
+        for entry in entries {
+            let at = (entry as u64 & ((1 << 48) - 1)) as usize * RECORD_LEN;
+            emit(&self.bytes[at..at + RECORD_LEN])?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes sorted runs into this reducer's segment file.
+struct Spiller {
+    writer: SegmentFileWriter,
+    runs: Vec<SegmentIndex>,
+    block_bytes: usize,
+    written_bytes: u64,
+}
+
+impl Spiller {
+    /// Appends records to the open run through a staging block.
+    fn run_writer(&mut self) -> RunWriter<'_> {
+        let block_bytes = self.block_bytes;
+        RunWriter {
+            spiller: self,
+            staging: Vec::with_capacity(block_bytes),
+        }
+    }
+
+    /// Spills the arena as one sorted run.
+    fn spill(&mut self, arena: &Arena) -> Result<(), EngineError> {
+        let mut run = self.run_writer();
+        arena.emit_sorted(|record| run.push(record))?;
+        run.seal()
+    }
+}
+
+/// One run being written.
+struct RunWriter<'a> {
+    spiller: &'a mut Spiller,
+    staging: Vec<u8>,
+}
+
+impl RunWriter<'_> {
+    fn push(&mut self, record: &[u8]) -> Result<(), EngineError> {
+        self.staging.extend_from_slice(record);
+        if self.staging.len() + RECORD_LEN > self.staging.capacity() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), EngineError> {
+        self.spiller
+            .writer
+            .append_records(0, RECORD_LEN, &self.staging)?;
+        self.spiller.written_bytes += self.staging.len() as u64;
+        self.staging.clear();
+        Ok(())
+    }
+
+    fn seal(mut self) -> Result<(), EngineError> {
+        self.flush()?;
+        let index = self.spiller.writer.seal_segment()?;
+        self.spiller.runs.push(index);
+        Ok(())
+    }
+}
+
+/// Reads one run, a block at a time, asking the kernel to read ahead and dropping what it
+/// has passed from memory.
+struct RunCursor<'a> {
+    reader: &'a SegmentFileReader,
+    segment: u32,
+    blocks: PartitionBlocks<'a>,
+    block: Cow<'a, [u8]>,
+    at: usize,
+    /// File offsets: start of the current block, and how far read-ahead was requested.
+    block_start: u64,
+    next_block_start: u64,
+    ahead_until: u64,
+    read_ahead_bytes: u64,
+}
+
+impl<'a> RunCursor<'a> {
+    fn open(
+        reader: &'a SegmentFileReader,
+        run: &SegmentIndex,
+        read_ahead_bytes: u64,
+    ) -> Result<Self, EngineError> {
+        let start = run.partition(0).map_or(run.offset, |p| p.offset);
+        let mut cursor = Self {
+            reader,
+            segment: run.segment,
+            blocks: reader.partition_blocks(run.segment, 0)?,
+            block: Cow::Borrowed(&[]),
+            at: 0,
+            block_start: start,
+            next_block_start: start,
+            ahead_until: start,
+            read_ahead_bytes,
+        };
+        cursor.next_block()?;
+        Ok(cursor)
+    }
+
+    fn next_block(&mut self) -> Result<(), EngineError> {
+        self.at = 0;
+        // The block just finished is not needed again.
+        self.reader.release(
+            self.segment,
+            self.block_start,
+            self.next_block_start - self.block_start,
+        )?;
+        self.block_start = self.next_block_start;
+        if self.ahead_until < self.block_start + self.read_ahead_bytes / 2 {
+            self.reader
+                .will_need(self.segment, self.block_start, self.read_ahead_bytes)?;
+            self.ahead_until = self.block_start + self.read_ahead_bytes;
+        }
+        self.block = match self.blocks.next() {
+            Some(block) => {
+                let block = block?;
+                self.next_block_start += block.encoded_len() as u64;
+                block.payload
+            }
+            None => Cow::Borrowed(&[]),
+        };
+        if !self.block.len().is_multiple_of(RECORD_LEN) {
+            return Err(EngineError::Internal {
+                what: format!(
+                    "a spilled block holds {} bytes, not whole records",
+                    self.block.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn record(&self) -> Option<&[u8]> {
+        self.block.get(self.at..self.at + RECORD_LEN)
+    }
+
+    fn advance(&mut self) -> Result<(), EngineError> {
+        self.at += RECORD_LEN;
+        if self.at >= self.block.len() {
+            self.next_block()?;
+        }
+        Ok(())
+    }
+}
+
+/// Merges `runs` (in order; ties go to the earlier run) and hands each record to `emit`.
+fn merge_runs(
+    reader: &SegmentFileReader,
+    runs: &[SegmentIndex],
+    read_ahead_bytes: u64,
+    mut emit: impl FnMut(&[u8]) -> Result<(), EngineError>,
+) -> Result<u64, EngineError> {
+    let mut cursors = runs
+        .iter()
+        .map(|run| RunCursor::open(reader, run, read_ahead_bytes))
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys = cursors
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c.record().map_or(EXHAUSTED, |r| merge_key(key80(r), i)))
+        .collect();
+    let mut tree = LoserTree::new(keys);
+    let mut read_bytes = 0u64;
+    while tree.winner_key() != EXHAUSTED {
+        let w = tree.winner();
+        let cursor = &mut cursors[w];
+        emit(cursor.record().expect("a source with a key has a record"))?;
+        read_bytes += RECORD_LEN as u64;
+        cursor.advance()?;
+        tree.replace_winner(
+            cursor
+                .record()
+                .map_or(EXHAUSTED, |r| merge_key(key80(r), w)),
+        );
+    }
+    Ok(read_bytes)
+}
+
+impl From<SpillError> for EngineError {
+    fn from(error: SpillError) -> Self {
+        EngineError::Spill(error)
+    }
+}
+
+impl Invokable for ExternalReduceTask {
+    fn invoke(
+        self: Box<Self>,
+        mut ctx: SubtaskContext,
+    ) -> BoxFuture<Result<SubtaskReport, EngineError>> {
+        Box::pin(async move {
+            let shared = self.shared;
+            let me = ctx.subtask;
+            let mut report = ctx.report();
+            let plan = shared
+                .external
+                .as_ref()
+                .ok_or_else(|| EngineError::Internal {
+                    what: "external reducer without a spill plan".into(),
+                })?;
+            let budget = plan.budget.clone();
+            let arena_bytes = plan.arena_bytes;
+            let too_small = || EngineError::BudgetTooSmall {
+                budget_bytes: budget.limit_bytes(),
+                minimum_bytes: plan.minimum_bytes,
+                what: "a reducer's sort arena".into(),
+            };
+            let spill_path = plan.spill_dirs[me % plan.spill_dirs.len()]
+                .path()
+                .join(format!("sort-{me}.runs"));
+            let mut spiller = Some(Spiller {
+                writer: SegmentFileWriter::create(&spill_path, plan.writer_options)?,
+                runs: Vec::new(),
+                block_bytes: plan.block_bytes,
+                written_bytes: 0,
+            });
+            let mut filling = Arena::new(&budget, arena_bytes).ok_or_else(too_small)?;
+            let mut spare: Option<Arena> = None;
+            let mut spilling: Option<
+                tokio::task::JoinHandle<Result<(Arena, Spiller), EngineError>>,
+            > = None;
+            let gate = &mut ctx.inputs[0];
+            while let Some((_, buffer)) = gate.next().await? {
+                let mut bytes = buffer.as_bytes();
+                while !bytes.is_empty() {
+                    if filling.remaining() < RECORD_LEN {
+                        // Swap in the other arena; the full one spills in the background.
+                        let (empty, sp) = match spilling.take() {
+                            Some(handle) => join(handle).await?,
+                            None => {
+                                let empty = match spare.take() {
+                                    Some(arena) => arena,
+                                    None => {
+                                        Arena::new(&budget, arena_bytes).ok_or_else(too_small)?
+                                    }
+                                };
+                                (
+                                    empty,
+                                    spiller
+                                        .take()
+                                        .expect("the spiller is here when no spill runs"),
+                                )
+                            }
+                        };
+                        let full = std::mem::replace(&mut filling, empty);
+                        spilling = Some(tokio::task::spawn_blocking(move || {
+                            let mut sp = sp;
+                            let mut full = full;
+                            sp.spill(&full)?;
+                            full.bytes.clear();
+                            Ok((full, sp))
+                        }));
+                    }
+                    let n = (filling.remaining() / RECORD_LEN * RECORD_LEN).min(bytes.len());
+                    filling.bytes.extend_from_slice(&bytes[..n]);
+                    bytes = &bytes[n..];
+                }
+                shared.pool.recycle(buffer);
+            }
+            if let Some(handle) = spilling.take() {
+                let (arena, sp) = join(handle).await?;
+                spare = Some(arena);
+                spiller = Some(sp);
+            }
+            drop(spare);
+            let mut spiller = spiller.expect("the spiller is back once no spill runs");
+            let spilled_records: u64 = spiller.runs.iter().map(SegmentIndex::records).sum();
+            let records = spilled_records + filling.records();
+            report.records_in = records;
+            report.bytes_in = gate.metrics().bytes;
+            report.spans.push(Span {
+                name: "receive",
+                start_us: report.start_us,
+                end_us: ctx.now_us(),
+            });
+
+            let (file, start, len) = output_range(&shared, me, records).await?;
+            let write_chunk_bytes = shared.write_chunk_bytes;
+            // Read-ahead per run: the arenas' share of the budget, spread over the runs.
+            let runs = spiller.runs.len() as u64 + 1;
+            let read_ahead_bytes =
+                (2 * arena_bytes as u64 / runs.min(MAX_FAN_IN as u64)).clamp(256 << 10, 16 << 20);
+            let merge_start = ctx.now_us();
+            let (checksum, spiller, read_bytes) =
+                spawn_blocking(move || -> Result<(Checksum, Spiller, u64), EngineError> {
+                    let mut writer: RangeWriter = file.range_writer(start, len, write_chunk_bytes);
+                    let mut checksum = Checksum::default();
+                    let mut read_bytes = 0;
+                    if spiller.runs.is_empty() {
+                        filling.emit_sorted(|record| {
+                            checksum.add_record(record);
+                            writer.write(record)
+                        })?;
+                    } else {
+                        if filling.records() > 0 {
+                            spiller.spill(&filling)?;
+                        }
+                        drop(filling);
+                        read_bytes = merge_all(&mut spiller, read_ahead_bytes, |record| {
+                            checksum.add_record(record);
+                            writer.write(record)
+                        })?;
+                    }
+                    writer.finish()?;
+                    Ok((checksum, spiller, read_bytes))
+                })
+                .await??;
+            report.spans.push(Span {
+                name: "sort+write",
+                start_us: merge_start,
+                end_us: ctx.now_us(),
+            });
+            report.spilled_runs = spiller.runs.len() as u64;
+            report.spill_written_bytes = spiller.written_bytes;
+            report.spill_read_bytes = read_bytes;
+            report.records_out = checksum.records;
+            report.bytes_out = checksum.records * RECORD_LEN as u64;
+            shared
+                .output_checksum
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .merge(checksum);
+            report.end_us = ctx.now_us();
+            Ok(report)
+        })
+    }
+}
+
+async fn join(
+    handle: tokio::task::JoinHandle<Result<(Arena, Spiller), EngineError>>,
+) -> Result<(Arena, Spiller), EngineError> {
+    handle.await.map_err(|e| EngineError::Internal {
+        what: format!("a spill task failed: {e}"),
+    })?
+}
+
+/// Merges every run of `spiller` into `emit`, first merging groups of runs into longer runs
+/// while there are more than [`MAX_FAN_IN`]; returns the bytes read back.
+fn merge_all(
+    spiller: &mut Spiller,
+    read_ahead_bytes: u64,
+    mut emit: impl FnMut(&[u8]) -> Result<(), EngineError>,
+) -> Result<u64, EngineError> {
+    let mut read_bytes = 0;
+    while spiller.runs.len() > MAX_FAN_IN {
+        let group: Vec<SegmentIndex> = spiller.runs.drain(..MAX_FAN_IN).collect();
+        let reader = SegmentFileReader::with_segments(spiller.writer.path(), group.clone())?;
+        let mut run = spiller.run_writer();
+        read_bytes += merge_runs(&reader, &group, read_ahead_bytes, |record| run.push(record))?;
+        // The merged run goes last, so ties keep arrival order only approximately; keys are
+        // still in order, which is all a sort promises.
+        run.seal()?;
+    }
+    let reader = SegmentFileReader::with_segments(spiller.writer.path(), spiller.runs.clone())?;
+    read_bytes += merge_runs(&reader, &spiller.runs, read_ahead_bytes, &mut emit)?;
+    Ok(read_bytes)
+}
