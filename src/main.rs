@@ -496,6 +496,9 @@ fn sort_json(report: &SortReport) -> serde_json::Value {
         "wall_ms": report.wall_us as f64 / 1000.0,
         "mb_per_s": report.mb_per_s(),
         "peak_rss_bytes": report.peak_rss_bytes,
+        "plan": report.plan,
+        "memory_budget_bytes": report.memory_budget_bytes,
+        "io": report.io,
         "phases": t.phases.iter().map(|p| serde_json::json!({
             "name": p.name, "start_ms": p.start_us as f64 / 1000.0, "end_ms": p.end_us as f64 / 1000.0,
         })).collect::<Vec<_>>(),
@@ -530,6 +533,11 @@ fn print_sort_summary(report: &SortReport) {
         "  overlap: reducers received while maps ran for {:.3} s; sum of phases / wall = {:.2}",
         t.overlap_us("map", "shuffle") as f64 / 1e6,
         t.overlap_ratio
+    );
+    let io = &report.io;
+    println!(
+        "  {} plan: read {:.2} and wrote {:.2} bytes per input byte ({} spilled runs)",
+        report.plan, io.reads_per_byte, io.writes_per_byte, io.spilled_runs
     );
     println!(
         "  checksum {} (input = output), output {}",

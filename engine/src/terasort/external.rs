@@ -151,7 +151,9 @@ struct RunCursor<'a> {
     blocks: PartitionBlocks<'a>,
     block: Cow<'a, [u8]>,
     at: usize,
-    /// File offsets: start of the current block, and how far read-ahead was requested.
+    /// File offsets: everything before `released_until` (page-aligned) was dropped from
+    /// memory; start of the current block; how far read-ahead was requested.
+    released_until: u64,
     block_start: u64,
     next_block_start: u64,
     ahead_until: u64,
@@ -171,6 +173,7 @@ impl<'a> RunCursor<'a> {
             blocks: reader.partition_blocks(run.segment, 0)?,
             block: Cow::Borrowed(&[]),
             at: 0,
+            released_until: start,
             block_start: start,
             next_block_start: start,
             ahead_until: start,
@@ -182,12 +185,17 @@ impl<'a> RunCursor<'a> {
 
     fn next_block(&mut self) -> Result<(), EngineError> {
         self.at = 0;
-        // The block just finished is not needed again.
-        self.reader.release(
-            self.segment,
-            self.block_start,
-            self.next_block_start - self.block_start,
-        )?;
+        // Everything before the next block is not needed again; release whole pages only, and
+        // contiguously, so the page a block boundary falls in goes with the next release.
+        let done = self.next_block_start / 4096 * 4096;
+        if done > self.released_until {
+            self.reader.release(
+                self.segment,
+                self.released_until,
+                done - self.released_until,
+            )?;
+            self.released_until = done;
+        }
         self.block_start = self.next_block_start;
         if self.ahead_until < self.block_start + self.read_ahead_bytes / 2 {
             self.reader

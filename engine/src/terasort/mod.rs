@@ -162,7 +162,53 @@ pub struct SortReport {
     /// Peak resident memory of the process when the job ended (Linux `VmHWM`), mapped input
     /// pages included.
     pub peak_rss_bytes: Option<u64>,
+    /// `in-memory` or `out-of-core`.
+    pub plan: &'static str,
+    pub memory_budget_bytes: u64,
+    /// Bytes moved to and from the disk, per phase.
+    pub io: IoSummary,
     pub timeline: Timeline,
+}
+
+/// Bytes each phase read and wrote, and what that makes per input byte.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct IoSummary {
+    /// Map phase: input read.
+    pub input_read_bytes: u64,
+    /// Map/shuffle phase: sorted runs spilled (raw bytes).
+    pub spill_written_bytes: u64,
+    /// Merge phase: runs read back (raw bytes).
+    pub spill_read_bytes: u64,
+    /// Sink: output written.
+    pub output_written_bytes: u64,
+    pub spilled_runs: u64,
+    /// (input read + spill read) ÷ input bytes: 1 in memory, 2 out of core.
+    pub reads_per_byte: f64,
+    /// (spill written + output written) ÷ input bytes.
+    pub writes_per_byte: f64,
+}
+
+impl IoSummary {
+    fn from_subtasks(subtasks: &[crate::task::SubtaskReport], input_bytes: u64) -> Self {
+        let sum = |vertex: &str, f: fn(&crate::task::SubtaskReport) -> u64| -> u64 {
+            subtasks.iter().filter(|s| s.vertex == vertex).map(f).sum()
+        };
+        let mut io = IoSummary {
+            input_read_bytes: sum("map", |s| s.bytes_in),
+            spill_written_bytes: sum("sort", |s| s.spill_written_bytes),
+            spill_read_bytes: sum("sort", |s| s.spill_read_bytes),
+            output_written_bytes: sum("sort", |s| s.bytes_out),
+            spilled_runs: sum("sort", |s| s.spilled_runs),
+            ..Default::default()
+        };
+        if input_bytes > 0 {
+            io.reads_per_byte =
+                (io.input_read_bytes + io.spill_read_bytes) as f64 / input_bytes as f64;
+            io.writes_per_byte =
+                (io.spill_written_bytes + io.output_written_bytes) as f64 / input_bytes as f64;
+        }
+        io
+    }
 }
 
 impl SortReport {
@@ -571,6 +617,13 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
         wall_us,
         sample_us,
         peak_rss_bytes: crate::floor::peak_rss_bytes(),
+        plan: if shared.external.is_some() {
+            "out-of-core"
+        } else {
+            "in-memory"
+        },
+        memory_budget_bytes: config.memory_bytes,
+        io: IoSummary::from_subtasks(&timeline.subtasks, size),
         timeline,
     })
 }
