@@ -109,9 +109,13 @@ enum CompressArg {
 /// MiB, GiB, TiB for powers of 1024; case-insensitive).
 fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a size like 512MiB or 2GiB"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 512MiB or 2GiB"))?;
     let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -122,7 +126,11 @@ fn parse_size(text: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "gib" => 1 << 30,
         "tib" => 1 << 40,
-        other => return Err(format!("unknown size unit {other:?}; use k, M, G, KiB, MiB or GiB")),
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?}; use k, M, G, KiB, MiB or GiB"
+            ))
+        }
     };
     let bytes = value * scale as f64;
     if !(1.0..1.8e19).contains(&bytes) {
@@ -332,7 +340,7 @@ fn generate(spec: &GenSpec, output: &Path) -> Result<engine::record::Checksum> {
         }
         Err(error) => {
             let _ = std::fs::remove_file(&temp);
-            Err(error.into())
+            Err(error.for_path(output).into())
         }
     }
 }

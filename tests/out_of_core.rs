@@ -24,9 +24,26 @@ fn rss_limit(budget: u64) -> u64 {
 /// Sorts `input` with `budget` bytes of memory and spills in `spill/`; checks the output is
 /// valid with the input's checksum, the plan spilled, every byte was read and written exactly
 /// twice, RSS stayed within the limit and no temp folder is left. Returns the JSON summary.
-fn check_out_of_core(f: &Fixture, input: &str, records: &str, checksum: &str, budget: &str, budget_bytes: u64, extra: &[&str]) -> serde_json::Value {
+fn check_out_of_core(
+    f: &Fixture,
+    input: &str,
+    records: &str,
+    checksum: &str,
+    budget: &str,
+    budget_bytes: u64,
+    extra: &[&str],
+) -> serde_json::Value {
     fs::create_dir_all(f.path("spill")).unwrap();
-    let mut args = vec!["sort", input, "sorted.dat", "--memory", budget, "--spill-dir", "spill", "--json"];
+    let mut args = vec![
+        "sort",
+        input,
+        "sorted.dat",
+        "--memory",
+        budget,
+        "--spill-dir",
+        "spill",
+        "--json",
+    ];
     args.extend_from_slice(extra);
     let run = f.ok(&args);
     let json = run.json();
@@ -35,8 +52,14 @@ fn check_out_of_core(f: &Fixture, input: &str, records: &str, checksum: &str, bu
     assert_eq!(io["reads_per_byte"].as_f64(), Some(2.0), "{run}");
     assert_eq!(io["writes_per_byte"].as_f64(), Some(2.0), "{run}");
     assert!(io["spilled_runs"].as_u64().unwrap() >= 2, "{run}");
-    let rss = json["peak_rss_bytes"].as_u64().expect("peak RSS is reported on Linux");
-    assert!(rss <= rss_limit(budget_bytes), "peak RSS {rss} over {} for a budget of {budget_bytes}", rss_limit(budget_bytes));
+    let rss = json["peak_rss_bytes"]
+        .as_u64()
+        .expect("peak RSS is reported on Linux");
+    assert!(
+        rss <= rss_limit(budget_bytes),
+        "peak RSS {rss} over {} for a budget of {budget_bytes}",
+        rss_limit(budget_bytes)
+    );
     assert_entries(&f.path("spill"), &[]);
     let valid = f.ok(["validate", "sorted.dat"]);
     assert_eq!(valid.field("Records").as_deref(), Some(records));
@@ -84,7 +107,11 @@ fn engines_codecs_and_cascades_agree() {
     let f = Fixture::new();
     let (records, checksum) = f.gen(&["--ascii"], "1M", "in.dat");
     f.ok(["sort", "in.dat", "memory.dat"]);
-    for extra in [&["--spill-io", "pwrite", "--compress", "none"][..], &["--spill-io", "uring", "--compress", "lz4"], &["--compress", "auto"]] {
+    for extra in [
+        &["--spill-io", "pwrite", "--compress", "none"][..],
+        &["--spill-io", "uring", "--compress", "lz4"],
+        &["--compress", "auto"],
+    ] {
         if extra.contains(&"uring") && shuffle_uring_unavailable(&f) {
             eprintln!("SKIP io_uring: not available here");
             continue;
@@ -101,7 +128,17 @@ fn engines_codecs_and_cascades_agree() {
 fn shuffle_uring_unavailable(f: &Fixture) -> bool {
     f.gen(&[], "1000", "probe.dat");
     fs::create_dir_all(f.path("spill")).unwrap();
-    let run = f.millrace(["sort", "probe.dat", "probe.out", "--memory", "1MiB", "--spill-io", "uring", "--spill-dir", "spill"]);
+    let run = f.millrace([
+        "sort",
+        "probe.dat",
+        "probe.out",
+        "--memory",
+        "1MiB",
+        "--spill-io",
+        "uring",
+        "--spill-dir",
+        "spill",
+    ]);
     let _ = fs::remove_file(f.path("probe.out"));
     let _ = fs::remove_file(f.path("probe.dat"));
     run.stderr.contains("io_uring")
@@ -111,7 +148,9 @@ fn shuffle_uring_unavailable(f: &Fixture) -> bool {
 fn input_that_fits_is_sorted_in_memory_with_one_pass() {
     let f = Fixture::new();
     f.gen(&[], "100k", "in.dat");
-    let json = f.ok(["sort", "in.dat", "out.dat", "--memory", "64MiB", "--json"]).json();
+    let json = f
+        .ok(["sort", "in.dat", "out.dat", "--memory", "64MiB", "--json"])
+        .json();
     assert_eq!(json["plan"], "in-memory");
     assert_eq!(json["io"]["reads_per_byte"].as_f64(), Some(1.0));
     assert_eq!(json["io"]["writes_per_byte"].as_f64(), Some(1.0));
@@ -130,7 +169,15 @@ fn budget_too_small_says_the_minimum() {
 fn missing_spill_dir_is_named() {
     let f = Fixture::new();
     f.gen(&[], "100k", "in.dat");
-    let run = f.millrace(["sort", "in.dat", "out.dat", "--memory", "2MiB", "--spill-dir", "nope"]);
+    let run = f.millrace([
+        "sort",
+        "in.dat",
+        "out.dat",
+        "--memory",
+        "2MiB",
+        "--spill-dir",
+        "nope",
+    ]);
     assert_error(&run, &["spill dir", "nope"]);
     assert_entries(&f.dir, &["in.dat"]);
 }
@@ -139,8 +186,18 @@ fn missing_spill_dir_is_named() {
 fn read_only_spill_dir_is_named() {
     let f = Fixture::new();
     f.gen(&[], "100k", "in.dat");
-    let Some(spill) = f.tmpfs("ro", "ro,size=1m") else { return };
-    let run = f.millrace(["sort", "in.dat", "out.dat", "--memory", "2MiB", "--spill-dir", spill.to_str().unwrap()]);
+    let Some(spill) = f.tmpfs("ro", "ro,size=1m") else {
+        return;
+    };
+    let run = f.millrace([
+        "sort",
+        "in.dat",
+        "out.dat",
+        "--memory",
+        "2MiB",
+        "--spill-dir",
+        spill.to_str().unwrap(),
+    ]);
     assert_error(&run, &["spill dir", "ro"]);
     assert_entries(&f.dir, &["in.dat", "ro"]);
 }
@@ -151,10 +208,23 @@ fn read_only_spill_dir_is_named() {
 fn disk_full_while_spilling_is_reported() {
     let f = Fixture::new();
     f.gen(&[], "1M", "in.dat");
-    let Some(spill) = f.tmpfs("small", "size=20m") else { return };
-    let run = f.millrace(["sort", "in.dat", "out.dat", "--memory", "16MiB", "--spill-dir", spill.to_str().unwrap()]);
+    let Some(spill) = f.tmpfs("small", "size=20m") else {
+        return;
+    };
+    let run = f.millrace([
+        "sort",
+        "in.dat",
+        "out.dat",
+        "--memory",
+        "16MiB",
+        "--spill-dir",
+        spill.to_str().unwrap(),
+    ]);
     let line = assert_error(&run, &["small", "bytes"]);
-    assert!(line.to_lowercase().contains("full") || line.contains("space"), "{line}");
+    assert!(
+        line.to_lowercase().contains("full") || line.contains("space"),
+        "{line}"
+    );
     assert_entries(&spill, &[]);
     assert_entries(&f.dir, &["in.dat", "small"]);
 }
@@ -169,7 +239,15 @@ fn stale_job_folders_of_dead_processes_are_removed() {
     fs::create_dir_all(&stale).unwrap();
     fs::write(stale.join("lock"), b"").unwrap();
     fs::write(stale.join("sort-0.runs"), vec![0u8; 4096]).unwrap();
-    f.ok(["sort", "in.dat", "out.dat", "--memory", "4MiB", "--spill-dir", "spill"]);
+    f.ok([
+        "sort",
+        "in.dat",
+        "out.dat",
+        "--memory",
+        "4MiB",
+        "--spill-dir",
+        "spill",
+    ]);
     assert_entries(&f.path("spill"), &[]);
 }
 
@@ -179,7 +257,15 @@ fn interrupt_removes_spill_and_temp_files() {
     let f = Fixture::new();
     f.gen(&[], "2M", "in.dat");
     fs::create_dir_all(f.path("spill")).unwrap();
-    let (mut cmd, _) = f.command(["sort", "in.dat", "out.dat", "--memory", "16MiB", "--spill-dir", "spill"]);
+    let (mut cmd, _) = f.command([
+        "sort",
+        "in.dat",
+        "out.dat",
+        "--memory",
+        "16MiB",
+        "--spill-dir",
+        "spill",
+    ]);
     let mut child = cmd.spawn().unwrap();
     // Wait until the job has created its spill folder, then interrupt it.
     for _ in 0..500 {
@@ -189,7 +275,10 @@ fn interrupt_removes_spill_and_temp_files() {
         std::thread::sleep(Duration::from_millis(2));
     }
     std::thread::sleep(Duration::from_millis(50));
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
     if exit.success() {

@@ -163,6 +163,31 @@ pub enum GenError {
 
 impl GenError {
     /// Whether the error comes from the user's input (a bad flag) rather than from I/O.
+    /// The same error naming `shown` instead of the file that was written (for callers that
+    /// write to a temp file and rename it).
+    pub fn for_path(self, shown: &Path) -> Self {
+        match self {
+            Self::Create { source, .. } => Self::Create {
+                path: shown.to_path_buf(),
+                source,
+            },
+            Self::DiskFull {
+                written_bytes,
+                source,
+                ..
+            } => Self::DiskFull {
+                path: shown.to_path_buf(),
+                written_bytes,
+                source,
+            },
+            Self::Write { source, .. } => Self::Write {
+                path: shown.to_path_buf(),
+                source,
+            },
+            other => other,
+        }
+    }
+
     pub fn is_bad_input(&self) -> bool {
         matches!(self, GenError::InvalidRecordCount { .. })
     }

@@ -322,7 +322,11 @@ pub fn summarize(bytes: &[u8]) -> Summary {
     let mut records = bytes.chunks_exact(RECORD_LEN);
     let first = records.next().expect("checked non-empty above");
     let mut previous = key80(first);
-    let mut checksum = crc32_record(first.try_into().expect("chunks_exact yields 100-byte records")) as u128;
+    let mut checksum = crc32_record(
+        first
+            .try_into()
+            .expect("chunks_exact yields 100-byte records"),
+    ) as u128;
     let (mut unordered, mut duplicates, mut first_unordered) = (0u64, 0u64, 0u64);
     for (i, record) in records.enumerate() {
         let key = key80(record);
@@ -337,9 +341,11 @@ pub fn summarize(bytes: &[u8]) -> Summary {
             }
         }
         previous = key;
-        checksum = checksum.wrapping_add(
-            crc32_record(record.try_into().expect("chunks_exact yields 100-byte records")) as u128,
-        );
+        checksum = checksum.wrapping_add(crc32_record(
+            record
+                .try_into()
+                .expect("chunks_exact yields 100-byte records"),
+        ) as u128);
     }
     let record_array = |record: &[u8]| -> [u8; RECORD_LEN] {
         record

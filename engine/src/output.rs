@@ -57,7 +57,10 @@ pub struct OutputTarget {
 /// One file of the output; clones share the open handles.
 #[derive(Clone, Debug)]
 pub struct OutputFile {
+    /// Where the bytes go now (a temp path until commit).
     path: PathBuf,
+    /// The path the user asked for, named in errors.
+    shown: PathBuf,
     buffered: Arc<File>,
     direct: Option<Arc<File>>,
 }
@@ -125,29 +128,30 @@ impl OutputTarget {
                 "folder {} is not writable ({e})",
                 path.parent().unwrap_or(Path::new(".")).display()
             )),
-            _ => EngineError::io("create", path, total_bytes, e),
+            _ => EngineError::io("create", output, total_bytes, e),
         };
         match parts {
             None => {
-                target
-                    .files
-                    .push(OutputFile::create(&temp_path, total_bytes, io).map_err(
+                target.files.push(
+                    OutputFile::create(&temp_path, output, total_bytes, io).map_err(
                         |e| match e {
                             CreateError::Open(e) => create_error(e, &temp_path),
                             CreateError::Engine(e) => e,
                         },
-                    )?);
+                    )?,
+                );
             }
             Some(count) => {
                 fs::create_dir(&temp_path).map_err(|e| create_error(e, &temp_path))?;
                 for part in 0..count {
                     let path = temp_path.join(format!("part-{part:05}"));
-                    target
-                        .files
-                        .push(OutputFile::create(&path, 0, io).map_err(|e| match e {
+                    target.files.push(
+                        OutputFile::create(&path, &output.join(format!("part-{part:05}")), 0, io)
+                            .map_err(|e| match e {
                             CreateError::Open(e) => create_error(e, &path),
                             CreateError::Engine(e) => e,
-                        })?);
+                        })?,
+                    );
                 }
             }
         }
@@ -174,7 +178,7 @@ impl OutputTarget {
         for file in &self.files {
             file.buffered
                 .sync_all()
-                .map_err(|e| EngineError::io("fsync", &file.path, 0, e))?;
+                .map_err(|e| EngineError::io("fsync", &file.shown, 0, e))?;
         }
         if self.parts {
             File::open(&self.temp_path)
@@ -198,7 +202,7 @@ impl OutputTarget {
 
 impl Drop for OutputTarget {
     fn drop(&mut self) {
-        if !self.committed {
+        if !self.committed && fs::symlink_metadata(&self.temp_path).is_ok() {
             let removed = if self.parts {
                 fs::remove_dir_all(&self.temp_path)
             } else {
@@ -219,7 +223,12 @@ enum CreateError {
 }
 
 impl OutputFile {
-    fn create(path: &Path, preallocate_bytes: u64, io: IoMode) -> Result<Self, CreateError> {
+    fn create(
+        path: &Path,
+        shown: &Path,
+        preallocate_bytes: u64,
+        io: IoMode,
+    ) -> Result<Self, CreateError> {
         let buffered = OpenOptions::new()
             .read(true)
             .write(true)
@@ -229,7 +238,7 @@ impl OutputFile {
             .open(path)
             .map_err(CreateError::Open)?;
         if preallocate_bytes > 0 {
-            preallocate(&buffered, path, preallocate_bytes).map_err(CreateError::Engine)?;
+            preallocate(&buffered, shown, preallocate_bytes).map_err(CreateError::Engine)?;
         }
         let direct = match io {
             IoMode::Buffered => None,
@@ -242,7 +251,7 @@ impl OutputFile {
                     Ok(file) => Some(Arc::new(file)),
                     Err(e) if io == IoMode::Direct => {
                         return Err(CreateError::Engine(EngineError::BadOutput {
-                            path: path.to_path_buf(),
+                            path: shown.to_path_buf(),
                             reason: format!(
                                 "direct I/O is not available here ({e}); use --io buffered"
                             ),
@@ -257,6 +266,7 @@ impl OutputFile {
         };
         Ok(Self {
             path: path.to_path_buf(),
+            shown: shown.to_path_buf(),
             buffered: Arc::new(buffered),
             direct,
         })
@@ -267,10 +277,15 @@ impl OutputFile {
         &self.path
     }
 
+    /// The path the user asked for (named in errors).
+    pub fn shown_path(&self) -> &Path {
+        &self.shown
+    }
+
     /// Reserves `bytes` more at the end of this file (for part files whose size is known
     /// only when their reducer has received everything).
     pub fn preallocate(&self, bytes: u64) -> Result<(), EngineError> {
-        preallocate(&self.buffered, &self.path, bytes)
+        preallocate(&self.buffered, &self.shown, bytes)
     }
 
     /// A writer for the range `[start, start + len)` of this file.
@@ -379,16 +394,17 @@ impl RangeWriter {
         let (buffered, direct, path) = (
             file.buffered.clone(),
             file.direct.clone(),
-            file.path.clone(),
+            file.shown.clone(),
         );
         let io_path = path.clone();
+        let range_end = start + len;
         let io_thread = std::thread::Builder::new()
             .name("millrace-write".into())
             .spawn(move || {
                 let mut busy = std::time::Duration::ZERO;
                 for chunk in from_writer {
                     let started = std::time::Instant::now();
-                    write_chunk(&chunk, &buffered, direct.as_deref(), &io_path)?;
+                    write_chunk(&chunk, &buffered, direct.as_deref(), &io_path, range_end)?;
                     busy += started.elapsed();
                     let _ = to_writer.send(chunk);
                 }
@@ -526,6 +542,7 @@ fn write_chunk(
     buffered: &File,
     direct: Option<&File>,
     path: &Path,
+    range_end: u64,
 ) -> Result<(), EngineError> {
     let bytes = chunk.bytes();
     let (from, to) = (chunk.skip, chunk.fill);
@@ -534,7 +551,11 @@ fn write_chunk(
     let write = |file: &File, a: usize, b: usize| -> Result<(), EngineError> {
         if a < b {
             file.write_all_at(&bytes[a..b], chunk.file_offset + a as u64)
-                .map_err(|e| EngineError::io("write", path, (b - a) as u64, e))?;
+                .map_err(|e| {
+                    // What is still to be written from here to the end of this range.
+                    let needed = range_end.saturating_sub(chunk.file_offset + a as u64);
+                    EngineError::io("write", path, needed, e)
+                })?;
         }
         Ok(())
     };
