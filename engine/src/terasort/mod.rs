@@ -453,18 +453,14 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
     } else {
         Some(external_plan(config, size)?)
     };
-    let (buffer_bytes, read_chunk_bytes, write_chunk_bytes) = match &external {
-        None => (
-            (config.buffer_bytes / RECORD_LEN).max(1) * RECORD_LEN,
-            (config.read_chunk_bytes / RECORD_LEN).max(1) * RECORD_LEN,
-            config.write_chunk_bytes,
-        ),
-        Some((_, plan)) => (
-            plan.buffer_bytes,
-            plan.read_chunk_bytes,
-            plan.write_chunk_bytes,
-        ),
+    // Fixed buffers are shares of the budget in both plans, so memory does not grow with the
+    // number of maps and reducers.
+    let sizes = match &external {
+        None => MemoryPlan::for_budget(config.memory_bytes, config),
+        Some((_, sizes)) => *sizes,
     };
+    let (buffer_bytes, read_chunk_bytes, write_chunk_bytes) =
+        (sizes.buffer_bytes, sizes.read_chunk_bytes, sizes.write_chunk_bytes);
     info!(
         plan = if external.is_some() {
             "out-of-core"
