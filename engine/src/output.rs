@@ -294,6 +294,10 @@ impl OutputFile {
     }
 }
 
+/// Reserves `bytes` for `file` so a full disk is reported before any work is done.
+///
+/// `MILLRACE_NO_FALLOCATE` (any value) skips the reservation; the tests use it to reach the
+/// disk-full path of the writes themselves, as on file systems without `fallocate`.
 fn preallocate(file: &File, path: &Path, bytes: u64) -> Result<(), EngineError> {
     if std::env::var_os("MILLRACE_NO_FALLOCATE").is_some() {
         return file
