@@ -1,5 +1,6 @@
-//! CRC-32 (ISO-HDLC: zlib's, gensort's) of one 100-byte record, about 5× faster than a generic
-//! CRC on such short input.
+//! CRC-32 (ISO-HDLC: zlib's, gensort's) of one 100-byte record, faster than a generic
+//! CRC on such short input (criterion, `engine/benches/kernels.rs`: 10 ns against crc32fast's
+//! 15 ns per record on this machine kind).
 //!
 //! Every record is checksummed twice per sort (maps and sink check records in = out), so this
 //! is on the hot path.

@@ -459,8 +459,11 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
         None => MemoryPlan::for_budget(config.memory_bytes, config),
         Some((_, sizes)) => *sizes,
     };
-    let (buffer_bytes, read_chunk_bytes, write_chunk_bytes) =
-        (sizes.buffer_bytes, sizes.read_chunk_bytes, sizes.write_chunk_bytes);
+    let (buffer_bytes, read_chunk_bytes, write_chunk_bytes) = (
+        sizes.buffer_bytes,
+        sizes.read_chunk_bytes,
+        sizes.write_chunk_bytes,
+    );
     info!(
         plan = if external.is_some() {
             "out-of-core"
