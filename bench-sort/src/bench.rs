@@ -20,12 +20,36 @@
 //! [`BenchConfig::keep`].
 //! Medians are reported, and the sort's peak RSS is the largest seen.
 //!
+//! # The out-of-core case
+//!
+//! With [`BenchConfig::out_of_core`], one more case runs after the others: a binary input far
+//! larger than the memory budget (160M records = 16 GB under 2 GiB by default), sorted with
+//! `--memory`, so that the sort spills runs and merges them.
+//!
+//! 1. Check that the bench folder's file system has room for input, spill and output
+//!    (3× the input + 10%, from `df`), before anything else runs and again before generating;
+//!    fail if not. Generate the input and fsync it (it is not warmed: it may not fit the
+//!    page cache, and what the previous step left cached of it is not controlled).
+//! 2. `runs` times, and in each run every [`OOC_VARIANTS`] entry in turn (default, pwrite
+//!    spills, no compression, lz4 always):
+//!    - the **two-pass floor**: [`engine::floor::two_pass_floor`] writes the input to segment
+//!      files and reads them back into the output with the variant's spill engine and
+//!      compression (write + read + write + read of the same bytes, durable);
+//!    - the **sort**: `millrace sort INPUT OUTPUT --json --memory B --spill-dir DIR
+//!      --spill-io E --compress C`, with its spill folder inside the bench's work folder;
+//!      the output is validated as above and both outputs are deleted before the next step.
+//! 3. Per variant: sort/floor (target ≤ [`OOC_TARGET_RATIO`]), bytes read and written per
+//!    phase as the job counts them, peak RSS against the budget; then io_uring against pwrite
+//!    and lz4 on against off.
+//!
 //! # Files
 //!
 //! ```text
 //! <dir>/bench-report.json                    the JSON report of the last successful bench
 //! <dir>/bench-timeline-<size>-<format>.json  its last sort run's --timeline, per case
+//! <dir>/bench-timeline-<size>-ooc-<variant>.json  the same for out-of-core variants
 //! <dir>/run-<pid>/                           inputs and outputs of one bench (a WorkDir)
+//! <dir>/run-<pid>/spill/                     spill folder of the out-of-core sorts and floors
 //! ```
 //!
 //! Timelines are written inside `run-<pid>/` and moved out only when the whole bench succeeds.
@@ -42,6 +66,7 @@ use std::time::{Duration, Instant};
 
 use engine::output::IoMode;
 use engine::record::{Checksum, RECORD_LEN};
+use engine::spill::{Compression, IoEngine};
 use engine::EngineError;
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +81,64 @@ const WARM_READ_BYTES: usize = 8 << 20;
 
 /// Lines of a failed child's stderr kept in the error.
 const STDERR_TAIL_LINES: usize = 20;
+
+/// The out-of-core target: sort time at most this many times the two-pass floor.
+pub const OOC_TARGET_RATIO: f64 = 1.25;
+
+/// Peak RSS above the budget by more than this share is flagged.
+const RSS_TOLERANCE: f64 = 0.15;
+
+/// One way of running the out-of-core case: the spill engine and compression given to both
+/// the floor and the sort.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OocVariant {
+    /// Short name in the report.
+    pub name: &'static str,
+    pub spill_io: IoEngine,
+    pub compression: Compression,
+}
+
+impl OocVariant {
+    /// The `--spill-io` and `--compress` flags of the sort.
+    pub fn sort_flags(&self) -> [&'static str; 4] {
+        let io = match self.spill_io {
+            IoEngine::Auto => "auto",
+            IoEngine::Uring => "uring",
+            IoEngine::Pwrite => "pwrite",
+        };
+        let compress = match self.compression {
+            Compression::Auto => "auto",
+            Compression::Lz4 => "lz4",
+            Compression::None => "none",
+        };
+        ["--spill-io", io, "--compress", compress]
+    }
+}
+
+/// The out-of-core variants, in the order they run: the default (io_uring where available,
+/// lz4 where it saves 10%), then one change each.
+pub const OOC_VARIANTS: [OocVariant; 4] = [
+    OocVariant {
+        name: "default",
+        spill_io: IoEngine::Auto,
+        compression: Compression::Auto,
+    },
+    OocVariant {
+        name: "pwrite",
+        spill_io: IoEngine::Pwrite,
+        compression: Compression::Auto,
+    },
+    OocVariant {
+        name: "no-lz4",
+        spill_io: IoEngine::Auto,
+        compression: Compression::None,
+    },
+    OocVariant {
+        name: "lz4",
+        spill_io: IoEngine::Auto,
+        compression: Compression::Lz4,
+    },
+];
 
 /// Errors of a benchmark run.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +180,38 @@ pub enum BenchError {
         path: PathBuf,
         /// Why.
         source: GenError,
+    },
+    /// The bench folder's file system has too little free space for a case.
+    #[error(
+        "not enough free space in {} for {what}: it needs {:.1} GB, {:.1} GB are free; \
+         free space, choose another --dir or use fewer records",
+        dir.display(),
+        *needed_bytes as f64 / 1e9,
+        *available_bytes as f64 / 1e9
+    )]
+    NoSpace {
+        /// The bench folder.
+        dir: PathBuf,
+        /// What needs the space.
+        what: String,
+        needed_bytes: u64,
+        available_bytes: u64,
+    },
+    /// `df` could not tell the free space of the bench folder.
+    #[error("cannot find the free space of {} with df: {reason}", dir.display())]
+    FreeSpace {
+        /// The bench folder.
+        dir: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The out-of-core case did not run out of core.
+    #[error("the out-of-core sort of {} ran with the {plan} plan; lower --memory or raise --ooc-records", input.display())]
+    WrongPlan {
+        /// The input it sorted.
+        input: PathBuf,
+        /// The plan the job reported.
+        plan: String,
     },
     /// The floor copy failed.
     #[error("the floor copy of {} failed", input.display())]
@@ -177,6 +292,30 @@ pub struct BenchConfig {
     pub runs: usize,
     /// The `millrace` binary that runs the sorts (the CLI passes `current_exe()`).
     pub millrace_exe: PathBuf,
+    /// The out-of-core case, run after the others; `None` to skip it.
+    pub out_of_core: Option<OutOfCoreConfig>,
+}
+
+/// The out-of-core case: an input much larger than the sort's memory budget.
+#[derive(Clone, Copy, Debug)]
+pub struct OutOfCoreConfig {
+    /// Binary records to generate (160M = 16 GB by default).
+    pub records: u64,
+    /// The sort's `--memory`, in bytes (2 GiB by default).
+    pub memory_bytes: u64,
+}
+
+impl OutOfCoreConfig {
+    /// Bytes of the input.
+    pub fn bytes(&self) -> u64 {
+        self.records * RECORD_LEN as u64
+    }
+
+    /// Free space the case needs: input, spill and output at once (spills may not compress),
+    /// plus 10%.
+    pub fn needed_bytes(&self) -> u64 {
+        self.bytes().saturating_mul(3).saturating_mul(11) / 10
+    }
 }
 
 impl BenchConfig {
@@ -184,8 +323,23 @@ impl BenchConfig {
         let invalid = |reason: &str| BenchError::InvalidConfig {
             reason: reason.to_owned(),
         };
-        if self.records.is_empty() {
+        if self.records.is_empty() && self.out_of_core.is_none() {
             return Err(invalid("give at least one --records size"));
+        }
+        if let Some(ooc) = &self.out_of_core {
+            if ooc.records == 0 {
+                return Err(invalid("the out-of-core case needs at least 1 record"));
+            }
+            // The sort runs in memory when the input and 16 bytes per record fit the budget.
+            if ooc.records * (RECORD_LEN as u64 + 16) <= ooc.memory_bytes {
+                return Err(invalid(&format!(
+                    "{} out-of-core records ({:.2} GB) fit a --memory of {} bytes; the sort \
+                     would not spill: lower --memory or raise --ooc-records",
+                    ooc.records,
+                    ooc.bytes() as f64 / 1e9,
+                    ooc.memory_bytes
+                )));
+            }
         }
         if self.records.contains(&0) {
             return Err(invalid("a benchmark needs at least 1 record per size"));
@@ -227,6 +381,108 @@ pub struct BenchReport {
     pub runs: usize,
     /// One entry per size and format.
     pub cases: Vec<CaseReport>,
+    /// The out-of-core case, when it ran.
+    pub out_of_core: Option<OutOfCoreReport>,
+}
+
+/// The out-of-core case: every variant against its own two-pass floor.
+#[derive(Clone, Debug, Serialize)]
+pub struct OutOfCoreReport {
+    /// The size as a short label, `160M`.
+    pub size: String,
+    pub records: u64,
+    pub bytes: u64,
+    /// The generator's checksum, which every output matched.
+    pub checksum: String,
+    /// The sort's `--memory`.
+    pub memory_budget_bytes: u64,
+    /// Free space of the bench folder's file system before the input was generated.
+    pub free_bytes_before: u64,
+    /// Floor and sort runs per variant.
+    pub runs: usize,
+    /// In [`OOC_VARIANTS`] order.
+    pub variants: Vec<OocVariantReport>,
+    /// io_uring against pwrite, lz4 on against off.
+    pub comparisons: Vec<Comparison>,
+}
+
+/// One out-of-core variant (medians over the runs).
+#[derive(Clone, Debug, Serialize)]
+pub struct OocVariantReport {
+    /// [`OocVariant::name`].
+    pub variant: &'static str,
+    /// The sort's flags beyond input, output and `--json`.
+    pub sort_flags: String,
+    /// The spill engine the floor's writers resolved (`uring` or `pwrite`); the sort resolves
+    /// the same way.
+    pub io_engine: &'static str,
+    /// Median sort time as the job reports it (`wall_ms`).
+    pub sort_s: f64,
+    /// Median wall time of the `millrace sort` process.
+    pub sort_process_s: f64,
+    /// Median two-pass floor time.
+    pub floor_s: f64,
+    pub floor_pass1_s: f64,
+    pub floor_pass2_s: f64,
+    /// `sort_s / floor_s`.
+    pub sort_floor_ratio: f64,
+    /// `sort_floor_ratio <= OOC_TARGET_RATIO`.
+    pub meets_target: bool,
+    /// `bytes / sort_s`, in 10^6 bytes per second.
+    pub mb_per_s: f64,
+    /// Largest peak RSS of the sort process over the runs.
+    pub peak_rss_bytes: Option<u64>,
+    /// `peak_rss_bytes / memory budget`.
+    pub rss_budget_ratio: Option<f64>,
+    /// The job's bytes per phase, of the last run.
+    pub io: ChildIo,
+    /// Median length of each of the job's phases, in seconds, in the job's order.
+    pub phases_s: Vec<(String, f64)>,
+    /// Every floor run, in order.
+    pub floor_runs: Vec<FloorRun>,
+    /// Every sort run, in order.
+    pub sort_runs: Vec<SortRun>,
+    /// The last sort run's `--timeline` file.
+    pub timeline: PathBuf,
+}
+
+/// One two-pass floor run.
+#[derive(Clone, Debug, Serialize)]
+pub struct FloorRun {
+    pub wall_s: f64,
+    /// Input → segment files.
+    pub pass1_s: f64,
+    /// Segment files → output, fsync and rename included.
+    pub pass2_s: f64,
+    /// Segments sealed (about `memory / 2` bytes each over all streams).
+    pub segments: u64,
+    /// Raw bytes written to and read from the segment files.
+    pub spill_written_bytes: u64,
+    pub spill_read_bytes: u64,
+    /// What the segment files took on disk (after lz4, with headers and padding).
+    pub spill_file_bytes: u64,
+    /// `uring` or `pwrite`.
+    pub io_engine: &'static str,
+    /// Whether the segment files were written with `O_DIRECT`.
+    pub direct: bool,
+}
+
+/// Variant `a` against variant `b` (medians).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Comparison {
+    /// What is compared, `io_uring vs pwrite`.
+    pub what: String,
+    pub a: &'static str,
+    pub b: &'static str,
+    pub sort_a_s: f64,
+    pub sort_b_s: f64,
+    /// `(sort_a_s - sort_b_s) / sort_b_s`, in percent.
+    pub sort_change_pct: f64,
+    pub floor_a_s: f64,
+    pub floor_b_s: f64,
+    pub floor_change_pct: f64,
+    /// Why the comparison means less than it says, if it does.
+    pub note: Option<String>,
 }
 
 /// One size and format.
@@ -277,6 +533,10 @@ pub struct SortRun {
     pub overlap_ratio: f64,
     pub map_shuffle_overlap_ms: f64,
     pub phases: Vec<ChildPhase>,
+    /// `in-memory` or `out-of-core`, when the job reports it.
+    pub plan: Option<String>,
+    /// Bytes per phase, when the job reports them.
+    pub io: Option<ChildIo>,
 }
 
 /// GNU sort on one ASCII case.
@@ -321,6 +581,25 @@ pub struct ChildReport {
     pub phases: Vec<ChildPhase>,
     pub overlap_ratio: f64,
     pub map_shuffle_overlap_ms: f64,
+    /// `in-memory` or `out-of-core` (absent in reports of older builds).
+    #[serde(default)]
+    pub plan: Option<String>,
+    #[serde(default)]
+    pub memory_budget_bytes: Option<u64>,
+    #[serde(default)]
+    pub io: Option<ChildIo>,
+}
+
+/// `io` of `millrace sort --json`: bytes each phase read and wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChildIo {
+    pub input_read_bytes: u64,
+    pub spill_written_bytes: u64,
+    pub spill_read_bytes: u64,
+    pub output_written_bytes: u64,
+    pub spilled_runs: u64,
+    pub reads_per_byte: f64,
+    pub writes_per_byte: f64,
 }
 
 impl ChildReport {
@@ -544,6 +823,10 @@ impl BenchReport {
                 );
             }
         }
+        if let Some(ooc) = &self.out_of_core {
+            out += "\n";
+            out += &ooc.to_markdown();
+        }
         out
     }
 
@@ -552,6 +835,155 @@ impl BenchReport {
         serde_json::to_string_pretty(self)
             .expect("the report holds only strings, numbers and paths, which always serialize")
     }
+}
+
+/// `bytes` in GB (10^9), two decimals.
+fn gb(bytes: u64) -> String {
+    format!("{:.2}", bytes as f64 / 1e9)
+}
+
+/// `bytes` in MiB, no decimals.
+fn mib(bytes: u64) -> String {
+    format!("{:.0}", bytes as f64 / (1u64 << 20) as f64)
+}
+
+/// `(a - b) / b` in percent, signed.
+fn change_pct(a: f64, b: f64) -> f64 {
+    (a - b) / b * 100.0
+}
+
+impl OutOfCoreReport {
+    /// The out-of-core section of the Markdown report: one table of results, one of where
+    /// the time and the bytes went, and the comparisons.
+    pub fn to_markdown(&self) -> String {
+        let budget_mib = mib(self.memory_budget_bytes);
+        let mut out = format!(
+            "out-of-core: {} records ({:.1} GB) under --memory {budget_mib} MiB; runs per variant: {} \
+             (medians); target sort/floor ≤ {OOC_TARGET_RATIO:.2}×\n\n",
+            thousands(self.records),
+            self.bytes as f64 / 1e9,
+            self.runs,
+        );
+        out += &format!(
+            "| variant | sort flags | spill io | sort s | floor s | sort/floor | MB/s | peak RSS MiB (budget {budget_mib}) | reads/byte | writes/byte | spill written / read GB | runs |\n"
+        );
+        out += "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+        for v in &self.variants {
+            let target = if v.meets_target { "✓" } else { "✗" };
+            let rss = match (v.peak_rss_bytes, v.rss_budget_ratio) {
+                (Some(bytes), Some(ratio)) => {
+                    let flag = if ratio > 1.0 + RSS_TOLERANCE {
+                        " ⚠"
+                    } else {
+                        ""
+                    };
+                    format!("{} ({:.0}%){flag}", mib(bytes), ratio * 100.0)
+                }
+                _ => "—".to_owned(),
+            };
+            out += &format!(
+                "| {} | `{}` | {} | {:.2} | {:.2} | {:.2} {target} | {:.0} | {rss} | {:.2} | {:.2} | {} / {} | {} |\n",
+                v.variant,
+                v.sort_flags,
+                v.io_engine,
+                v.sort_s,
+                v.floor_s,
+                v.sort_floor_ratio,
+                v.mb_per_s,
+                v.io.reads_per_byte,
+                v.io.writes_per_byte,
+                gb(v.io.spill_written_bytes),
+                gb(v.io.spill_read_bytes),
+                v.io.spilled_runs,
+            );
+        }
+        out += "\n| variant | sample s | map s | shuffle s | sort+write s | commit s | floor pass 1 s | floor pass 2 s | input read GB | output written GB | floor spill on disk GB |\n";
+        out += "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+        for v in &self.variants {
+            let phase = |name: &str| {
+                v.phases_s
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or("—".to_owned(), |(_, s)| format!("{s:.2}"))
+            };
+            let on_disk = v
+                .floor_runs
+                .last()
+                .map_or("—".to_owned(), |f| gb(f.spill_file_bytes));
+            out += &format!(
+                "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {on_disk} |\n",
+                v.variant,
+                phase("sample"),
+                phase("map"),
+                phase("shuffle"),
+                phase("sort+write"),
+                phase("commit"),
+                v.floor_pass1_s,
+                v.floor_pass2_s,
+                gb(v.io.input_read_bytes),
+                gb(v.io.output_written_bytes),
+            );
+        }
+        out += "\n";
+        for c in &self.comparisons {
+            out += &format!(
+                "{} ({} vs {}): sort {:.2} s vs {:.2} s ({:+.1}%), floor {:.2} s vs {:.2} s ({:+.1}%)",
+                c.what,
+                c.a,
+                c.b,
+                c.sort_a_s,
+                c.sort_b_s,
+                c.sort_change_pct,
+                c.floor_a_s,
+                c.floor_b_s,
+                c.floor_change_pct
+            );
+            if let Some(note) = &c.note {
+                out += &format!("; {note}");
+            }
+            out += "\n";
+        }
+        out += "\nfloor = the input written to segment files and read back into the output with \
+                the variant's spill engine and compression (write + read + write + read, durable); \
+                sort s = the job's wall time; phases overlap (map and shuffle run together); \
+                reads/writes per byte, spill bytes (raw) and runs as the job counts them; \
+                ⚠ = peak RSS more than 15% above the budget\n";
+        out
+    }
+}
+
+/// io_uring against pwrite and lz4 on against off, from the variants that ran.
+fn comparisons(variants: &[OocVariantReport]) -> Vec<Comparison> {
+    let find = |name: &str| variants.iter().find(|v| v.variant == name);
+    let mut out = Vec::new();
+    let mut compare = |what: &str, a: &OocVariantReport, b: &OocVariantReport, note| {
+        out.push(Comparison {
+            what: what.to_owned(),
+            a: a.variant,
+            b: b.variant,
+            sort_a_s: a.sort_s,
+            sort_b_s: b.sort_s,
+            sort_change_pct: change_pct(a.sort_s, b.sort_s),
+            floor_a_s: a.floor_s,
+            floor_b_s: b.floor_s,
+            floor_change_pct: change_pct(a.floor_s, b.floor_s),
+            note,
+        })
+    };
+    if let (Some(a), Some(b)) = (find("default"), find("pwrite")) {
+        let note = (a.io_engine != "uring").then(|| {
+            format!(
+                "the default resolved to {} (io_uring is not available here), so this compares \
+                 pwrite with itself",
+                a.io_engine
+            )
+        });
+        compare("io_uring vs pwrite", a, b, note);
+    }
+    if let (Some(a), Some(b)) = (find("lz4"), find("no-lz4")) {
+        compare("lz4 on vs off", a, b, None);
+    }
+    out
 }
 
 /// The bench's private folder `<dir>/run-<pid>`: dropping it deletes everything in it except
@@ -640,6 +1072,10 @@ fn remove(path: &Path) -> Result<(), BenchError> {
 pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport, BenchError> {
     config.check()?;
     let mut work = WorkDir::create(&config.dir)?;
+    if let Some(ooc) = &config.out_of_core {
+        // Fail before spending minutes on the other cases.
+        check_free_space(&work.path, ooc)?;
+    }
     let gnu = if config.ascii {
         gnu_sort_version()
     } else {
@@ -659,6 +1095,19 @@ pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport,
             cases.push(case);
         }
     }
+    let out_of_core = match &config.out_of_core {
+        None => None,
+        Some(ooc) => {
+            let report = run_out_of_core(config, ooc, &mut work, progress)?;
+            timelines.extend(report.variants.iter().map(|v| {
+                (
+                    work.file(&format!("{}-ooc-{}.timeline.json", report.size, v.variant)),
+                    v.timeline.clone(),
+                )
+            }));
+            Some(report)
+        }
+    };
     let report = BenchReport {
         machine: Machine::detect(&config.dir),
         commit: git_commit(),
@@ -667,6 +1116,7 @@ pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport,
             .map_or(0, |d| d.as_secs()),
         runs: config.runs,
         cases,
+        out_of_core,
     };
     for (from, to) in &timelines {
         fs::rename(from, to).map_err(|source| BenchError::Io {
@@ -755,7 +1205,7 @@ fn run_case(
         floor_runs_s.push(floor_s);
 
         let out = work.file(&format!("{stem}.sort.out"));
-        let sorted = sort_once(config, &input, &out, &work_timeline, &generated);
+        let sorted = sort_once(config, &input, &out, &work_timeline, &[], &generated);
         remove(&out)?;
         let sorted = sorted?;
         progress(&format!(
@@ -819,6 +1269,315 @@ fn run_case(
     Ok((report, work_timeline))
 }
 
+/// The out-of-core case: generate, then per run every variant's two-pass floor and sort.
+fn run_out_of_core(
+    config: &BenchConfig,
+    ooc: &OutOfCoreConfig,
+    work: &mut WorkDir,
+    progress: &dyn Fn(&str),
+) -> Result<OutOfCoreReport, BenchError> {
+    let size = size_label(ooc.records);
+    let stem = format!("{size}-ooc");
+    let input = work.file(&format!("{stem}.in"));
+    let spill_dir = work.file("spill");
+    let bytes = ooc.bytes();
+    let free_bytes_before = check_free_space(&work.path, ooc)?;
+    fs::create_dir_all(&spill_dir).map_err(|source| BenchError::Io {
+        op: "create the spill folder",
+        path: spill_dir.clone(),
+        source,
+    })?;
+    progress(&format!(
+        "generating {stem} ({:.1} GB; {:.1} GB free)…",
+        bytes as f64 / 1e9,
+        free_bytes_before as f64 / 1e9
+    ));
+    let spec = GenSpec {
+        format: Format::Binary,
+        skew: false,
+        start: 0,
+        records: ooc.records,
+    };
+    let generated = gensort::generate_to_file(&spec, &input, &|_| {}).map_err(|source| {
+        BenchError::Generate {
+            path: input.clone(),
+            source,
+        }
+    })?;
+    if config.keep {
+        work.keep(&input);
+    }
+    // The generator leaves gigabytes of dirty pages; flush them now, or their writeback
+    // would slow down whichever variant runs first.
+    File::open(&input)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| BenchError::Io {
+            op: "fsync",
+            path: input.clone(),
+            source,
+        })?;
+    let memory = ooc.memory_bytes.to_string();
+    let spill = spill_dir.to_string_lossy().into_owned();
+    let mut floors: Vec<Vec<FloorRun>> = vec![Vec::new(); OOC_VARIANTS.len()];
+    let mut sorts: Vec<Vec<SortRun>> = vec![Vec::new(); OOC_VARIANTS.len()];
+    for run in 1..=config.runs {
+        for (i, variant) in OOC_VARIANTS.iter().enumerate() {
+            let name = variant.name;
+            let out = work.file(&format!("{stem}.floor.out"));
+            let floor = engine::floor::two_pass_floor(
+                &input,
+                &spill_dir,
+                &out,
+                ooc.memory_bytes,
+                variant.spill_io,
+                variant.compression,
+            )
+            .map_err(|source| BenchError::Floor {
+                input: input.clone(),
+                source,
+            });
+            remove(&out)?;
+            let floor = floor?;
+            let floor = FloorRun {
+                wall_s: floor.wall.as_secs_f64(),
+                pass1_s: floor.pass1.as_secs_f64(),
+                pass2_s: floor.pass2.as_secs_f64(),
+                segments: floor.segments,
+                spill_written_bytes: floor.spill_written_bytes,
+                spill_read_bytes: floor.spill_read_bytes,
+                spill_file_bytes: floor.spill_file_bytes,
+                io_engine: match floor.io_engine {
+                    IoEngine::Uring => "uring",
+                    _ => "pwrite",
+                },
+                direct: floor.direct,
+            };
+            progress(&format!(
+                "two-pass floor {run}/{} {stem} {name}: {:.2} s (pass 1 {:.2} s, pass 2 {:.2} s; \
+                 {}, {} GB on disk for {} GB)",
+                config.runs,
+                floor.wall_s,
+                floor.pass1_s,
+                floor.pass2_s,
+                floor.io_engine,
+                gb(floor.spill_file_bytes),
+                gb(floor.spill_written_bytes),
+            ));
+            floors[i].push(floor);
+
+            let out = work.file(&format!("{stem}.sort.out"));
+            let timeline = work.file(&format!("{stem}-{name}.timeline.json"));
+            let mut flags = vec!["--memory", memory.as_str(), "--spill-dir", spill.as_str()];
+            flags.extend(variant.sort_flags());
+            let sorted = sort_once(config, &input, &out, &timeline, &flags, &generated);
+            remove(&out)?;
+            remove_leftovers(&spill_dir, progress)?;
+            let sorted = sorted?;
+            if sorted.plan.as_deref() != Some("out-of-core") {
+                return Err(BenchError::WrongPlan {
+                    input,
+                    plan: sorted.plan.unwrap_or_else(|| "unreported".to_owned()),
+                });
+            }
+            let rss = sorted.peak_rss_bytes.map_or("unknown".to_owned(), mib);
+            progress(&format!(
+                "sort {run}/{} {stem} {name}: {:.2} s (process {:.2} s), peak RSS {rss} MiB, \
+                 {} runs, output valid",
+                config.runs,
+                sorted.wall_s,
+                sorted.process_s,
+                sorted.io.map_or(0, |io| io.spilled_runs),
+            ));
+            if let Some(peak) = sorted.peak_rss_bytes {
+                if peak as f64 > ooc.memory_bytes as f64 * (1.0 + RSS_TOLERANCE) {
+                    progress(&format!(
+                        "  note: peak RSS {} MiB is more than {:.0}% above the {} MiB budget",
+                        mib(peak),
+                        RSS_TOLERANCE * 100.0,
+                        mib(ooc.memory_bytes)
+                    ));
+                }
+            }
+            sorts[i].push(sorted);
+        }
+    }
+    if !config.keep {
+        remove(&input)?;
+    }
+    let variants: Vec<OocVariantReport> = OOC_VARIANTS
+        .iter()
+        .zip(floors.into_iter().zip(sorts))
+        .map(|(variant, (floor_runs, sort_runs))| {
+            let mut flags = vec![
+                "--memory".to_owned(),
+                ooc.memory_bytes.to_string(),
+                "--spill-dir".to_owned(),
+                "DIR".to_owned(),
+            ];
+            flags.extend(variant.sort_flags().map(str::to_owned));
+            variant_report(
+                variant,
+                flags.join(" "),
+                bytes,
+                ooc.memory_bytes,
+                floor_runs,
+                sort_runs,
+                config
+                    .dir
+                    .join(format!("bench-timeline-{stem}-{}.json", variant.name)),
+            )
+        })
+        .collect();
+    Ok(OutOfCoreReport {
+        size,
+        records: ooc.records,
+        bytes,
+        checksum: generated.sum_hex(),
+        memory_budget_bytes: ooc.memory_bytes,
+        free_bytes_before,
+        runs: config.runs,
+        comparisons: comparisons(&variants),
+        variants,
+    })
+}
+
+/// Medians and maxima of one variant's runs (at least one of each).
+fn variant_report(
+    variant: &OocVariant,
+    sort_flags: String,
+    bytes: u64,
+    memory_bytes: u64,
+    floor_runs: Vec<FloorRun>,
+    sort_runs: Vec<SortRun>,
+    timeline: PathBuf,
+) -> OocVariantReport {
+    let med = |values: Vec<f64>| median(&values).unwrap_or(f64::NAN);
+    let floor_s = med(floor_runs.iter().map(|f| f.wall_s).collect());
+    let sort_s = med(sort_runs.iter().map(|r| r.wall_s).collect());
+    let sort_floor_ratio = sort_s / floor_s;
+    let peak_rss_bytes = sort_runs.iter().filter_map(|r| r.peak_rss_bytes).max();
+    // Phase names in the job's order, as the first run reports them.
+    let phases_s = sort_runs
+        .first()
+        .map(|r| &r.phases)
+        .into_iter()
+        .flatten()
+        .map(|phase| {
+            let lengths = sort_runs
+                .iter()
+                .flat_map(|r| r.phases.iter().filter(|p| p.name == phase.name))
+                .map(|p| (p.end_ms - p.start_ms) / 1e3)
+                .collect();
+            (phase.name.clone(), med(lengths))
+        })
+        .collect();
+    OocVariantReport {
+        variant: variant.name,
+        sort_flags,
+        io_engine: floor_runs.last().map_or("unknown", |f| f.io_engine),
+        sort_s,
+        sort_process_s: med(sort_runs.iter().map(|r| r.process_s).collect()),
+        floor_s,
+        floor_pass1_s: med(floor_runs.iter().map(|f| f.pass1_s).collect()),
+        floor_pass2_s: med(floor_runs.iter().map(|f| f.pass2_s).collect()),
+        sort_floor_ratio,
+        meets_target: sort_floor_ratio <= OOC_TARGET_RATIO,
+        mb_per_s: bytes as f64 / sort_s / 1e6,
+        peak_rss_bytes,
+        rss_budget_ratio: peak_rss_bytes.map(|b| b as f64 / memory_bytes as f64),
+        io: sort_runs.last().and_then(|r| r.io).unwrap_or_default(),
+        phases_s,
+        floor_runs,
+        sort_runs,
+        timeline,
+    }
+}
+
+/// Removes what a finished sort left in the spill folder (nothing, unless it leaked), so the
+/// next run has the space; says so when there was something.
+fn remove_leftovers(spill_dir: &Path, progress: &dyn Fn(&str)) -> Result<(), BenchError> {
+    let io_error = |source| BenchError::Io {
+        op: "clean the spill folder",
+        path: spill_dir.to_path_buf(),
+        source,
+    };
+    for entry in fs::read_dir(spill_dir).map_err(io_error)? {
+        let path = entry.map_err(io_error)?.path();
+        progress(&format!(
+            "  note: the sort left {} in its spill folder; removing it",
+            path.display()
+        ));
+        fs::remove_dir_all(&path)
+            .or_else(|_| fs::remove_file(&path))
+            .map_err(io_error)?;
+    }
+    Ok(())
+}
+
+/// Checks that the file system of `dir` has room for the out-of-core case; returns the free
+/// bytes.
+fn check_free_space(dir: &Path, ooc: &OutOfCoreConfig) -> Result<u64, BenchError> {
+    let available_bytes = free_bytes(dir)?;
+    let needed_bytes = ooc.needed_bytes();
+    if available_bytes < needed_bytes {
+        return Err(BenchError::NoSpace {
+            dir: dir.to_path_buf(),
+            what: format!(
+                "the out-of-core case ({:.1} GB of input, spill and output at once, plus 10%)",
+                ooc.bytes() as f64 / 1e9
+            ),
+            needed_bytes,
+            available_bytes,
+        });
+    }
+    Ok(available_bytes)
+}
+
+/// Bytes available to this user on the file system of `dir`, from `df -P -k`.
+fn free_bytes(dir: &Path) -> Result<u64, BenchError> {
+    let failed = |reason: String| BenchError::FreeSpace {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    let out = Command::new("df")
+        .args(["-P", "-k"])
+        .arg(dir)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| failed(format!("cannot run df: {e}")))?;
+    if !out.status.success() {
+        return Err(failed(format!(
+            "df failed ({}): {}",
+            out.status,
+            tail(&out.stderr)
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    df_available_bytes(&text).ok_or_else(|| failed(format!("unexpected output {text:?}")))
+}
+
+/// The "Available" column of `df -P -k` output (1024-byte blocks), in bytes.
+fn df_available_bytes(text: &str) -> Option<u64> {
+    let mut lines = text.lines();
+    let header = lines.next()?;
+    if !header.split_whitespace().any(|h| h.starts_with("Avail")) {
+        return None;
+    }
+    // "Filesystem 1024-blocks Used Available Capacity Mounted on"; the file system name may
+    // contain spaces, so count from the end: capacity ends in '%' and precedes the mount point.
+    // So: the first "N%" (or "-") preceded by three numbers.
+    let line = lines.next()?;
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let number = |f: &str| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit());
+    let capacity = (3..fields.len()).find(|&i| {
+        (fields[i] == "-" || fields[i].strip_suffix('%').is_some_and(number))
+            && fields[i - 3..i].iter().all(|f| number(f))
+    })?;
+    let kib: u64 = fields[capacity - 1].parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// Reads `path` once, so that the runs start with the input in the page cache.
 fn warm(path: &Path) -> Result<(), BenchError> {
     let io_error = |source| BenchError::Io {
@@ -832,12 +1591,14 @@ fn warm(path: &Path) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// Runs `millrace sort` once as a child process and checks its output.
+/// Runs `millrace sort` once as a child process, with `flags` after the usual ones, and
+/// checks its output.
 fn sort_once(
     config: &BenchConfig,
     input: &Path,
     out: &Path,
     timeline: &Path,
+    flags: &[&str],
     generated: &Checksum,
 ) -> Result<SortRun, BenchError> {
     const TOOL: &str = "millrace sort";
@@ -849,6 +1610,7 @@ fn sort_once(
         .arg("--json")
         .arg("--timeline")
         .arg(timeline)
+        .args(flags)
         .stdin(Stdio::null())
         .output()
         .map_err(|source| BenchError::Spawn {
@@ -888,6 +1650,8 @@ fn sort_once(
         overlap_ratio: report.overlap_ratio,
         map_shuffle_overlap_ms: report.map_shuffle_overlap_ms,
         phases: report.phases,
+        plan: report.plan,
+        io: report.io,
     })
 }
 
@@ -1109,6 +1873,7 @@ mod tests {
             keep: false,
             runs: 0,
             millrace_exe: PathBuf::from("unused"),
+            out_of_core: None,
         };
         assert!(matches!(
             config.check(),
@@ -1200,6 +1965,7 @@ mod tests {
                     }),
                 ),
             ],
+            out_of_core: None,
         }
     }
 
@@ -1257,6 +2023,7 @@ mod tests {
                 keep,
                 runs: 1,
                 millrace_exe: PathBuf::from("/bin/false"),
+                out_of_core: None,
             };
             let result = run(&config, &|_| {});
             assert!(
@@ -1309,5 +2076,324 @@ mod tests {
             work.path.clone()
         };
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn out_of_core_config_is_checked() {
+        let mut config = BenchConfig {
+            records: Vec::new(),
+            ascii: false,
+            dir: PathBuf::from("unused"),
+            keep: false,
+            runs: 1,
+            millrace_exe: PathBuf::from("unused"),
+            out_of_core: None,
+        };
+        assert!(config.check().is_err(), "nothing to measure");
+        let ooc = OutOfCoreConfig {
+            records: 160_000_000,
+            memory_bytes: 2 << 30,
+        };
+        assert_eq!(ooc.bytes(), 16_000_000_000);
+        assert_eq!(ooc.needed_bytes(), 52_800_000_000);
+        config.out_of_core = Some(ooc);
+        assert!(
+            config.check().is_ok(),
+            "the out-of-core case alone is enough"
+        );
+        // 10M records + their sort entries fit 2 GiB: the sort would not spill.
+        config.out_of_core = Some(OutOfCoreConfig {
+            records: 10_000_000,
+            memory_bytes: 2 << 30,
+        });
+        assert!(matches!(
+            config.check(),
+            Err(BenchError::InvalidConfig { reason }) if reason.contains("would not spill")
+        ));
+        config.out_of_core = Some(OutOfCoreConfig {
+            records: 0,
+            memory_bytes: 1,
+        });
+        assert!(config.check().is_err());
+    }
+
+    #[test]
+    fn variants_give_the_sort_flags() {
+        let flags: Vec<String> = OOC_VARIANTS
+            .iter()
+            .map(|v| format!("{} {}", v.name, v.sort_flags().join(" ")))
+            .collect();
+        assert_eq!(
+            flags,
+            [
+                "default --spill-io auto --compress auto",
+                "pwrite --spill-io pwrite --compress auto",
+                "no-lz4 --spill-io auto --compress none",
+                "lz4 --spill-io auto --compress lz4",
+            ]
+        );
+    }
+
+    #[test]
+    fn df_output_parses() {
+        let df = "Filesystem     1024-blocks     Used Available Capacity Mounted on\n\
+                  /dev/vda         263174212 19395428 243762400       8% /\n";
+        assert_eq!(df_available_bytes(df), Some(243_762_400 * 1024));
+        // Spaces in the file system name and the mount point.
+        let df = "Filesystem 1024-blocks Used Available Capacity Mounted on\n\
+                  my disk 100 40 60 40% /mnt/my data\n";
+        assert_eq!(df_available_bytes(df), Some(60 * 1024));
+        // Some file systems report no capacity.
+        let df = "Filesystem 1024-blocks Used Available Capacity Mounted on\nfuse 0 0 0 - /x\n";
+        assert_eq!(df_available_bytes(df), Some(0));
+        assert_eq!(df_available_bytes(""), None);
+        assert_eq!(
+            df_available_bytes("df: /nope: No such file or directory\n"),
+            None
+        );
+        assert_eq!(
+            df_available_bytes("Filesystem 1024-blocks Used Available Capacity Mounted on\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn too_little_space_fails_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(free_bytes(dir.path()).unwrap() > 0);
+        let huge = OutOfCoreConfig {
+            records: 1 << 50,
+            memory_bytes: 2 << 30,
+        };
+        let error = check_free_space(dir.path(), &huge).unwrap_err();
+        assert!(matches!(error, BenchError::NoSpace { .. }), "{error:?}");
+        let text = error.to_string();
+        assert!(
+            text.contains("not enough free space") && text.contains("GB"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn child_report_reads_plan_and_io() {
+        let json = CHILD_JSON.replace(
+            "\"records\": 10000,",
+            r#""records": 10000, "plan": "out-of-core", "memory_budget_bytes": 67108864,
+               "io": {"input_read_bytes": 200, "spill_written_bytes": 200,
+                      "spill_read_bytes": 200, "output_written_bytes": 200,
+                      "spilled_runs": 17, "reads_per_byte": 2.0, "writes_per_byte": 2.0},"#,
+        );
+        let report = ChildReport::parse(json.as_bytes()).unwrap();
+        assert_eq!(report.plan.as_deref(), Some("out-of-core"));
+        assert_eq!(report.memory_budget_bytes, Some(64 << 20));
+        let io = report.io.unwrap();
+        assert_eq!((io.spilled_runs, io.reads_per_byte), (17, 2.0));
+        let old = ChildReport::parse(CHILD_JSON.as_bytes()).unwrap();
+        assert_eq!((old.plan, old.io), (None, None));
+    }
+
+    fn floor_run(wall_s: f64, io_engine: &'static str) -> FloorRun {
+        FloorRun {
+            wall_s,
+            pass1_s: wall_s * 0.4,
+            pass2_s: wall_s * 0.6,
+            segments: 8,
+            spill_written_bytes: 16_000_000_000,
+            spill_read_bytes: 16_000_000_000,
+            spill_file_bytes: 9_000_000_000,
+            io_engine,
+            direct: true,
+        }
+    }
+
+    fn sort_run(wall_s: f64, rss: u64) -> SortRun {
+        let phase = |name: &str, start_ms: f64, end_ms: f64| ChildPhase {
+            name: name.into(),
+            start_ms,
+            end_ms,
+        };
+        SortRun {
+            wall_s,
+            process_s: wall_s + 0.5,
+            peak_rss_bytes: Some(rss),
+            overlap_ratio: 1.2,
+            map_shuffle_overlap_ms: 0.0,
+            phases: vec![
+                phase("map", 0.0, wall_s * 500.0),
+                phase("sort+write", wall_s * 500.0, wall_s * 1000.0),
+            ],
+            plan: Some("out-of-core".into()),
+            io: Some(ChildIo {
+                input_read_bytes: 16_000_000_000,
+                spill_written_bytes: 16_000_000_000,
+                spill_read_bytes: 16_000_000_000,
+                output_written_bytes: 16_000_000_000,
+                spilled_runs: 36,
+                reads_per_byte: 2.0,
+                writes_per_byte: 2.0,
+            }),
+        }
+    }
+
+    fn variant(
+        index: usize,
+        sorts: &[f64],
+        floors: &[f64],
+        engine: &'static str,
+    ) -> OocVariantReport {
+        variant_report(
+            &OOC_VARIANTS[index],
+            "--memory 2147483648".into(),
+            16_000_000_000,
+            2 << 30,
+            floors.iter().map(|&s| floor_run(s, engine)).collect(),
+            sorts
+                .iter()
+                .enumerate()
+                .map(|(i, &s)| sort_run(s, (2 << 30) + (i as u64) * (200 << 20)))
+                .collect(),
+            PathBuf::from("t.json"),
+        )
+    }
+
+    #[test]
+    fn variant_report_takes_medians_and_flags_the_target() {
+        let v = variant(0, &[100.0, 80.0, 90.0], &[70.0, 60.0, 80.0], "uring");
+        assert_eq!((v.sort_s, v.floor_s), (90.0, 70.0));
+        assert!((v.sort_floor_ratio - 90.0 / 70.0).abs() < 1e-12);
+        assert!(!v.meets_target);
+        assert!((v.mb_per_s - 16_000.0 / 90.0).abs() < 1e-9);
+        assert_eq!(v.peak_rss_bytes, Some((2 << 30) + (400 << 20)));
+        assert!((v.rss_budget_ratio.unwrap() - (2048.0 + 400.0) / 2048.0).abs() < 1e-12);
+        assert_eq!(v.floor_pass1_s, 28.0);
+        assert_eq!(
+            v.phases_s,
+            [("map".to_owned(), 45.0), ("sort+write".to_owned(), 45.0)]
+        );
+        assert_eq!(v.io.spilled_runs, 36);
+        let v = variant(0, &[80.0], &[70.0], "uring");
+        assert!(v.meets_target);
+    }
+
+    fn ooc_report(default_engine: &'static str) -> OutOfCoreReport {
+        let variants = vec![
+            variant(0, &[90.0], &[80.0], default_engine),
+            variant(1, &[99.0], &[88.0], "pwrite"),
+            variant(2, &[120.0], &[100.0], default_engine),
+            variant(3, &[96.0], &[80.0], default_engine),
+        ];
+        OutOfCoreReport {
+            size: "160M".into(),
+            records: 160_000_000,
+            bytes: 16_000_000_000,
+            checksum: "abc".into(),
+            memory_budget_bytes: 2 << 30,
+            free_bytes_before: 70_000_000_000,
+            runs: 1,
+            comparisons: comparisons(&variants),
+            variants,
+        }
+    }
+
+    #[test]
+    fn comparisons_are_uring_vs_pwrite_and_lz4_on_vs_off() {
+        let report = ooc_report("uring");
+        let c = &report.comparisons;
+        assert_eq!(c.len(), 2);
+        assert_eq!((c[0].a, c[0].b), ("default", "pwrite"));
+        assert!((c[0].sort_change_pct - (-100.0 / 11.0)).abs() < 1e-9);
+        assert!((c[0].floor_change_pct - (-100.0 / 11.0)).abs() < 1e-9);
+        assert_eq!(c[0].note, None);
+        assert_eq!((c[1].a, c[1].b), ("lz4", "no-lz4"));
+        assert!((c[1].sort_change_pct + 20.0).abs() < 1e-9);
+        let report = ooc_report("pwrite");
+        assert!(report.comparisons[0]
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("io_uring is not available")));
+    }
+
+    #[test]
+    fn out_of_core_markdown_has_a_row_per_variant_and_the_comparisons() {
+        let mut report = sample_report();
+        report.out_of_core = Some(ooc_report("uring"));
+        let text = report.to_markdown();
+        let section = &text[text.find("out-of-core:").expect("an out-of-core section")..];
+        assert!(section.starts_with(
+            "out-of-core: 160,000,000 records (16.0 GB) under --memory 2048 MiB; runs per variant: 1"
+        ));
+        let rows: Vec<&str> = section.lines().filter(|l| l.starts_with('|')).collect();
+        assert_eq!(rows.len(), 2 * (2 + OOC_VARIANTS.len()));
+        for table in rows.chunks(2 + OOC_VARIANTS.len()) {
+            let columns = table[0].matches('|').count();
+            assert!(
+                table.iter().all(|r| r.matches('|').count() == columns),
+                "{table:?}"
+            );
+        }
+        assert_eq!(
+            rows[2],
+            "| default | `--memory 2147483648` | uring | 90.00 | 80.00 | 1.12 ✓ | 178 | 2048 (100%) | 2.00 | 2.00 | 16.00 / 16.00 | 36 |"
+        );
+        assert!(rows[4].contains("| 1.20 ✓ |"), "{}", rows[4]);
+        assert!(
+            rows[8].starts_with(
+                "| default | — | 45.00 | — | 45.00 | — | 32.00 | 48.00 | 16.00 | 16.00 | 9.00 |"
+            ),
+            "{}",
+            rows[8]
+        );
+        assert!(section.contains(
+            "io_uring vs pwrite (default vs pwrite): sort 90.00 s vs 99.00 s (-9.1%), floor 80.00 s vs 88.00 s (-9.1%)"
+        ));
+        assert!(
+            section.contains("lz4 on vs off (lz4 vs no-lz4): sort 96.00 s vs 120.00 s (-20.0%)")
+        );
+        let value: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(value["out_of_core"]["variants"][1]["variant"], "pwrite");
+        assert_eq!(value["out_of_core"]["comparisons"][1]["a"], "lz4");
+        assert_eq!(
+            value["out_of_core"]["variants"][0]["io"]["spilled_runs"],
+            36
+        );
+    }
+
+    /// The out-of-core case measures its floor, then a failing sort fails the bench, and
+    /// nothing is left: input, floor output, spill folder, work folder.
+    #[test]
+    fn failed_out_of_core_sort_fails_the_bench_and_cleans_up() {
+        let root = tempfile::tempdir().unwrap();
+        let config = BenchConfig {
+            records: Vec::new(),
+            ascii: false,
+            dir: root.path().join("bench"),
+            keep: false,
+            runs: 1,
+            millrace_exe: PathBuf::from("/bin/false"),
+            out_of_core: Some(OutOfCoreConfig {
+                records: 20_000,
+                memory_bytes: 1 << 20,
+            }),
+        };
+        let lines = std::sync::Mutex::new(Vec::new());
+        let result = run(&config, &|line| lines.lock().unwrap().push(line.to_owned()));
+        assert!(
+            matches!(
+                &result,
+                Err(BenchError::ChildFailed {
+                    tool: "millrace sort",
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        let lines = lines.into_inner().unwrap();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("two-pass floor 1/1 20k-ooc default:")),
+            "{lines:?}"
+        );
+        assert!(!config.dir.exists());
     }
 }

@@ -137,7 +137,10 @@ impl JobGraph {
             v
         }
         for edge in &self.edges {
-            if edge.partition_type == ResultPartitionType::Pipelined {
+            if matches!(
+                edge.partition_type,
+                ResultPartitionType::Pipelined | ResultPartitionType::Hybrid
+            ) {
                 let (a, b) = (
                     root(&mut region, edge.source.0),
                     root(&mut region, edge.target.0),

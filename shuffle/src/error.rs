@@ -11,4 +11,7 @@ pub enum ShuffleError {
     /// A producer stopped without sending end-of-partition: it failed or was cancelled.
     #[error("producer subtask {producer} ended without finishing its partition; the job is failing or cancelled")]
     ProducerLost { producer: usize },
+    /// A spilled buffer reached a consumer that reads only in-memory buffers.
+    #[error("producer subtask {producer} spilled a buffer to a consumer that cannot read spills; this is a bug, please report it")]
+    UnexpectedSpill { producer: usize },
 }

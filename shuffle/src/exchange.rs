@@ -20,8 +20,10 @@
 //! | channel credits closed | consumer | when its gate is dropped (failure or cancel): waiting producers get [`ShuffleError::ConsumerGone`] |
 //! | end-of-partition | producer | [`ResultPartition::finish`]; a subpartition dropped unfinished sends a lost-producer event instead |
 //!
-//! Events (end-of-partition now; watermarks and barriers later) travel in order with buffers
-//! and need no credit: a channel carries at most one end-of-partition.
+//! | spilled notice | producer of a hybrid partition | a buffer waited its patience for credit and was written to a sealed segment instead ([`ResultPartition::emit_within`], [`ResultPartition::emit_spilled`]) |
+//!
+//! Events (end-of-partition, spilled notices; watermarks and barriers later) travel in order
+//! with buffers and need no credit: they hold no consumer memory.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,10 +36,18 @@ use crate::{Buffer, ShuffleError};
 ///
 /// `Pipelined`: can it be consumed while produced? yes. Does it outlive the consumer? no.
 /// Does it back-pressure the producer? yes, through credits.
+///
+/// `Hybrid`: can it be consumed while produced? yes. Does it outlive the consumer? its spilled
+/// segments live until the job ends. Does it back-pressure the producer? only until a buffer
+/// has waited its patience for credit; then the producer spills the buffer to its own
+/// segment file and sends a [`SpilledBuffer`] notice, so one slow consumer does not stall
+/// the producer's other consumers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ResultPartitionType {
     /// Buffers reach the consumer as soon as they are full; bounded by credits.
     Pipelined,
+    /// Pipelined while the consumer keeps up; spilled to segment files otherwise.
+    Hybrid,
 }
 
 /// Index of a channel within an [`InputGate`], equal to the producer subtask's index.
@@ -51,8 +61,33 @@ pub enum Event {
     Buffer(Buffer),
     /// The producer has sent everything for this channel.
     EndOfPartition,
+    /// The producer wrote a buffer to a spill segment instead of sending it (hybrid).
+    Spilled(SpilledBuffer),
     /// The producer's subpartition was dropped before it finished.
     ProducerLost,
+}
+
+/// A buffer a producer spilled to a sealed segment of its own spill file instead of waiting
+/// for credit; the consumer reads it from there (memory-mapped) when it has room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpilledBuffer {
+    /// The producer's spill file.
+    pub path: std::path::PathBuf,
+    /// The sealed segment that holds the buffer.
+    pub segment: crate::spill::SegmentIndex,
+    /// The partition (consumer) of the buffer inside the segment.
+    pub partition: u32,
+    /// Raw bytes spilled.
+    pub bytes: u64,
+}
+
+/// What a consumer takes off its gate.
+#[derive(Debug)]
+pub enum Received {
+    /// A buffer sent through memory.
+    Buffer(Buffer),
+    /// A buffer its producer spilled; read it from the segment.
+    Spilled(SpilledBuffer),
 }
 
 /// Counters one side of an exchange keeps.
@@ -64,6 +99,9 @@ pub struct ExchangeMetrics {
     pub bytes: u64,
     /// Time a producer waited for credit (back-pressure), in nanoseconds.
     pub backpressure_ns: u64,
+    /// Buffers spilled instead of sent (hybrid), and their bytes.
+    pub spilled_buffers: u64,
+    pub spilled_bytes: u64,
 }
 
 /// Builds a pipelined all-to-all exchange between `producers` and `consumers` subtasks, where
@@ -138,6 +176,64 @@ impl ResultPartition {
     /// Number of subpartitions, i.e. consumer subtasks.
     pub fn num_subpartitions(&self) -> usize {
         self.subpartitions.len()
+    }
+
+    /// Sends a buffer to one consumer if a credit arrives within `patience`; otherwise gives
+    /// the buffer back (`Ok(Some(buffer))`), so the producer can spill it instead of stalling
+    /// on this one consumer (the hybrid partition type).
+    pub async fn emit_within(
+        &mut self,
+        subpartition: usize,
+        buffer: Buffer,
+        patience: std::time::Duration,
+    ) -> Result<Option<Buffer>, ShuffleError> {
+        let sub = &mut self.subpartitions[subpartition];
+        match sub.credits.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(_) => {
+                let waited = Instant::now();
+                let acquired = tokio::time::timeout(patience, sub.credits.acquire()).await;
+                self.metrics.backpressure_ns += waited.elapsed().as_nanos() as u64;
+                match acquired {
+                    Err(_) => return Ok(Some(buffer)),
+                    Ok(Err(_)) => {
+                        return Err(ShuffleError::ConsumerGone {
+                            consumer: sub.consumer,
+                        })
+                    }
+                    Ok(Ok(permit)) => permit.forget(),
+                }
+            }
+        }
+        self.send_buffer(subpartition, buffer).map(|()| None)
+    }
+
+    /// Tells a consumer that a buffer for it was spilled; needs no credit (the bytes are on
+    /// disk, not in the consumer's memory).
+    pub fn emit_spilled(
+        &mut self,
+        subpartition: usize,
+        spilled: SpilledBuffer,
+    ) -> Result<(), ShuffleError> {
+        let sub = &mut self.subpartitions[subpartition];
+        self.metrics.spilled_buffers += 1;
+        self.metrics.spilled_bytes += spilled.bytes;
+        sub.queue
+            .send((ChannelIndex(sub.producer), Event::Spilled(spilled)))
+            .map_err(|_| ShuffleError::ConsumerGone {
+                consumer: sub.consumer,
+            })
+    }
+
+    fn send_buffer(&mut self, subpartition: usize, buffer: Buffer) -> Result<(), ShuffleError> {
+        let sub = &mut self.subpartitions[subpartition];
+        self.metrics.buffers += 1;
+        self.metrics.bytes += buffer.len() as u64;
+        sub.queue
+            .send((ChannelIndex(sub.producer), Event::Buffer(buffer)))
+            .map_err(|_| ShuffleError::ConsumerGone {
+                consumer: sub.consumer,
+            })
     }
 
     /// Sends a buffer to one consumer, waiting for a credit first.
@@ -235,6 +331,28 @@ impl InputGate {
         Ok(None)
     }
 
+    /// The next buffer or spilled-buffer notice from any channel, or `None` once every channel
+    /// has ended (for consumers of hybrid partitions).
+    pub async fn next_received(
+        &mut self,
+    ) -> Result<Option<(ChannelIndex, Received)>, ShuffleError> {
+        while self.open_channels > 0 {
+            let Some((channel, event)) = self.queue.recv().await else {
+                let producer = self.ended.iter().position(|ended| !ended).unwrap_or(0);
+                return Err(ShuffleError::ProducerLost { producer });
+            };
+            if let Event::Spilled(spilled) = event {
+                self.metrics.spilled_buffers += 1;
+                self.metrics.spilled_bytes += spilled.bytes;
+                return Ok(Some((channel, Received::Spilled(spilled))));
+            }
+            if let Some(buffer) = self.on_event(channel, event)? {
+                return Ok(Some((channel, Received::Buffer(buffer))));
+            }
+        }
+        Ok(None)
+    }
+
     /// Like [`InputGate::next`] but never waits: `Ok(None)` means nothing is queued right now
     /// (or every channel has ended; see [`InputGate::is_finished`]).
     pub fn try_next(&mut self) -> Result<Option<(ChannelIndex, Buffer)>, ShuffleError> {
@@ -278,6 +396,9 @@ impl InputGate {
                 Ok(None)
             }
             Event::ProducerLost => Err(ShuffleError::ProducerLost {
+                producer: channel.0,
+            }),
+            Event::Spilled(_) => Err(ShuffleError::UnexpectedSpill {
                 producer: channel.0,
             }),
         }

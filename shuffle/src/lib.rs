@@ -27,8 +27,8 @@ pub mod spill;
 pub use buffer::{Buffer, BufferPool};
 pub use error::ShuffleError;
 pub use exchange::{
-    pipelined, ChannelIndex, Event, ExchangeMetrics, InputGate, ResultPartition,
-    ResultPartitionType, ResultSubpartition,
+    pipelined, ChannelIndex, Event, ExchangeMetrics, InputGate, Received, ResultPartition,
+    ResultPartitionType, ResultSubpartition, SpilledBuffer,
 };
 pub use mmap::MappedFile;
 pub use spill::{

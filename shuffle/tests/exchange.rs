@@ -153,3 +153,46 @@ async fn try_next_does_not_wait() {
     assert!(gate.try_next().unwrap().is_none());
     assert!(gate.is_finished());
 }
+
+/// Hybrid: a buffer that waits its patience for credit comes back to the producer, which
+/// spills it and sends a notice the consumer receives in order, without credit.
+///
+/// ```text
+/// producer 0 ──(1 credit, consumer not reading)──► gate 0
+///            └─ buffer 2 waits 20 ms, comes back, "spilled" notice goes instead
+/// ```
+#[tokio::test]
+async fn hybrid_gives_the_buffer_back_and_delivers_the_spill_notice() {
+    use shuffle::{Received, SpilledBuffer};
+    let (mut partitions, mut gates) = pipelined(1, 1, 1);
+    let mut partition = partitions.pop().unwrap();
+    let mut gate = gates.pop().unwrap();
+    let patience = Duration::from_millis(20);
+    assert!(partition
+        .emit_within(0, buffer(1, 4), patience)
+        .await
+        .unwrap()
+        .is_none());
+    let back = partition
+        .emit_within(0, buffer(2, 4), patience)
+        .await
+        .unwrap();
+    assert_eq!(back.unwrap().as_bytes(), &[2, 2, 2, 2]);
+    let notice = SpilledBuffer {
+        path: "/spill/map-0.hybrid".into(),
+        segment: Default::default(),
+        partition: 0,
+        bytes: 4,
+    };
+    partition.emit_spilled(0, notice.clone()).unwrap();
+    partition.finish().unwrap();
+    assert!(
+        matches!(gate.next_received().await.unwrap(), Some((_, Received::Buffer(b))) if b.as_bytes() == [1, 1, 1, 1])
+    );
+    assert!(
+        matches!(gate.next_received().await.unwrap(), Some((_, Received::Spilled(s))) if s == notice)
+    );
+    assert!(gate.next_received().await.unwrap().is_none());
+    assert_eq!(partition.metrics().spilled_bytes, 4);
+    assert_eq!(gate.metrics().spilled_buffers, 1);
+}

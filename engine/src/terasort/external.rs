@@ -11,7 +11,9 @@
 //!
 //! A run is one segment of this reducer's segment file (one partition, records in key order).
 //! Runs are read back through read-only maps, a block at a time, zero-copy unless compressed.
-//! More runs than [`MAX_FAN_IN`] are first merged in groups into longer runs (a cascade).
+//! More runs than the fan-in are first merged in groups into longer runs (a cascade).
+//! The fan-in is [`MAX_FAN_IN`] unless the budget is too small for that many open runs: each
+//! holds a block and, through the kernel's fault-around, up to 64 KiB of mapped pages.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use shuffle::spill::{
     PartitionBlocks, SegmentFileReader, SegmentFileWriter, SegmentIndex, SpillError,
 };
+use shuffle::Received;
 
 use super::merge::{merge_key, LoserTree, EXHAUSTED};
 use super::reduce::output_range;
@@ -31,6 +34,15 @@ use crate::EngineError;
 
 /// Most runs merged at once; more are merged in groups first.
 pub const MAX_FAN_IN: usize = 64;
+
+/// Memory one open run costs during a merge besides its block: the pages the kernel maps
+/// around each fault (`fault_around_bytes`, 64 KiB by default).
+const FAULT_AROUND_BYTES: usize = 64 << 10;
+
+/// How many runs a merge may hold open with `memory_bytes` (the arenas' share, free by then).
+fn fan_in(memory_bytes: usize, block_bytes: usize) -> usize {
+    (memory_bytes / (block_bytes + FAULT_AROUND_BYTES)).clamp(2, MAX_FAN_IN)
+}
 
 /// Bytes of sort entry per record held in an arena (`key80 << 48 | index`).
 const ENTRY_BYTES: u64 = 16;
@@ -91,6 +103,8 @@ struct Spiller {
     runs: Vec<SegmentIndex>,
     block_bytes: usize,
     written_bytes: u64,
+    /// Runs written, cascaded ones included.
+    runs_written: u64,
 }
 
 impl Spiller {
@@ -139,6 +153,7 @@ impl RunWriter<'_> {
         self.flush()?;
         let index = self.spiller.writer.seal_segment()?;
         self.spiller.runs.push(index);
+        self.spiller.runs_written += 1;
         Ok(())
     }
 }
@@ -298,62 +313,47 @@ impl Invokable for ExternalReduceTask {
             let spill_path = plan.spill_dirs[me % plan.spill_dirs.len()]
                 .path()
                 .join(format!("sort-{me}.runs"));
-            let mut spiller = Some(Spiller {
+            let spiller = Some(Spiller {
                 writer: SegmentFileWriter::create(&spill_path, plan.writer_options)?,
                 runs: Vec::new(),
                 block_bytes: plan.block_bytes,
                 written_bytes: 0,
+                runs_written: 0,
             });
-            let mut filling = Arena::new(&budget, arena_bytes).ok_or_else(too_small)?;
-            let mut spare: Option<Arena> = None;
-            let mut spilling: Option<
-                tokio::task::JoinHandle<Result<(Arena, Spiller), EngineError>>,
-            > = None;
+            let mut intake = Intake {
+                filling: Arena::new(&budget, arena_bytes).ok_or_else(too_small)?,
+                spare: None,
+                spilling: None,
+                spiller,
+                budget: budget.clone(),
+                arena_bytes,
+                minimum_bytes: plan.minimum_bytes,
+            };
             let gate = &mut ctx.inputs[0];
-            while let Some((_, buffer)) = gate.next().await? {
-                let mut bytes = buffer.as_bytes();
-                while !bytes.is_empty() {
-                    if filling.remaining() < RECORD_LEN {
-                        // Swap in the other arena; the full one spills in the background.
-                        let (empty, sp) = match spilling.take() {
-                            Some(handle) => join(handle).await?,
-                            None => {
-                                let empty = match spare.take() {
-                                    Some(arena) => arena,
-                                    None => {
-                                        Arena::new(&budget, arena_bytes).ok_or_else(too_small)?
-                                    }
-                                };
-                                (
-                                    empty,
-                                    spiller
-                                        .take()
-                                        .expect("the spiller is here when no spill runs"),
-                                )
-                            }
-                        };
-                        let full = std::mem::replace(&mut filling, empty);
-                        spilling = Some(tokio::task::spawn_blocking(move || {
-                            let mut sp = sp;
-                            let mut full = full;
-                            sp.spill(&full)?;
-                            full.bytes.clear();
-                            Ok((full, sp))
-                        }));
+            let mut hybrid_read_bytes = 0;
+            while let Some((_, received)) = gate.next_received().await? {
+                match received {
+                    Received::Buffer(buffer) => {
+                        intake.absorb(buffer.as_bytes()).await?;
+                        shared.pool.recycle(buffer);
                     }
-                    let n = (filling.remaining() / RECORD_LEN * RECORD_LEN).min(bytes.len());
-                    filling.bytes.extend_from_slice(&bytes[..n]);
-                    bytes = &bytes[n..];
+                    Received::Spilled(spilled) => {
+                        // A map spilled this buffer while we were busy: read it back, zero-copy.
+                        let reader = SegmentFileReader::with_segments(
+                            &spilled.path,
+                            [spilled.segment.clone()],
+                        )?;
+                        for block in
+                            reader.partition_blocks(spilled.segment.segment, spilled.partition)?
+                        {
+                            let block = block?;
+                            hybrid_read_bytes += block.payload.len() as u64;
+                            intake.absorb(&block.payload).await?;
+                        }
+                    }
                 }
-                shared.pool.recycle(buffer);
             }
-            if let Some(handle) = spilling.take() {
-                let (arena, sp) = join(handle).await?;
-                spare = Some(arena);
-                spiller = Some(sp);
-            }
-            drop(spare);
-            let mut spiller = spiller.expect("the spiller is back once no spill runs");
+            let (filling, mut spiller) = intake.finish().await?;
             let spilled_records: u64 = spiller.runs.iter().map(SegmentIndex::records).sum();
             let records = spilled_records + filling.records();
             report.records_in = records;
@@ -386,7 +386,8 @@ impl Invokable for ExternalReduceTask {
                             spiller.spill(&filling)?;
                         }
                         drop(filling);
-                        read_bytes = merge_all(&mut spiller, read_ahead_bytes, |record| {
+                        let fan_in = fan_in(2 * arena_bytes, spiller.block_bytes);
+                        read_bytes = merge_all(&mut spiller, fan_in, read_ahead_bytes, |record| {
                             checksum.add_record(record);
                             writer.write(record)
                         })?;
@@ -400,9 +401,9 @@ impl Invokable for ExternalReduceTask {
                 start_us: merge_start,
                 end_us: ctx.now_us(),
             });
-            report.spilled_runs = spiller.runs.len() as u64;
+            report.spilled_runs = spiller.runs_written;
             report.spill_written_bytes = spiller.written_bytes;
-            report.spill_read_bytes = read_bytes;
+            report.spill_read_bytes = read_bytes + hybrid_read_bytes;
             report.records_out = checksum.records;
             report.bytes_out = checksum.records * RECORD_LEN as u64;
             shared
@@ -416,6 +417,76 @@ impl Invokable for ExternalReduceTask {
     }
 }
 
+/// Receives records into arenas: one fills while the other spills in the background.
+struct Intake {
+    filling: Arena,
+    spare: Option<Arena>,
+    spilling: Option<tokio::task::JoinHandle<Result<(Arena, Spiller), EngineError>>>,
+    /// Here whenever no spill runs.
+    spiller: Option<Spiller>,
+    budget: Arc<MemoryBudget>,
+    arena_bytes: usize,
+    minimum_bytes: u64,
+}
+
+impl Intake {
+    /// Copies whole records into the filling arena, swapping arenas (and spilling the full
+    /// one) as they fill up.
+    async fn absorb(&mut self, mut bytes: &[u8]) -> Result<(), EngineError> {
+        while !bytes.is_empty() {
+            if self.filling.remaining() < RECORD_LEN {
+                let (empty, spiller) = match self.spilling.take() {
+                    Some(handle) => join(handle).await?,
+                    None => {
+                        let empty = match self.spare.take() {
+                            Some(arena) => arena,
+                            None => {
+                                Arena::new(&self.budget, self.arena_bytes).ok_or_else(|| {
+                                    EngineError::BudgetTooSmall {
+                                        budget_bytes: self.budget.limit_bytes(),
+                                        minimum_bytes: self.minimum_bytes,
+                                        what: "a reducer's second sort arena".into(),
+                                    }
+                                })?
+                            }
+                        };
+                        (
+                            empty,
+                            self.spiller
+                                .take()
+                                .expect("the spiller is here when no spill runs"),
+                        )
+                    }
+                };
+                let mut full = std::mem::replace(&mut self.filling, empty);
+                let mut spiller = spiller;
+                self.spilling = Some(tokio::task::spawn_blocking(move || {
+                    spiller.spill(&full)?;
+                    full.bytes.clear();
+                    Ok((full, spiller))
+                }));
+            }
+            let n = (self.filling.remaining() / RECORD_LEN * RECORD_LEN).min(bytes.len());
+            self.filling.bytes.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
+
+    /// Waits for a running spill; returns the arena still holding records and the spiller.
+    async fn finish(mut self) -> Result<(Arena, Spiller), EngineError> {
+        if let Some(handle) = self.spilling.take() {
+            let (_, spiller) = join(handle).await?;
+            self.spiller = Some(spiller);
+        }
+        Ok((
+            self.filling,
+            self.spiller
+                .expect("the spiller is back once no spill runs"),
+        ))
+    }
+}
+
 async fn join(
     handle: tokio::task::JoinHandle<Result<(Arena, Spiller), EngineError>>,
 ) -> Result<(Arena, Spiller), EngineError> {
@@ -425,15 +496,16 @@ async fn join(
 }
 
 /// Merges every run of `spiller` into `emit`, first merging groups of runs into longer runs
-/// while there are more than [`MAX_FAN_IN`]; returns the bytes read back.
+/// while there are more than `fan_in`; returns the bytes read back.
 fn merge_all(
     spiller: &mut Spiller,
+    fan_in: usize,
     read_ahead_bytes: u64,
     mut emit: impl FnMut(&[u8]) -> Result<(), EngineError>,
 ) -> Result<u64, EngineError> {
     let mut read_bytes = 0;
-    while spiller.runs.len() > MAX_FAN_IN {
-        let group: Vec<SegmentIndex> = spiller.runs.drain(..MAX_FAN_IN).collect();
+    while spiller.runs.len() > fan_in {
+        let group: Vec<SegmentIndex> = spiller.runs.drain(..fan_in).collect();
         let reader = SegmentFileReader::with_segments(spiller.writer.path(), group.clone())?;
         let mut run = spiller.run_writer();
         read_bytes += merge_runs(&reader, &group, read_ahead_bytes, |record| run.push(record))?;
@@ -462,6 +534,7 @@ mod tests {
             runs: Vec::new(),
             block_bytes,
             written_bytes: 0,
+            runs_written: 0,
         };
         for run in runs {
             let mut arena = Arena::new(&budget, run.len()).unwrap();
@@ -485,7 +558,7 @@ mod tests {
 
     fn merged(spiller: &mut Spiller) -> Result<Vec<u8>, EngineError> {
         let mut out = Vec::new();
-        merge_all(spiller, 1 << 20, |r| {
+        merge_all(spiller, MAX_FAN_IN, 1 << 20, |r| {
             out.extend_from_slice(r);
             Ok(())
         })?;

@@ -20,7 +20,8 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use shuffle::Buffer;
+use shuffle::spill::SegmentFileWriter;
+use shuffle::{Buffer, SpilledBuffer};
 
 use super::partitioner::RangePartitioner;
 use super::sorter::{entry, Entry};
@@ -46,6 +47,7 @@ impl Invokable for MapTask {
                 .map(|_| shared.pool.take())
                 .collect();
             let mut checksum = Checksum::default();
+            let mut hybrid: Option<SegmentFileWriter> = None;
             let chunk_bytes = shared.read_chunk_bytes as u64;
             let mut read_buffer = match &shared.input {
                 Input::Mapped(_) => Vec::new(),
@@ -90,7 +92,7 @@ impl Invokable for MapTask {
                         if let Some(reducer) = full {
                             let buffer =
                                 std::mem::replace(&mut buffers[reducer], shared.pool.take());
-                            out.emit(reducer, buffer).await?;
+                            emit(out, reducer, buffer, &shared, &mut hybrid, ctx.subtask).await?;
                         }
                     }
                     pos += n as u64;
@@ -104,8 +106,11 @@ impl Invokable for MapTask {
                 if buffer.is_empty() {
                     shared.pool.recycle(buffer);
                 } else {
-                    out.emit(reducer, buffer).await?;
+                    emit(out, reducer, buffer, &shared, &mut hybrid, ctx.subtask).await?;
                 }
+            }
+            if let Some(writer) = hybrid {
+                report.spill_written_bytes = writer.stats().raw_bytes;
             }
             out.finish()?;
             let sent = out.metrics();
@@ -123,6 +128,58 @@ impl Invokable for MapTask {
             Ok(report)
         })
     }
+}
+
+/// Sends a full buffer to `reducer`. Out of core with a hybrid exchange, a buffer that waited
+/// its patience for credit is written to this map's own segment file instead, and the reducer
+/// gets a notice to read it from there.
+async fn emit(
+    out: &mut shuffle::ResultPartition,
+    reducer: usize,
+    buffer: Buffer,
+    shared: &SortShared,
+    hybrid: &mut Option<SegmentFileWriter>,
+    me: usize,
+) -> Result<(), EngineError> {
+    let Some((plan, wait)) = shared
+        .external
+        .as_ref()
+        .and_then(|p| Some((p, p.hybrid_wait?)))
+    else {
+        return Ok(out.emit(reducer, buffer).await?);
+    };
+    let Some(buffer) = out.emit_within(reducer, buffer, wait).await? else {
+        return Ok(());
+    };
+    // The disk write blocks this worker briefly; tell the runtime so other tasks move on.
+    let spilled = tokio::task::block_in_place(|| -> Result<SpilledBuffer, EngineError> {
+        let writer = match hybrid {
+            Some(writer) => writer,
+            None => {
+                let dir = plan.spill_dirs[me % plan.spill_dirs.len()].path();
+                hybrid.insert(SegmentFileWriter::create(
+                    &dir.join(format!("map-{me}.hybrid")),
+                    plan.writer_options,
+                )?)
+            }
+        };
+        writer.append_records(reducer as u32, RECORD_LEN, buffer.as_bytes())?;
+        let segment = writer.seal_segment()?;
+        Ok(SpilledBuffer {
+            path: writer.path().to_path_buf(),
+            segment,
+            partition: reducer as u32,
+            bytes: buffer.len() as u64,
+        })
+    })?;
+    tracing::debug!(
+        map = me,
+        reducer,
+        bytes = spilled.bytes,
+        "spilled a buffer for a slow reducer"
+    );
+    shared.pool.recycle(buffer);
+    Ok(out.emit_spilled(reducer, spilled)?)
 }
 
 /// What a map puts in exchange buffers for each record.

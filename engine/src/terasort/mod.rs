@@ -96,6 +96,11 @@ pub struct SortConfig {
     pub spill_io: IoEngine,
     /// Compression of spilled blocks.
     pub compression: Compression,
+    /// Out of core, how long a map waits for credit from one reducer before it spills that
+    /// buffer to its own segment file instead (the hybrid exchange); `None` never spills.
+    /// Default 50 ms: long enough that ordinary hiccups never spill, short enough that one
+    /// slow reducer does not hold up the others for long.
+    pub hybrid_wait: Option<std::time::Duration>,
 }
 
 /// Half of the machine's RAM (from `/proc/meminfo`), or 4 GiB when unknown.
@@ -133,6 +138,7 @@ impl SortConfig {
             spill_dirs: Vec::new(),
             spill_io: IoEngine::Auto,
             compression: Compression::Auto,
+            hybrid_wait: Some(std::time::Duration::from_millis(50)),
         }
     }
 }
@@ -175,8 +181,12 @@ pub struct SortReport {
 pub struct IoSummary {
     /// Map phase: input read.
     pub input_read_bytes: u64,
-    /// Map/shuffle phase: sorted runs spilled (raw bytes).
+    /// Map/shuffle phase: sorted runs spilled by reducers plus buffers spilled by maps for
+    /// busy reducers (raw bytes).
     pub spill_written_bytes: u64,
+    /// The part of `spill_written_bytes` that maps spilled (hybrid exchange); these bytes are
+    /// written and read once more than the others.
+    pub hybrid_spilled_bytes: u64,
     /// Merge phase: runs read back (raw bytes).
     pub spill_read_bytes: u64,
     /// Sink: output written.
@@ -195,7 +205,9 @@ impl IoSummary {
         };
         let mut io = IoSummary {
             input_read_bytes: sum("map", |s| s.bytes_in),
-            spill_written_bytes: sum("sort", |s| s.spill_written_bytes),
+            spill_written_bytes: sum("sort", |s| s.spill_written_bytes)
+                + sum("map", |s| s.spill_written_bytes),
+            hybrid_spilled_bytes: sum("map", |s| s.spill_written_bytes),
             spill_read_bytes: sum("sort", |s| s.spill_read_bytes),
             output_written_bytes: sum("sort", |s| s.bytes_out),
             spilled_runs: sum("sort", |s| s.spilled_runs),
@@ -258,6 +270,8 @@ struct ExternalPlan {
     block_bytes: usize,
     spill_dirs: Vec<JobTempDir>,
     writer_options: WriterOptions,
+    /// How long a map waits for credit before spilling a buffer (hybrid exchange).
+    hybrid_wait: Option<std::time::Duration>,
     /// The fixed buffers' share of the budget, held for the whole job.
     _fixed: Reservation,
 }
@@ -389,6 +403,7 @@ fn external_plan(
         block_bytes: sizes.block_bytes,
         spill_dirs,
         writer_options,
+        hybrid_wait: config.hybrid_wait,
         _fixed: fixed,
     };
     Ok((plan, sizes))
@@ -529,12 +544,11 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
             }
         },
     );
-    graph.connect(
-        map,
-        reduce,
-        ResultPartitionType::Pipelined,
-        config.credits_per_channel,
-    );
+    let exchange = match (&shared.external, config.hybrid_wait) {
+        (Some(_), Some(_)) => ResultPartitionType::Hybrid,
+        _ => ResultPartitionType::Pipelined,
+    };
+    graph.connect(map, reduce, exchange, config.credits_per_channel);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(

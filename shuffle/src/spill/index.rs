@@ -80,7 +80,7 @@ pub struct PartitionEntry {
 /// One sealed segment: a 4 KiB-aligned byte range of the file, blocks clustered by partition.
 ///
 /// Partitions appear in ascending order and only when they hold at least one block.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SegmentIndex {
     /// Ordinal of the segment in its file (0, 1, ...).
     pub segment: u32,
