@@ -50,9 +50,15 @@ fn records(start: u128, count: u64) -> Vec<u8> {
     })
 }
 
-/// Checks that `message` names `path`, is lowercase-first and has no trailing period.
+/// Checks that the error chain (as the CLI prints it, `{:#}`) names `path` and `needle`, is
+/// lowercase-first and has no trailing period.
 fn check_message(err: &ValidateError, path: &Path, needle: &str) {
-    let message = err.to_string();
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
     assert!(message.contains(&path.display().to_string()), "{message}");
     assert!(message.contains(needle), "{message}");
     assert!(!message.ends_with('.'), "{message}");
