@@ -53,7 +53,7 @@ pub enum EngineError {
     #[error(transparent)]
     Shuffle(#[from] ShuffleError),
     #[error(transparent)]
-    Spill(shuffle::spill::SpillError),
+    Spill(#[from] shuffle::spill::SpillError),
     #[error("integrity check failed: {what}; this is a bug, please report it")]
     Integrity { what: String },
     #[error("internal error: {what}; this is a bug, please report it")]

@@ -18,9 +18,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use shuffle::spill::{
-    PartitionBlocks, SegmentFileReader, SegmentFileWriter, SegmentIndex, SpillError,
-};
+use shuffle::spill::{PartitionBlocks, SegmentFileReader, SegmentFileWriter, SegmentIndex};
 use shuffle::Received;
 
 use super::merge::{merge_key, LoserTree, EXHAUSTED};
@@ -280,12 +278,6 @@ fn merge_runs(
         );
     }
     Ok(read_bytes)
-}
-
-impl From<SpillError> for EngineError {
-    fn from(error: SpillError) -> Self {
-        EngineError::Spill(error)
-    }
 }
 
 impl Invokable for ExternalReduceTask {
