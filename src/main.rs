@@ -248,6 +248,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    engine::memory::cap_allocator_arenas(2);
     let cli = Cli::parse();
     remove_temp_files_on_interrupt();
     let result = match cli.command {

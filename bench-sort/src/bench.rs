@@ -31,7 +31,8 @@
 //!    fail if not. Generate the input and fsync it (it is not warmed: it may not fit the
 //!    page cache, and what the previous step left cached of it is not controlled).
 //! 2. `runs` times, and in each run every [`OOC_VARIANTS`] entry in turn (default, pwrite
-//!    spills, no compression, lz4 always):
+//!    spills, no compression, lz4 always; run `r` starts with variant `r`, so with 4 runs
+//!    each variant goes first once, right after the generation's writes):
 //!    - the **two-pass floor**: [`engine::floor::two_pass_floor`] writes the input to segment
 //!      files and reads them back into the output with the variant's spill engine and
 //!      compression (write + read + write + read of the same bytes, durable);
@@ -50,6 +51,7 @@
 //! <dir>/bench-timeline-<size>-ooc-<variant>.json  the same for out-of-core variants
 //! <dir>/run-<pid>/                           inputs and outputs of one bench (a WorkDir)
 //! <dir>/run-<pid>/spill/                     spill folder of the out-of-core sorts and floors
+//! <dir>/run-<pid>/millrace                   the binary every sort runs, copied at the start
 //! ```
 //!
 //! Timelines are written inside `run-<pid>/` and moved out only when the whole bench succeeds.
@@ -373,7 +375,8 @@ pub fn parse_record_counts(inputs: &[String]) -> Result<Vec<u64>, BenchError> {
 pub struct BenchReport {
     /// The machine the numbers come from.
     pub machine: Machine,
-    /// `git describe`-style commit of the working directory, `+dirty` when it has changes.
+    /// `git describe`-style commit of the working directory when the bench started, `+dirty`
+    /// when it had changes.
     pub commit: Option<String>,
     /// Seconds since the Unix epoch when the bench ended.
     pub unix_time_s: u64,
@@ -594,7 +597,12 @@ pub struct ChildReport {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChildIo {
     pub input_read_bytes: u64,
+    /// Runs spilled by reducers plus buffers spilled by maps for busy reducers.
     pub spill_written_bytes: u64,
+    /// The part of `spill_written_bytes` that maps spilled (hybrid exchange); absent in
+    /// reports of older builds.
+    #[serde(default)]
+    pub hybrid_spilled_bytes: u64,
     pub spill_read_bytes: u64,
     pub output_written_bytes: u64,
     pub spilled_runs: u64,
@@ -897,8 +905,8 @@ impl OutOfCoreReport {
                 v.io.spilled_runs,
             );
         }
-        out += "\n| variant | sample s | map s | shuffle s | sort+write s | commit s | floor pass 1 s | floor pass 2 s | input read GB | output written GB | floor spill on disk GB |\n";
-        out += "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+        out += "\n| variant | sample s | map s | shuffle s | sort+write s | commit s | floor pass 1 s | floor pass 2 s | input read GB | map-spilled GB | output written GB | floor spill on disk GB |\n";
+        out += "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
         for v in &self.variants {
             let phase = |name: &str| {
                 v.phases_s
@@ -911,7 +919,7 @@ impl OutOfCoreReport {
                 .last()
                 .map_or("—".to_owned(), |f| gb(f.spill_file_bytes));
             out += &format!(
-                "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {on_disk} |\n",
+                "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {on_disk} |\n",
                 v.variant,
                 phase("sample"),
                 phase("map"),
@@ -921,6 +929,7 @@ impl OutOfCoreReport {
                 v.floor_pass1_s,
                 v.floor_pass2_s,
                 gb(v.io.input_read_bytes),
+                gb(v.io.hybrid_spilled_bytes),
                 gb(v.io.output_written_bytes),
             );
         }
@@ -947,6 +956,8 @@ impl OutOfCoreReport {
                 the variant's spill engine and compression (write + read + write + read, durable); \
                 sort s = the job's wall time; phases overlap (map and shuffle run together); \
                 reads/writes per byte, spill bytes (raw) and runs as the job counts them; \
+                map-spilled = buffers maps spilled for busy reducers (hybrid exchange, part of \
+                spill written); \
                 ⚠ = peak RSS more than 15% above the budget\n";
         out
     }
@@ -1071,7 +1082,21 @@ fn remove(path: &Path) -> Result<(), BenchError> {
 /// step.
 pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport, BenchError> {
     config.check()?;
+    // Now, with the binary: a long bench may outlive the commit it measures.
+    let commit = git_commit();
     let mut work = WorkDir::create(&config.dir)?;
+    // Every sort runs this copy: a build that replaces the binary while the bench runs (a
+    // shared target folder) would otherwise mix two versions in one report.
+    let exe = work.file("millrace");
+    fs::copy(&config.millrace_exe, &exe).map_err(|source| BenchError::Io {
+        op: "copy the millrace binary to",
+        path: exe.clone(),
+        source,
+    })?;
+    let config = &BenchConfig {
+        millrace_exe: exe,
+        ..config.clone()
+    };
     if let Some(ooc) = &config.out_of_core {
         // Fail before spending minutes on the other cases.
         check_free_space(&work.path, ooc)?;
@@ -1110,7 +1135,7 @@ pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport,
     };
     let report = BenchReport {
         machine: Machine::detect(&config.dir),
-        commit: git_commit(),
+        commit,
         unix_time_s: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
@@ -1321,7 +1346,8 @@ fn run_out_of_core(
     let mut floors: Vec<Vec<FloorRun>> = vec![Vec::new(); OOC_VARIANTS.len()];
     let mut sorts: Vec<Vec<SortRun>> = vec![Vec::new(); OOC_VARIANTS.len()];
     for run in 1..=config.runs {
-        for (i, variant) in OOC_VARIANTS.iter().enumerate() {
+        for i in rotated(OOC_VARIANTS.len(), run - 1) {
+            let variant = &OOC_VARIANTS[i];
             let name = variant.name;
             let out = work.file(&format!("{stem}.floor.out"));
             let floor = engine::floor::two_pass_floor(
@@ -1439,6 +1465,12 @@ fn run_out_of_core(
         comparisons: comparisons(&variants),
         variants,
     })
+}
+
+/// `0..n` starting at `by % n`: run `r` starts with variant `r`, so that over `n` runs each
+/// variant goes first once (the first after generating measured up to 20% slower).
+fn rotated(n: usize, by: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |k| (k + by) % n)
 }
 
 /// Medians and maxima of one variant's runs (at least one of each).
@@ -2118,6 +2150,15 @@ mod tests {
     }
 
     #[test]
+    fn variant_order_rotates_per_run() {
+        let order = |by| rotated(4, by).collect::<Vec<_>>();
+        assert_eq!(order(0), [0, 1, 2, 3]);
+        assert_eq!(order(1), [1, 2, 3, 0]);
+        assert_eq!(order(3), [3, 0, 1, 2]);
+        assert_eq!(order(4), order(0));
+    }
+
+    #[test]
     fn variants_give_the_sort_flags() {
         let flags: Vec<String> = OOC_VARIANTS
             .iter()
@@ -2188,6 +2229,7 @@ mod tests {
         assert_eq!(report.memory_budget_bytes, Some(64 << 20));
         let io = report.io.unwrap();
         assert_eq!((io.spilled_runs, io.reads_per_byte), (17, 2.0));
+        assert_eq!(io.hybrid_spilled_bytes, 0, "absent in older reports");
         let old = ChildReport::parse(CHILD_JSON.as_bytes()).unwrap();
         assert_eq!((old.plan, old.io), (None, None));
     }
@@ -2226,6 +2268,7 @@ mod tests {
             io: Some(ChildIo {
                 input_read_bytes: 16_000_000_000,
                 spill_written_bytes: 16_000_000_000,
+                hybrid_spilled_bytes: 250_000_000,
                 spill_read_bytes: 16_000_000_000,
                 output_written_bytes: 16_000_000_000,
                 spilled_runs: 36,
@@ -2338,7 +2381,7 @@ mod tests {
         assert!(rows[4].contains("| 1.20 ✓ |"), "{}", rows[4]);
         assert!(
             rows[8].starts_with(
-                "| default | — | 45.00 | — | 45.00 | — | 32.00 | 48.00 | 16.00 | 16.00 | 9.00 |"
+                "| default | — | 45.00 | — | 45.00 | — | 32.00 | 48.00 | 16.00 | 0.25 | 16.00 | 9.00 |"
             ),
             "{}",
             rows[8]

@@ -1,7 +1,7 @@
 //! Millrace engine: the runtime that runs dataflow jobs (job graph, scheduler, subtasks) and
 //! the TeraSort job built on it.
 #![deny(unsafe_code)]
-//! **Invariant:** the only `unsafe` is the CPU-feature dispatch in `record/crc32.rs`.
+//! **Invariant:** `unsafe` only in `record/crc32.rs` (CPU-feature dispatch, prefetch), `terasort/input.rs` (mapping the input) and `memory::cap_allocator_arenas` (one `mallopt` call).
 
 pub mod cleanup;
 mod error;

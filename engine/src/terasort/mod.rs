@@ -305,12 +305,13 @@ impl MemoryPlan {
         let read_chunk_bytes = share(m, 64 << 10, config.read_chunk_bytes);
         let write_chunk_bytes =
             share(r * 3, 64 << 10, config.write_chunk_bytes).div_ceil(4096) * 4096;
-        let spill_buffer_bytes = share(r * 3, 64 << 10, 4 << 20).div_ceil(4096) * 4096;
+        let spill_buffer_bytes = share((r + m) * 3, 64 << 10, 4 << 20).div_ceil(4096) * 4096;
         let block_bytes = share(r * external::MAX_FAN_IN as u64 / 4, 16 << 10, 1 << 20);
         let fixed_bytes = (m * r * c + r) * buffer_bytes as u64
             + m * read_chunk_bytes as u64
             + r * 3 * write_chunk_bytes as u64
-            + r * 3 * spill_buffer_bytes as u64
+            // Reducers' run writers, and maps' writers for hybrid spills.
+            + (r + m) * 3 * spill_buffer_bytes as u64
             + r * 2 * block_bytes as u64;
         Self {
             buffer_bytes,
