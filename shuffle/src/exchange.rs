@@ -69,10 +69,12 @@ pub enum Event {
 
 /// A buffer a producer spilled to a sealed segment of its own spill file instead of waiting
 /// for credit; the consumer reads it from there (memory-mapped) when it has room.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct SpilledBuffer {
-    /// The producer's spill file.
+    /// The producer's spill file (named in errors; the name may already be unlinked).
     pub path: std::path::PathBuf,
+    /// An open handle on that file, to read it through.
+    pub file: Arc<std::fs::File>,
     /// The sealed segment that holds the buffer.
     pub segment: crate::spill::SegmentIndex,
     /// The partition (consumer) of the buffer inside the segment.
@@ -80,6 +82,15 @@ pub struct SpilledBuffer {
     /// Raw bytes spilled.
     pub bytes: u64,
 }
+
+impl PartialEq for SpilledBuffer {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.path, &self.segment, self.partition, self.bytes)
+            == (&other.path, &other.segment, other.partition, other.bytes)
+    }
+}
+
+impl Eq for SpilledBuffer {}
 
 /// What a consumer takes off its gate.
 #[derive(Debug)]

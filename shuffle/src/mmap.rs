@@ -15,6 +15,9 @@
 //! its 4 KiB padding), and nothing in Millrace truncates or rewrites a spill file; the reader
 //! maps only sealed segments, after checking the file's size against the index, and the
 //! caller deletes the folder only after dropping its readers.
+//! The engine goes further: it unlinks each spill file right after creating it
+//! ([`crate::spill::SegmentFileWriter::unlink`]) and reads it through the writer's own handle,
+//! so no other process can even open the file to truncate it under a map.
 #![allow(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

@@ -180,6 +180,7 @@ async fn hybrid_gives_the_buffer_back_and_delivers_the_spill_notice() {
     assert_eq!(back.unwrap().as_bytes(), &[2, 2, 2, 2]);
     let notice = SpilledBuffer {
         path: "/spill/map-0.hybrid".into(),
+        file: std::sync::Arc::new(std::fs::File::open("/dev/null").unwrap()),
         segment: Default::default(),
         partition: 0,
         bytes: 4,

@@ -30,6 +30,18 @@ use crate::record::{key80, Checksum, RECORD_LEN};
 use crate::task::{spawn_blocking, BoxFuture, Invokable, Span, SubtaskContext, SubtaskReport};
 use crate::EngineError;
 
+/// Creates a spill file and removes its name at once: the file lives on through the
+/// writer's handles, no other process can open, truncate or rewrite it while it is mapped (so
+/// no SIGBUS), and it disappears with the process however the process ends.
+pub(super) fn unlinked_spill_file(
+    path: &std::path::Path,
+    options: shuffle::spill::WriterOptions,
+) -> Result<SegmentFileWriter, EngineError> {
+    let writer = SegmentFileWriter::create(path, options)?;
+    writer.unlink()?;
+    Ok(writer)
+}
+
 /// Most runs merged at once; more are merged in groups first.
 pub const MAX_FAN_IN: usize = 64;
 
@@ -308,7 +320,7 @@ impl Invokable for ExternalReduceTask {
                 .path()
                 .join(format!("sort-{me}.runs"));
             let spiller = Some(Spiller {
-                writer: SegmentFileWriter::create(&spill_path, plan.writer_options)?,
+                writer: unlinked_spill_file(&spill_path, plan.writer_options)?,
                 runs: Vec::new(),
                 block_bytes: plan.block_bytes,
                 written_bytes: 0,
@@ -333,8 +345,14 @@ impl Invokable for ExternalReduceTask {
                     }
                     Received::Spilled(spilled) => {
                         // A map spilled this buffer while we were busy: read it back, zero-copy.
-                        let reader = SegmentFileReader::with_segments(
+                        let file = spilled.file.try_clone().map_err(|e| EngineError::Io {
+                            op: "duplicate handle of",
+                            path: spilled.path.clone(),
+                            source: e,
+                        })?;
+                        let reader = SegmentFileReader::from_file(
                             &spilled.path,
+                            file,
                             [spilled.segment.clone()],
                         )?;
                         for block in
@@ -500,14 +518,14 @@ fn merge_all(
     let mut read_bytes = 0;
     while spiller.runs.len() > fan_in {
         let group: Vec<SegmentIndex> = spiller.runs.drain(..fan_in).collect();
-        let reader = SegmentFileReader::with_segments(spiller.writer.path(), group.clone())?;
+        let reader = spiller.writer.reader(group.clone())?;
         let mut run = spiller.run_writer();
         read_bytes += merge_runs(&reader, &group, read_ahead_bytes, |record| run.push(record))?;
         // The merged run goes last, so ties keep arrival order only approximately; keys are
         // still in order, which is all a sort promises.
         run.seal()?;
     }
-    let reader = SegmentFileReader::with_segments(spiller.writer.path(), spiller.runs.clone())?;
+    let reader = spiller.writer.reader(spiller.runs.clone())?;
     read_bytes += merge_runs(&reader, &spiller.runs, read_ahead_bytes, &mut emit)?;
     Ok(read_bytes)
 }
@@ -573,6 +591,34 @@ mod tests {
         expected.sort_by_key(|r| key80(r));
         let got: Vec<u128> = out.chunks_exact(RECORD_LEN).map(key80).collect();
         assert_eq!(got, expected.iter().map(|r| key80(r)).collect::<Vec<_>>());
+        assert_eq!(
+            Checksum::of_records(&out),
+            Checksum::of_records(&runs.concat())
+        );
+    }
+
+    /// Spill files have no name while in use (nothing else can cut them short under a map),
+    /// yet merge normally through the writer's handle.
+    #[test]
+    fn unlinked_spill_files_are_invisible_and_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = MemoryBudget::new(1 << 30);
+        let mut spiller = Spiller {
+            writer: unlinked_spill_file(&dir.path().join("runs"), WriterOptions::default())
+                .unwrap(),
+            runs: Vec::new(),
+            block_bytes: 4000,
+            written_bytes: 0,
+            runs_written: 0,
+        };
+        let runs = [records(5, 200), records(6, 300)];
+        for run in &runs {
+            let mut arena = Arena::new(&budget, run.len()).unwrap();
+            arena.bytes.extend_from_slice(run);
+            spiller.spill(&arena).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let out = merged(&mut spiller).unwrap();
         assert_eq!(
             Checksum::of_records(&out),
             Checksum::of_records(&runs.concat())

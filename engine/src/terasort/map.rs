@@ -157,7 +157,7 @@ async fn emit(
             Some(writer) => writer,
             None => {
                 let dir = plan.spill_dirs[me % plan.spill_dirs.len()].path();
-                hybrid.insert(SegmentFileWriter::create(
+                hybrid.insert(super::external::unlinked_spill_file(
                     &dir.join(format!("map-{me}.hybrid")),
                     plan.writer_options,
                 )?)
@@ -167,6 +167,7 @@ async fn emit(
         let segment = writer.seal_segment()?;
         Ok(SpilledBuffer {
             path: writer.path().to_path_buf(),
+            file: std::sync::Arc::new(writer.read_handle()?),
             segment,
             partition: reducer as u32,
             bytes: buffer.len() as u64,

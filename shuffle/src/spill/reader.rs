@@ -54,6 +54,16 @@ impl SegmentFileReader {
             offset: 0,
             source: Arc::new(e),
         })?;
+        Self::from_file(path, file, segments)
+    }
+
+    /// Reads `segments` through an open handle (the file may have no name any more); `path`
+    /// only names it in errors.
+    pub fn from_file(
+        path: &Path,
+        file: File,
+        segments: impl IntoIterator<Item = SegmentIndex>,
+    ) -> Result<Self, SpillError> {
         let mut reader = Self {
             path: path.to_path_buf(),
             file,

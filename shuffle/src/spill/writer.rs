@@ -159,6 +159,8 @@ pub struct SegmentFileWriter {
     sealed: Vec<SegmentIndex>,
     stats: WriterStats,
     poisoned: Option<SpillError>,
+    /// A read handle on the file, for readers once the name is gone (see [`Self::unlink`]).
+    read_handle: std::fs::File,
 }
 
 impl SegmentFileWriter {
@@ -197,6 +199,10 @@ impl SegmentFileWriter {
         } else {
             None
         };
+        let read_handle = buffered.try_clone().map_err(|e| SpillError::Create {
+            path: path.to_path_buf(),
+            source: Arc::new(e),
+        })?;
         let queue_depth = options.queue_depth.clamp(1, 4);
         let is_direct = direct.is_some();
         let (backend, engine) = backend(options.io, queue_depth, path, is_direct)?;
@@ -233,12 +239,47 @@ impl SegmentFileWriter {
             sealed: Vec::new(),
             stats: WriterStats::default(),
             poisoned: None,
+            read_handle,
         })
     }
 
     /// The file being written.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Removes the file's name from its folder; the file lives on through this writer's handles
+    /// and readers made by [`Self::reader`], and vanishes when the last one closes.
+    ///
+    /// No other process can then open, truncate or rewrite it — which is what keeps its maps
+    /// safe (no SIGBUS from a file cut short under a mapping) — and a crash leaves nothing.
+    pub fn unlink(&self) -> Result<(), SpillError> {
+        std::fs::remove_file(&self.path).map_err(|e| SpillError::Io {
+            path: self.path.clone(),
+            operation: "unlink",
+            offset: 0,
+            source: Arc::new(e),
+        })
+    }
+
+    /// A reader of `segments` of this file through the writer's own handle (works after
+    /// [`Self::unlink`]).
+    pub fn reader(
+        &self,
+        segments: impl IntoIterator<Item = SegmentIndex>,
+    ) -> Result<super::SegmentFileReader, SpillError> {
+        super::SegmentFileReader::from_file(&self.path, self.read_handle()?, segments)
+    }
+
+    /// A new read handle on this file (works after [`Self::unlink`]), e.g. to hand to a
+    /// consumer in the same process.
+    pub fn read_handle(&self) -> Result<std::fs::File, SpillError> {
+        self.read_handle.try_clone().map_err(|e| SpillError::Io {
+            path: self.path.clone(),
+            operation: "duplicate handle",
+            offset: 0,
+            source: Arc::new(e),
+        })
     }
 
     /// The engine in use ([`IoEngine::Uring`] or [`IoEngine::Pwrite`], never `Auto`).
