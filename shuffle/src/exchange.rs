@@ -330,16 +330,13 @@ impl InputGate {
     /// Taking a buffer returns its credit to the producer at once; what the consumer keeps
     /// afterwards is accounted by the consumer (its memory budget), not by the exchange.
     pub async fn next(&mut self) -> Result<Option<(ChannelIndex, Buffer)>, ShuffleError> {
-        while self.open_channels > 0 {
-            let Some((channel, event)) = self.queue.recv().await else {
-                let producer = self.ended.iter().position(|ended| !ended).unwrap_or(0);
-                return Err(ShuffleError::ProducerLost { producer });
-            };
-            if let Some(buffer) = self.on_event(channel, event)? {
-                return Ok(Some((channel, buffer)));
-            }
+        match self.next_received().await? {
+            None => Ok(None),
+            Some((channel, Received::Buffer(buffer))) => Ok(Some((channel, buffer))),
+            Some((channel, Received::Spilled(_))) => Err(ShuffleError::UnexpectedSpill {
+                producer: channel.0,
+            }),
         }
-        Ok(None)
     }
 
     /// The next buffer or spilled-buffer notice from any channel, or `None` once every channel
