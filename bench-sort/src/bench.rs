@@ -594,21 +594,7 @@ pub struct ChildReport {
 }
 
 /// `io` of `millrace sort --json`: bytes each phase read and wrote.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ChildIo {
-    pub input_read_bytes: u64,
-    /// Runs spilled by reducers plus buffers spilled by maps for busy reducers.
-    pub spill_written_bytes: u64,
-    /// The part of `spill_written_bytes` that maps spilled (hybrid exchange); absent in
-    /// reports of older builds.
-    #[serde(default)]
-    pub hybrid_spilled_bytes: u64,
-    pub spill_read_bytes: u64,
-    pub output_written_bytes: u64,
-    pub spilled_runs: u64,
-    pub reads_per_byte: f64,
-    pub writes_per_byte: f64,
-}
+pub type ChildIo = engine::terasort::IoSummary;
 
 impl ChildReport {
     /// Parses the JSON printed by `millrace sort --json`.

@@ -5,8 +5,9 @@
 //! the job's tokio runtime, and returns a [`SubtaskReport`] for the timeline.
 //!
 //! **Rule:** a subtask may run CPU work inline for at most one buffer at a time (a few MiB,
-//! around a millisecond) between awaits; anything longer (sorting a whole partition) goes to
-//! the rayon pool through [`spawn_cpu`], so exchanges keep moving.
+//! around a millisecond) between awaits; anything longer (sorting and writing a whole
+//! partition) goes to a blocking thread through [`spawn_blocking`], which hands the sorting
+//! itself to the rayon pool, so exchanges keep moving.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -110,20 +111,4 @@ where
         .map_err(|e| EngineError::Internal {
             what: format!("a blocking task failed: {e}"),
         })
-}
-
-/// Runs a CPU-heavy closure on the rayon pool and awaits its result without blocking the
-/// async runtime.
-pub async fn spawn_cpu<T, F>(work: F) -> Result<T, EngineError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    rayon::spawn(move || {
-        let _ = tx.send(work());
-    });
-    rx.await.map_err(|_| EngineError::Internal {
-        what: "a CPU task panicked".into(),
-    })
 }

@@ -265,13 +265,7 @@ impl ResultPartition {
                 self.metrics.backpressure_ns += waited.elapsed().as_nanos() as u64;
             }
         }
-        self.metrics.buffers += 1;
-        self.metrics.bytes += buffer.len() as u64;
-        sub.queue
-            .send((ChannelIndex(sub.producer), Event::Buffer(buffer)))
-            .map_err(|_| ShuffleError::ConsumerGone {
-                consumer: sub.consumer,
-            })
+        self.send_buffer(subpartition, buffer)
     }
 
     /// Sends end-of-partition on every subpartition.

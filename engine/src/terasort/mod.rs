@@ -176,8 +176,9 @@ pub struct SortReport {
     pub timeline: Timeline,
 }
 
-/// Bytes each phase read and wrote, and what that makes per input byte.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+/// Bytes each phase read and wrote, and what that makes per input byte (also read back from
+/// `millrace sort --json` by the benchmark).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct IoSummary {
     /// Map phase: input read.
     pub input_read_bytes: u64,
@@ -186,6 +187,7 @@ pub struct IoSummary {
     pub spill_written_bytes: u64,
     /// The part of `spill_written_bytes` that maps spilled (hybrid exchange); these bytes are
     /// written and read once more than the others.
+    #[serde(default)]
     pub hybrid_spilled_bytes: u64,
     /// Merge phase: runs read back (raw bytes).
     pub spill_read_bytes: u64,
