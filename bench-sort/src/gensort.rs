@@ -34,7 +34,8 @@
 //!
 //! # Parallel generation
 //!
-//! Records are independent, so [`generate_to_file`] cuts the run into blocks of
+//! Records are independent, so [`generate_to_writer`] (and [`generate_to_file`] through it)
+//! cuts the run into blocks of
 //! [`BLOCK_RECORDS`] and generates a *wave* of blocks in parallel with rayon (each block starts
 //! with its own skip-ahead) while a writer thread writes the previous wave. At most
 //! [`WAVE_BUFFERS`] waves exist at a time, so memory stays at a few tens of MB whatever the
@@ -162,9 +163,10 @@ pub enum GenError {
 }
 
 impl GenError {
-    /// Whether the error comes from the user's input (a bad flag) rather than from I/O.
-    /// The same error naming `shown` instead of the file that was written (for callers that
-    /// write to a temp file and rename it).
+    /// The same error naming `shown` instead of the output it names now: the file that was
+    /// written (for callers that write to a temp file and rename it), or
+    /// [`STREAM_NAME`] (for [`generate_to_writer`] callers that know what the writer is, e.g.
+    /// `Path::new("standard output")`).
     pub fn for_path(self, shown: &Path) -> Self {
         match self {
             Self::Create { source, .. } => Self::Create {
@@ -188,8 +190,15 @@ impl GenError {
         }
     }
 
+    /// Whether the error comes from the user's input (a bad flag) rather than from I/O.
     pub fn is_bad_input(&self) -> bool {
         matches!(self, GenError::InvalidRecordCount { .. })
+    }
+
+    /// Whether writing failed because the reader of a pipe went away (`EPIPE`), as in
+    /// `millrace gen 1G - | head -c 100`: a normal end for a command writing to a pipe.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, GenError::Write { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
     }
 }
 
@@ -520,13 +529,16 @@ pub fn checksum_of(spec: &GenSpec) -> Checksum {
     generate_waves(spec, &mut sink)
 }
 
+/// What errors of [`generate_to_writer`] name as the output until the caller renames it with
+/// [`GenError::for_path`].
+pub const STREAM_NAME: &str = "the output stream";
+
 /// Generates `spec` into `path` (created or truncated) and returns the checksum, like
 /// `gensort -c`.
 ///
-/// Blocks are generated in parallel on the rayon pool and written in order by a writer thread.
-/// `progress` receives the total bytes written so far, from the writer thread, after each wave.
-/// If `path` is exactly `/dev/null`, nothing is opened or written but the checksum is still
-/// computed (gensort does the same); `progress` then reports bytes generated.
+/// The file is written by [`generate_to_writer`]; errors name `path`. If `path` is exactly
+/// `/dev/null`, nothing is opened or written but the checksum is still computed (gensort does
+/// the same); `progress` then reports bytes generated.
 ///
 /// The file is not synced; atomic replacement and durability are the caller's business.
 pub fn generate_to_file(
@@ -542,39 +554,69 @@ pub fn generate_to_file(
         };
         return Ok(generate_waves(spec, &mut sink));
     }
-
-    let mut file = File::create(path).map_err(|source| GenError::Create {
+    let file = File::create(path).map_err(|source| GenError::Create {
         path: path.to_path_buf(),
         source,
     })?;
+    generate_to_writer(spec, file, progress).map_err(|error| error.for_path(path))
+}
+
+/// Generates `spec` into `writer`, in record order, and returns the checksum, like
+/// `gensort -c`. This is the one write loop: [`generate_to_file`] calls it with the file.
+///
+/// Blocks are generated in parallel on the rayon pool and written by a writer thread that owns
+/// `writer` (hence `Send`; pass `std::io::stdout()`, not a `StdoutLock`), at most
+/// [`WAVE_BUFFERS`] waves in memory. `writer` is flushed at the end and dropped before this
+/// returns. `progress` receives the total bytes written so far, from the writer thread, after
+/// each wave.
+///
+/// # Errors
+///
+/// The first write or flush error stops generation. `ENOSPC` is [`GenError::DiskFull`]; any
+/// other error, including a closed pipe (`io::ErrorKind::BrokenPipe`, see
+/// [`GenError::is_broken_pipe`]), is [`GenError::Write`] with the `io::Error` as its source.
+/// Errors name the output [`STREAM_NAME`]; callers rename it with [`GenError::for_path`].
+pub fn generate_to_writer<W: Write + Send>(
+    spec: &GenSpec,
+    mut writer: W,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Checksum, GenError> {
+    let stream = Path::new(STREAM_NAME);
+    let write_error = |source: io::Error, written_bytes: u64| {
+        if is_disk_full(&source) {
+            GenError::DiskFull {
+                path: stream.to_path_buf(),
+                written_bytes,
+                source,
+            }
+        } else {
+            GenError::Write {
+                path: stream.to_path_buf(),
+                source,
+            }
+        }
+    };
     // Capacity 1: one wave may wait for the writer while the next is being generated.
     let (to_writer, waves) = mpsc::sync_channel::<Vec<u8>>(1);
     let (to_generator, free) = mpsc::channel::<Vec<u8>>();
 
     std::thread::scope(|scope| {
+        // On error the thread returns, dropping the channel ends, which stops the generator at
+        // its next wave.
         let writer = scope.spawn(move || -> Result<(), GenError> {
             let mut written_bytes = 0u64;
             for wave in waves {
-                file.write_all(&wave).map_err(|source| {
-                    if is_disk_full(&source) {
-                        GenError::DiskFull {
-                            path: path.to_path_buf(),
-                            written_bytes,
-                            source,
-                        }
-                    } else {
-                        GenError::Write {
-                            path: path.to_path_buf(),
-                            source,
-                        }
-                    }
-                })?;
+                writer
+                    .write_all(&wave)
+                    .map_err(|source| write_error(source, written_bytes))?;
                 written_bytes += wave.len() as u64;
                 progress(written_bytes);
                 // The generator may already be done and gone; then the buffer is just freed.
                 let _ = to_generator.send(wave);
             }
-            Ok(())
+            writer
+                .flush()
+                .map_err(|source| write_error(source, written_bytes))
         });
 
         let mut sink = ChannelSink {

@@ -1,7 +1,9 @@
-//! `generate_to_file`: bytes and checksum on disk, progress reports, `/dev/null`, and errors.
+//! `generate_to_file` and `generate_to_writer`: bytes and checksum on disk and in a stream,
+//! progress reports, `/dev/null`, and errors (including a closed pipe).
 
 mod common;
 
+use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -114,7 +116,147 @@ fn every_mode_writes_what_generate_block_makes() {
             engine::record::Checksum::of_records(&written),
             "{spec:?}"
         );
+
+        // The same run into a stream writes the same bytes, and reports progress the same way.
+        let mut streamed = Vec::new();
+        let reported = Mutex::new(Vec::new());
+        let stream_checksum = gensort::generate_to_writer(&spec, &mut streamed, &|bytes| {
+            reported.lock().expect("lock").push(bytes)
+        })
+        .expect("generate to a Vec");
+        assert!(streamed == written, "{spec:?}: stream differs from file");
+        assert_eq!(stream_checksum, checksum, "{spec:?}");
+        let reported = reported.into_inner().expect("lock");
+        assert!(reported.windows(2).all(|w| w[0] < w[1]), "{reported:?}");
+        assert_eq!(reported.last(), Some(&(written.len() as u64)));
     }
+}
+
+/// A writer that accepts `limit` bytes, then fails every write with `error`; it counts what it
+/// accepted.
+struct FailAfter {
+    limit: usize,
+    accepted: usize,
+    error: fn() -> io::Error,
+}
+
+impl Write for FailAfter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = self.limit - self.accepted;
+        if room == 0 {
+            return Err((self.error)());
+        }
+        let n = room.min(buf.len());
+        self.accepted += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `millrace gen 1G - | head -c 100`: the reader goes away; generation stops with an error
+/// whose source is the `BrokenPipe` `io::Error`, without a panic or a hang.
+#[test]
+fn broken_pipe_stops_generation_with_the_io_error() {
+    let reported = Mutex::new(Vec::new());
+    let mut writer = FailAfter {
+        limit: 12_345,
+        accepted: 0,
+        error: || io::ErrorKind::BrokenPipe.into(),
+    };
+    // 100 GB if it ran to the end.
+    let err = gensort::generate_to_writer(&binary(1_000_000_000), &mut writer, &|bytes| {
+        reported.lock().expect("lock").push(bytes)
+    })
+    .expect_err("broken pipe");
+    assert!(err.is_broken_pipe(), "{err:?}");
+    assert!(!err.is_bad_input());
+    assert!(matches!(err, GenError::Write { .. }), "{err:?}");
+    let mut kinds = Vec::new();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<io::Error>() {
+            kinds.push(io.kind());
+        }
+        source = cause.source();
+    }
+    assert_eq!(kinds, [io::ErrorKind::BrokenPipe]);
+    assert_eq!(writer.accepted, 12_345);
+    assert!(reported.into_inner().expect("lock").is_empty());
+
+    // Errors name the stream until the caller names it.
+    assert_eq!(err.to_string(), "cannot write the output stream");
+    let err = err.for_path(Path::new("standard output"));
+    assert_eq!(err.to_string(), "cannot write standard output");
+    assert!(err.is_broken_pipe());
+}
+
+/// The same through a real pipe whose reader takes 100 bytes and closes, like `head -c 100`
+/// (Rust ignores SIGPIPE, so the write fails with EPIPE instead of killing the process).
+#[test]
+fn closed_pipe_is_a_broken_pipe_error() {
+    let (mut reader, writer) = io::pipe().expect("pipe");
+    let head = std::thread::spawn(move || {
+        let mut first = [0u8; 100];
+        io::Read::read_exact(&mut reader, &mut first).expect("first record");
+        first
+        // Dropping `reader` closes the pipe.
+    });
+    let spec = binary(1_000_000_000);
+    let err = gensort::generate_to_writer(&spec, writer, &|_| {}).expect_err("closed pipe");
+    assert!(err.is_broken_pipe(), "{err:?}");
+    let first = head.join().expect("reader thread");
+    let mut expected = [0u8; 100];
+    gensort::generate_block(&spec, 0, 1, &mut expected);
+    assert_eq!(first, expected);
+}
+
+/// ENOSPC from a writer is still `DiskFull`, with the bytes written before it.
+#[test]
+fn full_writer_is_disk_full() {
+    let mut writer = FailAfter {
+        limit: 20_000_000,
+        accepted: 0,
+        error: || io::Error::from_raw_os_error(libc::ENOSPC),
+    };
+    let err =
+        gensort::generate_to_writer(&binary(1_000_000), &mut writer, &|_| {}).expect_err("ENOSPC");
+    let GenError::DiskFull { written_bytes, .. } = &err else {
+        panic!("{err:?}");
+    };
+    // Whole waves were written before the failing one.
+    assert!(*written_bytes <= 20_000_000, "{written_bytes}");
+    assert_eq!(*written_bytes % 1_000_000, 0, "{written_bytes}");
+    assert!(!err.is_broken_pipe());
+    let message = err.for_path(Path::new("standard output")).to_string();
+    assert!(
+        message.starts_with("cannot write standard output: the disk is full"),
+        "{message}"
+    );
+}
+
+/// A failing flush at the end is a write error too.
+#[test]
+fn flush_error_is_reported() {
+    struct FailingFlush(Vec<u8>);
+    impl Write for FailingFlush {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+    }
+    let mut writer = FailingFlush(Vec::new());
+    let err = gensort::generate_to_writer(&binary(10), &mut writer, &|_| {}).expect_err("flush");
+    assert!(err.is_broken_pipe(), "{err:?}");
+    assert_eq!(
+        writer.0.len(),
+        1000,
+        "every record was written before the flush"
+    );
 }
 
 #[test]

@@ -194,6 +194,38 @@ fn every_stored_dat_file_is_regenerated_byte_for_byte() {
     assert_eq!(unsorted, STORED.len(), "every recorded file is stored");
 }
 
+/// `generate_to_writer` (the write loop behind `millrace gen … -` and `generate_to_file`)
+/// streams the recorded bytes, and the stored files byte for byte when they are present.
+#[test]
+fn streamed_vectors_match_recorded_hashes_and_stored_files() {
+    let dir = testdata();
+    for stored in &STORED {
+        let spec = spec_of(stored);
+        let mut streamed = Vec::new();
+        let checksum =
+            gensort::generate_to_writer(&spec, &mut streamed, &|_| {}).expect("write to a Vec");
+        assert_eq!(
+            sha256_hex(&streamed),
+            stored.sha256,
+            "{}: sha256",
+            stored.name
+        );
+        assert_eq!(
+            checksum.sum_hex(),
+            stored.checksum,
+            "{}: checksum",
+            stored.name
+        );
+        if let Some(dir) = &dir {
+            assert!(
+                streamed == common::read(dir, stored.name),
+                "{} differs from the streamed bytes",
+                stored.name
+            );
+        }
+    }
+}
+
 #[test]
 fn partitioned_generation_concatenates_to_the_whole() {
     for stored in &STORED {
