@@ -22,6 +22,12 @@
 //! of chunks in parallel with rayon, each read with one positioned read, and combines the
 //! results in input order. Memory is one chunk buffer per chunk of a wave.
 //!
+//! A stream (a pipe, standard input, a FIFO, a `/proc` file whose size says 0) cannot be cut
+//! ahead of time: [`validate_reader`] reads it sequentially in [`CHUNK_BYTES`] chunks and
+//! summarizes each chunk on the rayon pool while it reads the next, combining the summaries
+//! in order the same way, so the result is identical to [`validate_path`] on the same bytes.
+//! [`validate_path`] hands such inputs to [`validate_reader`].
+//!
 //! # Summary file layout (valsort `-o`, 280 bytes, no header)
 //!
 //! ```text
@@ -105,16 +111,16 @@ pub enum ValidateError {
     },
     /// A file's length is not a whole number of records.
     #[error(
-        "partial record found at end of {}: the file is {len_bytes} bytes, not a multiple of \
-         100, so the record at byte offset {offset} is incomplete",
+        "partial record found at end of {}: it is {len_bytes} bytes, not a multiple of 100, \
+         so the record at byte offset {offset} is incomplete",
         path.display()
     )]
     PartialRecord {
-        /// The file.
+        /// The file (or the name given to [`validate_reader`]).
         path: PathBuf,
         /// Byte offset where the partial record starts.
         offset: u64,
-        /// The file length.
+        /// The file (or stream) length.
         len_bytes: u64,
     },
     /// No records (or no summaries) at all.
@@ -377,14 +383,13 @@ struct Chunk {
     len_bytes: u64,
 }
 
-/// The files that make up `path`: the file itself, or a folder's regular, non-hidden files in
-/// file-name order.
-fn list_parts(path: &Path) -> Result<Vec<Part>, ValidateError> {
+/// The files that make up `path`, whose metadata is `metadata`: the file itself, or a
+/// folder's regular, non-hidden files in file-name order.
+fn list_parts(path: &Path, metadata: &fs::Metadata) -> Result<Vec<Part>, ValidateError> {
     let open_error = |path: &Path, source| ValidateError::Open {
         path: path.to_path_buf(),
         source,
     };
-    let metadata = fs::metadata(path).map_err(|source| open_error(path, source))?;
     let mut parts = Vec::new();
     if metadata.is_dir() {
         let list_error = |source| ValidateError::ListFolder {
@@ -465,11 +470,28 @@ fn summarize_chunk(
 ///
 /// Chunks are summarized in parallel on the rayon pool; `progress` gets the total bytes
 /// validated so far after each wave, from the calling thread.
+///
+/// Anything else that can be opened, and a regular file whose size says 0, is read as a stream
+/// with [`validate_reader`]: a FIFO, `/dev/stdin` on a pipe or terminal, a `/proc` file (whose
+/// size is 0 although it has bytes). A really empty file gives the same
+/// [`ValidateError::Empty`] either way.
 pub fn validate_path(
     path: &Path,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Summary, ValidateError> {
-    let parts = list_parts(path)?;
+    let open_error = |source| ValidateError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let metadata = fs::metadata(path).map_err(open_error)?;
+    // Folders and non-empty regular files have sizes to cut into chunks; anything else is a
+    // stream.
+    let sized = metadata.is_dir() || (metadata.is_file() && metadata.len() > 0);
+    if !sized {
+        let file = File::open(path).map_err(open_error)?;
+        return validate_reader(file, path, progress);
+    }
+    let parts = list_parts(path, &metadata)?;
     let chunks: Vec<Chunk> = parts
         .iter()
         .enumerate()
@@ -524,6 +546,109 @@ pub fn validate_path(
     total.ok_or_else(|| ValidateError::Empty {
         path: path.to_path_buf(),
     })
+}
+
+/// Validates the records read from `reader` until its end, like valsort on a pipe; `shown`
+/// names the input in errors (a path, or e.g. `standard input`).
+///
+/// The stream is read sequentially in [`CHUNK_BYTES`] chunks (each read until full or end of
+/// stream, so short reads from pipes do not matter); each chunk is summarized with
+/// [`summarize`] on the rayon pool while the next is read, and the summaries are combined in
+/// order with [`Summary::combine`], so the result equals [`validate_path`] on the same bytes.
+/// Memory is two chunk buffers. `progress` gets the total bytes validated so far after each
+/// chunk, from the calling thread.
+///
+/// # Errors
+///
+/// [`ValidateError::Read`] (with the byte offset where the failed read started) if reading
+/// fails, [`ValidateError::PartialRecord`] if the stream's length is not a multiple of 100
+/// (after all whole records were read), [`ValidateError::Empty`] if it has no bytes.
+pub fn validate_reader<R: Read>(
+    reader: R,
+    shown: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Summary, ValidateError> {
+    validate_reader_chunked(reader, shown, progress, CHUNK_BYTES as usize)
+}
+
+/// [`validate_reader`] with chunks of `chunk_bytes`, a positive multiple of 100 (tests use small
+/// chunks to cross many chunk boundaries cheaply).
+fn validate_reader_chunked<R: Read>(
+    mut reader: R,
+    shown: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+    chunk_bytes: usize,
+) -> Result<Summary, ValidateError> {
+    assert!(
+        chunk_bytes > 0 && chunk_bytes.is_multiple_of(RECORD_LEN),
+        "chunk size {chunk_bytes} is not a positive multiple of 100; this is a bug"
+    );
+    let mut current = vec![0u8; chunk_bytes];
+    let mut next = Vec::new();
+    let mut len = read_chunk(&mut reader, &mut current, shown, 0)?;
+    let mut done_bytes = 0u64;
+    let mut total: Option<Summary> = None;
+    let mut add = |summary: Summary| match &mut total {
+        None => total = Some(summary),
+        Some(total) => total.combine(&summary),
+    };
+    // A full chunk may be followed by more: summarize it on the pool while reading the next.
+    while len == chunk_bytes {
+        next.resize(chunk_bytes, 0);
+        let offset = done_bytes + len as u64;
+        let mut summary = None;
+        let next_len = rayon::in_place_scope(|scope| {
+            scope.spawn(|_| summary = Some(summarize(&current)));
+            read_chunk(&mut reader, &mut next, shown, offset)
+        })?;
+        add(summary.expect("the scope ran the summary"));
+        done_bytes = offset;
+        progress(done_bytes);
+        std::mem::swap(&mut current, &mut next);
+        len = next_len;
+    }
+    // The last chunk: shorter than a full one, possibly empty.
+    let whole = len - len % RECORD_LEN;
+    if whole != len {
+        return Err(ValidateError::PartialRecord {
+            path: shown.to_path_buf(),
+            offset: done_bytes + whole as u64,
+            len_bytes: done_bytes + len as u64,
+        });
+    }
+    if len > 0 {
+        add(summarize(&current[..len]));
+        progress(done_bytes + len as u64);
+    }
+    total.ok_or_else(|| ValidateError::Empty {
+        path: shown.to_path_buf(),
+    })
+}
+
+/// Reads from `reader` until `buffer` is full or the stream ends, and returns the bytes read.
+/// `offset` is the stream position of `buffer[0]`, for errors.
+fn read_chunk(
+    reader: &mut impl Read,
+    buffer: &mut [u8],
+    shown: &Path,
+    offset: u64,
+) -> Result<usize, ValidateError> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(ValidateError::Read {
+                    path: shown.to_path_buf(),
+                    offset: offset + filled as u64,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(filled)
 }
 
 /// Combines a file of concatenated 280-byte partition summaries in order, like `valsort -s`.
@@ -659,6 +784,138 @@ mod tests {
         let lines = report_lines(&bad);
         assert_eq!(lines[0], "First unordered record is record 1");
         assert_eq!(lines[3], "ERROR - there are 1 unordered records");
+    }
+
+    /// `count` binary gensort records from `start`.
+    fn generated(start: u128, count: usize) -> Vec<u8> {
+        let spec = crate::gensort::GenSpec {
+            format: crate::gensort::Format::Binary,
+            skew: false,
+            start,
+            records: count as u64,
+        };
+        let mut bytes = vec![0u8; count * RECORD_LEN];
+        crate::gensort::generate_block(&spec, 0, count, &mut bytes);
+        bytes
+    }
+
+    /// A reader that returns at most `step` bytes per call and is interrupted before every
+    /// other read, like a slow pipe.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+        interrupt: bool,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.interrupt = !self.interrupt;
+            if self.interrupt {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let n = self.step.min(buf.len()).min(self.bytes.len());
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    fn stream(bytes: &[u8], chunk_bytes: usize) -> Result<Summary, ValidateError> {
+        validate_reader_chunked(bytes, Path::new("stream"), &|_| {}, chunk_bytes)
+    }
+
+    /// Sizes below, at and across chunk boundaries, sorted and unsorted, read whole or in
+    /// 7-byte pieces, give the summary of the whole run.
+    #[test]
+    fn reader_chunks_combine_to_the_whole() {
+        let unsorted = generated(3, 23);
+        let mut sorted: Vec<&[u8]> = unsorted.chunks_exact(RECORD_LEN).collect();
+        sorted.sort_unstable();
+        let sorted = sorted.concat();
+        // Ordered up to record 18, which is smaller than record 17.
+        let mut late = sorted.clone();
+        late[17 * RECORD_LEN..19 * RECORD_LEN].rotate_left(RECORD_LEN);
+        // Runs of three equal keys.
+        let duplicates = records(&(0..23).map(|i| i / 3).collect::<Vec<u128>>());
+        for bytes in [&unsorted, &sorted, &late, &duplicates] {
+            for records in [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 23] {
+                let bytes = &bytes[..records * RECORD_LEN];
+                let expected = summarize(bytes);
+                for chunk_records in [1, 2, 3, 5, 11, 100] {
+                    let chunk_bytes = chunk_records * RECORD_LEN;
+                    let what = format!("{records} records, chunks of {chunk_records}");
+                    assert_eq!(stream(bytes, chunk_bytes).expect(&what), expected, "{what}");
+                    let trickle = Trickle {
+                        bytes,
+                        step: 7,
+                        interrupt: false,
+                    };
+                    let progress = std::sync::Mutex::new(Vec::new());
+                    let summary = validate_reader_chunked(
+                        trickle,
+                        Path::new("stream"),
+                        &|done| progress.lock().expect("lock").push(done),
+                        chunk_bytes,
+                    )
+                    .expect(&what);
+                    assert_eq!(summary, expected, "{what}, 7-byte reads");
+                    let progress = progress.into_inner().expect("lock");
+                    assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
+                    assert_eq!(progress.last(), Some(&(bytes.len() as u64)), "{what}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reader_partial_record_and_empty_stream() {
+        let bytes = generated(0, 7);
+        for chunk_records in [1, 2, 3, 100] {
+            for len in [1, 99, 101, 250, 699] {
+                let err = stream(&bytes[..len], chunk_records * RECORD_LEN).expect_err("partial");
+                let whole = (len - len % RECORD_LEN) as u64;
+                assert!(
+                    matches!(
+                        &err,
+                        ValidateError::PartialRecord { path, offset, len_bytes }
+                            if path == Path::new("stream")
+                                && *offset == whole
+                                && *len_bytes == len as u64
+                    ),
+                    "{len} bytes, chunks of {chunk_records}: {err:?}"
+                );
+            }
+            let err = stream(&[], chunk_records * RECORD_LEN).expect_err("empty");
+            assert!(
+                matches!(&err, ValidateError::Empty { path } if path == Path::new("stream")),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reader_error_names_the_offset() {
+        /// Yields `good` bytes, then fails.
+        struct Failing<'a>(&'a [u8]);
+        impl Read for Failing<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0.is_empty() {
+                    return Err(io::Error::other("device gone"));
+                }
+                let n = buf.len().min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let bytes = generated(0, 5);
+        let err = validate_reader_chunked(Failing(&bytes[..350]), Path::new("s"), &|_| {}, 200)
+            .expect_err("read error");
+        assert!(
+            matches!(&err, ValidateError::Read { offset: 350, .. }),
+            "{err:?}"
+        );
+        assert!(!err.is_bad_input());
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! `validate_path` and `validate_summaries` on inputs built in a temp folder: malformed and
-//! missing inputs, folders of parts, and files large enough to be read in several chunks.
+//! `validate_path`, `validate_reader` and `validate_summaries` on inputs built in a temp
+//! folder: malformed and missing inputs, folders of parts, files large enough to be read in
+//! several chunks, and streams (readers, FIFOs, pipes, `/proc` files, devices).
 
 mod common;
 
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use bench_sort::gensort::{Format, GenSpec};
@@ -220,4 +222,170 @@ fn chunked_parallel_validation_equals_sequential() {
     let progress = progress.into_inner().expect("lock");
     assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
     assert_eq!(progress.last(), Some(&(bytes.len() as u64)));
+
+    // The same bytes as a stream, whole or in 7-byte reads, cross the same chunk boundaries.
+    assert_eq!(stream(&bytes[..]).expect("stream"), expected);
+    assert_eq!(stream(Trickle(&bytes, 7)).expect("7-byte reads"), expected);
+}
+
+/// What `validate_reader` says about `reader`, shown as `stream`.
+fn stream(reader: impl Read) -> Result<valsort::Summary, ValidateError> {
+    valsort::validate_reader(reader, Path::new("stream"), &|_| {})
+}
+
+/// A reader that returns at most `.1` bytes per call, like a pipe.
+struct Trickle<'a>(&'a [u8], usize);
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.1.min(buf.len()).min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+/// Sorted and unsorted files of several sizes: the stream of a file's bytes validates exactly
+/// like the file.
+#[test]
+fn reader_equals_path_on_the_same_bytes() {
+    let fx = Fixture::new();
+    for count in [1, 2, 99, 1000] {
+        let unsorted = records(11, count);
+        let sorted = common::sorted_by_full_record(&unsorted);
+        for (name, bytes) in [("unsorted", &unsorted), ("sorted", &sorted)] {
+            let path = fx.file(&format!("{name}-{count}.dat"), bytes);
+            let expected = validate(&path).expect("file");
+            let file = std::fs::File::open(&path).expect("open");
+            assert_eq!(stream(file).expect("stream"), expected, "{name} {count}");
+            assert_eq!(
+                stream(Trickle(bytes, 7)).expect("7-byte reads"),
+                expected,
+                "{name} {count}"
+            );
+        }
+    }
+}
+
+#[test]
+fn reader_partial_record_and_empty_stream_errors_match_files() {
+    let fx = Fixture::new();
+    let bytes = records(0, 3);
+    let err = stream(Trickle(&bytes[..250], 7)).expect_err("250 bytes");
+    assert!(
+        matches!(&err, ValidateError::PartialRecord { offset: 200, len_bytes: 250, path } if path == Path::new("stream")),
+        "{err:?}"
+    );
+    check_message(&err, Path::new("stream"), "byte offset 200");
+    assert!(err.is_bad_input());
+    let file_err = validate(&fx.file("partial.dat", &bytes[..250])).expect_err("250 bytes");
+    assert!(
+        matches!(
+            &file_err,
+            ValidateError::PartialRecord {
+                offset: 200,
+                len_bytes: 250,
+                ..
+            }
+        ),
+        "{file_err:?}"
+    );
+
+    let err = stream(io::empty()).expect_err("empty");
+    assert!(
+        matches!(&err, ValidateError::Empty { path } if path == Path::new("stream")),
+        "{err:?}"
+    );
+    check_message(
+        &err,
+        Path::new("stream"),
+        "there must be at least one record to be validated",
+    );
+}
+
+/// A FIFO fed by a writer thread validates like the file holding the same bytes.
+#[test]
+fn fifo_validates_like_the_file() {
+    let fx = Fixture::new();
+    let bytes = records(5, 3000);
+    let file = fx.file("records.dat", &bytes);
+    let fifo = fx.path("records.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !matches!(made, Ok(status) if status.success()) {
+        eprintln!("skipping: mkfifo failed: {made:?}");
+        return;
+    }
+    let feed = |fifo: PathBuf, bytes: Vec<u8>| {
+        std::thread::spawn(move || {
+            // Blocks until the validator opens the FIFO for reading.
+            let mut writer = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&fifo)
+                .expect("open FIFO for writing");
+            io::Write::write_all(&mut writer, &bytes).expect("feed FIFO");
+        })
+    };
+    let expected = validate(&file).expect("file");
+    let writer = feed(fifo.clone(), bytes.clone());
+    // If validation fails before opening the FIFO, the writer stays blocked; the assertion
+    // fails first, so the test reports instead of hanging.
+    assert_eq!(validate(&fifo).expect("FIFO"), expected);
+    writer.join().expect("writer thread");
+
+    let writer = feed(fifo.clone(), bytes[..150].to_vec());
+    let err = validate(&fifo).expect_err("partial record");
+    assert!(
+        matches!(&err, ValidateError::PartialRecord { offset: 100, len_bytes: 150, path } if *path == fifo),
+        "{err:?}"
+    );
+    writer.join().expect("writer thread");
+}
+
+/// `/proc/self/fd/N` of a pipe is what `/dev/stdin` is when standard input is a pipe.
+#[test]
+fn pipe_through_proc_fd_validates_like_the_file() {
+    use std::os::fd::AsRawFd;
+    let fx = Fixture::new();
+    let bytes = records(9, 2500);
+    let expected = validate(&fx.file("records.dat", &bytes)).expect("file");
+    let (reader, mut writer) = io::pipe().expect("pipe");
+    let shown = PathBuf::from(format!("/proc/self/fd/{}", reader.as_raw_fd()));
+    if !shown.exists() {
+        eprintln!("skipping: {} not available", shown.display());
+        return;
+    }
+    let feeder = std::thread::spawn(move || {
+        io::Write::write_all(&mut writer, &bytes).expect("feed pipe");
+        // Dropping `writer` ends the stream.
+    });
+    assert_eq!(validate(&shown).expect("pipe"), expected);
+    feeder.join().expect("feeder thread");
+    drop(reader);
+}
+
+/// A character device and a `/proc` file report size 0; they are read, not taken as empty.
+#[test]
+fn zero_size_special_files_are_read() {
+    let dev_null = Path::new("/dev/null");
+    if dev_null.exists() {
+        let err = validate(dev_null).expect_err("no bytes");
+        assert!(matches!(&err, ValidateError::Empty { .. }), "{err:?}");
+        check_message(&err, dev_null, "at least one record");
+    }
+    let cpuinfo = Path::new("/proc/cpuinfo");
+    if std::fs::read(cpuinfo).map_or(true, |text| text.is_empty()) {
+        eprintln!("skipping: {} not readable", cpuinfo.display());
+        return;
+    }
+    assert_eq!(std::fs::metadata(cpuinfo).expect("stat").len(), 0);
+    // Its length varies from machine to machine, so either outcome is right; neither is Empty.
+    match validate(cpuinfo) {
+        Ok(summary) => assert!(summary.records > 0),
+        Err(ValidateError::PartialRecord {
+            offset, len_bytes, ..
+        }) => {
+            assert!(len_bytes > 0 && offset == len_bytes - len_bytes % 100);
+        }
+        Err(other) => panic!("{other:?}"),
+    }
 }
