@@ -69,15 +69,43 @@ pub fn micros_since(start: Instant) -> u64 {
     start.elapsed().as_micros() as u64
 }
 
-/// A named interval inside a subtask (for example "receive", "sort", "write").
+/// A named interval inside a subtask (for example "receive", "spill", "merge"), in
+/// microseconds since the job started, with the bytes and records it moved when known.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Span {
     pub name: &'static str,
     pub start_us: u64,
     pub end_us: u64,
+    /// Bytes the span moved (`null` when not measured).
+    pub bytes: Option<u64>,
+    /// Records the span moved (`null` when not measured).
+    pub records: Option<u64>,
 }
 
-/// What one subtask did: its interval, its volumes and its named spans.
+impl Span {
+    /// A span without volumes.
+    pub fn new(name: &'static str, start_us: u64, end_us: u64) -> Self {
+        Self {
+            name,
+            start_us,
+            end_us,
+            bytes: None,
+            records: None,
+        }
+    }
+
+    /// The same span with the bytes and records it moved.
+    pub fn with_volume(self, bytes: u64, records: u64) -> Self {
+        Self {
+            bytes: Some(bytes),
+            records: Some(records),
+            ..self
+        }
+    }
+}
+
+/// What one subtask did: its interval, its volumes and its named spans; every time is in
+/// microseconds since the job started.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SubtaskReport {
     pub vertex: String,

@@ -14,9 +14,15 @@
 //! More runs than the fan-in are first merged in groups into longer runs (a cascade).
 //! The fan-in is [`MAX_FAN_IN`] unless the budget is too small for that many open runs: each
 //! holds a block and, through the kernel's fault-around, up to 64 KiB of mapped pages.
+//!
+//! Besides `receive` and `sort+write`, the report has a span per pass over the disk: `spill`
+//! (one per run spilled from an arena), `cascade` (one per group of runs merged into a longer
+//! run) and `merge` (all merging into the output, cascades included), each with the bytes and
+//! records it wrote. `spill` + `cascade` spans = `spilled_runs`.
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Instant;
 
 use shuffle::spill::{PartitionBlocks, SegmentFileReader, SegmentFileWriter, SegmentIndex};
 use shuffle::Received;
@@ -27,7 +33,9 @@ use super::SortShared;
 use crate::memory::{MemoryBudget, Reservation};
 use crate::output::RangeWriter;
 use crate::record::{key80, Checksum, RECORD_LEN};
-use crate::task::{spawn_blocking, BoxFuture, Invokable, Span, SubtaskContext, SubtaskReport};
+use crate::task::{
+    micros_since, spawn_blocking, BoxFuture, Invokable, Span, SubtaskContext, SubtaskReport,
+};
 use crate::EngineError;
 
 /// Creates a spill file and removes its name at once: the file lives on through the
@@ -117,6 +125,10 @@ struct Spiller {
     written_bytes: u64,
     /// Runs written, cascaded ones included.
     runs_written: u64,
+    /// When the job started: spans count from here.
+    job_start: Instant,
+    /// `spill`, `cascade` and `merge` spans, in the order they ended.
+    spans: Vec<Span>,
 }
 
 impl Spiller {
@@ -129,11 +141,39 @@ impl Spiller {
         }
     }
 
+    /// Writes runs into `writer`; spans count from `job_start`.
+    fn new(writer: SegmentFileWriter, block_bytes: usize, job_start: Instant) -> Self {
+        Self {
+            writer,
+            runs: Vec::new(),
+            block_bytes,
+            written_bytes: 0,
+            runs_written: 0,
+            job_start,
+            spans: Vec::new(),
+        }
+    }
+
+    /// Microseconds since the job started.
+    fn now_us(&self) -> u64 {
+        micros_since(self.job_start)
+    }
+
+    /// Records a span from `start_us` to now that wrote `bytes` of records.
+    fn record_span(&mut self, name: &'static str, start_us: u64, bytes: u64) {
+        let span =
+            Span::new(name, start_us, self.now_us()).with_volume(bytes, bytes / RECORD_LEN as u64);
+        self.spans.push(span);
+    }
+
     /// Spills the arena as one sorted run.
     fn spill(&mut self, arena: &Arena) -> Result<(), EngineError> {
+        let (start_us, written_before) = (self.now_us(), self.written_bytes);
         let mut run = self.run_writer();
         arena.emit_sorted(|record| run.push(record))?;
-        run.seal()
+        run.seal()?;
+        self.record_span("spill", start_us, self.written_bytes - written_before);
+        Ok(())
     }
 }
 
@@ -319,13 +359,11 @@ impl Invokable for ExternalReduceTask {
             let spill_path = plan.spill_dirs[me % plan.spill_dirs.len()]
                 .path()
                 .join(format!("sort-{me}.runs"));
-            let spiller = Some(Spiller {
-                writer: unlinked_spill_file(&spill_path, plan.writer_options)?,
-                runs: Vec::new(),
-                block_bytes: plan.block_bytes,
-                written_bytes: 0,
-                runs_written: 0,
-            });
+            let spiller = Some(Spiller::new(
+                unlinked_spill_file(&spill_path, plan.writer_options)?,
+                plan.block_bytes,
+                ctx.job_start,
+            ));
             let mut intake = Intake {
                 filling: Arena::new(&budget, arena_bytes).ok_or_else(too_small)?,
                 spare: None,
@@ -370,11 +408,10 @@ impl Invokable for ExternalReduceTask {
             let records = spilled_records + filling.records();
             report.records_in = records;
             report.bytes_in = gate.metrics().bytes;
-            report.spans.push(Span {
-                name: "receive",
-                start_us: report.start_us,
-                end_us: ctx.now_us(),
-            });
+            report.spans.push(
+                Span::new("receive", report.start_us, ctx.now_us())
+                    .with_volume(report.bytes_in, records),
+            );
 
             let (file, start, len) = output_range(&shared, me, records).await?;
             let write_chunk_bytes = shared.write_chunk_bytes;
@@ -408,11 +445,15 @@ impl Invokable for ExternalReduceTask {
                     Ok((checksum, spiller, read_bytes))
                 })
                 .await??;
-            report.spans.push(Span {
-                name: "sort+write",
-                start_us: merge_start,
-                end_us: ctx.now_us(),
-            });
+            report.spans.push(
+                Span::new("sort+write", merge_start, ctx.now_us())
+                    .with_volume(checksum.records * RECORD_LEN as u64, checksum.records),
+            );
+            report.spans.extend(spiller.spans.iter().cloned());
+            // Chronological, enclosing spans before the spans they hold.
+            report
+                .spans
+                .sort_by_key(|s| (s.start_us, std::cmp::Reverse(s.end_us)));
             report.spilled_runs = spiller.runs_written;
             report.spill_written_bytes = spiller.written_bytes;
             report.spill_read_bytes = read_bytes + hybrid_read_bytes;
@@ -515,18 +556,24 @@ fn merge_all(
     read_ahead_bytes: u64,
     mut emit: impl FnMut(&[u8]) -> Result<(), EngineError>,
 ) -> Result<u64, EngineError> {
+    let merge_start = spiller.now_us();
     let mut read_bytes = 0;
     while spiller.runs.len() > fan_in {
+        let cascade_start = spiller.now_us();
         let group: Vec<SegmentIndex> = spiller.runs.drain(..fan_in).collect();
         let reader = spiller.writer.reader(group.clone())?;
         let mut run = spiller.run_writer();
-        read_bytes += merge_runs(&reader, &group, read_ahead_bytes, |record| run.push(record))?;
+        let bytes = merge_runs(&reader, &group, read_ahead_bytes, |record| run.push(record))?;
         // The merged run goes last, so ties keep arrival order only approximately; keys are
         // still in order, which is all a sort promises.
         run.seal()?;
+        read_bytes += bytes;
+        spiller.record_span("cascade", cascade_start, bytes);
     }
     let reader = spiller.writer.reader(spiller.runs.clone())?;
-    read_bytes += merge_runs(&reader, &spiller.runs, read_ahead_bytes, &mut emit)?;
+    let merged = merge_runs(&reader, &spiller.runs, read_ahead_bytes, &mut emit)?;
+    read_bytes += merged;
+    spiller.record_span("merge", merge_start, merged);
     Ok(read_bytes)
 }
 
@@ -541,13 +588,11 @@ mod tests {
     /// Spills `runs` (each sorted by the arena) into a new segment file in `dir`.
     fn spill(dir: &std::path::Path, runs: &[Vec<u8>], block_bytes: usize) -> Spiller {
         let budget = MemoryBudget::new(1 << 30);
-        let mut spiller = Spiller {
-            writer: SegmentFileWriter::create(&dir.join("runs"), WriterOptions::default()).unwrap(),
-            runs: Vec::new(),
+        let mut spiller = Spiller::new(
+            SegmentFileWriter::create(&dir.join("runs"), WriterOptions::default()).unwrap(),
             block_bytes,
-            written_bytes: 0,
-            runs_written: 0,
-        };
+            Instant::now(),
+        );
         for run in runs {
             let mut arena = Arena::new(&budget, run.len()).unwrap();
             arena.bytes.extend_from_slice(run);
@@ -584,6 +629,30 @@ mod tests {
         let runs: Vec<Vec<u8>> = (0..MAX_FAN_IN as u64 + 6).map(|i| records(i, 37)).collect();
         let mut spiller = spill(dir.path(), &runs, 10 * RECORD_LEN);
         let out = merged(&mut spiller).unwrap();
+        // A span per pass over the disk: one per spilled run and per cascade, one merge.
+        let count = |name: &str| spiller.spans.iter().filter(|s| s.name == name).count();
+        assert_eq!(count("spill"), runs.len());
+        assert_eq!(count("cascade"), 1);
+        assert_eq!(
+            (count("spill") + count("cascade")) as u64,
+            spiller.runs_written
+        );
+        assert_eq!(count("merge"), 1);
+        let merge = spiller.spans.last().unwrap();
+        assert_eq!(merge.name, "merge");
+        assert_eq!(merge.bytes, Some(out.len() as u64));
+        assert_eq!(merge.records, Some((out.len() / RECORD_LEN) as u64));
+        let spill = &spiller.spans[0];
+        assert_eq!(
+            (spill.bytes, spill.records),
+            (Some(37 * RECORD_LEN as u64), Some(37))
+        );
+        for s in &spiller.spans {
+            assert!(s.start_us <= s.end_us, "{s:?}");
+            if s.name != "merge" {
+                assert!(s.end_us <= merge.end_us, "{s:?} ends after the merge");
+            }
+        }
         let mut expected: Vec<&[u8]> = runs
             .iter()
             .flat_map(|r| r.chunks_exact(RECORD_LEN))
@@ -603,14 +672,11 @@ mod tests {
     fn unlinked_spill_files_are_invisible_and_readable() {
         let dir = tempfile::tempdir().unwrap();
         let budget = MemoryBudget::new(1 << 30);
-        let mut spiller = Spiller {
-            writer: unlinked_spill_file(&dir.path().join("runs"), WriterOptions::default())
-                .unwrap(),
-            runs: Vec::new(),
-            block_bytes: 4000,
-            written_bytes: 0,
-            runs_written: 0,
-        };
+        let mut spiller = Spiller::new(
+            unlinked_spill_file(&dir.path().join("runs"), WriterOptions::default()).unwrap(),
+            4000,
+            Instant::now(),
+        );
         let runs = [records(5, 200), records(6, 300)];
         for run in &runs {
             let mut arena = Arena::new(&budget, run.len()).unwrap();

@@ -415,6 +415,7 @@ fn external_plan(
 /// Runs a TeraSort as configured and reports it; the output exists only if this returns `Ok`.
 pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, EngineError> {
     let job_start = Instant::now();
+    let started_at = std::time::SystemTime::now();
     if config.maps == 0 || config.reducers == 0 {
         return Err(EngineError::InvalidJob {
             reason: "maps and reducers must be at least 1".into(),
@@ -605,21 +606,17 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
     let timeline = Timeline::new(
         "terasort",
         config.mode.as_str(),
+        started_at,
         wall_us,
         result.subtasks,
-        &[("map", "map")],
-        &[("shuffle", "receive"), ("sort+write", "sort+write")],
-        &[
-            Span {
-                name: "sample",
-                start_us: 0,
-                end_us: sample_us,
-            },
-            Span {
-                name: "commit",
-                start_us: commit_start,
-                end_us: wall_us,
-            },
+        &crate::timeline::PhaseRules {
+            vertices: &[("map", "map")],
+            spans: &[("shuffle", "receive"), ("sort+write", "sort+write")],
+            nested_spans: &[("spill", "spill"), ("merge", "merge")],
+        },
+        vec![
+            Span::new("sample", 0, sample_us),
+            Span::new("commit", commit_start, wall_us),
         ],
     );
     Ok(SortReport {

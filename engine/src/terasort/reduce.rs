@@ -46,11 +46,10 @@ impl Invokable for ReduceTask {
             let records = sorter.entries();
             report.records_in = records;
             report.bytes_in = received.bytes;
-            report.spans.push(Span {
-                name: "receive",
-                start_us: report.start_us,
-                end_us: ctx.now_us(),
-            });
+            report.spans.push(
+                Span::new("receive", report.start_us, ctx.now_us())
+                    .with_volume(received.bytes, records),
+            );
 
             let (file, start, len) = output_range(&shared, me, records).await?;
 
@@ -96,22 +95,21 @@ impl Invokable for ReduceTask {
                 })
                 .await??;
             let end = ctx.now_us();
-            report.spans.push(Span {
-                name: "sort+write",
-                start_us: sort_start,
-                end_us: end,
-            });
+            report.spans.push(
+                Span::new("sort+write", sort_start, end)
+                    .with_volume(checksum.records * RECORD_LEN as u64, checksum.records),
+            );
             // Totals inside sort+write, drawn as spans that end with it.
-            report.spans.push(Span {
-                name: "disk busy",
-                start_us: end.saturating_sub(write_stats.io_busy_us),
-                end_us: end,
-            });
-            report.spans.push(Span {
-                name: "waiting for disk",
-                start_us: end.saturating_sub(write_stats.wait_for_io_us),
-                end_us: end,
-            });
+            report.spans.push(Span::new(
+                "disk busy",
+                end.saturating_sub(write_stats.io_busy_us),
+                end,
+            ));
+            report.spans.push(Span::new(
+                "waiting for disk",
+                end.saturating_sub(write_stats.wait_for_io_us),
+                end,
+            ));
             report.records_out = checksum.records;
             report.bytes_out = checksum.records * RECORD_LEN as u64;
             shared
