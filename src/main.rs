@@ -1,23 +1,26 @@
-//! `millrace`: the command line. Parses flags into validated configs, calls the libraries and
-//! prints; the only place that uses `anyhow`.
+//! `millrace`: the command line. Parses flags into validated configs, checks every path a
+//! command writes against every path it reads (and against each other) before any work, calls
+//! the libraries, commits all outputs together, prints; the only place that uses `anyhow`.
 //!
-//! Exit codes: 0 success, 1 validation found records out of order, 2 error (bad input, I/O,
-//! internal), 130 interrupted.
+//! Exit codes: 0 success, 1 validation found records out of order, 2 error (bad input, flags,
+//! I/O, internal), 128 + N when stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
+
+mod progress;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use bench_sort::gensort::{self, Format, GenSpec};
 use bench_sort::valsort;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use engine::output::IoMode;
+use engine::output::{IoMode, PendingFile};
+use engine::paths::{self, is_std_stream, OutputKind, Read};
 use engine::terasort::{self, ExecutionMode, Progress, SortConfig, SortReport};
-use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
 
 #[derive(Parser)]
 #[command(
@@ -32,9 +35,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate Sort Benchmark records, byte-identical to gensort 1.5.
+    /// Generate Sort Benchmark records, byte-identical to gensort 1.5 (alias: teragen).
+    #[command(alias = "teragen")]
     Gen(GenArgs),
-    /// Check that records are sorted by key (valsort-compatible) and print their checksum.
+    /// Check that records are sorted by key (valsort-compatible) and print their checksum
+    /// (alias: teravalidate).
+    #[command(alias = "teravalidate")]
     Validate(ValidateArgs),
     /// Sort 100-byte records by their 10-byte key (TeraSort) through the engine.
     #[command(alias = "terasort")]
@@ -54,26 +60,43 @@ struct GenArgs {
     /// Number of the first record (gensort -b).
     #[arg(long, short = 'b', default_value = "0")]
     start: u128,
-    /// Print the record count and checksum (gensort -c).
+    /// Print the checksum on standard error exactly as gensort -c does (hex, then a newline).
     #[arg(long, short = 'c')]
     checksum: bool,
+    /// Replace OUTPUT if it exists (atomically, once the records are written).
+    #[arg(long, short = 'f')]
+    force: bool,
+    /// Print a JSON summary on standard output (not with OUTPUT `-`).
+    #[arg(long)]
+    json: bool,
     /// Records to generate: a count with an optional decimal suffix k, M or G (10M = 10^7).
     records: String,
-    /// Output file; /dev/null computes the checksum without writing.
+    /// Output file; `-` writes the records to standard output; /dev/null computes the
+    /// checksum without writing.
     output: PathBuf,
 }
 
 #[derive(Args)]
 struct ValidateArgs {
-    /// A file of records, or a folder of part files read in name order.
+    /// A file of records, a folder of part files read in name order, or `-` for standard
+    /// input.
     #[arg(required_unless_present = "summaries")]
     path: Option<PathBuf>,
-    /// Check a concatenation of 280-byte partition summaries instead (valsort -s).
+    /// Check a concatenation of 280-byte partition summaries instead.
     #[arg(long, value_name = "FILE", conflicts_with = "path")]
     summaries: Option<PathBuf>,
+    /// PATH is a concatenation of 280-byte partition summaries (valsort -s).
+    #[arg(short = 's', conflicts_with = "summaries")]
+    summaries_input: bool,
     /// Write the summary in valsort's 280-byte layout (valsort -o).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, short = 'o', value_name = "FILE")]
     summary_out: Option<PathBuf>,
+    /// Print nothing; the exit code tells the result (valsort -q).
+    #[arg(long, short = 'q', conflicts_with = "json")]
+    quiet: bool,
+    /// Replace an existing --summary-out file.
+    #[arg(long, short = 'f')]
+    force: bool,
     /// Print a JSON summary instead of valsort's lines.
     #[arg(long)]
     json: bool,
@@ -103,6 +126,14 @@ enum CompressArg {
     Auto,
     Lz4,
     None,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TimelineFormat {
+    /// Millrace's own JSON (documented in docs/formats.md).
+    Json,
+    /// Chrome Trace Event JSON, opened by Perfetto and chrome://tracing.
+    Chrome,
 }
 
 /// Parses a byte size: a number with an optional unit (k, M, G, T for powers of 1000; KiB,
@@ -141,12 +172,17 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 #[derive(Args)]
 struct SortArgs {
-    /// File of 100-byte records (gensort binary or ASCII, or any 100-byte records).
+    /// File of 100-byte records (gensort binary or ASCII, or any 100-byte records); `-`, a
+    /// pipe or a FIFO is read to its end first (spooled to the spill folder).
     #[arg(required_unless_present = "demo")]
     input: Option<PathBuf>,
-    /// Output file (or folder with --parts); replaced atomically when the sort succeeds.
+    /// Output file (or folder with --parts); must not exist unless --force.
     #[arg(required_unless_present = "demo")]
     output: Option<PathBuf>,
+    /// Replace existing outputs (the output and --timeline), atomically once the sort
+    /// succeeded.
+    #[arg(long, short = 'f')]
+    force: bool,
     /// Generate 10M records (1 GB) in a temp folder, sort, validate, summarize, clean up.
     #[arg(long, conflicts_with_all = ["input", "output"])]
     demo: bool,
@@ -168,12 +204,13 @@ struct SortArgs {
     /// How output reaches the disk: direct I/O when possible (auto), always, or never.
     #[arg(long, value_enum, default_value = "auto")]
     io: IoArg,
-    /// Memory budget (e.g. 512MiB, 2GiB, 4G; plain numbers are bytes). Default: half the RAM.
-    /// Inputs that do not fit are sorted out of core: sorted runs spilled, then merged.
+    /// Memory budget (e.g. 512MiB, 2GiB, 4G; plain numbers are bytes), at most the RAM.
+    /// Default: half the RAM. Inputs that do not fit are sorted out of core: sorted runs
+    /// spilled, then merged.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     memory: Option<u64>,
-    /// Folder for spilled runs (repeat for several disks, used round-robin). Default: the
-    /// system temp folder.
+    /// Folder for spilled runs and spooled input streams (repeat for several disks, used
+    /// round-robin). Default: the system temp folder.
     #[arg(long = "spill-dir", value_name = "DIR")]
     spill_dirs: Vec<PathBuf>,
     /// How spill files are written.
@@ -183,12 +220,16 @@ struct SortArgs {
     #[arg(long, value_enum, default_value = "auto")]
     compress: CompressArg,
     /// Out of core, how long a map waits for a busy reducer before it spills that buffer to
-    /// its own segment file instead (hybrid exchange); 0 turns this off.
-    #[arg(long, value_name = "MS", default_value = "50")]
+    /// its own segment file instead (hybrid exchange); 0 turns this off. At most one hour.
+    #[arg(long, value_name = "MS", default_value = "50",
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     hybrid_wait_ms: u64,
-    /// Write the job timeline (every subtask's start/end, bytes, records) as JSON.
+    /// Write the job timeline (every subtask's interval, volumes and spans).
     #[arg(long, value_name = "FILE")]
     timeline: Option<PathBuf>,
+    /// Format of --timeline.
+    #[arg(long, value_enum, default_value = "json", requires = "timeline")]
+    timeline_format: TimelineFormat,
     /// Print a machine-readable summary on stdout.
     #[arg(long)]
     json: bool,
@@ -211,11 +252,11 @@ struct BenchArgs {
     /// Keep the generated data.
     #[arg(long)]
     keep: bool,
-    /// Also print the report as JSON (it is always written to DIR/bench-report.json).
+    /// Print the report as JSON only (it is always written to DIR/bench-report.json).
     #[arg(long)]
     json: bool,
     /// Floor and sort runs per case, interleaved; medians are reported.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: u32,
     /// Add the out-of-core case: a binary input far larger than --memory, sorted with spills
     /// against the two-pass disk floor; default, pwrite, no-lz4 and lz4 variants. Needs 3.3×
@@ -241,16 +282,62 @@ struct BenchArgs {
     memory: u64,
 }
 
+/// What every `--json` document starts with.
+struct Envelope {
+    schema: &'static str,
+    started: SystemTime,
+}
+
+impl Envelope {
+    fn new(schema: &'static str) -> Self {
+        Self {
+            schema,
+            started: SystemTime::now(),
+        }
+    }
+
+    /// The document: the envelope's fields, then `body`'s.
+    fn wrap(&self, status: &str, body: Value) -> Value {
+        let mut doc = json!({
+            "schema": self.schema,
+            "schema_version": 1,
+            "tool": "millrace",
+            "version": env!("CARGO_PKG_VERSION"),
+            "status": status,
+            "started_at": engine::timeline::rfc3339_utc(engine::timeline::unix_micros(self.started)),
+            "host": hostname(),
+        });
+        if let (Some(doc), Value::Object(body)) = (doc.as_object_mut(), body) {
+            doc.extend(body);
+        }
+        doc
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     engine::memory::cap_allocator_arenas(2);
     let cli = Cli::parse();
-    remove_temp_files_on_interrupt();
+    remove_temp_files_on_signal();
+    let (name, json) = match &cli.command {
+        Command::Gen(a) => ("gen", a.json),
+        Command::Validate(a) => ("validate", a.json),
+        Command::Sort(a) => ("sort", a.json),
+        Command::Bench(a) => ("bench", a.json),
+    };
+    let envelope = Envelope::new("millrace.error");
     let result = match cli.command {
         Command::Gen(args) => gen(args),
         Command::Validate(args) => validate(args),
@@ -264,15 +351,48 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {error:#}");
+            if json {
+                let doc = envelope.wrap(
+                    "error",
+                    json!({
+                        "command": name,
+                        "error": { "message": format!("{error:#}"), "kind": error_kind(&error) },
+                        "exit_code": 2,
+                    }),
+                );
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            }
             ExitCode::from(2)
         }
     }
 }
 
-/// On Ctrl-C or SIGTERM: delete every registered temp file and folder, then exit with 130.
-fn remove_temp_files_on_interrupt() {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+/// Who has to act: "user" (input, flags, paths), "io" (disk, machine) or "internal" (a bug).
+fn error_kind(error: &anyhow::Error) -> &'static str {
+    use engine::ErrorDomain;
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<engine::EngineError>() {
+            return match e.domain() {
+                ErrorDomain::User => "user",
+                ErrorDomain::Io => "io",
+                ErrorDomain::Internal => "internal",
+            };
+        }
+        if cause.downcast_ref::<paths::PathError>().is_some() {
+            return "user";
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return "io";
+        }
+    }
+    "user"
+}
+
+/// On SIGINT, SIGTERM or SIGHUP (a closed terminal): delete every registered temp file and
+/// folder, then exit with 128 + the signal number, as shells report a death by that signal.
+fn remove_temp_files_on_signal() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
         tracing::warn!("cannot install signal handlers; an interrupted run may leave temp files");
         return;
     };
@@ -280,7 +400,7 @@ fn remove_temp_files_on_interrupt() {
         if let Some(signal) = signals.forever().next() {
             engine::cleanup::remove_all();
             eprintln!("interrupted (signal {signal}); temp files removed");
-            std::process::exit(130);
+            std::process::exit(128 + signal);
         }
     });
 }
@@ -293,37 +413,43 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
-fn interactive() -> bool {
-    std::io::stdout().is_terminal() && std::io::stderr().is_terminal()
+/// A path a command writes, as `paths::check` wants it.
+fn output(role: &str, path: &Path, kind: OutputKind) -> paths::Write {
+    paths::Write::new(role, path, kind)
 }
 
-/// A byte-count progress bar on a terminal, hidden otherwise.
-fn progress_bar(total_bytes: u64, what: &str) -> ProgressBar {
-    if !interactive() {
-        return ProgressBar::hidden();
+/// Refuses a file system with less than `bytes` free for `path` (checked before writing).
+fn check_free_space(path: &Path, bytes: u128) -> Result<()> {
+    let folder = engine::tempdir::parent_of(path);
+    let Ok(stat) = rustix::fs::statvfs(&folder) else {
+        return Ok(());
+    };
+    let free = stat.f_bavail as u128 * stat.f_frsize as u128;
+    if bytes > free {
+        bail!(
+            "output {}: needs {} bytes but its file system has {} bytes free; free space or choose another folder",
+            path.display(),
+            bytes,
+            free
+        );
     }
-    let bar = ProgressBar::new(total_bytes);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg:>9} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .expect("the template is valid")
-        .progress_chars("=> "),
-    );
-    bar.set_message(what.to_string());
-    bar
+    Ok(())
 }
 
-/// Where a file is written before it is renamed into place.
-fn temp_path_for(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.millrace-tmp-{}", std::process::id()))
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+fn rate(bytes: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        mb(bytes) / seconds
+    } else {
+        0.0
+    }
 }
 
 fn gen(args: GenArgs) -> Result<ExitCode> {
+    let envelope = Envelope::new("millrace.gen");
     let records = gensort::parse_record_count(&args.records)?;
     let spec = GenSpec {
         format: if args.ascii {
@@ -335,70 +461,150 @@ fn gen(args: GenArgs) -> Result<ExitCode> {
         start: args.start,
         records,
     };
-    let checksum = generate(&spec, &args.output)?;
+    let to_stdout = is_std_stream(&args.output);
+    if to_stdout && args.json {
+        bail!("--json cannot share standard output with the records; give an output file");
+    }
+    let started = Instant::now();
+    let checksum = if args.output == Path::new("/dev/null") {
+        gensort::generate_to_file(&spec, &args.output, &|_| {})?
+    } else if to_stdout {
+        gensort::generate_to_writer(&spec, std::io::stdout(), &|_| {})
+            .map_err(|e| e.for_path(Path::new("standard output")))?
+    } else {
+        paths::check(
+            &[],
+            &[output("output", &args.output, OutputKind::File)],
+            args.force,
+        )?;
+        check_free_space(&args.output, spec.records as u128 * 100)?;
+        generate(&spec, &args.output)?
+    };
+    let seconds = started.elapsed().as_secs_f64();
     if args.checksum {
-        println!("Records: {}", checksum.records);
-        println!("Checksum: {checksum}");
+        // gensort -c: the checksum alone, on standard error.
+        eprintln!("{checksum}");
+    }
+    let bytes = records.saturating_mul(100);
+    if args.json {
+        let doc = envelope.wrap(
+            "ok",
+            json!({
+                "command": "gen",
+                "output": args.output,
+                "records": records,
+                "bytes": bytes,
+                "checksum": checksum.sum_hex(),
+                "format": if args.ascii { "ascii" } else { "binary" },
+                "skew": args.skew,
+                "start": args.start.to_string(),
+                "wall_ms": seconds * 1e3,
+                "mb_per_s": rate(bytes, seconds),
+            }),
+        );
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        let line = format!(
+            "generated {records} records ({:.1} MB) in {seconds:.2} s, {:.0} MB/s, checksum {checksum}, output {}",
+            mb(bytes),
+            rate(bytes, seconds),
+            args.output.display()
+        );
+        // With the records on standard output, the summary goes to standard error.
+        if to_stdout {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Generates into a temp file and renames it into place, so a failed run leaves nothing.
+/// Generates into a locked temp file, fsyncs and renames it into place, so a failed or killed
+/// run leaves nothing under the output name.
 fn generate(spec: &GenSpec, output: &Path) -> Result<engine::record::Checksum> {
-    let bar = progress_bar(spec.records * 100, "gen");
-    if output == Path::new("/dev/null") {
-        return Ok(gensort::generate_to_file(spec, output, &|b| {
-            bar.set_position(b)
-        })?);
-    }
-    if output.is_dir() {
-        bail!("output {} is a folder; give a file path", output.display());
-    }
-    let temp = temp_path_for(output);
-    let _guard = engine::cleanup::register(&temp);
-    let result = gensort::generate_to_file(spec, &temp, &|b| bar.set_position(b));
+    let bar = progress::records_bar("gen", spec.records.saturating_mul(100));
+    let pending = PendingFile::create(output)?;
+    let result =
+        gensort::generate_to_writer(spec, pending.file(), &|b| progress::set_records(&bar, b));
     bar.finish_and_clear();
-    match result {
-        Ok(checksum) => {
-            std::fs::rename(&temp, output).with_context(|| {
-                format!("cannot rename {} to {}", temp.display(), output.display())
-            })?;
-            Ok(checksum)
-        }
-        Err(error) => {
-            let _ = std::fs::remove_file(&temp);
-            Err(error.for_path(output).into())
-        }
-    }
+    let checksum = result.map_err(|e| e.for_path(output))?;
+    pending.sync()?;
+    pending.publish()?;
+    Ok(checksum)
 }
 
 fn validate(args: ValidateArgs) -> Result<ExitCode> {
-    let summary = match (&args.summaries, &args.path) {
-        (Some(summaries), _) => valsort::validate_summaries(summaries)?,
-        (None, Some(path)) => {
-            let total = total_bytes(path);
-            let bar = progress_bar(total, "validate");
-            let summary = valsort::validate_path(path, &|b| bar.set_position(b));
-            bar.finish_and_clear();
-            summary?
-        }
-        (None, None) => bail!("give a PATH to validate or --summaries FILE"),
+    let envelope = Envelope::new("millrace.validate");
+    let summaries = match (&args.summaries, args.summaries_input) {
+        (Some(path), _) => Some(path.clone()),
+        (None, true) => args.path.clone(),
+        (None, false) => None,
     };
+    let read = summaries.as_ref().or(args.path.as_ref()).cloned();
+    let Some(read) = read else {
+        bail!("give a PATH to validate or --summaries FILE");
+    };
+    let writes: Vec<paths::Write> = args
+        .summary_out
+        .iter()
+        .map(|p| output("--summary-out", p, OutputKind::File))
+        .collect();
+    let role = if summaries.is_some() {
+        "--summaries"
+    } else {
+        "input"
+    };
+    paths::check(&[Read::new(role, &read)], &writes, args.force)?;
+    let started = Instant::now();
+    let summary = if summaries.is_some() {
+        valsort::validate_summaries(&read)?
+    } else if is_std_stream(&read) {
+        let bar = progress::records_bar("validate", 0);
+        let summary =
+            valsort::validate_reader(std::io::stdin().lock(), Path::new("standard input"), &|b| {
+                progress::set_records(&bar, b)
+            });
+        bar.finish_and_clear();
+        summary?
+    } else {
+        let bar = progress::records_bar("validate", total_bytes(&read));
+        let summary = valsort::validate_path(&read, &|b| progress::set_records(&bar, b));
+        bar.finish_and_clear();
+        summary?
+    };
+    let seconds = started.elapsed().as_secs_f64();
     if let Some(out) = &args.summary_out {
-        std::fs::write(out, summary.to_bytes())
-            .with_context(|| format!("cannot write summary {}", out.display()))?;
+        PendingFile::with_bytes(out, &summary.to_bytes())?.publish()?;
     }
     let mut stdout = std::io::stdout().lock();
+    let records = u64::try_from(summary.records).unwrap_or(u64::MAX);
+    let bytes = records.saturating_mul(100);
     if args.json {
-        writeln!(
-            stdout,
-            "{}",
-            serde_json::to_string_pretty(&summary.to_json())?
-        )?;
-    } else {
+        let mut body = summary.to_json();
+        if let Some(body) = body.as_object_mut() {
+            body.insert("command".into(), json!("validate"));
+            body.insert("path".into(), json!(read));
+            body.insert("wall_ms".into(), json!(seconds * 1e3));
+            body.insert("mb_per_s".into(), json!(rate(bytes, seconds)));
+        }
+        let doc = envelope.wrap("ok", body);
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&doc)?)?;
+    } else if !args.quiet {
         for line in valsort::report_lines(&summary) {
             writeln!(stdout, "{line}")?;
         }
+        writeln!(
+            stdout,
+            "validated {records} records ({:.1} MB) in {seconds:.2} s, {:.0} MB/s: {}",
+            mb(bytes),
+            rate(bytes, seconds),
+            if summary.is_ordered() {
+                "sorted"
+            } else {
+                "NOT sorted"
+            }
+        )?;
     }
     Ok(if summary.is_ordered() {
         ExitCode::SUCCESS
@@ -423,25 +629,34 @@ fn total_bytes(path: &Path) -> u64 {
     }
 }
 
+/// Total RAM from `/proc/meminfo`, if known.
+fn total_ram_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
 fn sort_config(args: &SortArgs, input: PathBuf, output: PathBuf) -> Result<SortConfig> {
     let mut config = SortConfig::new(input, output);
     config.mode = match args.mode {
         ModeArg::Pipelined => ExecutionMode::Pipelined,
     };
     if let Some(reducers) = args.reducers {
-        if reducers == 0 {
-            bail!("--reducers must be at least 1");
-        }
         config.reducers = reducers;
     }
     if let Some(maps) = args.maps {
-        if maps == 0 {
-            bail!("--maps must be at least 1");
-        }
         config.maps = maps;
     }
     config.parts = args.parts;
+    config.force = args.force;
     if let Some(memory) = args.memory {
+        if let Some(ram) = total_ram_bytes() {
+            if memory > ram {
+                bail!(
+                    "--memory {memory} bytes is more than this machine's RAM ({ram} bytes); at most {ram} fit"
+                );
+            }
+        }
         config.memory_bytes = memory;
     }
     config.spill_dirs = args.spill_dirs.clone();
@@ -462,66 +677,78 @@ fn sort_config(args: &SortArgs, input: PathBuf, output: PathBuf) -> Result<SortC
         IoArg::Direct => IoMode::Direct,
         IoArg::Buffered => IoMode::Buffered,
     };
+    config.check_limits()?;
     Ok(config)
 }
 
-/// Runs a sort with a progress bar; returns its report.
-fn run_sort(config: &SortConfig) -> Result<SortReport> {
+/// Runs a sort with a progress display, up to (not including) the rename of its output.
+fn run_sort(config: &SortConfig) -> Result<terasort::FinishedSort> {
     let progress = Arc::new(Progress::default());
-    let total = std::fs::metadata(&config.input)
-        .map(|m| m.len())
-        .unwrap_or(0);
-    let bar = progress_bar(total * 2, "sort");
-    // Only a visible bar needs polling; otherwise the job runs alone.
-    let watcher = (!bar.is_hidden()).then(|| {
-        let progress = progress.clone();
-        let bar = bar.clone();
-        std::thread::spawn(move || {
-            while !bar.is_finished() {
-                let done = progress.read_bytes.load(Ordering::Relaxed)
-                    + progress.written_bytes.load(Ordering::Relaxed);
-                bar.set_position(done);
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    });
-    let report = terasort::run(config, progress);
-    bar.finish_and_clear();
-    if let Some(watcher) = watcher {
-        let _ = watcher.join();
-    }
-    Ok(report?)
+    let watch = progress::watch_sort(progress.clone());
+    let finished = terasort::run_uncommitted(config, progress);
+    drop(watch);
+    Ok(finished?)
 }
 
 fn sort(args: SortArgs) -> Result<ExitCode> {
     if args.demo {
         return demo(&args);
     }
-    let (Some(input), Some(output)) = (args.input.clone(), args.output.clone()) else {
+    let envelope = Envelope::new("millrace.sort");
+    let (Some(input), Some(output_path)) = (args.input.clone(), args.output.clone()) else {
         bail!("give INPUT and OUTPUT, or --demo");
     };
-    let config = sort_config(&args, input, output)?;
-    let report = run_sort(&config)?;
-    if let Some(path) = &args.timeline {
-        write_timeline(path, &report)?;
+    let config = sort_config(&args, input.clone(), output_path.clone())?;
+    // Every path against every other before any work.
+    let mut writes = vec![output(
+        "output",
+        &output_path,
+        if args.parts {
+            OutputKind::Folder
+        } else {
+            OutputKind::File
+        },
+    )];
+    if let Some(timeline) = &args.timeline {
+        writes.push(output("--timeline", timeline, OutputKind::File));
+    }
+    paths::check(&[Read::new("input", &input)], &writes, args.force)?;
+
+    let finished = run_sort(&config)?;
+    // The timeline is written and synced under its temp name before anything is renamed, so a
+    // failure leaves neither output.
+    let timeline = match &args.timeline {
+        Some(path) => Some(PendingFile::with_bytes(
+            path,
+            &timeline_bytes(&finished.report, args.timeline_format)?,
+        )?),
+        None => None,
+    };
+    let report = finished.publish()?;
+    if let Some(timeline) = timeline {
+        timeline.publish()?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&sort_json(&report))?);
+        let doc = envelope.wrap("ok", sort_json(&report));
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print_sort_summary(&report);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_timeline(path: &Path, report: &SortReport) -> Result<()> {
-    let json = serde_json::to_string_pretty(&report.timeline)?;
-    std::fs::write(path, json).with_context(|| format!("cannot write timeline {}", path.display()))
+fn timeline_bytes(report: &SortReport, format: TimelineFormat) -> Result<Vec<u8>> {
+    Ok(match format {
+        TimelineFormat::Json => serde_json::to_vec_pretty(&report.timeline)?,
+        TimelineFormat::Chrome => serde_json::to_vec(&report.timeline.to_chrome_trace())?,
+    })
 }
 
 /// The `--json` summary: the report without per-subtask detail.
-fn sort_json(report: &SortReport) -> serde_json::Value {
+fn sort_json(report: &SortReport) -> Value {
     let t = &report.timeline;
-    serde_json::json!({
+    json!({
+        "command": "sort",
         "input": report.input,
         "output": report.output,
         "mode": t.mode,
@@ -536,7 +763,7 @@ fn sort_json(report: &SortReport) -> serde_json::Value {
         "plan": report.plan,
         "memory_budget_bytes": report.memory_budget_bytes,
         "io": report.io,
-        "phases": t.phases.iter().map(|p| serde_json::json!({
+        "phases": t.phases.iter().map(|p| json!({
             "name": p.name, "start_ms": p.start_us as f64 / 1000.0, "end_ms": p.end_us as f64 / 1000.0,
         })).collect::<Vec<_>>(),
         "overlap_ratio": t.overlap_ratio,
@@ -598,6 +825,7 @@ fn demo(args: &SortArgs) -> Result<ExitCode> {
         start: 0,
         records,
     };
+    check_free_space(&input, 2 * records as u128 * 100)?;
     println!(
         "demo: generating {records} gensort records ({:.1} MB) in {}",
         records as f64 * 100.0 / 1e6,
@@ -610,7 +838,18 @@ fn demo(args: &SortArgs) -> Result<ExitCode> {
         started.elapsed().as_secs_f64()
     );
     let config = sort_config(args, input, output.clone())?;
-    let report = run_sort(&config)?;
+    if let Some(path) = &args.timeline {
+        paths::check(&[], &[output_timeline(path)], args.force)?;
+    }
+    let finished = run_sort(&config)?;
+    let timeline = match &args.timeline {
+        Some(path) => Some(PendingFile::with_bytes(
+            path,
+            &timeline_bytes(&finished.report, args.timeline_format)?,
+        )?),
+        None => None,
+    };
+    let report = finished.publish()?;
     print_sort_summary(&report);
     let started = Instant::now();
     let summary = valsort::validate_path(&output, &|_| {})?;
@@ -626,8 +865,8 @@ fn demo(args: &SortArgs) -> Result<ExitCode> {
             "INVALID"
         }
     );
-    if let Some(path) = &args.timeline {
-        write_timeline(path, &report)?;
+    if let Some(timeline) = timeline {
+        timeline.publish()?;
     }
     drop(dir);
     if !valid {
@@ -636,8 +875,13 @@ fn demo(args: &SortArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn output_timeline(path: &Path) -> paths::Write {
+    output("--timeline", path, OutputKind::File)
+}
+
 fn bench(args: BenchArgs) -> Result<ExitCode> {
     use bench_sort::bench::{self, BenchConfig, OutOfCoreConfig};
+    let envelope = Envelope::new("millrace.bench");
     let out_of_core = if args.out_of_core {
         let records = gensort::parse_record_count(&args.ooc_records)
             .with_context(|| format!("invalid --ooc-records value {:?}", args.ooc_records))?;
@@ -660,9 +904,12 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
     };
     let report = bench::run(&config, &|line| eprintln!("{line}")).context("bench sort failed")?;
     let mut stdout = std::io::stdout().lock();
-    write!(stdout, "{}", report.to_markdown())?;
     if args.json {
-        writeln!(stdout, "{}", report.to_json())?;
+        let body: Value = serde_json::from_str(&report.to_json())?;
+        let doc = envelope.wrap("ok", json!({ "command": "bench", "report": body }));
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&doc)?)?;
+    } else {
+        write!(stdout, "{}", report.to_markdown())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -73,7 +73,7 @@ fn failed_sort_keeps_the_existing_output() {
     let f = Fixture::new();
     f.write("in", &vec![7u8; 1050]);
     f.write("out", b"previous result");
-    let run = f.millrace(["sort", "in", "out"]);
+    let run = f.millrace(["sort", "--force", "in", "out"]);
     assert_error(&run, &["offset 1000"]);
     assert_eq!(f.read("out"), b"previous result");
     assert_entries(&f.dir, &["in", "out"]);
@@ -194,7 +194,7 @@ fn sort_disk_full() {
 fn gen_into_a_missing_folder() {
     let f = Fixture::new();
     let run = f.millrace(["gen", "1000", "nodir/f"]);
-    assert_error(&run, &["nodir", "no such file"]);
+    assert_error(&run, &["nodir", "does not exist"]);
     assert_entries(&f.dir, &[]);
 }
 
@@ -206,8 +206,9 @@ fn gen_disk_full_leaves_no_partial_file() {
         eprintln!("SKIP gen_disk_full_leaves_no_partial_file: needs root to mount a small tmpfs");
         return;
     };
+    // Refused before writing: the free space is checked first.
     let run = f.millrace(["gen", "50k", "full/g"]);
-    assert_error(&run, &["full/", "disk", "full"]);
+    assert_error(&run, &["full/g", "5000000 bytes", "free"]);
     assert_entries(&full, &[]);
 }
 

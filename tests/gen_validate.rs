@@ -77,10 +77,14 @@ fn gen_skew_is_byte_identical_to_gensort() {
 #[test]
 fn gen_checksum_to_dev_null() {
     let f = Fixture::new();
-    let run = f.ok(["gen", "--checksum", "1000", "/dev/null"]);
-    assert_eq!(
-        run.stdout_lines(),
-        ["Records: 1000", "Checksum: 1ea6370b955"]
+    let run = f.millrace(["gen", "--checksum", "1000", "/dev/null"]);
+    assert_eq!(run.code, Some(0), "{run}");
+    // gensort -c prints the checksum alone on stderr.
+    assert_eq!(run.stderr, "1ea6370b955\n", "{run}");
+    assert!(
+        run.stdout.starts_with("generated 1000 records (0.1 MB)")
+            && run.stdout.contains("checksum 1ea6370b955"),
+        "{run}"
     );
     assert_entries(&f.dir, &[]);
 }
@@ -89,7 +93,7 @@ fn gen_checksum_to_dev_null() {
 fn gen_record_count_suffixes() {
     let f = Fixture::new();
     for (count, bytes) in [("10k", 1_000_000), ("3K", 300_000), ("0", 0)] {
-        f.ok(["gen", count, "out"]);
+        f.ok(["gen", "--force", count, "out"]);
         assert_eq!(f.read("out").len(), bytes, "gen {count}");
     }
     assert_entries(&f.dir, &["out"]);
@@ -136,7 +140,7 @@ fn validate_unsorted_gensort_records() {
     let run = f.millrace(["validate", "in"]);
     assert_eq!(run.code, Some(1), "{run}");
     assert_eq!(
-        run.stdout_lines(),
+        run.valsort_lines(),
         [
             "First unordered record is record 2",
             "Records: 1000",
@@ -155,7 +159,7 @@ fn validate_sorted_records_and_json() {
     f.ok(["sort", "in", "sorted"]);
     let run = f.ok(["validate", "sorted"]);
     assert_eq!(
-        run.stdout_lines(),
+        run.valsort_lines(),
         [
             "Records: 1000",
             "Checksum: 1ea6370b955",
@@ -202,7 +206,7 @@ fn validate_reference_summaries() {
     ]);
     assert_eq!(swapped.code, Some(1), "{swapped}");
     assert_eq!(
-        swapped.stdout_lines(),
+        swapped.valsort_lines(),
         [
             "First unordered record is record 300",
             "Records: 1000",
@@ -223,14 +227,14 @@ fn summary_out_round_trips_through_summaries() {
     let direct = f.ok(["validate", "sorted", "--summary-out", "s.sum"]);
     assert_eq!(f.read("s.sum").len(), 280);
     let combined = f.ok(["validate", "--summaries", "s.sum"]);
-    assert_eq!(combined.stdout, direct.stdout);
+    assert_eq!(combined.valsort_lines(), direct.valsort_lines());
 
     // Unordered input: the summary carries the unordered counts (exit 1 both ways).
     let unsorted = f.millrace(["validate", "in", "--summary-out", "u.sum"]);
     assert_eq!(unsorted.code, Some(1), "{unsorted}");
     let from_summary = f.millrace(["validate", "--summaries", "u.sum"]);
     assert_eq!(from_summary.code, Some(1), "{from_summary}");
-    assert_eq!(from_summary.stdout, unsorted.stdout);
+    assert_eq!(from_summary.valsort_lines(), unsorted.valsort_lines());
 
     let Some(data) = gensort_testdata() else {
         eprintln!("SKIP the valsort -o comparison: ../shared/testdata/gensort is absent");
@@ -248,5 +252,5 @@ fn summary_out_round_trips_through_summaries() {
     }
     f.write("all.sum", &concatenated);
     let all = f.ok(["validate", "--summaries", "all.sum"]);
-    assert_eq!(all.stdout, direct.stdout);
+    assert_eq!(all.valsort_lines(), direct.valsort_lines());
 }

@@ -37,6 +37,7 @@ fn check_out_of_core(
     // No hybrid spills here, so the disk traffic is exactly two passes whatever the load.
     let mut args = vec![
         "sort",
+        "--force",
         "--hybrid-wait-ms",
         "0",
         input,
@@ -266,7 +267,12 @@ fn stale_job_folders_of_dead_processes_are_removed() {
     f.gen(&[], "200k", "in.dat");
     let stale = f.path("spill/millrace-job-999999-3");
     fs::create_dir_all(&stale).unwrap();
-    fs::write(stale.join("lock"), b"").unwrap();
+    // Millrace's marker: only marked folders are ever removed.
+    fs::write(
+        stale.join(engine::tempdir::MARKER),
+        engine::tempdir::MARKER_TEXT,
+    )
+    .unwrap();
     fs::write(stale.join("sort-0.runs"), vec![0u8; 4096]).unwrap();
     f.ok([
         "sort",

@@ -320,7 +320,16 @@ fn pipelined_exchange_never_hangs() {
     let f = Fixture::new();
     let (_, checksum) = f.gen(&[], "300k", "in");
     for (reducers, maps) in [("16", "2"), ("1", "2")] {
-        let (cmd, args) = f.command(["sort", "in", "out", "--reducers", reducers, "--maps", maps]);
+        let (cmd, args) = f.command([
+            "sort",
+            "in",
+            "out",
+            "--force",
+            "--reducers",
+            reducers,
+            "--maps",
+            maps,
+        ]);
         let run = run_with_timeout(cmd, args, Duration::from_secs(60));
         assert_eq!(run.code, Some(0), "{run}");
         let valid = f.ok(["validate", "out"]);

@@ -1625,6 +1625,7 @@ fn sort_once(
         .arg("sort")
         .arg(input)
         .arg(out)
+        .arg("--force")
         .arg("--json")
         .arg("--timeline")
         .arg(timeline)

@@ -38,8 +38,9 @@ pub enum EngineError {
         minimum_bytes: u64,
         what: String,
     },
-    #[error("output {path} is the input file; choose another output path")]
-    OutputIsInput { path: PathBuf },
+    /// Boxed: the paths and roles of two files would make every `Result` large.
+    #[error(transparent)]
+    Path(Box<crate::paths::PathError>),
     #[error("disk full: writing {path} needs {needed_bytes} bytes; free space or choose another output folder")]
     DiskFull { path: PathBuf, needed_bytes: u64 },
     #[error("{op} {path}")]
@@ -47,6 +48,13 @@ pub enum EngineError {
         op: &'static str,
         path: PathBuf,
         source: io::Error,
+    },
+    #[error("{flag} {value} is more than {limit} allows; at most {max} fit")]
+    TooMany {
+        flag: &'static str,
+        value: usize,
+        limit: String,
+        max: usize,
     },
     #[error("invalid job: {reason}")]
     InvalidJob { reason: String },
@@ -60,6 +68,12 @@ pub enum EngineError {
     Internal { what: String },
 }
 
+impl From<crate::paths::PathError> for EngineError {
+    fn from(error: crate::paths::PathError) -> Self {
+        Self::Path(Box::new(error))
+    }
+}
+
 impl EngineError {
     /// Who has to act on this error.
     pub fn domain(&self) -> ErrorDomain {
@@ -67,10 +81,11 @@ impl EngineError {
             Self::InputUnreadable { .. }
             | Self::PartialRecord { .. }
             | Self::BadOutput { .. }
-            | Self::OutputIsInput { .. }
+            | Self::Path(_)
             | Self::BadSpillDir { .. }
             | Self::BudgetTooSmall { .. }
             | Self::DiskFull { .. }
+            | Self::TooMany { .. }
             | Self::InvalidJob { .. } => ErrorDomain::User,
             Self::Io { .. } | Self::Shuffle(_) | Self::Spill(_) => ErrorDomain::Io,
             Self::Integrity { .. } | Self::Internal { .. } => ErrorDomain::Internal,

@@ -9,6 +9,7 @@ pub mod floor;
 pub mod graph;
 pub mod memory;
 pub mod output;
+pub mod paths;
 pub mod record;
 pub mod scheduler;
 pub mod task;

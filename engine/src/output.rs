@@ -17,7 +17,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -52,6 +52,8 @@ pub struct OutputTarget {
     parts: bool,
     committed: bool,
     _interrupt_guard: crate::cleanup::TempGuard,
+    /// The owner lock of the temp file or folder (see [`crate::tempdir`]).
+    _lock: File,
 }
 
 /// One file of the output; clones share the open handles.
@@ -66,55 +68,45 @@ pub struct OutputFile {
 }
 
 impl OutputTarget {
-    /// Checks the output location and creates the temp file (`parts == None`, preallocated to
-    /// `total_bytes`) or the temp folder with `parts` empty part files.
+    /// Checks the output location against the input (see [`crate::paths::check`]) and creates
+    /// the temp file (`parts == None`, preallocated to `total_bytes`) or the temp folder with
+    /// `parts` empty part files, each holding its owner lock (see [`crate::tempdir`]).
+    /// An existing output is refused unless `force`; it is replaced only at commit.
     pub fn create(
         output: &Path,
         input: &Path,
         total_bytes: u64,
         parts: Option<usize>,
         io: IoMode,
+        force: bool,
     ) -> Result<Self, EngineError> {
+        use crate::paths::{self, OutputKind, Read, Write};
+        let kind = if parts.is_some() {
+            OutputKind::Folder
+        } else {
+            OutputKind::File
+        };
+        paths::check(
+            &[Read::new("input", input)],
+            &[Write::new("output", output, kind)],
+            force,
+        )?;
         let bad = |reason: String| EngineError::BadOutput {
             path: output.to_path_buf(),
             reason,
         };
-        let name = output
-            .file_name()
-            .ok_or_else(|| bad("the output path has no file name".into()))?
-            .to_string_lossy()
-            .into_owned();
-        let parent = match output.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
+        let create_error = |e: io::Error| match e.kind() {
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => bad(format!(
+                "folder {} is not writable ({e})",
+                crate::tempdir::parent_of(output).display()
+            )),
+            _ => EngineError::io("create", output, total_bytes, e),
         };
-        match fs::metadata(&parent) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => return Err(bad(format!("{} is not a folder", parent.display()))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(bad(format!("folder {} does not exist", parent.display())))
-            }
-            Err(e) => return Err(bad(format!("folder {}: {e}", parent.display()))),
+        let (temp_path, lock) = match parts {
+            None => crate::tempdir::create_temp_file(output),
+            Some(_) => crate::tempdir::create_temp_dir(output),
         }
-        if same_file(input, output) {
-            return Err(EngineError::OutputIsInput {
-                path: output.to_path_buf(),
-            });
-        }
-        if parts.is_some() {
-            if let Ok(mut entries) = fs::read_dir(output) {
-                if entries.next().is_some() {
-                    return Err(bad("the folder exists and is not empty".into()));
-                }
-            } else if output.exists() {
-                return Err(bad(
-                    "exists and is not a folder; --parts writes a folder".into()
-                ));
-            }
-        } else if output.is_dir() {
-            return Err(bad("is a folder; give a file path, or use --parts".into()));
-        }
-        let temp_path = parent.join(format!(".{name}.millrace-tmp-{}", std::process::id()));
+        .map_err(create_error)?;
         let mut target = OutputTarget {
             final_path: output.to_path_buf(),
             temp_path: temp_path.clone(),
@@ -122,35 +114,24 @@ impl OutputTarget {
             parts: parts.is_some(),
             committed: false,
             _interrupt_guard: crate::cleanup::register(&temp_path),
+            _lock: lock,
         };
-        let create_error = |e: io::Error, path: &Path| match e.kind() {
-            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => bad(format!(
-                "folder {} is not writable ({e})",
-                path.parent().unwrap_or(Path::new(".")).display()
-            )),
-            _ => EngineError::io("create", output, total_bytes, e),
+        let open_error = |e: CreateError| match e {
+            CreateError::Open(e) => create_error(e),
+            CreateError::Engine(e) => e,
         };
         match parts {
             None => {
                 target.files.push(
-                    OutputFile::create(&temp_path, output, total_bytes, io).map_err(
-                        |e| match e {
-                            CreateError::Open(e) => create_error(e, &temp_path),
-                            CreateError::Engine(e) => e,
-                        },
-                    )?,
+                    OutputFile::create(&temp_path, output, total_bytes, io).map_err(open_error)?,
                 );
             }
             Some(count) => {
-                fs::create_dir(&temp_path).map_err(|e| create_error(e, &temp_path))?;
                 for part in 0..count {
                     let path = temp_path.join(format!("part-{part:05}"));
                     target.files.push(
                         OutputFile::create(&path, &output.join(format!("part-{part:05}")), 0, io)
-                            .map_err(|e| match e {
-                            CreateError::Open(e) => create_error(e, &path),
-                            CreateError::Engine(e) => e,
-                        })?,
+                            .map_err(open_error)?,
                     );
                 }
             }
@@ -172,9 +153,8 @@ impl OutputTarget {
         self.parts
     }
 
-    /// Makes the output durable and visible: fsync every file, rename into place, fsync the
-    /// folder.
-    pub fn commit(mut self) -> Result<PathBuf, EngineError> {
+    /// Makes the output durable under its temp name: fsync every file (and the temp folder).
+    pub fn sync(&self) -> Result<(), EngineError> {
         for file in &self.files {
             file.buffered
                 .sync_all()
@@ -183,20 +163,59 @@ impl OutputTarget {
         if self.parts {
             File::open(&self.temp_path)
                 .and_then(|dir| dir.sync_all())
-                .map_err(|e| EngineError::io("fsync", &self.temp_path, 0, e))?;
+                .map_err(|e| EngineError::io("fsync", &self.final_path, 0, e))?;
         }
-        fs::rename(&self.temp_path, &self.final_path)
-            .map_err(|e| EngineError::io("rename to final output", &self.final_path, 0, e))?;
-        let parent = self
-            .final_path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if let Ok(dir) = File::open(parent) {
-            let _ = dir.sync_all();
+        Ok(())
+    }
+
+    /// The path the output will have once committed.
+    pub fn final_path(&self) -> &Path {
+        &self.final_path
+    }
+
+    /// Makes the output durable and visible: [`Self::sync`], then [`Self::publish`].
+    pub fn commit(self) -> Result<PathBuf, EngineError> {
+        self.sync()?;
+        self.publish()
+    }
+
+    /// Makes an output that was synced visible: rename it into place (an existing folder
+    /// allowed by `--force` is exchanged atomically, then removed) and fsync the folder.
+    pub fn publish(mut self) -> Result<PathBuf, EngineError> {
+        let replaced_folder = self.parts
+            && fs::symlink_metadata(&self.final_path).is_ok_and(|m| m.is_dir())
+            && fs::read_dir(&self.final_path).is_ok_and(|mut d| d.next().is_some());
+        if replaced_folder {
+            // A non-empty folder cannot be renamed over: swap the two atomically, then remove
+            // the old one, now under the temp name.
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &self.temp_path,
+                rustix::fs::CWD,
+                &self.final_path,
+                rustix::fs::RenameFlags::EXCHANGE,
+            )
+            .map_err(|e| {
+                EngineError::io("replace the output folder", &self.final_path, 0, e.into())
+            })?;
+            self.committed = true;
+            if let Err(e) = fs::remove_dir_all(&self.temp_path) {
+                warn!(path = %self.temp_path.display(), error = %e, "could not remove the replaced output folder");
+            }
+        } else {
+            fs::rename(&self.temp_path, &self.final_path)
+                .map_err(|e| EngineError::io("rename to final output", &self.final_path, 0, e))?;
+            self.committed = true;
         }
-        self.committed = true;
+        sync_folder_of(&self.final_path);
         Ok(self.final_path.clone())
+    }
+}
+
+/// Fsyncs the folder holding `path`, so a rename in it is durable (best effort).
+pub fn sync_folder_of(path: &Path) {
+    if let Ok(dir) = File::open(crate::tempdir::parent_of(path)) {
+        let _ = dir.sync_all();
     }
 }
 
@@ -213,6 +232,79 @@ impl Drop for OutputTarget {
                     warn!(path = %self.temp_path.display(), error = %e, "could not remove temp output");
                 }
             }
+        }
+    }
+}
+
+/// A whole-file output (a generated data file, a timeline, a summary, a report) written under
+/// its hidden temp name with its owner lock, fsynced, and renamed into place by
+/// [`PendingFile::publish`]; dropped unpublished, it is removed. Paths are checked by the
+/// caller ([`crate::paths::check`]) first.
+#[derive(Debug)]
+pub struct PendingFile {
+    final_path: PathBuf,
+    temp_path: PathBuf,
+    file: File,
+    published: bool,
+    _interrupt_guard: crate::cleanup::TempGuard,
+}
+
+impl PendingFile {
+    /// Creates the temp file for `path`.
+    pub fn create(path: &Path) -> Result<Self, EngineError> {
+        let (temp_path, file) = crate::tempdir::create_temp_file(path)
+            .map_err(|e| EngineError::io("create", path, 0, e))?;
+        Ok(Self {
+            final_path: path.to_path_buf(),
+            _interrupt_guard: crate::cleanup::register(&temp_path),
+            temp_path,
+            file,
+            published: false,
+        })
+    }
+
+    /// Creates the temp file for `path` holding `bytes`, synced.
+    pub fn with_bytes(path: &Path, bytes: &[u8]) -> Result<Self, EngineError> {
+        let pending = Self::create(path)?;
+        pending
+            .file()
+            .write_all_at(bytes, 0)
+            .map_err(|e| EngineError::io("write", path, bytes.len() as u64, e))?;
+        pending.sync()?;
+        Ok(pending)
+    }
+
+    /// The open temp file, for writing.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The path the file gets when published.
+    pub fn final_path(&self) -> &Path {
+        &self.final_path
+    }
+
+    /// Makes the written bytes durable.
+    pub fn sync(&self) -> Result<(), EngineError> {
+        self.file
+            .sync_all()
+            .map_err(|e| EngineError::io("fsync", &self.final_path, 0, e))
+    }
+
+    /// Renames the (synced) file into place and syncs its folder.
+    pub fn publish(mut self) -> Result<PathBuf, EngineError> {
+        fs::rename(&self.temp_path, &self.final_path)
+            .map_err(|e| EngineError::io("rename into place", &self.final_path, 0, e))?;
+        self.published = true;
+        sync_folder_of(&self.final_path);
+        Ok(self.final_path.clone())
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = fs::remove_file(&self.temp_path);
         }
     }
 }
@@ -314,21 +406,6 @@ fn preallocate(file: &File, path: &Path, bytes: u64) -> Result<(), EngineError> 
         Err(_) => file
             .set_len(bytes)
             .map_err(|e| EngineError::io("resize", path, bytes, e)),
-    }
-}
-
-/// Whether `a` and `b` name the same existing file (or the same path when `b` is absent).
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (fs::metadata(a), fs::metadata(b)) {
-        (Ok(ma), Ok(mb)) => ma.dev() == mb.dev() && ma.ino() == mb.ino(),
-        _ => match (
-            fs::canonicalize(a),
-            b.parent().map(fs::canonicalize),
-            b.file_name(),
-        ) {
-            (Ok(ca), Some(Ok(pb)), Some(name)) => ca == pb.join(name),
-            _ => false,
-        },
     }
 }
 
@@ -587,7 +664,7 @@ mod tests {
         for io in [IoMode::Auto, IoMode::Buffered] {
             let output = dir.path().join(format!("out-{io:?}"));
             let total = 3 * 10_000 + 12_345u64;
-            let target = OutputTarget::create(&output, &input, total, None, io).unwrap();
+            let target = OutputTarget::create(&output, &input, total, None, io, false).unwrap();
             let expected: Vec<u8> = (0..total).map(|i| (i * 7 % 251) as u8).collect();
             let cuts = [0u64, 100, 4096 * 3 + 7, 30_000, total];
             for w in cuts.windows(2) {
@@ -614,7 +691,8 @@ mod tests {
         let input = dir.path().join("in");
         fs::write(&input, b"x").unwrap();
         let output = dir.path().join("parts");
-        let target = OutputTarget::create(&output, &input, 0, Some(3), IoMode::Auto).unwrap();
+        let target =
+            OutputTarget::create(&output, &input, 0, Some(3), IoMode::Auto, false).unwrap();
         drop(target);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
@@ -626,11 +704,12 @@ mod tests {
         fs::write(&input, b"x").unwrap();
         let same = dir.path().join(".").join("in");
         assert!(matches!(
-            OutputTarget::create(&same, &input, 1, None, IoMode::Auto),
-            Err(EngineError::OutputIsInput { .. })
+            OutputTarget::create(&same, &input, 1, None, IoMode::Auto, true),
+            Err(EngineError::Path(e)) if matches!(*e, crate::paths::PathError::Alias { .. })
         ));
         let missing = dir.path().join("nope").join("out");
-        let error = OutputTarget::create(&missing, &input, 1, None, IoMode::Auto).unwrap_err();
+        let error =
+            OutputTarget::create(&missing, &input, 1, None, IoMode::Auto, false).unwrap_err();
         assert!(error.to_string().contains("does not exist"), "{error}");
     }
 }

@@ -75,6 +75,15 @@ impl Run {
         self.stdout.lines().map(str::trim_end).collect()
     }
 
+    /// The stdout lines valsort would print: all but `validate`'s closing summary line.
+    pub fn valsort_lines(&self) -> Vec<&str> {
+        let lines = self.stdout_lines();
+        match lines.split_last() {
+            Some((last, rest)) if last.starts_with("validated ") => rest.to_vec(),
+            _ => lines,
+        }
+    }
+
     /// stdout parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
@@ -156,14 +165,16 @@ impl Fixture {
 
     /// `millrace gen --checksum [flags] RECORDS OUTPUT`; returns (records, checksum).
     pub fn gen(&self, flags: &[&str], records: &str, output: &str) -> (String, String) {
-        let mut args = vec!["gen", "--checksum"];
+        let mut args = vec!["gen", "--json", "--force"];
         args.extend_from_slice(flags);
         args.extend([records, output]);
-        let run = self.ok(&args);
+        let json = self.ok(&args).json();
         (
-            run.field("Records").expect("gen --checksum prints Records"),
-            run.field("Checksum")
-                .expect("gen --checksum prints Checksum"),
+            json["records"].to_string(),
+            json["checksum"]
+                .as_str()
+                .expect("gen --json prints the checksum")
+                .to_string(),
         )
     }
 

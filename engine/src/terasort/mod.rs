@@ -101,6 +101,9 @@ pub struct SortConfig {
     /// Default 50 ms: long enough that ordinary hiccups never spill, short enough that one
     /// slow reducer does not hold up the others for long.
     pub hybrid_wait: Option<std::time::Duration>,
+    /// Replace an existing output (atomically, at commit). Without it an existing output is
+    /// refused before any work.
+    pub force: bool,
 }
 
 /// Half of the machine's RAM (from `/proc/meminfo`), or 4 GiB when unknown.
@@ -139,17 +142,161 @@ impl SortConfig {
             spill_io: IoEngine::Auto,
             compression: Compression::Auto,
             hybrid_wait: Some(std::time::Duration::from_millis(50)),
+            force: false,
         }
     }
+
+    /// Checks the flags that size the job against what this machine allows, before any file
+    /// is created or read: maps and reducers against [`MAX_SUBTASKS`], the memory budget (the
+    /// fixed exchange, read and write buffers at their smallest) and the open-file limit.
+    /// Errors say which limit and the largest value that fits.
+    pub fn check_limits(&self) -> Result<(), EngineError> {
+        for (flag, value) in [("--maps", self.maps), ("--reducers", self.reducers)] {
+            if value == 0 {
+                return Err(EngineError::InvalidJob {
+                    reason: format!("{flag} must be at least 1"),
+                });
+            }
+            if value > MAX_SUBTASKS {
+                return Err(EngineError::TooMany {
+                    flag,
+                    value,
+                    limit: format!("the largest parallelism ({MAX_SUBTASKS} subtasks per vertex)"),
+                    max: MAX_SUBTASKS,
+                });
+            }
+        }
+        if self.memory_bytes == 0 {
+            return Err(EngineError::InvalidJob {
+                reason: "--memory must be more than 0 bytes".into(),
+            });
+        }
+        let fits = |reducers: usize| {
+            let config = SortConfig {
+                reducers,
+                ..self.clone()
+            };
+            MemoryPlan::for_budget(self.memory_bytes, &config).fixed_bytes <= self.memory_bytes
+        };
+        if !fits(self.reducers) {
+            return Err(EngineError::BudgetTooSmall {
+                budget_bytes: self.memory_bytes,
+                // With no budget to share, every buffer is at its smallest.
+                minimum_bytes: MemoryPlan::for_budget(0, self).fixed_bytes,
+                what: format!(
+                    "the exchange of {} maps x {} reducers (at most {} reducers fit this budget)",
+                    self.maps,
+                    self.reducers,
+                    largest(self.reducers, fits)
+                ),
+            });
+        }
+        let limit = open_file_limit();
+        let needed = self.open_files(self.reducers);
+        if needed > limit {
+            return Err(EngineError::TooMany {
+                flag: "--reducers",
+                value: self.reducers,
+                limit: format!(
+                    "the open-file limit (ulimit -n = {limit}; this job needs about {needed} open files)"
+                ),
+                max: largest(self.reducers, |r| self.open_files(r) <= limit),
+            });
+        }
+        Ok(())
+    }
+
+    /// Open files the job may hold with `reducers` reducers: the input, the output (two
+    /// handles: buffered and direct), per part file two more, per reducer and map a spill
+    /// writer (two handles) and the runs a merge holds open.
+    fn open_files(&self, reducers: usize) -> u64 {
+        let (m, r) = (self.maps as u64, reducers as u64);
+        let parts = if self.parts { 2 * r } else { 2 };
+        64 + parts + 2 * m + r * (2 + external::MAX_FAN_IN as u64 / 8)
+    }
+}
+
+/// The soft limit on open files, raised to the hard limit first (as the JVM and Go do), so a
+/// job gets what the administrator allows rather than the shell's conservative default.
+pub fn open_file_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            limit = raised;
+        }
+    }
+    limit.current.unwrap_or(u64::MAX)
+}
+
+/// Most subtasks per vertex (Flink's upper bound for max parallelism, 2^15).
+pub const MAX_SUBTASKS: usize = 1 << 15;
+
+/// The largest `n` in `0..=upper` with `fits(n)`, for a `fits` that holds up to some point.
+fn largest(upper: usize, fits: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, upper);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
 }
 
 /// Live counters for a progress display.
 #[derive(Debug, Default)]
 pub struct Progress {
+    /// What the job is doing ([`Stage`] as a number).
+    stage: std::sync::atomic::AtomicU8,
+    /// Bytes of a streamed input copied to the spill folder so far.
+    pub spooled_bytes: AtomicU64,
+    /// Input bytes (known once the input is open or spooled).
+    pub input_bytes: AtomicU64,
+    /// Whether the job runs out of core (set with [`Stage::Run`]).
+    pub out_of_core: std::sync::atomic::AtomicBool,
     /// Input bytes read by maps.
     pub read_bytes: AtomicU64,
     /// Output bytes handed to the disk.
     pub written_bytes: AtomicU64,
+}
+
+/// Where a sort is, for a progress display. Within [`Stage::Run`], maps read until
+/// `read_bytes` reaches `input_bytes` (map+shuffle, spilling runs out of core); then reducers
+/// sort and write (in memory) or merge and write (out of core) until `written_bytes` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Stage {
+    Open = 0,
+    /// Copying a streamed input to the spill folder.
+    Spool,
+    Sample,
+    Run,
+    /// fsync of the output, then rename.
+    Commit,
+}
+
+impl Progress {
+    /// The current stage.
+    pub fn stage(&self) -> Stage {
+        match self.stage.load(Ordering::Relaxed) {
+            1 => Stage::Spool,
+            2 => Stage::Sample,
+            3 => Stage::Run,
+            4 => Stage::Commit,
+            _ => Stage::Open,
+        }
+    }
+
+    fn set_stage(&self, stage: Stage) {
+        self.stage.store(stage as u8, Ordering::Relaxed);
+    }
 }
 
 /// What a finished sort reports.
@@ -412,32 +559,88 @@ fn external_plan(
     Ok((plan, sizes))
 }
 
+/// A sort that finished and passed its integrity check, its output durable under the temp
+/// name; [`FinishedSort::publish`] makes it visible. Dropping it removes the output.
+#[derive(Debug)]
+pub struct FinishedSort {
+    pub report: SortReport,
+    target: OutputTarget,
+}
+
+impl FinishedSort {
+    /// Renames the output into place; returns the report.
+    pub fn publish(self) -> Result<SortReport, EngineError> {
+        self.target.publish()?;
+        Ok(self.report)
+    }
+}
+
 /// Runs a TeraSort as configured and reports it; the output exists only if this returns `Ok`.
 pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, EngineError> {
+    run_uncommitted(config, progress)?.publish()
+}
+
+/// Runs a TeraSort up to, not including, the rename of its output: the caller can write other
+/// outputs (a timeline) and then publish them all.
+pub fn run_uncommitted(
+    config: &SortConfig,
+    progress: Arc<Progress>,
+) -> Result<FinishedSort, EngineError> {
     let job_start = Instant::now();
     let started_at = std::time::SystemTime::now();
-    if config.maps == 0 || config.reducers == 0 {
-        return Err(EngineError::InvalidJob {
-            reason: "maps and reducers must be at least 1".into(),
-        });
+    config.check_limits()?;
+    // Every path is checked before a stream is spooled or a byte read.
+    let kind = if config.parts {
+        crate::paths::OutputKind::Folder
+    } else {
+        crate::paths::OutputKind::File
+    };
+    crate::paths::check(
+        &[crate::paths::Read::new("input", &config.input)],
+        &[crate::paths::Write::new("output", &config.output, kind)],
+        config.force,
+    )?;
+    let spill_dir = config
+        .spill_dirs
+        .first()
+        .cloned()
+        .unwrap_or_else(std::env::temp_dir);
+    if !matches!(std::fs::metadata(&config.input), Ok(m) if m.is_file()) {
+        progress.set_stage(Stage::Spool);
     }
-    let (input, size) = input::open_input(&config.input)?;
+    let opened = input::open_input(&config.input, &spill_dir, &progress.spooled_bytes)?;
+    let (input, size, spool) = (opened.file, opened.size, opened.spool);
+    let shown_input = input::shown(&config.input);
+    progress.input_bytes.store(size, Ordering::Relaxed);
     let records = size / RECORD_LEN as u64;
+
+    // In memory when the mapped input plus the sort entries fit the budget; else spill. The
+    // plan is checked before the output is created and before sampling.
+    let in_memory_bytes = size
+        .saturating_add(records.saturating_mul(16))
+        .saturating_add(MemoryPlan::for_budget(config.memory_bytes, config).fixed_bytes);
+    let external = if in_memory_bytes <= config.memory_bytes {
+        None
+    } else {
+        Some(external_plan(config, size)?)
+    };
     let target = OutputTarget::create(
         &config.output,
         &config.input,
         size,
         config.parts.then_some(config.reducers),
         config.io,
+        config.force,
     )?;
 
     // Sample the key distribution: reducer ranges, then buckets inside each range.
+    progress.set_stage(Stage::Sample);
     let buckets_per_reducer = ((records / config.reducers as u64) / 16_384)
         .clamp(1, 4096)
         .next_power_of_two() as usize;
     let fine_ranges = config.reducers * buckets_per_reducer;
     let sample_count = (fine_ranges * 16).clamp(1_000, 1 << 20);
-    let samples = sample::sample_keys(&input, &config.input, records, sample_count)?;
+    let samples = sample::sample_keys(&input, &shown_input, records, sample_count)?;
     let reducer_bounds = boundaries_from_samples(&samples, config.reducers);
     let buckets = (0..config.reducers)
         .map(|r| {
@@ -464,14 +667,6 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
         "sampled input"
     );
 
-    // In memory when the mapped input plus the sort entries fit the budget; else spill.
-    let in_memory_bytes =
-        size + records * 16 + MemoryPlan::for_budget(config.memory_bytes, config).fixed_bytes;
-    let external = if in_memory_bytes <= config.memory_bytes {
-        None
-    } else {
-        Some(external_plan(config, size)?)
-    };
     // Fixed buffers are shares of the budget in both plans, so memory does not grow with the
     // number of maps and reducers.
     let sizes = match &external {
@@ -492,8 +687,11 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
         budget = config.memory_bytes,
         "chose plan"
     );
+    progress
+        .out_of_core
+        .store(external.is_some(), Ordering::Relaxed);
     let input = match external {
-        None => Input::Mapped(input::map_input(&input, size, &config.input)?),
+        None => Input::Mapped(input::map_input(&input, size, &shown_input)?),
         Some(_) => Input::Read(input),
     };
     let split_bytes = (config.split_bytes / RECORD_LEN as u64).max(1) * RECORD_LEN as u64;
@@ -501,8 +699,9 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
         .step_by(split_bytes as usize)
         .map(|start| (start, (start + split_bytes).min(size)))
         .collect();
+    progress.set_stage(Stage::Run);
     let shared = Arc::new(SortShared {
-        input_path: config.input.clone(),
+        input_path: shown_input.clone(),
         input,
         splits,
         next_split: AtomicUsize::new(0),
@@ -521,7 +720,7 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
         reducer_records: tokio::sync::watch::channel(vec![None; config.reducers]).0,
         input_checksum: Mutex::new(Checksum::default()),
         output_checksum: Mutex::new(Checksum::default()),
-        progress,
+        progress: progress.clone(),
         external: external.map(|(plan, _)| plan),
     });
 
@@ -591,17 +790,21 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
             ),
         });
     }
-    match std::fs::metadata(&config.input) {
-        Ok(meta) if meta.len() == size => {}
-        _ => {
-            return Err(EngineError::InputUnreadable {
-                path: config.input.clone(),
-                source: std::io::Error::other("the input changed size while it was being sorted"),
-            })
-        }
+    let changed = match &spool {
+        Some(_) => false,
+        None => !matches!(std::fs::metadata(&config.input), Ok(meta) if meta.len() == size),
+    };
+    if changed {
+        return Err(EngineError::InputUnreadable {
+            path: shown_input,
+            source: std::io::Error::other("the input changed size while it was being sorted"),
+        });
     }
+    drop(spool);
     let commit_start = micros_since(job_start);
-    let output = target.commit()?;
+    progress.set_stage(Stage::Commit);
+    target.sync()?;
+    let output = target.final_path().to_path_buf();
     let wall_us = micros_since(job_start);
     let timeline = Timeline::new(
         "terasort",
@@ -619,7 +822,7 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
             Span::new("commit", commit_start, wall_us),
         ],
     );
-    Ok(SortReport {
+    let report = SortReport {
         input: config.input.clone(),
         output,
         records,
@@ -638,5 +841,6 @@ pub fn run(config: &SortConfig, progress: Arc<Progress>) -> Result<SortReport, E
         memory_budget_bytes: config.memory_bytes,
         io: IoSummary::from_subtasks(&timeline.subtasks, size),
         timeline,
-    })
+    };
+    Ok(FinishedSort { report, target })
 }
