@@ -478,7 +478,7 @@ fn gen(args: GenArgs) -> Result<ExitCode> {
             args.force,
         )?;
         check_free_space(&args.output, spec.records as u128 * 100)?;
-        generate(&spec, &args.output)?
+        generate(&spec, &args.output, args.force)?
     };
     let seconds = started.elapsed().as_secs_f64();
     if args.checksum {
@@ -522,9 +522,9 @@ fn gen(args: GenArgs) -> Result<ExitCode> {
 
 /// Generates into a locked temp file, fsyncs and renames it into place, so a failed or killed
 /// run leaves nothing under the output name.
-fn generate(spec: &GenSpec, output: &Path) -> Result<engine::record::Checksum> {
+fn generate(spec: &GenSpec, output: &Path, force: bool) -> Result<engine::record::Checksum> {
     let bar = progress::records_bar("gen", spec.records.saturating_mul(100));
-    let pending = PendingFile::create(output)?;
+    let pending = PendingFile::create(output, "output", force)?;
     let result =
         gensort::generate_to_writer(spec, pending.file(), &|b| progress::set_records(&bar, b));
     bar.finish_and_clear();
@@ -575,7 +575,8 @@ fn validate(args: ValidateArgs) -> Result<ExitCode> {
     };
     let seconds = started.elapsed().as_secs_f64();
     if let Some(out) = &args.summary_out {
-        PendingFile::with_bytes(out, &summary.to_bytes())?.publish()?;
+        PendingFile::with_bytes(out, "--summary-out", args.force, &summary.to_bytes())?
+            .publish()?;
     }
     let mut stdout = std::io::stdout().lock();
     let records = u64::try_from(summary.records).unwrap_or(u64::MAX);
@@ -720,6 +721,8 @@ fn sort(args: SortArgs) -> Result<ExitCode> {
     let timeline = match &args.timeline {
         Some(path) => Some(PendingFile::with_bytes(
             path,
+            "--timeline",
+            args.force,
             &timeline_bytes(&finished.report, args.timeline_format)?,
         )?),
         None => None,
@@ -832,7 +835,7 @@ fn demo(args: &SortArgs) -> Result<ExitCode> {
         dir.path().display()
     );
     let started = Instant::now();
-    let generated = generate(&spec, &input)?;
+    let generated = generate(&spec, &input, false)?;
     println!(
         "  generated in {:.2} s, checksum {generated}",
         started.elapsed().as_secs_f64()
@@ -845,6 +848,8 @@ fn demo(args: &SortArgs) -> Result<ExitCode> {
     let timeline = match &args.timeline {
         Some(path) => Some(PendingFile::with_bytes(
             path,
+            "--timeline",
+            args.force,
             &timeline_bytes(&finished.report, args.timeline_format)?,
         )?),
         None => None,

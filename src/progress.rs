@@ -131,3 +131,34 @@ impl Drop for SortWatch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each stage of a sort has its own label; counted phases count input bytes toward the
+    /// input size (never past it), so the rate is the summary's MB/s of input.
+    #[test]
+    fn labels_follow_the_job() {
+        let p = Progress::default();
+        assert_eq!(view(&p).0, "open");
+        p.set_stage(Stage::Spool);
+        p.spooled_bytes.store(700, Ordering::Relaxed);
+        assert_eq!(view(&p), ("read stream", false, 700, 0));
+        p.input_bytes.store(1000, Ordering::Relaxed);
+        p.set_stage(Stage::Sample);
+        assert_eq!(view(&p).0, "sample");
+        p.set_stage(Stage::Run);
+        p.read_bytes.store(400, Ordering::Relaxed);
+        assert_eq!(view(&p), ("map+shuffle", true, 400, 1000));
+        p.read_bytes.store(1000, Ordering::Relaxed);
+        p.written_bytes.store(300, Ordering::Relaxed);
+        assert_eq!(view(&p), ("sort+write", true, 300, 1000));
+        p.out_of_core.store(true, Ordering::Relaxed);
+        assert_eq!(view(&p).0, "merge+write");
+        p.read_bytes.store(500, Ordering::Relaxed);
+        assert_eq!(view(&p).0, "map+spill");
+        p.set_stage(Stage::Commit);
+        assert_eq!(view(&p), ("fsync+commit", false, 1000, 0));
+    }
+}

@@ -51,6 +51,8 @@ pub struct OutputTarget {
     files: Vec<OutputFile>,
     parts: bool,
     committed: bool,
+    /// Whether an existing output may be replaced.
+    force: bool,
     _interrupt_guard: crate::cleanup::TempGuard,
     /// The owner lock of the temp file or folder (see [`crate::tempdir`]).
     _lock: File,
@@ -113,6 +115,7 @@ impl OutputTarget {
             files: Vec::new(),
             parts: parts.is_some(),
             committed: false,
+            force,
             _interrupt_guard: crate::cleanup::register(&temp_path),
             _lock: lock,
         };
@@ -183,6 +186,7 @@ impl OutputTarget {
     /// allowed by `--force` is exchanged atomically, then removed) and fsync the folder.
     pub fn publish(mut self) -> Result<PathBuf, EngineError> {
         let replaced_folder = self.parts
+            && self.force
             && fs::symlink_metadata(&self.final_path).is_ok_and(|m| m.is_dir())
             && fs::read_dir(&self.final_path).is_ok_and(|mut d| d.next().is_some());
         if replaced_folder {
@@ -203,13 +207,33 @@ impl OutputTarget {
                 warn!(path = %self.temp_path.display(), error = %e, "could not remove the replaced output folder");
             }
         } else {
-            fs::rename(&self.temp_path, &self.final_path)
-                .map_err(|e| EngineError::io("rename to final output", &self.final_path, 0, e))?;
+            rename_into_place(&self.temp_path, &self.final_path, "output", self.force)?;
             self.committed = true;
         }
         sync_folder_of(&self.final_path);
         Ok(self.final_path.clone())
     }
+}
+
+/// Renames a finished temp file or folder to `path`. Without `force` the rename refuses to
+/// replace anything but an empty folder, so an output another process created while this
+/// job ran is not overwritten either.
+fn rename_into_place(temp: &Path, path: &Path, role: &str, force: bool) -> Result<(), EngineError> {
+    let empty_folder = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+        && fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
+    let renamed = if force || empty_folder {
+        fs::rename(temp, path)
+    } else {
+        crate::tempdir::rename_new(temp, path)
+    };
+    renamed.map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => crate::paths::PathError::Exists {
+            role: role.to_string(),
+            path: path.to_path_buf(),
+        }
+        .into(),
+        _ => EngineError::io("rename into place", path, 0, e),
+    })
 }
 
 /// Fsyncs the folder holding `path`, so a rename in it is durable (best effort).
@@ -246,12 +270,15 @@ pub struct PendingFile {
     temp_path: PathBuf,
     file: File,
     published: bool,
+    force: bool,
+    role: String,
     _interrupt_guard: crate::cleanup::TempGuard,
 }
 
 impl PendingFile {
-    /// Creates the temp file for `path`.
-    pub fn create(path: &Path) -> Result<Self, EngineError> {
+    /// Creates the temp file for `path` (`role` names it in errors: "output", "--timeline");
+    /// `force` lets it replace an existing file when published.
+    pub fn create(path: &Path, role: &str, force: bool) -> Result<Self, EngineError> {
         let (temp_path, file) = crate::tempdir::create_temp_file(path)
             .map_err(|e| EngineError::io("create", path, 0, e))?;
         Ok(Self {
@@ -260,12 +287,19 @@ impl PendingFile {
             temp_path,
             file,
             published: false,
+            force,
+            role: role.to_string(),
         })
     }
 
     /// Creates the temp file for `path` holding `bytes`, synced.
-    pub fn with_bytes(path: &Path, bytes: &[u8]) -> Result<Self, EngineError> {
-        let pending = Self::create(path)?;
+    pub fn with_bytes(
+        path: &Path,
+        role: &str,
+        force: bool,
+        bytes: &[u8],
+    ) -> Result<Self, EngineError> {
+        let pending = Self::create(path, role, force)?;
         pending
             .file()
             .write_all_at(bytes, 0)
@@ -293,8 +327,7 @@ impl PendingFile {
 
     /// Renames the (synced) file into place and syncs its folder.
     pub fn publish(mut self) -> Result<PathBuf, EngineError> {
-        fs::rename(&self.temp_path, &self.final_path)
-            .map_err(|e| EngineError::io("rename into place", &self.final_path, 0, e))?;
+        rename_into_place(&self.temp_path, &self.final_path, &self.role, self.force)?;
         self.published = true;
         sync_folder_of(&self.final_path);
         Ok(self.final_path.clone())
@@ -711,5 +744,32 @@ mod tests {
         let error =
             OutputTarget::create(&missing, &input, 1, None, IoMode::Auto, false).unwrap_err();
         assert!(error.to_string().contains("does not exist"), "{error}");
+    }
+
+    /// An output another process created while the job ran is not replaced without force;
+    /// the temp file goes, the other file stays.
+    #[test]
+    fn publish_never_replaces_an_output_that_appeared_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        fs::write(&input, b"x").unwrap();
+        let output = dir.path().join("out");
+        let target = OutputTarget::create(&output, &input, 0, None, IoMode::Auto, false).unwrap();
+        let pending =
+            PendingFile::with_bytes(&dir.path().join("tl"), "--timeline", false, b"t").unwrap();
+        fs::write(&output, b"someone else's").unwrap();
+        fs::write(dir.path().join("tl"), b"theirs").unwrap();
+        target.sync().unwrap();
+        let error = target.publish().unwrap_err();
+        assert!(error.to_string().contains("exists"), "{error}");
+        let error = pending.publish().unwrap_err();
+        assert!(error.to_string().contains("--timeline"), "{error}");
+        assert_eq!(fs::read(&output).unwrap(), b"someone else's");
+        assert_eq!(fs::read(dir.path().join("tl")).unwrap(), b"theirs");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            3,
+            "temp files removed"
+        );
     }
 }

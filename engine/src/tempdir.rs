@@ -123,7 +123,7 @@ fn create_locked_dir(
 }
 
 /// Renames `from` to `to`, failing if `to` exists.
-fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
+pub(crate) fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
     rustix::fs::renameat_with(
         rustix::fs::CWD,
         from,

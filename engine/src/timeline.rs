@@ -106,6 +106,8 @@ impl Timeline {
             end_us: s.end_us,
             nested: false,
         }));
+        // In the order they began (stable: equal starts keep the rules' order).
+        phases.sort_by_key(|p| p.start_us);
         let total: u64 = phases.iter().filter(|p| !p.nested).map(Phase::micros).sum();
         let overlap_ratio = if wall_us == 0 {
             1.0
@@ -498,13 +500,14 @@ mod tests {
         let names: Vec<_> = t.phases.iter().map(|p| p.name).collect();
         assert_eq!(
             names,
+            // In the order they began.
             [
                 "map",
                 "shuffle",
-                "sort+write",
-                "spill",
-                "merge",
                 "sample",
+                "spill",
+                "sort+write",
+                "merge",
                 "commit"
             ]
         );

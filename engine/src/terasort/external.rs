@@ -29,7 +29,7 @@ use shuffle::Received;
 
 use super::merge::{merge_key, LoserTree, EXHAUSTED};
 use super::reduce::output_range;
-use super::SortShared;
+use super::{ProgressStep, SortShared};
 use crate::memory::{MemoryBudget, Reservation};
 use crate::output::RangeWriter;
 use crate::record::{key80, Checksum, RECORD_LEN};
@@ -420,14 +420,17 @@ impl Invokable for ExternalReduceTask {
             let read_ahead_bytes =
                 (2 * arena_bytes as u64 / runs.min(MAX_FAN_IN as u64)).clamp(256 << 10, 16 << 20);
             let merge_start = ctx.now_us();
+            let progress = shared.progress.clone();
             let (checksum, spiller, read_bytes) =
                 spawn_blocking(move || -> Result<(Checksum, Spiller, u64), EngineError> {
                     let mut writer: RangeWriter = file.range_writer(start, len, write_chunk_bytes);
+                    let mut written = ProgressStep::new(&progress.written_bytes);
                     let mut checksum = Checksum::default();
                     let mut read_bytes = 0;
                     if spiller.runs.is_empty() {
                         filling.emit_sorted(|record| {
                             checksum.add_record(record);
+                            written.add(RECORD_LEN as u64);
                             writer.write(record)
                         })?;
                     } else {
@@ -438,6 +441,7 @@ impl Invokable for ExternalReduceTask {
                         let fan_in = fan_in(2 * arena_bytes, spiller.block_bytes);
                         read_bytes = merge_all(&mut spiller, fan_in, read_ahead_bytes, |record| {
                             checksum.add_record(record);
+                            written.add(RECORD_LEN as u64);
                             writer.write(record)
                         })?;
                     }

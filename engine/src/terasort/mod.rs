@@ -183,12 +183,13 @@ impl SortConfig {
                 budget_bytes: self.memory_bytes,
                 // With no budget to share, every buffer is at its smallest.
                 minimum_bytes: MemoryPlan::for_budget(0, self).fixed_bytes,
-                what: format!(
-                    "the exchange of {} maps x {} reducers (at most {} reducers fit this budget)",
-                    self.maps,
-                    self.reducers,
-                    largest(self.reducers, fits)
-                ),
+                what: match largest(self.reducers, fits) {
+                    0 => format!("the exchange of {} maps x {} reducers", self.maps, self.reducers),
+                    max => format!(
+                        "the exchange of {} maps x {} reducers (at most {max} reducers fit this budget)",
+                        self.maps, self.reducers
+                    ),
+                },
             });
         }
         let limit = open_file_limit();
@@ -267,6 +268,37 @@ pub struct Progress {
     pub written_bytes: AtomicU64,
 }
 
+/// Adds bytes to a progress counter in steps of 4 MiB (and the rest when dropped), so hot
+/// loops do not touch a shared cache line per record.
+pub(crate) struct ProgressStep<'a> {
+    counter: &'a AtomicU64,
+    pending: u64,
+}
+
+impl<'a> ProgressStep<'a> {
+    pub(crate) fn new(counter: &'a AtomicU64) -> Self {
+        Self {
+            counter,
+            pending: 0,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn add(&mut self, bytes: u64) {
+        self.pending += bytes;
+        if self.pending >= 4 << 20 {
+            self.counter.fetch_add(self.pending, Ordering::Relaxed);
+            self.pending = 0;
+        }
+    }
+}
+
+impl Drop for ProgressStep<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_add(self.pending, Ordering::Relaxed);
+    }
+}
+
 /// Where a sort is, for a progress display. Within [`Stage::Run`], maps read until
 /// `read_bytes` reaches `input_bytes` (map+shuffle, spilling runs out of core); then reducers
 /// sort and write (in memory) or merge and write (out of core) until `written_bytes` does.
@@ -294,7 +326,8 @@ impl Progress {
         }
     }
 
-    fn set_stage(&self, stage: Stage) {
+    /// Moves to `stage` (the job does this as it goes).
+    pub fn set_stage(&self, stage: Stage) {
         self.stage.store(stage as u8, Ordering::Relaxed);
     }
 }
@@ -605,6 +638,10 @@ pub fn run_uncommitted(
         .first()
         .cloned()
         .unwrap_or_else(std::env::temp_dir);
+    // Whatever the plan, the folders of dead jobs go now.
+    for dir in config.spill_dirs.iter().chain([&spill_dir]) {
+        crate::tempdir::remove_stale(dir);
+    }
     if !matches!(std::fs::metadata(&config.input), Ok(m) if m.is_file()) {
         progress.set_stage(Stage::Spool);
     }
@@ -843,4 +880,57 @@ pub fn run_uncommitted(
         timeline,
     };
     Ok(FinishedSort { report, target })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// No value of maps, reducers and budget panics the check, and whatever it accepts
+        /// plans fixed buffers within the budget and within the parallelism bound.
+        #[test]
+        fn flag_limits_never_panic_and_accepted_plans_fit(
+            maps in prop_oneof![0usize..64, any::<usize>()],
+            reducers in prop_oneof![0usize..4096, any::<usize>()],
+            memory in prop_oneof![0u64..(64 << 20), any::<u64>()],
+            parts: bool,
+        ) {
+            let mut config = SortConfig::new("in", "out");
+            config.maps = maps;
+            config.reducers = reducers;
+            config.memory_bytes = memory;
+            config.parts = parts;
+            match config.check_limits() {
+                Ok(()) => {
+                    prop_assert!((1..=MAX_SUBTASKS).contains(&maps));
+                    prop_assert!((1..=MAX_SUBTASKS).contains(&reducers));
+                    prop_assert!(MemoryPlan::for_budget(memory, &config).fixed_bytes <= memory);
+                }
+                Err(error) => {
+                    let text = error.to_string();
+                    prop_assert!(!text.is_empty());
+                    if let EngineError::TooMany { flag: "--reducers", max, limit, .. } = error {
+                        // The value said to fit clears that limit (another may still bind).
+                        let mut fitted = config.clone();
+                        fitted.reducers = max;
+                        let again = fitted.check_limits();
+                        prop_assert!(
+                            !matches!(&again, Err(EngineError::TooMany { flag: "--reducers", limit: l, .. }) if *l == limit),
+                            "{again:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_largest_value_that_fits_is_found() {
+        assert_eq!(largest(100, |n| n <= 37), 37);
+        assert_eq!(largest(100, |_| true), 100);
+        assert_eq!(largest(100, |n| n == 0), 0);
+        assert_eq!(largest(usize::MAX, |n| n <= 5), 5);
+    }
 }

@@ -5,12 +5,11 @@
 //! reducers have received everything; each reducer publishes its count when its input ends and
 //! waits only for its predecessors' counts (part files need no wait: each starts at 0).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::map::ENTRY_BYTES;
 use super::sorter::{position, Entry, EntrySorter};
-use super::SortShared;
+use super::{ProgressStep, SortShared};
 use crate::output::WriteStats;
 use crate::record::{prefetch_record, Checksum, RECORD_LEN};
 use crate::task::{spawn_blocking, BoxFuture, Invokable, Span, SubtaskContext, SubtaskReport};
@@ -60,7 +59,7 @@ impl Invokable for ReduceTask {
                 spawn_blocking(move || -> Result<(Checksum, WriteStats), EngineError> {
                     let mut writer = file.range_writer(start, len, write_chunk_bytes);
                     let mut checksum = Checksum::default();
-                    let mut since_progress = 0usize;
+                    let mut written = ProgressStep::new(&progress.progress.written_bytes);
                     let input = progress.mapped_input()?;
                     let record_at = |entry: Entry| {
                         let at = position(entry) as usize * RECORD_LEN;
@@ -76,21 +75,10 @@ impl Invokable for ReduceTask {
                             checksum.add_record(record);
                             writer.write(record)?;
                         }
-                        since_progress += run.len() * RECORD_LEN;
-                        if since_progress >= 1 << 22 {
-                            progress
-                                .progress
-                                .written_bytes
-                                .fetch_add(since_progress as u64, Ordering::Relaxed);
-                            since_progress = 0;
-                        }
+                        written.add((run.len() * RECORD_LEN) as u64);
                         Ok::<(), EngineError>(())
                     })?;
                     let stats = writer.finish()?;
-                    progress
-                        .progress
-                        .written_bytes
-                        .fetch_add(since_progress as u64, Ordering::Relaxed);
                     Ok((checksum, stats))
                 })
                 .await??;
