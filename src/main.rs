@@ -529,8 +529,10 @@ fn generate(spec: &GenSpec, output: &Path, force: bool) -> Result<engine::record
         gensort::generate_to_writer(spec, pending.file(), &|b| progress::set_records(&bar, b));
     bar.finish_and_clear();
     let checksum = result.map_err(|e| e.for_path(output))?;
+    let spinner = progress::spinner("fsync+commit");
     pending.sync()?;
     pending.publish()?;
+    spinner.finish_and_clear();
     Ok(checksum)
 }
 
@@ -762,6 +764,8 @@ fn sort_json(report: &SortReport) -> Value {
         "reducers": report.reducers,
         "wall_ms": report.wall_us as f64 / 1000.0,
         "mb_per_s": report.mb_per_s(),
+        "cpu_s": report.cpu_s,
+        "cpu_s_per_gb": report.cpu_s_per_gb(),
         "peak_rss_bytes": report.peak_rss_bytes,
         "plan": report.plan,
         "memory_budget_bytes": report.memory_budget_bytes,
@@ -805,6 +809,14 @@ fn print_sort_summary(report: &SortReport) {
     println!(
         "  {} plan: read {:.2} and wrote {:.2} bytes per input byte ({} spilled runs)",
         report.plan, io.reads_per_byte, io.writes_per_byte, io.spilled_runs
+    );
+    println!(
+        "  cpu {:.2} s ({:.2} s per GB), peak RSS {} MiB",
+        report.cpu_s,
+        report.cpu_s_per_gb(),
+        report
+            .peak_rss_bytes
+            .map_or("?".into(), |b| (b >> 20).to_string())
     );
     println!(
         "  checksum {} (input = output), output {}",

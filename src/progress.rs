@@ -41,6 +41,18 @@ pub fn records_bar(label: &str, total_bytes: u64) -> ProgressBar {
     bar
 }
 
+/// A spinner with the elapsed time for a step of unknown length (an fsync), hidden when
+/// nobody watches.
+pub fn spinner(label: &str) -> ProgressBar {
+    if !interactive() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0).with_style(spinner_style());
+    bar.set_prefix(label.to_string());
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
 /// Moves `bar` to `bytes` and shows the records that makes.
 pub fn set_records(bar: &ProgressBar, bytes: u64) {
     bar.set_position(bytes);

@@ -433,6 +433,8 @@ pub struct OocVariantReport {
     pub meets_target: bool,
     /// `bytes / sort_s`, in 10^6 bytes per second.
     pub mb_per_s: f64,
+    /// Median CPU seconds per GB of the sort.
+    pub cpu_s_per_gb: Option<f64>,
     /// Largest peak RSS of the sort process over the runs.
     pub peak_rss_bytes: Option<u64>,
     /// `peak_rss_bytes / memory budget`.
@@ -509,6 +511,8 @@ pub struct CaseReport {
     pub sort_floor_ratio: f64,
     /// `bytes / sort_s`, in 10^6 bytes per second.
     pub mb_per_s: f64,
+    /// Median CPU seconds per GB of the sort (instance-independent, unlike wall time).
+    pub cpu_s_per_gb: Option<f64>,
     /// Largest peak RSS of the sort process over the runs (mapped input pages included).
     pub peak_rss_bytes: Option<u64>,
     /// Median of Σ phase lengths ÷ wall.
@@ -540,6 +544,8 @@ pub struct SortRun {
     pub plan: Option<String>,
     /// Bytes per phase, when the job reports them.
     pub io: Option<ChildIo>,
+    /// CPU seconds (user + system) per GB of input, when the job reports it.
+    pub cpu_s_per_gb: Option<f64>,
 }
 
 /// GNU sort on one ASCII case.
@@ -591,6 +597,9 @@ pub struct ChildReport {
     pub memory_budget_bytes: Option<u64>,
     #[serde(default)]
     pub io: Option<ChildIo>,
+    /// CPU seconds per GB of input (absent in reports of older builds).
+    #[serde(default)]
+    pub cpu_s_per_gb: Option<f64>,
 }
 
 /// `io` of `millrace sort --json`: bytes each phase read and wrote.
@@ -732,6 +741,11 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A CPU s/GB cell: two decimals, or a dash when the sort did not report it.
+fn cpu(value: Option<f64>) -> String {
+    value.map_or("—".to_owned(), |v| format!("{v:.2}"))
+}
+
 /// The median of `values` (the mean of the middle two for an even count); `None` if empty.
 pub fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
@@ -779,8 +793,8 @@ impl BenchReport {
             out += &format!("commit: {commit}\n");
         }
         out += &format!("runs per case: {} (medians; GNU sort once)\n\n", self.runs);
-        out += "| case | records | floor s | sort s | sort/floor | MB/s | peak RSS MiB | overlap | sort process s | GNU sort s | GNU/millrace |\n";
-        out += "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+        out += "| case | records | floor s | sort s | sort/floor | MB/s | CPU s/GB | peak RSS MiB | overlap | sort process s | GNU sort s | GNU/millrace |\n";
+        out += "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
         for case in &self.cases {
             let (gnu_s, speedup) = match &case.gnu_sort {
                 None => ("—".to_owned(), "—".to_owned()),
@@ -793,7 +807,7 @@ impl BenchReport {
                 format!("{:.0}", b as f64 / (1u64 << 20) as f64)
             });
             out += &format!(
-                "| {} {} | {} | {:.2} | {:.2} | {:.2} | {:.0} | {rss} | {:.2} | {:.2} | {gnu_s} | {speedup} |\n",
+                "| {} {} | {} | {:.2} | {:.2} | {:.2} | {:.0} | {} | {rss} | {:.2} | {:.2} | {gnu_s} | {speedup} |\n",
                 case.size,
                 case.format,
                 thousands(case.records),
@@ -801,6 +815,7 @@ impl BenchReport {
                 case.sort_s,
                 case.sort_floor_ratio,
                 case.mb_per_s,
+                cpu(case.cpu_s_per_gb),
                 case.overlap_ratio,
                 case.sort_process_s,
             );
@@ -859,9 +874,9 @@ impl OutOfCoreReport {
             self.runs,
         );
         out += &format!(
-            "| variant | sort flags | spill io | sort s | floor s | sort/floor | MB/s | peak RSS MiB (budget {budget_mib}) | reads/byte | writes/byte | spill written / read GB | runs |\n"
+            "| variant | sort flags | spill io | sort s | floor s | sort/floor | MB/s | CPU s/GB | peak RSS MiB (budget {budget_mib}) | reads/byte | writes/byte | spill written / read GB | runs |\n"
         );
-        out += "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+        out += "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
         for v in &self.variants {
             let target = if v.meets_target { "✓" } else { "✗" };
             let rss = match (v.peak_rss_bytes, v.rss_budget_ratio) {
@@ -876,7 +891,7 @@ impl OutOfCoreReport {
                 _ => "—".to_owned(),
             };
             out += &format!(
-                "| {} | `{}` | {} | {:.2} | {:.2} | {:.2} {target} | {:.0} | {rss} | {:.2} | {:.2} | {} / {} | {} |\n",
+                "| {} | `{}` | {} | {:.2} | {:.2} | {:.2} {target} | {:.0} | {} | {rss} | {:.2} | {:.2} | {} / {} | {} |\n",
                 v.variant,
                 v.sort_flags,
                 v.io_engine,
@@ -884,6 +899,7 @@ impl OutOfCoreReport {
                 v.floor_s,
                 v.sort_floor_ratio,
                 v.mb_per_s,
+                cpu(v.cpu_s_per_gb),
                 v.io.reads_per_byte,
                 v.io.writes_per_byte,
                 gb(v.io.spill_written_bytes),
@@ -1269,6 +1285,12 @@ fn run_case(
         sort_process_s,
         sort_floor_ratio: sort_s / floor_s,
         mb_per_s: bytes as f64 / sort_s / 1e6,
+        cpu_s_per_gb: median(
+            &sort_runs
+                .iter()
+                .filter_map(|r| r.cpu_s_per_gb)
+                .collect::<Vec<_>>(),
+        ),
         peak_rss_bytes: sort_runs.iter().filter_map(|r| r.peak_rss_bytes).max(),
         overlap_ratio: of_runs(|r| r.overlap_ratio),
         map_shuffle_overlap_ms: of_runs(|r| r.map_shuffle_overlap_ms),
@@ -1501,6 +1523,12 @@ fn variant_report(
         sort_floor_ratio,
         meets_target: sort_floor_ratio <= OOC_TARGET_RATIO,
         mb_per_s: bytes as f64 / sort_s / 1e6,
+        cpu_s_per_gb: median(
+            &sort_runs
+                .iter()
+                .filter_map(|r| r.cpu_s_per_gb)
+                .collect::<Vec<_>>(),
+        ),
         peak_rss_bytes,
         rss_budget_ratio: peak_rss_bytes.map(|b| b as f64 / memory_bytes as f64),
         io: sort_runs.last().and_then(|r| r.io).unwrap_or_default(),
@@ -1671,6 +1699,7 @@ fn sort_once(
         phases: report.phases,
         plan: report.plan,
         io: report.io,
+        cpu_s_per_gb: report.cpu_s_per_gb,
     })
 }
 
@@ -1947,6 +1976,7 @@ mod tests {
             sort_process_s: 1.5,
             sort_floor_ratio: 2.5,
             mb_per_s: 800.0,
+            cpu_s_per_gb: Some(1.5),
             peak_rss_bytes: Some(1536 << 20),
             overlap_ratio: 1.234,
             map_shuffle_overlap_ms: 300.0,
@@ -2008,11 +2038,11 @@ mod tests {
         assert!(rows.iter().all(|r| r.matches('|').count() == columns));
         assert_eq!(
             rows[2],
-            "| 10M binary | 10,000,000 | 0.50 | 1.25 | 2.50 | 800 | 1536 | 1.23 | 1.50 | — | — |"
+            "| 10M binary | 10,000,000 | 0.50 | 1.25 | 2.50 | 800 | 1.50 | 1536 | 1.23 | 1.50 | — | — |"
         );
         assert_eq!(
             rows[3],
-            "| 10M ascii | 10,000,000 | 0.50 | 1.25 | 2.50 | 800 | 1536 | 1.23 | 1.50 | 9.00 | 6.0× |"
+            "| 10M ascii | 10,000,000 | 0.50 | 1.25 | 2.50 | 800 | 1.50 | 1536 | 1.23 | 1.50 | 9.00 | 6.0× |"
         );
         assert!(rows[4].ends_with("| skipped | — |"));
         assert!(text.contains("GNU sort skipped for 10M ascii: sort is not installed"));
@@ -2262,6 +2292,7 @@ mod tests {
                 reads_per_byte: 2.0,
                 writes_per_byte: 2.0,
             }),
+            cpu_s_per_gb: Some(2.5),
         }
     }
 
@@ -2363,7 +2394,7 @@ mod tests {
         }
         assert_eq!(
             rows[2],
-            "| default | `--memory 2147483648` | uring | 90.00 | 80.00 | 1.12 ✓ | 178 | 2048 (100%) | 2.00 | 2.00 | 16.00 / 16.00 | 36 |"
+            "| default | `--memory 2147483648` | uring | 90.00 | 80.00 | 1.12 ✓ | 178 | 2.50 | 2048 (100%) | 2.00 | 2.00 | 16.00 / 16.00 | 36 |"
         );
         assert!(rows[4].contains("| 1.20 ✓ |"), "{}", rows[4]);
         assert!(

@@ -251,6 +251,15 @@ fn check_output(write: &Write, force: bool) -> Result<(), PathError> {
         Err(e) => return Err(unusable(format!("cannot be inspected: {e}"))),
     };
     let file_type = meta.file_type();
+    if write.kind == OutputKind::Folder
+        && fs::symlink_metadata(&write.path).is_ok_and(|m| m.file_type().is_symlink())
+    {
+        // The folder is swapped in by rename, which would replace the link, not fill its
+        // target.
+        return Err(unusable(
+            "is a symbolic link; give the folder it points to".into(),
+        ));
+    }
     match write.kind {
         OutputKind::Folder if file_type.is_dir() => {
             let empty = fs::read_dir(&write.path)
@@ -378,5 +387,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(error, PathError::InsideInput { .. }), "{error}");
+    }
+
+    #[test]
+    fn a_parts_folder_given_through_a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink("real", dir.path().join("link")).unwrap();
+        let write = Write::new("output", dir.path().join("link"), OutputKind::Folder);
+        let error = check(&[], &[write], true).unwrap_err();
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        let write = Write::new("output", dir.path().join("real"), OutputKind::Folder);
+        check(&[], &[write], false).unwrap();
     }
 }

@@ -348,6 +348,8 @@ pub struct SortReport {
     /// Peak resident memory of the process when the job ended (Linux `VmHWM`), mapped input
     /// pages included.
     pub peak_rss_bytes: Option<u64>,
+    /// CPU seconds (user + system, all threads) the job used, spooling included.
+    pub cpu_s: f64,
     /// `in-memory` or `out-of-core`.
     pub plan: &'static str,
     pub memory_budget_bytes: u64,
@@ -406,6 +408,16 @@ impl IoSummary {
 }
 
 impl SortReport {
+    /// CPU seconds per GB (10^9 bytes) of input: comparable across machines whose disks
+    /// differ, unlike wall time.
+    pub fn cpu_s_per_gb(&self) -> f64 {
+        if self.bytes == 0 {
+            0.0
+        } else {
+            self.cpu_s / (self.bytes as f64 / 1e9)
+        }
+    }
+
     /// Throughput in MB/s (10^6 bytes per second).
     pub fn mb_per_s(&self) -> f64 {
         if self.wall_us == 0 {
@@ -621,6 +633,7 @@ pub fn run_uncommitted(
 ) -> Result<FinishedSort, EngineError> {
     let job_start = Instant::now();
     let started_at = std::time::SystemTime::now();
+    let cpu_start = crate::floor::cpu_seconds();
     config.check_limits()?;
     // Every path is checked before a stream is spooled or a byte read.
     let kind = if config.parts {
@@ -870,6 +883,7 @@ pub fn run_uncommitted(
         wall_us,
         sample_us,
         peak_rss_bytes: crate::floor::peak_rss_bytes(),
+        cpu_s: crate::floor::cpu_seconds() - cpu_start,
         plan: if shared.external.is_some() {
             "out-of-core"
         } else {
