@@ -465,6 +465,11 @@ fn gen(args: GenArgs) -> Result<ExitCode> {
     if to_stdout && args.json {
         bail!("--json cannot share standard output with the records; give an output file");
     }
+    if to_stdout && std::io::stdout().is_terminal() {
+        bail!(
+            "standard output is a terminal; redirect or pipe the records, or give an output file"
+        );
+    }
     let started = Instant::now();
     let checksum = if args.output == Path::new("/dev/null") {
         gensort::generate_to_file(&spec, &args.output, &|_| {})?
@@ -717,9 +722,20 @@ fn sort(args: SortArgs) -> Result<ExitCode> {
     }
     paths::check(&[Read::new("input", &input)], &writes, args.force)?;
 
-    let finished = run_sort(&config)?;
-    // The timeline is written and synced under its temp name before anything is renamed, so a
-    // failure leaves neither output.
+    let report = sort_and_commit(&args, &config)?;
+    if args.json {
+        let doc = envelope.wrap("ok", sort_json(&report));
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print_sort_summary(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the sort, then commits its outputs together: the timeline is written and synced under
+/// its temp name before anything is renamed, so a failure leaves neither.
+fn sort_and_commit(args: &SortArgs, config: &SortConfig) -> Result<SortReport> {
+    let finished = run_sort(config)?;
     let timeline = match &args.timeline {
         Some(path) => Some(PendingFile::with_bytes(
             path,
@@ -733,13 +749,7 @@ fn sort(args: SortArgs) -> Result<ExitCode> {
     if let Some(timeline) = timeline {
         timeline.publish()?;
     }
-    if args.json {
-        let doc = envelope.wrap("ok", sort_json(&report));
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-    } else {
-        print_sort_summary(&report);
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(report)
 }
 
 fn timeline_bytes(report: &SortReport, format: TimelineFormat) -> Result<Vec<u8>> {
@@ -827,11 +837,17 @@ fn print_sort_summary(report: &SortReport) {
 
 fn demo(args: &SortArgs) -> Result<ExitCode> {
     let records = gensort::parse_record_count(&args.demo_records)?;
-    let dir = tempfile::Builder::new()
-        .prefix("millrace-demo-")
-        .tempdir()
-        .context("cannot create a temp folder")?;
-    let _guard = engine::cleanup::register(dir.path());
+    if let Some(path) = &args.timeline {
+        paths::check(&[], &[output_timeline(path)], args.force)?;
+    }
+    // An owner-locked job folder: removed at the end, on a signal, or by the next run if this
+    // process is killed.
+    let spill_dir = args
+        .spill_dirs
+        .first()
+        .cloned()
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = engine::tempdir::JobTempDir::create(&spill_dir)?;
     let input = dir.path().join("input.dat");
     let output = dir.path().join("sorted.dat");
     let spec = GenSpec {
@@ -840,6 +856,8 @@ fn demo(args: &SortArgs) -> Result<ExitCode> {
         start: 0,
         records,
     };
+    // Flags first: nothing is generated for a sort that could not run.
+    let config = sort_config(args, input.clone(), output.clone())?;
     check_free_space(&input, 2 * records as u128 * 100)?;
     println!(
         "demo: generating {records} gensort records ({:.1} MB) in {}",
@@ -852,21 +870,7 @@ fn demo(args: &SortArgs) -> Result<ExitCode> {
         "  generated in {:.2} s, checksum {generated}",
         started.elapsed().as_secs_f64()
     );
-    let config = sort_config(args, input, output.clone())?;
-    if let Some(path) = &args.timeline {
-        paths::check(&[], &[output_timeline(path)], args.force)?;
-    }
-    let finished = run_sort(&config)?;
-    let timeline = match &args.timeline {
-        Some(path) => Some(PendingFile::with_bytes(
-            path,
-            "--timeline",
-            args.force,
-            &timeline_bytes(&finished.report, args.timeline_format)?,
-        )?),
-        None => None,
-    };
-    let report = finished.publish()?;
+    let report = sort_and_commit(args, &config)?;
     print_sort_summary(&report);
     let started = Instant::now();
     let summary = valsort::validate_path(&output, &|_| {})?;
@@ -882,9 +886,6 @@ fn demo(args: &SortArgs) -> Result<ExitCode> {
             "INVALID"
         }
     );
-    if let Some(timeline) = timeline {
-        timeline.publish()?;
-    }
     drop(dir);
     if !valid {
         bail!("the demo output is not valid; this is a bug, please report it");

@@ -20,6 +20,16 @@ fn mkfifo(path: &Path) {
     assert!(status.success(), "mkfifo {}", path.display());
 }
 
+/// Starts the binary with standard input, output and error piped.
+fn spawn_piped(f: &Fixture, args: &[&str]) -> std::process::Child {
+    let (mut cmd, _) = f.command(args);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// `sort o.dat g.dat` with both present: the swapped arguments do not overwrite g.dat.
 #[test]
 fn swapped_arguments_never_overwrite_an_input() {
@@ -127,13 +137,7 @@ fn stdin_and_fifo_inputs_are_streamed_in() {
     let (records, checksum) = f.gen(&[], "100k", "in");
     let data = fs::read(f.path("in")).unwrap();
 
-    let (mut cmd, _) = f.command(["sort", "-", "from-stdin", "--json"]);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(&f, &["sort", "-", "from-stdin", "--json"]);
     let mut stdin = child.stdin.take().unwrap();
     let feed = data.clone();
     let writer = std::thread::spawn(move || {
@@ -182,13 +186,7 @@ fn stdin_and_fifo_inputs_are_streamed_in() {
     assert_eq!(json["checksum"], checksum.as_str());
 
     // A stream with a partial record is an error naming standard input; no output.
-    let (mut cmd, _) = f.command(["sort", "-", "partial"]);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(&f, &["sort", "-", "partial"]);
     child
         .stdin
         .take()
