@@ -7,6 +7,14 @@
 
 mod progress;
 
+/// `println!` that returns an error instead of panicking when standard output is closed or
+/// full (a broken pipe then ends the command quietly, see `main`).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)
+    };
+}
+
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -73,6 +81,7 @@ struct GenArgs {
     records: String,
     /// Output file; `-` writes the records to standard output; /dev/null computes the
     /// checksum without writing.
+    #[arg(value_parser = path_arg)]
     output: PathBuf,
 }
 
@@ -80,16 +89,16 @@ struct GenArgs {
 struct ValidateArgs {
     /// A file of records, a folder of part files read in name order, or `-` for standard
     /// input.
-    #[arg(required_unless_present = "summaries")]
+    #[arg(value_parser = path_arg, required_unless_present = "summaries")]
     path: Option<PathBuf>,
     /// Check a concatenation of 280-byte partition summaries instead.
-    #[arg(long, value_name = "FILE", conflicts_with = "path")]
+    #[arg(value_parser = path_arg, long, value_name = "FILE", conflicts_with = "path")]
     summaries: Option<PathBuf>,
     /// PATH is a concatenation of 280-byte partition summaries (valsort -s).
     #[arg(short = 's', conflicts_with = "summaries")]
     summaries_input: bool,
     /// Write the summary in valsort's 280-byte layout (valsort -o).
-    #[arg(long, short = 'o', value_name = "FILE")]
+    #[arg(value_parser = path_arg, long, short = 'o', value_name = "FILE")]
     summary_out: Option<PathBuf>,
     /// Print nothing; the exit code tells the result (valsort -q).
     #[arg(long, short = 'q', conflicts_with = "json")]
@@ -136,6 +145,14 @@ enum TimelineFormat {
     Chrome,
 }
 
+/// A path argument, without a trailing slash or `.` components (see `paths::normalize`).
+fn path_arg(text: &str) -> Result<PathBuf, String> {
+    if text.is_empty() {
+        return Err("the path is empty".into());
+    }
+    Ok(paths::normalize(Path::new(text)))
+}
+
 /// Parses a byte size: a number with an optional unit (k, M, G, T for powers of 1000; KiB,
 /// MiB, GiB, TiB for powers of 1024; case-insensitive).
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -174,17 +191,17 @@ fn parse_size(text: &str) -> Result<u64, String> {
 struct SortArgs {
     /// File of 100-byte records (gensort binary or ASCII, or any 100-byte records); `-`, a
     /// pipe or a FIFO is read to its end first (spooled to the spill folder).
-    #[arg(required_unless_present = "demo")]
+    #[arg(value_parser = path_arg, required_unless_present = "demo")]
     input: Option<PathBuf>,
     /// Output file (or folder with --parts); must not exist unless --force.
-    #[arg(required_unless_present = "demo")]
+    #[arg(value_parser = path_arg, required_unless_present = "demo")]
     output: Option<PathBuf>,
     /// Replace existing outputs (the output and --timeline), atomically once the sort
     /// succeeded.
     #[arg(long, short = 'f')]
     force: bool,
     /// Generate 10M records (1 GB) in a temp folder, sort, validate, summarize, clean up.
-    #[arg(long, conflicts_with_all = ["input", "output"])]
+    #[arg(long, conflicts_with_all = ["input", "output", "json"])]
     demo: bool,
     /// Records for --demo.
     #[arg(long, default_value = "10M", requires = "demo", hide = true)]
@@ -211,7 +228,7 @@ struct SortArgs {
     memory: Option<u64>,
     /// Folder for spilled runs and spooled input streams (repeat for several disks, used
     /// round-robin). Default: the system temp folder.
-    #[arg(long = "spill-dir", value_name = "DIR")]
+    #[arg(value_parser = path_arg, long = "spill-dir", value_name = "DIR")]
     spill_dirs: Vec<PathBuf>,
     /// How spill files are written.
     #[arg(long, value_enum, default_value = "auto")]
@@ -225,7 +242,7 @@ struct SortArgs {
           value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     hybrid_wait_ms: u64,
     /// Write the job timeline (every subtask's interval, volumes and spans).
-    #[arg(long, value_name = "FILE")]
+    #[arg(value_parser = path_arg, long, value_name = "FILE")]
     timeline: Option<PathBuf>,
     /// Format of --timeline.
     #[arg(long, value_enum, default_value = "json", requires = "timeline")]
@@ -247,7 +264,7 @@ struct BenchArgs {
     #[arg(long)]
     ascii: bool,
     /// Folder for benchmark data (git-ignored); deleted afterwards unless --keep.
-    #[arg(long, default_value = "bench-data")]
+    #[arg(value_parser = path_arg, long, default_value = "bench-data")]
     dir: PathBuf,
     /// Keep the generated data.
     #[arg(long)]
@@ -320,6 +337,24 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// Whether the running command was given `--json` (the signal handler reads it too).
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints the JSON error document on standard output (best effort: a closed standard output
+/// cannot take it, and the stderr line has been printed already).
+fn print_error_json(command: &str, message: &str, kind: &str, exit_code: u8) {
+    let doc = Envelope::new("millrace.error").wrap(
+        "error",
+        json!({
+            "command": command,
+            "error": { "message": message, "kind": kind },
+            "exit_code": exit_code,
+        }),
+    );
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -329,15 +364,50 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     engine::memory::cap_allocator_arenas(2);
-    let cli = Cli::parse();
-    remove_temp_files_on_signal();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let wants_json = args.iter().any(|a| a == "--json");
+    let command = args
+        .get(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            match error.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = error.print();
+                    return ExitCode::SUCCESS;
+                }
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = error.print();
+                    return ExitCode::from(2);
+                }
+                _ => {}
+            }
+            // One line, like every other error; `--help` has the rest.
+            let text = error.render().to_string();
+            let line = text
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ")
+                .to_string();
+            eprintln!("error: {line} (see millrace --help)");
+            if wants_json {
+                print_error_json(&command, &line, "user", 2);
+            }
+            return ExitCode::from(2);
+        }
+    };
     let (name, json) = match &cli.command {
         Command::Gen(a) => ("gen", a.json),
         Command::Validate(a) => ("validate", a.json),
         Command::Sort(a) => ("sort", a.json),
         Command::Bench(a) => ("bench", a.json),
     };
-    let envelope = Envelope::new("millrace.error");
+    JSON.store(json, std::sync::atomic::Ordering::Relaxed);
+    remove_temp_files_on_signal(name);
     let result = match cli.command {
         Command::Gen(args) => gen(args),
         Command::Validate(args) => validate(args),
@@ -352,15 +422,7 @@ fn main() -> ExitCode {
             }
             eprintln!("error: {error:#}");
             if json {
-                let doc = envelope.wrap(
-                    "error",
-                    json!({
-                        "command": name,
-                        "error": { "message": format!("{error:#}"), "kind": error_kind(&error) },
-                        "exit_code": 2,
-                    }),
-                );
-                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                print_error_json(name, &format!("{error:#}"), error_kind(&error), 2);
             }
             ExitCode::from(2)
         }
@@ -389,8 +451,9 @@ fn error_kind(error: &anyhow::Error) -> &'static str {
 }
 
 /// On SIGINT, SIGTERM or SIGHUP (a closed terminal): delete every registered temp file and
-/// folder, then exit with 128 + the signal number, as shells report a death by that signal.
-fn remove_temp_files_on_signal() {
+/// folder, then exit with 128 + the signal number, as shells report a death by that signal
+/// (with `--json`, after an error document saying so).
+fn remove_temp_files_on_signal(command: &'static str) {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
         tracing::warn!("cannot install signal handlers; an interrupted run may leave temp files");
@@ -399,8 +462,13 @@ fn remove_temp_files_on_signal() {
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             engine::cleanup::remove_all();
-            eprintln!("interrupted (signal {signal}); temp files removed");
-            std::process::exit(128 + signal);
+            let message = format!("interrupted (signal {signal}); temp files removed");
+            eprintln!("{message}");
+            let code = 128 + signal;
+            if JSON.load(std::sync::atomic::Ordering::Relaxed) {
+                print_error_json(command, &message, "interrupted", code as u8);
+            }
+            std::process::exit(code);
         }
     });
 }
@@ -465,6 +533,9 @@ fn gen(args: GenArgs) -> Result<ExitCode> {
     if to_stdout && args.json {
         bail!("--json cannot share standard output with the records; give an output file");
     }
+    if to_stdout && rustix::io::fcntl_getfd(std::io::stdout()).is_err() {
+        bail!("standard output is closed; give an output file");
+    }
     if to_stdout && std::io::stdout().is_terminal() {
         bail!(
             "standard output is a terminal; redirect or pipe the records, or give an output file"
@@ -479,7 +550,7 @@ fn gen(args: GenArgs) -> Result<ExitCode> {
     } else {
         paths::check(
             &[],
-            &[output("output", &args.output, OutputKind::File)],
+            &[output("output", &args.output, OutputKind::FileOrStdout)],
             args.force,
         )?;
         check_free_space(&args.output, spec.records as u128 * 100)?;
@@ -507,7 +578,7 @@ fn gen(args: GenArgs) -> Result<ExitCode> {
                 "mb_per_s": rate(bytes, seconds),
             }),
         );
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
         let line = format!(
             "generated {records} records ({:.1} MB) in {seconds:.2} s, {:.0} MB/s, checksum {checksum}, output {}",
@@ -515,11 +586,14 @@ fn gen(args: GenArgs) -> Result<ExitCode> {
             rate(bytes, seconds),
             args.output.display()
         );
-        // With the records on standard output, the summary goes to standard error.
+        // With the records on standard output, the summary goes to standard error, unless
+        // -c asked for exactly gensort's line there.
         if to_stdout {
-            eprintln!("{line}");
+            if !args.checksum {
+                eprintln!("{line}");
+            }
         } else {
-            println!("{line}");
+            outln!("{line}")?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -720,20 +794,27 @@ fn sort(args: SortArgs) -> Result<ExitCode> {
     if let Some(timeline) = &args.timeline {
         writes.push(output("--timeline", timeline, OutputKind::File));
     }
-    paths::check(&[Read::new("input", &input)], &writes, args.force)?;
+    let mut reads = vec![Read::new("input", &input)];
+    reads.extend(
+        args.spill_dirs
+            .iter()
+            .map(|dir| Read::scratch("--spill-dir", dir)),
+    );
+    paths::check(&reads, &writes, args.force)?;
 
     let report = sort_and_commit(&args, &config)?;
     if args.json {
         let doc = envelope.wrap("ok", sort_json(&report));
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
-        print_sort_summary(&report);
+        print_sort_summary(&report)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Runs the sort, then commits its outputs together: the timeline is written and synced under
-/// its temp name before anything is renamed, so a failure leaves neither.
+/// its temp name before anything is renamed, and taken back if the output cannot be renamed,
+/// so a failure leaves neither.
 fn sort_and_commit(args: &SortArgs, config: &SortConfig) -> Result<SortReport> {
     let finished = run_sort(config)?;
     let timeline = match &args.timeline {
@@ -745,11 +826,18 @@ fn sort_and_commit(args: &SortArgs, config: &SortConfig) -> Result<SortReport> {
         )?),
         None => None,
     };
-    let report = finished.publish()?;
-    if let Some(timeline) = timeline {
-        timeline.publish()?;
+    // The small file first: if the output cannot be renamed into place (another process
+    // created it meanwhile), the timeline is taken back and the command leaves neither.
+    let timeline = timeline.map(PendingFile::publish).transpose()?;
+    match finished.publish() {
+        Ok(report) => Ok(report),
+        Err(error) => {
+            if let Some(timeline) = timeline {
+                timeline.retract();
+            }
+            Err(error.into())
+        }
     }
-    Ok(report)
 }
 
 fn timeline_bytes(report: &SortReport, format: TimelineFormat) -> Result<Vec<u8>> {
@@ -789,9 +877,9 @@ fn sort_json(report: &SortReport) -> Value {
     })
 }
 
-fn print_sort_summary(report: &SortReport) {
+fn print_sort_summary(report: &SortReport) -> Result<()> {
     let t = &report.timeline;
-    println!(
+    outln!(
         "sorted {} records ({:.1} MB) in {:.2} s, {:.0} MB/s, {} maps x {} reducers ({} mode)",
         report.records,
         report.bytes as f64 / 1e6,
@@ -800,39 +888,43 @@ fn print_sort_summary(report: &SortReport) {
         report.maps,
         report.reducers,
         t.mode
-    );
+    )?;
     for phase in &t.phases {
-        println!(
+        outln!(
             "  {:<11} {:>8.3} s .. {:>8.3} s  ({:.3} s)",
             phase.name,
             phase.start_us as f64 / 1e6,
             phase.end_us as f64 / 1e6,
             phase.micros() as f64 / 1e6
-        );
+        )?;
     }
-    println!(
+    outln!(
         "  overlap: reducers received while maps ran for {:.3} s; sum of phases / wall = {:.2}",
         t.overlap_us("map", "shuffle") as f64 / 1e6,
         t.overlap_ratio
-    );
+    )?;
     let io = &report.io;
-    println!(
+    outln!(
         "  {} plan: read {:.2} and wrote {:.2} bytes per input byte ({} spilled runs)",
-        report.plan, io.reads_per_byte, io.writes_per_byte, io.spilled_runs
-    );
-    println!(
+        report.plan,
+        io.reads_per_byte,
+        io.writes_per_byte,
+        io.spilled_runs
+    )?;
+    outln!(
         "  cpu {:.2} s ({:.2} s per GB), peak RSS {} MiB",
         report.cpu_s,
         report.cpu_s_per_gb(),
         report
             .peak_rss_bytes
             .map_or("?".into(), |b| (b >> 20).to_string())
-    );
-    println!(
+    )?;
+    outln!(
         "  checksum {} (input = output), output {}",
         report.checksum,
         report.output.display()
-    );
+    )?;
+    Ok(())
 }
 
 fn demo(args: &SortArgs) -> Result<ExitCode> {
@@ -859,23 +951,23 @@ fn demo(args: &SortArgs) -> Result<ExitCode> {
     // Flags first: nothing is generated for a sort that could not run.
     let config = sort_config(args, input.clone(), output.clone())?;
     check_free_space(&input, 2 * records as u128 * 100)?;
-    println!(
+    outln!(
         "demo: generating {records} gensort records ({:.1} MB) in {}",
         records as f64 * 100.0 / 1e6,
         dir.path().display()
-    );
+    )?;
     let started = Instant::now();
     let generated = generate(&spec, &input, false)?;
-    println!(
+    outln!(
         "  generated in {:.2} s, checksum {generated}",
         started.elapsed().as_secs_f64()
-    );
+    )?;
     let report = sort_and_commit(args, &config)?;
-    print_sort_summary(&report);
+    print_sort_summary(&report)?;
     let started = Instant::now();
     let summary = valsort::validate_path(&output, &|_| {})?;
     let valid = summary.is_ordered() && summary.to_checksum() == generated;
-    println!(
+    outln!(
         "  validated in {:.2} s: {} records, checksum {}, {}",
         started.elapsed().as_secs_f64(),
         summary.records,
@@ -885,7 +977,7 @@ fn demo(args: &SortArgs) -> Result<ExitCode> {
         } else {
             "INVALID"
         }
-    );
+    )?;
     drop(dir);
     if !valid {
         bail!("the demo output is not valid; this is a bug, please report it");

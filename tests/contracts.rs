@@ -214,6 +214,11 @@ fn gen_streams_to_standard_output() {
     assert_eq!(out.stdout, f.read("file"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("generated 2000 records"), "{stderr}");
+    // With -c, standard error holds exactly gensort's checksum line.
+    let (mut cmd, _) = f.command(["gen", "-c", "1000", "-"]);
+    let out = cmd.output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "1ea6370b955\n");
+    assert_eq!(out.stdout.len(), 100_000);
 }
 
 /// A timeline that cannot be written (its file system is full) fails the command before
@@ -550,4 +555,191 @@ fn parts_folder_is_replaced_only_with_force() {
     f.ok(["sort", "in", "out", "--parts", "--reducers", "2", "--force"]);
     assert_entries(&f.path("out"), &["part-00000", "part-00001"]);
     assert_entries(&f.dir, &["in", "out"]);
+}
+
+/// `--parts --force` replaces a folder of part files, never a folder that holds the input,
+/// the timeline, a spill dir or anything that is not a part file.
+#[test]
+fn force_never_replaces_a_folder_that_holds_other_things() {
+    let f = Fixture::new();
+    fs::create_dir_all(f.path("proj/data/raw")).unwrap();
+    fs::create_dir_all(f.path("proj/src")).unwrap();
+    f.gen(&[], "1000", "proj/data/raw/in.bin");
+    f.write("proj/src/main.c", b"code");
+    let run = f.millrace(["sort", "proj/data/raw/in.bin", "proj", "--parts", "--force"]);
+    assert_error(&run, &["output proj holds input proj/data/raw/in.bin"]);
+    assert_eq!(f.read("proj/src/main.c"), b"code");
+    assert!(f.path("proj/data/raw/in.bin").exists());
+
+    f.gen(&[], "1000", "in");
+    f.ok(["sort", "in", "out", "--parts", "--reducers", "2"]);
+    f.write("out/notes", b"mine");
+    let run = f.millrace(["sort", "in", "out", "--parts", "--force"]);
+    assert_error(&run, &["out", "notes", "not a part file"]);
+    assert_eq!(f.read("out/notes"), b"mine");
+
+    fs::create_dir(f.path("empty")).unwrap();
+    let run = f.millrace([
+        "sort",
+        "in",
+        "empty",
+        "--parts",
+        "--timeline",
+        "empty/tl.json",
+    ]);
+    assert_error(&run, &["output empty holds --timeline empty/tl.json"]);
+    let run = f.millrace(["sort", "in", "empty", "--parts", "--spill-dir", "empty"]);
+    assert_error(&run, &["output empty", "--spill-dir"]);
+    assert_entries(&f.path("empty"), &[]);
+}
+
+/// Files and folders that merely look like Millrace's temp entries are never removed; only
+/// marked job folders whose owner is gone are.
+#[test]
+fn lookalike_user_entries_are_never_swept() {
+    let f = Fixture::new();
+    f.gen(&[], "1000", ".data.millrace-tmp-1");
+    f.write(".notes.millrace-tmp-2024", b"n");
+    f.write(".millrace-tmp-7", b"file");
+    fs::create_dir_all(f.path(".photos.millrace-tmp-1/sub")).unwrap();
+    fs::create_dir_all(f.path(".millrace-tmp-5-0")).unwrap();
+    f.write(".millrace-tmp-5-0/holiday.jpg", b"jpg");
+    fs::create_dir_all(f.path(".millrace-staging-1-1")).unwrap();
+    f.write(".millrace-staging-1-1/letter.txt", b"txt");
+    let old = Command::new("touch")
+        .args(["-d", "20 minutes ago"])
+        .arg(f.path(".millrace-staging-1-1"))
+        .status();
+    assert!(old.is_ok_and(|s| s.success()));
+    f.ok(["sort", ".data.millrace-tmp-1", "sorted.bin"]);
+    f.ok(["gen", "10", "x.bin"]);
+    f.ok(["validate", "sorted.bin", "-o", "s.sum"]);
+    for kept in [
+        ".data.millrace-tmp-1",
+        ".notes.millrace-tmp-2024",
+        ".millrace-tmp-7",
+        ".photos.millrace-tmp-1/sub",
+        ".millrace-tmp-5-0/holiday.jpg",
+        ".millrace-staging-1-1/letter.txt",
+    ] {
+        assert!(f.path(kept).exists(), "{kept} was removed");
+    }
+}
+
+/// Symbolic links as outputs are refused, with or without --force (a rename would replace the
+/// link, `/dev/stdout` included), and nothing changes.
+#[test]
+fn symlinked_outputs_are_refused() {
+    let f = Fixture::new();
+    f.gen(&[], "1000", "in");
+    f.write("victim", b"precious");
+    std::os::unix::fs::symlink("victim", f.path("link")).unwrap();
+    std::os::unix::fs::symlink("nowhere", f.path("dangling")).unwrap();
+    fs::create_dir(f.path("dir")).unwrap();
+    std::os::unix::fs::symlink("dir", f.path("dirlink")).unwrap();
+    for force in [&[][..], &["--force"][..]] {
+        for output in ["link", "dangling"] {
+            for mut args in [
+                vec!["gen", "10", output],
+                vec!["sort", "in", output],
+                vec!["validate", "in", "-o", output],
+                vec!["sort", "in", "out", "--timeline", output],
+            ] {
+                args.extend_from_slice(force);
+                let run = f.millrace(&args);
+                assert_error(&run, &[output, "symbolic link"]);
+            }
+        }
+        let mut args = vec!["sort", "in", "dirlink/", "--parts"];
+        args.extend_from_slice(force);
+        assert_error(&f.millrace(&args), &["dirlink", "symbolic link"]);
+    }
+    assert_eq!(f.read("victim"), b"precious");
+    assert_eq!(fs::read_link(f.path("link")).unwrap(), Path::new("victim"));
+    assert_entries(
+        &f.dir,
+        &["dangling", "dir", "dirlink", "in", "link", "victim"],
+    );
+}
+
+/// The bench never writes its report through a link, and says so before it runs anything.
+#[test]
+fn bench_report_is_never_written_through_a_link() {
+    let f = Fixture::new();
+    fs::create_dir(f.path("d")).unwrap();
+    f.write("victim", b"precious");
+    std::os::unix::fs::symlink("../victim", f.path("d/bench-report.json")).unwrap();
+    let run = f.millrace(["bench", "--records", "1k", "--dir", "d"]);
+    assert_error(&run, &["bench-report.json", "symbolic link"]);
+    assert_eq!(f.read("victim"), b"precious");
+    assert_entries(&f.path("d"), &["bench-report.json"]);
+}
+
+/// `sort - out < file`: standard input that is a regular file is sorted in place.
+#[test]
+fn stdin_redirected_from_a_file_is_sorted() {
+    let f = Fixture::new();
+    let (_, checksum) = f.gen(&[], "10k", "in");
+    let (mut cmd, _) = f.command(["sort", "-", "out", "--json"]);
+    let out = cmd
+        .stdin(fs::File::open(f.path("in")).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["checksum"], checksum.as_str());
+}
+
+/// A closed or full standard output ends a command quietly or with one error line, never
+/// with a panic.
+#[test]
+fn closed_or_full_stdout_never_panics() {
+    let f = Fixture::new();
+    f.gen(&[], "1000", "in");
+    let exe = env!("CARGO_BIN_EXE_millrace");
+    for script in [
+        format!("set -o pipefail; {exe} gen 10 g1 | true"),
+        format!("set -o pipefail; {exe} sort in o1 | true"),
+        format!("set -o pipefail; {exe} gen -c 10 /dev/null | true"),
+        format!("{exe} gen 10 g2 > /dev/full"),
+        format!("{exe} validate in --json > /dev/full"),
+        format!("{exe} sort in o2 --json > /dev/full"),
+        format!("{exe} gen 10 - >&-"),
+    ] {
+        let out = Command::new("bash")
+            .args(["-c", &script])
+            .current_dir(&f.dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{script}: {stderr}");
+        assert!(
+            matches!(out.status.code(), Some(0..=2)),
+            "{script}: {:?} {stderr}",
+            out.status
+        );
+        assert!(stderr.lines().count() <= 1, "{script}: {stderr}");
+    }
+}
+
+/// Argument errors are one line (and a JSON document with --json), like every other error.
+#[test]
+fn parse_errors_are_one_line_and_json() {
+    let f = Fixture::new();
+    let run = f.millrace(["sort", "a", "b", "--reducers", "-1"]);
+    assert_eq!(run.code, Some(2));
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+    assert!(run.stderr.starts_with("error: "), "{run}");
+    let run = f.millrace(["sort", "a", "b", "--json", "--reducers", "x"]);
+    assert_eq!(run.code, Some(2));
+    let doc = run.json();
+    assert_eq!(doc["schema"], "millrace.error");
+    assert_eq!(doc["command"], "sort");
+    let help = f.millrace(["sort", "--help"]);
+    assert_eq!(help.code, Some(0));
+    assert!(help.stdout.contains("--force"));
 }

@@ -67,6 +67,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use engine::output::IoMode;
+use engine::paths;
 use engine::record::{Checksum, RECORD_LEN};
 use engine::spill::{Compression, IoEngine};
 use engine::EngineError;
@@ -215,6 +216,14 @@ pub enum BenchError {
         /// The plan the job reported.
         plan: String,
     },
+    /// A report or timeline cannot be written where the bench puts it.
+    #[error(transparent)]
+    Output {
+        source: Box<engine::paths::PathError>,
+    },
+    /// Writing the report failed.
+    #[error("cannot write the report {}", path.display())]
+    Report { path: PathBuf, source: EngineError },
     /// The floor copy failed.
     #[error("the floor copy of {} failed", input.display())]
     Floor {
@@ -310,7 +319,7 @@ pub struct OutOfCoreConfig {
 impl OutOfCoreConfig {
     /// Bytes of the input.
     pub fn bytes(&self) -> u64 {
-        self.records * RECORD_LEN as u64
+        self.records.saturating_mul(RECORD_LEN as u64)
     }
 
     /// Free space the case needs: input, spill and output at once (spills may not compress),
@@ -332,8 +341,16 @@ impl BenchConfig {
             if ooc.records == 0 {
                 return Err(invalid("the out-of-core case needs at least 1 record"));
             }
+            // The sorts' flags must pass the sort's own checks before anything is generated.
+            let mut sort = engine::terasort::SortConfig::new("in", "out");
+            sort.memory_bytes = ooc.memory_bytes;
+            if let Err(error) = sort.check_limits() {
+                return Err(invalid(&format!(
+                    "the out-of-core sorts cannot run: {error}"
+                )));
+            }
             // The sort runs in memory when the input and 16 bytes per record fit the budget.
-            if ooc.records * (RECORD_LEN as u64 + 16) <= ooc.memory_bytes {
+            if ooc.records.saturating_mul(RECORD_LEN as u64 + 16) <= ooc.memory_bytes {
                 return Err(invalid(&format!(
                     "{} out-of-core records ({:.2} GB) fit a --memory of {} bytes; the sort \
                      would not spill: lower --memory or raise --ooc-records",
@@ -353,6 +370,9 @@ impl BenchConfig {
     }
 }
 
+/// Most records per bench case (10^13 records = 1 PB; sizes stay far from u64 overflow).
+const MAX_BENCH_RECORDS: u64 = 10_000_000_000_000;
+
 /// Parses `--records` values (`10M`, `40M`, `1000`, …) into record counts; zero is rejected.
 pub fn parse_record_counts(inputs: &[String]) -> Result<Vec<u64>, BenchError> {
     inputs
@@ -360,6 +380,13 @@ pub fn parse_record_counts(inputs: &[String]) -> Result<Vec<u64>, BenchError> {
         .map(|input| match gensort::parse_record_count(input) {
             Ok(0) => Err(BenchError::NoRecords {
                 input: input.clone(),
+            }),
+            // More than 10^15 bytes is no benchmark for one machine (and would overflow sizes).
+            Ok(records) if records > MAX_BENCH_RECORDS => Err(BenchError::InvalidConfig {
+                reason: format!(
+                    "{input} records ({} bytes) is more than a bench can hold; at most {MAX_BENCH_RECORDS} records",
+                    records as u128 * RECORD_LEN as u128
+                ),
             }),
             Ok(records) => Ok(records),
             Err(source) => Err(BenchError::RecordCount {
@@ -1084,6 +1111,14 @@ fn remove(path: &Path) -> Result<(), BenchError> {
 /// step.
 pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport, BenchError> {
     config.check()?;
+    // The report's name must be usable before minutes are spent (checked again at the end).
+    let report_path = config.dir.join("bench-report.json");
+    if config.dir.is_dir() {
+        let report = paths::Write::new("bench report", &report_path, paths::OutputKind::File);
+        paths::check(&[], &[report], true).map_err(|source| BenchError::Output {
+            source: Box::new(source),
+        })?;
+    }
     // Now, with the binary: a long bench may outlive the commit it measures.
     let commit = git_commit();
     let mut work = WorkDir::create(&config.dir)?;
@@ -1102,6 +1137,21 @@ pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport,
     if let Some(ooc) = &config.out_of_core {
         // Fail before spending minutes on the other cases.
         check_free_space(&work.path, ooc)?;
+    }
+    // In memory, one case at a time holds its input, the floor's copy and the sort's output.
+    if let Some(&largest) = config.records.iter().max() {
+        let needed_bytes = largest.saturating_mul(3 * RECORD_LEN as u64);
+        let available_bytes = free_bytes(&work.path)?;
+        if available_bytes < needed_bytes {
+            return Err(BenchError::NoSpace {
+                dir: work.path.clone(),
+                what: format!(
+                    "the {largest}-record case (input, floor copy and sort output at once)"
+                ),
+                needed_bytes,
+                available_bytes,
+            });
+        }
     }
     let gnu = if config.ascii {
         gnu_sort_version()
@@ -1145,6 +1195,21 @@ pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport,
         cases,
         out_of_core,
     };
+    // The bench replaces its own earlier reports in its folder, but never writes through a
+    // link or into a device or FIFO that stands under one of their names.
+    let path = config.dir.join("bench-report.json");
+    let mut outputs: Vec<paths::Write> = timelines
+        .iter()
+        .map(|(_, to)| paths::Write::new("bench timeline", to, paths::OutputKind::File))
+        .collect();
+    outputs.push(paths::Write::new(
+        "bench report",
+        &path,
+        paths::OutputKind::File,
+    ));
+    paths::check(&[], &outputs, true).map_err(|source| BenchError::Output {
+        source: Box::new(source),
+    })?;
     for (from, to) in &timelines {
         fs::rename(from, to).map_err(|source| BenchError::Io {
             op: "move the sort timeline to",
@@ -1152,9 +1217,14 @@ pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport,
             source,
         })?;
     }
-    let path = config.dir.join("bench-report.json");
-    fs::write(&path, report.to_json() + "\n").map_err(|source| BenchError::Io {
-        op: "write the report",
+    engine::output::PendingFile::with_bytes(
+        &path,
+        "bench report",
+        true,
+        (report.to_json() + "\n").as_bytes(),
+    )
+    .and_then(engine::output::PendingFile::publish)
+    .map_err(|source| BenchError::Report {
         path: path.clone(),
         source,
     })?;
@@ -2432,8 +2502,8 @@ mod tests {
             runs: 1,
             millrace_exe: PathBuf::from("/bin/false"),
             out_of_core: Some(OutOfCoreConfig {
-                records: 20_000,
-                memory_bytes: 1 << 20,
+                records: 100_000,
+                memory_bytes: 4 << 20,
             }),
         };
         let lines = std::sync::Mutex::new(Vec::new());
@@ -2452,7 +2522,7 @@ mod tests {
         assert!(
             lines
                 .iter()
-                .any(|l| l.starts_with("two-pass floor 1/1 20k-ooc default:")),
+                .any(|l| l.starts_with("two-pass floor 1/1 100k-ooc default:")),
             "{lines:?}"
         );
         assert!(!config.dir.exists());

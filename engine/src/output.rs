@@ -1,9 +1,10 @@
 //! Durable job output: a temp file (or folder of part files) next to the final path, written
 //! at final offsets with large aligned direct I/O, fsynced, then renamed into place.
 //!
-//! Nothing partial is ever visible under the output name: until [`OutputTarget::commit`] the
-//! data lives under a hidden temp name (`.NAME.millrace-tmp-PID`), and dropping an uncommitted
-//! target removes it.
+//! Nothing partial is ever visible under the output name: until [`OutputTarget::publish`] the
+//! data lives under its own name inside an owner-locked job folder next to the output
+//! (`.millrace-tmp-PID-N/NAME`, see [`crate::tempdir`]), and dropping an unpublished target
+//! removes it.
 //!
 //! ```text
 //! file:   |..head..|=========== aligned body (O_DIRECT) ===========|..tail..|
@@ -23,8 +24,9 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use tracing::{debug, warn};
+use tracing::debug;
 
+use crate::tempdir::{parent_of, JobTempDir};
 use crate::EngineError;
 
 /// Alignment of direct I/O offsets, lengths and memory.
@@ -47,15 +49,15 @@ pub enum IoMode {
 #[derive(Debug)]
 pub struct OutputTarget {
     final_path: PathBuf,
+    /// The output's own name inside its job folder.
     temp_path: PathBuf,
     files: Vec<OutputFile>,
     parts: bool,
-    committed: bool,
     /// Whether an existing output may be replaced.
     force: bool,
-    _interrupt_guard: crate::cleanup::TempGuard,
-    /// The owner lock of the temp file or folder (see [`crate::tempdir`]).
-    _lock: File,
+    /// The owner-locked job folder next to the output; removed (with anything left in it) on
+    /// drop.
+    _job: JobTempDir,
 }
 
 /// One file of the output; clones share the open handles.
@@ -72,7 +74,7 @@ pub struct OutputFile {
 impl OutputTarget {
     /// Checks the output location against the input (see [`crate::paths::check`]) and creates
     /// the temp file (`parts == None`, preallocated to `total_bytes`) or the temp folder with
-    /// `parts` empty part files, each holding its owner lock (see [`crate::tempdir`]).
+    /// `parts` empty part files in a job folder next to the output (see [`crate::tempdir`]).
     /// An existing output is refused unless `force`; it is replaced only at commit.
     pub fn create(
         output: &Path,
@@ -100,24 +102,19 @@ impl OutputTarget {
         let create_error = |e: io::Error| match e.kind() {
             io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => bad(format!(
                 "folder {} is not writable ({e})",
-                crate::tempdir::parent_of(output).display()
+                parent_of(output).display()
             )),
             _ => EngineError::io("create", output, total_bytes, e),
         };
-        let (temp_path, lock) = match parts {
-            None => crate::tempdir::create_temp_file(output),
-            Some(_) => crate::tempdir::create_temp_dir(output),
-        }
-        .map_err(create_error)?;
+        let job = JobTempDir::for_output(output).map_err(create_error)?;
+        let temp_path = job.path().join(file_name(output));
         let mut target = OutputTarget {
             final_path: output.to_path_buf(),
             temp_path: temp_path.clone(),
             files: Vec::new(),
             parts: parts.is_some(),
-            committed: false,
             force,
-            _interrupt_guard: crate::cleanup::register(&temp_path),
-            _lock: lock,
+            _job: job,
         };
         let open_error = |e: CreateError| match e {
             CreateError::Open(e) => create_error(e),
@@ -130,6 +127,7 @@ impl OutputTarget {
                 );
             }
             Some(count) => {
+                fs::create_dir(&temp_path).map_err(create_error)?;
                 for part in 0..count {
                     let path = temp_path.join(format!("part-{part:05}"));
                     target.files.push(
@@ -183,15 +181,16 @@ impl OutputTarget {
     }
 
     /// Makes an output that was synced visible: rename it into place (an existing folder
-    /// allowed by `--force` is exchanged atomically, then removed) and fsync the folder.
-    pub fn publish(mut self) -> Result<PathBuf, EngineError> {
+    /// allowed by `--force` is exchanged atomically, then removed with the job folder) and
+    /// fsync the folder.
+    pub fn publish(self) -> Result<PathBuf, EngineError> {
         let replaced_folder = self.parts
             && self.force
             && fs::symlink_metadata(&self.final_path).is_ok_and(|m| m.is_dir())
             && fs::read_dir(&self.final_path).is_ok_and(|mut d| d.next().is_some());
         if replaced_folder {
-            // A non-empty folder cannot be renamed over: swap the two atomically, then remove
-            // the old one, now under the temp name.
+            // A non-empty folder cannot be renamed over: swap the two atomically; the old one
+            // is then inside the job folder, which goes when `self` drops.
             rustix::fs::renameat_with(
                 rustix::fs::CWD,
                 &self.temp_path,
@@ -202,17 +201,17 @@ impl OutputTarget {
             .map_err(|e| {
                 EngineError::io("replace the output folder", &self.final_path, 0, e.into())
             })?;
-            self.committed = true;
-            if let Err(e) = fs::remove_dir_all(&self.temp_path) {
-                warn!(path = %self.temp_path.display(), error = %e, "could not remove the replaced output folder");
-            }
         } else {
             rename_into_place(&self.temp_path, &self.final_path, "output", self.force)?;
-            self.committed = true;
         }
         sync_folder_of(&self.final_path);
         Ok(self.final_path.clone())
     }
+}
+
+/// The last component of `path` (`out` for `a/out`).
+fn file_name(path: &Path) -> &std::ffi::OsStr {
+    path.file_name().unwrap_or(std::ffi::OsStr::new("output"))
 }
 
 /// Renames a finished temp file or folder to `path`. Without `force` the rename refuses to
@@ -238,30 +237,13 @@ fn rename_into_place(temp: &Path, path: &Path, role: &str, force: bool) -> Resul
 
 /// Fsyncs the folder holding `path`, so a rename in it is durable (best effort).
 pub fn sync_folder_of(path: &Path) {
-    if let Ok(dir) = File::open(crate::tempdir::parent_of(path)) {
+    if let Ok(dir) = File::open(parent_of(path)) {
         let _ = dir.sync_all();
     }
 }
 
-impl Drop for OutputTarget {
-    fn drop(&mut self) {
-        if !self.committed && fs::symlink_metadata(&self.temp_path).is_ok() {
-            let removed = if self.parts {
-                fs::remove_dir_all(&self.temp_path)
-            } else {
-                fs::remove_file(&self.temp_path)
-            };
-            if let Err(e) = removed {
-                if e.kind() != io::ErrorKind::NotFound {
-                    warn!(path = %self.temp_path.display(), error = %e, "could not remove temp output");
-                }
-            }
-        }
-    }
-}
-
 /// A whole-file output (a generated data file, a timeline, a summary, a report) written under
-/// its hidden temp name with its owner lock, fsynced, and renamed into place by
+/// its own name in an owner-locked job folder next to it, fsynced, and renamed into place by
 /// [`PendingFile::publish`]; dropped unpublished, it is removed. Paths are checked by the
 /// caller ([`crate::paths::check`]) first.
 #[derive(Debug)]
@@ -269,26 +251,32 @@ pub struct PendingFile {
     final_path: PathBuf,
     temp_path: PathBuf,
     file: File,
-    published: bool,
     force: bool,
     role: String,
-    _interrupt_guard: crate::cleanup::TempGuard,
+    _job: JobTempDir,
 }
 
 impl PendingFile {
     /// Creates the temp file for `path` (`role` names it in errors: "output", "--timeline");
     /// `force` lets it replace an existing file when published.
     pub fn create(path: &Path, role: &str, force: bool) -> Result<Self, EngineError> {
-        let (temp_path, file) = crate::tempdir::create_temp_file(path)
-            .map_err(|e| EngineError::io("create", path, 0, e))?;
+        let create_error = |e| EngineError::io("create", path, 0, e);
+        let job = JobTempDir::for_output(path).map_err(create_error)?;
+        let temp_path = job.path().join(file_name(path));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&temp_path)
+            .map_err(create_error)?;
         Ok(Self {
             final_path: path.to_path_buf(),
-            _interrupt_guard: crate::cleanup::register(&temp_path),
             temp_path,
             file,
-            published: false,
             force,
             role: role.to_string(),
+            _job: job,
         })
     }
 
@@ -325,19 +313,41 @@ impl PendingFile {
             .map_err(|e| EngineError::io("fsync", &self.final_path, 0, e))
     }
 
-    /// Renames the (synced) file into place and syncs its folder.
-    pub fn publish(mut self) -> Result<PathBuf, EngineError> {
+    /// Renames the (synced) file into place and syncs its folder; returns what can undo it.
+    pub fn publish(self) -> Result<Published, EngineError> {
         rename_into_place(&self.temp_path, &self.final_path, &self.role, self.force)?;
-        self.published = true;
         sync_folder_of(&self.final_path);
-        Ok(self.final_path.clone())
+        Ok(Published {
+            path: self.final_path,
+            file: self.file,
+        })
     }
 }
 
-impl Drop for PendingFile {
-    fn drop(&mut self) {
-        if !self.published {
-            let _ = fs::remove_file(&self.temp_path);
+/// A file [`PendingFile::publish`] put in place; [`Published::retract`] removes it again, as
+/// long as the name still holds this very file (device and inode), when an output published
+/// after it fails.
+#[derive(Debug)]
+pub struct Published {
+    path: PathBuf,
+    file: File,
+}
+
+impl Published {
+    /// The published path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the published file if its name still holds it.
+    pub fn retract(self) {
+        use std::os::unix::fs::MetadataExt;
+        let ours = self.file.metadata().ok().map(|m| (m.dev(), m.ino()));
+        let there = fs::symlink_metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if ours.is_some() && ours == there {
+            let _ = fs::remove_file(&self.path);
         }
     }
 }

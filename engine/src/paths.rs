@@ -14,7 +14,7 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::tempdir::{parent_of, TEMP_INFIX};
+use crate::tempdir::parent_of;
 
 /// Why a set of paths cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,13 @@ pub enum PathError {
     },
     #[error("{role} {path} is inside {other_role} {other}, which is read; choose another folder")]
     InsideInput {
+        role: String,
+        path: PathBuf,
+        other_role: String,
+        other: PathBuf,
+    },
+    #[error("{role} {path} holds {other_role} {other}; choose another folder")]
+    Holds {
         role: String,
         path: PathBuf,
         other_role: String,
@@ -55,12 +62,15 @@ pub enum OutputKind {
     FileOrStdout,
 }
 
-/// A path a command reads.
+/// A path a command reads (or a folder it uses as scratch space).
 #[derive(Clone, Debug)]
 pub struct Read {
-    /// How the user named it: "input", "--summaries".
+    /// How the user named it: "input", "--summaries", "--spill-dir".
     pub role: String,
     pub path: PathBuf,
+    /// A folder the command puts its own temp files in (a spill dir): an output may sit
+    /// inside it, but may not be it or hold it.
+    pub scratch: bool,
 }
 
 /// A path a command writes.
@@ -76,16 +86,43 @@ impl Read {
     pub fn new(role: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         Self {
             role: role.into(),
-            path: path.into(),
+            path: normalize(&path.into()),
+            scratch: false,
         }
     }
+
+    /// A scratch folder (see [`Read::scratch`]).
+    pub fn scratch(role: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Self {
+            scratch: true,
+            ..Self::new(role, path)
+        }
+    }
+}
+
+/// `path` without trailing slashes or a trailing `/.` (`out/` and `out/.` are `out`), so a
+/// link named with a trailing slash is still seen as a link and a folder is renamed by its
+/// own name; other spellings are kept as given, for messages.
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let mut bytes = path.as_os_str().as_bytes();
+    loop {
+        if bytes.len() > 1 && bytes.ends_with(b"/") {
+            bytes = &bytes[..bytes.len() - 1];
+        } else if bytes.len() > 2 && bytes.ends_with(b"/.") {
+            bytes = &bytes[..bytes.len() - 2];
+        } else {
+            break;
+        }
+    }
+    PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
 }
 
 impl Write {
     pub fn new(role: impl Into<String>, path: impl Into<PathBuf>, kind: OutputKind) -> Self {
         Self {
             role: role.into(),
-            path: path.into(),
+            path: normalize(&path.into()),
             kind,
         }
     }
@@ -133,9 +170,44 @@ fn kind_of(file_type: fs::FileType) -> &'static str {
         "a socket"
     } else if file_type.is_dir() {
         "a folder"
+    } else if file_type.is_file() {
+        "a regular file"
+    } else if file_type.is_symlink() {
+        "a symbolic link"
     } else {
         "not a regular file"
     }
+}
+
+/// Whether a folder entry is a part file Millrace writes (`part-00000`, a regular file).
+fn is_part_file(entry: &fs::DirEntry) -> bool {
+    let name = entry.file_name();
+    let name = name.to_string_lossy();
+    name.strip_prefix("part-")
+        .is_some_and(|n| n.len() >= 5 && n.bytes().all(|b| b.is_ascii_digit()))
+        && entry.file_type().is_ok_and(|t| t.is_file())
+}
+
+/// Device and inode of `path` and of every folder above it (of its folder and above when it
+/// does not exist yet).
+fn lineage(path: &Path) -> Vec<(u64, u64)> {
+    let start = fs::canonicalize(path).or_else(|_| fs::canonicalize(parent_of(path)));
+    let Ok(start) = start else {
+        return Vec::new();
+    };
+    start
+        .ancestors()
+        .filter_map(|a| fs::metadata(a).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect()
+}
+
+/// Whether `path` is the folder `folder` or lies anywhere below it.
+fn within(path: &Path, folder: &Path) -> bool {
+    let Ok(meta) = fs::metadata(folder) else {
+        return false;
+    };
+    lineage(path).contains(&(meta.dev(), meta.ino()))
 }
 
 /// Checks every write against every read and every other write, then each write on its own.
@@ -160,7 +232,8 @@ pub fn check(reads: &[Read], writes: &[Write], force: bool) -> Result<(), PathEr
                 });
             }
             // An output inside a folder that is read would become part of it.
-            if fs::metadata(&read.path).is_ok_and(|m| m.is_dir())
+            if !read.scratch
+                && fs::metadata(&read.path).is_ok_and(|m| m.is_dir())
                 && identity(&parent_of(&write.path)) == identity(&read.path)
             {
                 return Err(PathError::InsideInput {
@@ -180,6 +253,26 @@ pub fn check(reads: &[Read], writes: &[Write], force: bool) -> Result<(), PathEr
                     other: other.path.clone(),
                     how,
                 });
+            }
+        }
+        // A folder output is filled with parts and, with --force, replaced whole: nothing
+        // else the command touches may be in it.
+        if write.kind == OutputKind::Folder {
+            let others = reads.iter().map(|r| (&r.role, &r.path)).chain(
+                writes
+                    .iter()
+                    .filter(|w| !std::ptr::eq(*w, write))
+                    .map(|w| (&w.role, &w.path)),
+            );
+            for (role, path) in others {
+                if !is_std_stream(path) && within(path, &write.path) {
+                    return Err(PathError::Holds {
+                        role: write.role.clone(),
+                        path: write.path.clone(),
+                        other_role: role.clone(),
+                        other: path.clone(),
+                    });
+                }
             }
         }
         check_output(write, force)?;
@@ -202,15 +295,10 @@ fn check_output(write: &Write, force: bool) -> Result<(), PathError> {
             )),
         };
     }
-    let name = write
+    write
         .path
         .file_name()
         .ok_or_else(|| unusable("has no file name".into()))?;
-    if name.to_string_lossy().contains(TEMP_INFIX) {
-        return Err(unusable(
-            "is named like a Millrace temp file; choose another name".into(),
-        ));
-    }
     let folder = parent_of(&write.path);
     match fs::metadata(&folder) {
         Ok(meta) if meta.is_dir() => {}
@@ -235,43 +323,45 @@ fn check_output(write: &Write, force: bool) -> Result<(), PathError> {
             io::Error::from(e)
         )));
     }
+    // An output is replaced by a rename, which would replace a link rather than its target
+    // (`/dev/stdout` is a link): links are refused, dangling or not.
+    if fs::symlink_metadata(&write.path).is_ok_and(|m| m.file_type().is_symlink()) {
+        let hint = if write.kind == OutputKind::FileOrStdout {
+            " (- is standard output)"
+        } else {
+            ""
+        };
+        return Err(unusable(format!(
+            "is a symbolic link; give the path of the file or folder itself{hint}"
+        )));
+    }
     let meta = match fs::metadata(&write.path) {
         Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // A dangling symlink: the rename would replace the link; refuse like any existing
-            // entry so a typo does not silently drop it.
-            if fs::symlink_metadata(&write.path).is_ok() && !force {
-                return Err(PathError::Exists {
-                    role: write.role.clone(),
-                    path: write.path.clone(),
-                });
-            }
-            return Ok(());
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(unusable(format!("cannot be inspected: {e}"))),
     };
     let file_type = meta.file_type();
-    if write.kind == OutputKind::Folder
-        && fs::symlink_metadata(&write.path).is_ok_and(|m| m.file_type().is_symlink())
-    {
-        // The folder is swapped in by rename, which would replace the link, not fill its
-        // target.
-        return Err(unusable(
-            "is a symbolic link; give the folder it points to".into(),
-        ));
-    }
     match write.kind {
         OutputKind::Folder if file_type.is_dir() => {
-            let empty = fs::read_dir(&write.path)
+            let entries: Vec<_> = fs::read_dir(&write.path)
                 .map_err(|e| unusable(format!("cannot be read: {e}")))?
-                .next()
-                .is_none();
-            if empty || force {
-                Ok(())
-            } else {
-                Err(unusable(
+                .flatten()
+                .collect();
+            if entries.is_empty() {
+                return Ok(());
+            }
+            if !force {
+                return Err(unusable(
                     "is a folder that is not empty; use --force to replace it".into(),
-                ))
+                ));
+            }
+            // --force replaces a folder of part files, nothing else.
+            match entries.iter().find(|e| !is_part_file(e)) {
+                None => Ok(()),
+                Some(other) => Err(unusable(format!(
+                    "holds {}, which is not a part file; Millrace replaces only a folder of part files (remove it yourself or choose another folder)",
+                    other.file_name().to_string_lossy()
+                ))),
             }
         }
         OutputKind::Folder => Err(unusable(format!(
@@ -399,5 +489,20 @@ mod tests {
         assert!(error.to_string().contains("symbolic link"), "{error}");
         let write = Write::new("output", dir.path().join("real"), OutputKind::Folder);
         check(&[], &[write], false).unwrap();
+    }
+
+    #[test]
+    fn trailing_slashes_and_dots_go() {
+        for (given, normal) in [
+            ("out/", "out"),
+            ("out/.", "out"),
+            ("out//./", "out"),
+            ("a/./b", "a/./b"),
+            ("/", "/"),
+            (".", "."),
+            ("-", "-"),
+        ] {
+            assert_eq!(normalize(Path::new(given)), Path::new(normal), "{given}");
+        }
     }
 }

@@ -1,25 +1,28 @@
-//! Temp data that outlives nothing: private per-job spill folders, hidden temp outputs, and the
-//! removal of what dead processes left behind.
+//! Temp data that outlives nothing: private per-job folders for spilled runs and for outputs
+//! being written, and the removal of what dead processes left behind.
 //!
-//! Every temp entry Millrace creates carries an **owner lock**: an exclusive `flock` on the
-//! entry itself (the file, or the folder's own descriptor), held for as long as the owner
-//! runs. The kernel drops the lock when the process dies, however it dies (SIGKILL, abort,
-//! out-of-memory kill, panic), so a later run that can take the lock knows the owner is gone
-//! and removes the entry; an entry whose lock is held is never touched, and PID reuse cannot
-//! fool this.
+//! All temp data lives in **job folders**, never loose:
+//! - `millrace-job-PID-N` in a spill dir (spilled runs, a spooled input stream);
+//! - `.millrace-tmp-PID-N` next to an output (the output under its own name until it is
+//!   renamed into place, so the rename never leaves the file system).
 //!
-//! An entry becomes visible to a sweep only once its lock is held:
-//! - a spill folder is built under a staging name (`.millrace-staging-…`, which sweeps skip
-//!   while young), locked, marked with a [`MARKER`] file, then renamed to
-//!   `millrace-job-PID-N`; sweeps remove only folders that carry the marker;
-//! - a temp output file is created unnamed (`O_TMPFILE`), locked, then linked as
-//!   `.NAME.millrace-tmp-PID` (file systems without `O_TMPFILE`: created and locked at once);
-//! - a temp output folder (`--parts`) is built and locked under a staging name, then renamed.
+//! A job folder carries an **owner lock**, an exclusive `flock` on the folder's own descriptor
+//! held for as long as the owner runs, and a **marker** file that says Millrace made it. The
+//! kernel drops the lock when the process dies, however it dies (SIGKILL, abort, out-of-memory
+//! kill, panic), so a later run that can take the lock knows the owner is gone. A sweep
+//! removes only folders named like job folders that carry the marker and whose lock is free:
+//! a user's file or folder that merely looks alike is never touched, and PID reuse cannot fool
+//! this.
+//!
+//! A job folder becomes visible under its name only once it is locked and marked: it is built
+//! under a staging name (`.millrace-staging-PID-N`), then renamed. Sweeps remove a staging
+//! folder only when it is unlocked, older than [`STAGING_GRACE`] and holds nothing but the
+//! marker (its owner died in the microseconds between creating and renaming it).
+//! Every name is registered for removal on a signal before it exists.
 
-use std::ffi::OsStr;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -30,23 +33,23 @@ use tracing::{debug, info};
 use crate::cleanup::{self, TempGuard};
 use crate::EngineError;
 
-/// Name prefix of spill folders.
-const PREFIX: &str = "millrace-job-";
-/// The file inside a spill folder that says Millrace made it; sweeps remove nothing else.
-pub const MARKER: &str = "millrace-job";
+/// Name prefix of spill job folders.
+const SPILL_PREFIX: &str = "millrace-job-";
+/// Name prefix of output job folders (hidden: they sit next to the user's outputs).
+const OUTPUT_PREFIX: &str = ".millrace-tmp-";
+/// Name prefix of job folders being built.
+const STAGING_PREFIX: &str = ".millrace-staging-";
+/// The file inside a job folder that says Millrace made it; sweeps remove nothing else.
+pub const MARKER: &str = ".millrace-job";
 /// What the marker file holds.
 pub const MARKER_TEXT: &[u8] =
-    b"millrace spill folder: removed by the next run once its owner is gone\n";
-/// Infix of hidden temp outputs: `.NAME.millrace-tmp-PID`.
-pub const TEMP_INFIX: &str = ".millrace-tmp-";
-/// Infix of entries being built; a sweep removes them only when unlocked and older than
-/// [`STAGING_GRACE`] (their owner died between creating and locking them).
-const STAGING_INFIX: &str = ".millrace-staging-";
+    b"millrace job folder: removed by the next run once its owner is gone\n";
+/// How old an unlocked staging folder must be before a sweep removes it.
 const STAGING_GRACE: Duration = Duration::from_secs(600);
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
-/// One job's temp folder in one spill dir; removed on drop.
+/// One job folder; removed (with everything in it) on drop.
 #[derive(Debug)]
 pub struct JobTempDir {
     path: PathBuf,
@@ -55,7 +58,7 @@ pub struct JobTempDir {
 }
 
 impl JobTempDir {
-    /// Creates this job's folder in `spill_dir`, after removing stale ones of dead jobs.
+    /// Creates this job's spill folder in `spill_dir`, after removing stale ones of dead jobs.
     pub fn create(spill_dir: &Path) -> Result<Self, EngineError> {
         let bad = |reason: String| EngineError::BadSpillDir {
             path: spill_dir.to_path_buf(),
@@ -66,14 +69,41 @@ impl JobTempDir {
             Ok(_) => return Err(bad("is not a folder".into())),
             Err(e) => return Err(bad(e.to_string())),
         }
-        remove_stale(spill_dir);
-        let id = format!("{}-{}", std::process::id(), unique());
-        let path = spill_dir.join(format!("{PREFIX}{id}"));
+        Self::create_in(spill_dir, SPILL_PREFIX)
+            .map_err(|e| bad(format!("cannot create a temp folder: {e}")))
+    }
+
+    /// Creates a hidden job folder next to `output` (in the same folder, so a rename moves the
+    /// finished output into place), after removing stale ones of dead jobs.
+    pub fn for_output(output: &Path) -> io::Result<Self> {
+        Self::create_in(&parent_of(output), OUTPUT_PREFIX)
+    }
+
+    fn create_in(folder: &Path, prefix: &str) -> io::Result<Self> {
+        remove_stale(folder);
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = folder.join(format!("{prefix}{id}"));
+        let staging = folder.join(format!("{STAGING_PREFIX}{id}"));
+        // Registered before they exist: a signal at any point removes what was made.
         let guard = cleanup::register(&path);
-        let lock = create_locked_dir(spill_dir, &format!("{STAGING_INFIX}{id}"), &path, |dir| {
-            fs::write(dir.join(MARKER), MARKER_TEXT)
-        })
-        .map_err(|e| bad(format!("cannot create a temp folder: {e}")))?;
+        let staging_guard = cleanup::register(&staging);
+        DirBuilder::new().mode(0o700).create(&staging)?;
+        let built = File::open(&staging)
+            .and_then(|dir| lock_exclusive(&dir).map(|()| dir))
+            .and_then(|dir| fs::write(staging.join(MARKER), MARKER_TEXT).map(|()| dir))
+            .and_then(|dir| rename_new(&staging, &path).map(|()| dir));
+        let lock = match built {
+            Ok(lock) => lock,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
+        drop(staging_guard);
         debug!(path = %path.display(), "created job temp folder");
         Ok(Self {
             path,
@@ -98,31 +128,7 @@ impl Drop for JobTempDir {
     }
 }
 
-fn unique() -> usize {
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-/// Builds a folder under `staging` in `parent`, locks it, lets `fill` put files in it, then
-/// renames it to `path`; returns the lock. Nothing is left behind on failure.
-fn create_locked_dir(
-    parent: &Path,
-    staging: &str,
-    path: &Path,
-    fill: impl FnOnce(&Path) -> io::Result<()>,
-) -> io::Result<File> {
-    let staging = parent.join(staging);
-    DirBuilder::new().mode(0o700).create(&staging)?;
-    let built = File::open(&staging)
-        .and_then(|dir| lock_exclusive(&dir).map(|()| dir))
-        .and_then(|dir| fill(&staging).map(|()| dir))
-        .and_then(|dir| rename_new(&staging, path).map(|()| dir));
-    if built.is_err() {
-        let _ = fs::remove_dir_all(&staging);
-    }
-    built
-}
-
-/// Renames `from` to `to`, failing if `to` exists.
+/// Renames `from` to `to`, failing with `AlreadyExists` if `to` exists.
 pub(crate) fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
     rustix::fs::renameat_with(
         rustix::fs::CWD,
@@ -132,96 +138,19 @@ pub(crate) fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
         rustix::fs::RenameFlags::NOREPLACE,
     )
     .or_else(|e| match e {
-        // File systems without renameat2 flags: the names carry our PID, so a plain rename
-        // cannot replace another process's entry.
-        rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS => {
-            rustix::fs::rename(from, to).map_err(io::Error::from)
+        // File systems without renameat2 flags: a hard link fails if `to` exists, for files.
+        rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS if from.is_file() => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
         }
+        // Folders: the names carry our PID, or the caller checked `to` is absent.
+        rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS => fs::rename(from, to),
         e => Err(e.into()),
     })
 }
 
 fn lock_exclusive(file: &File) -> io::Result<()> {
     flock(file, FlockOperation::NonBlockingLockExclusive).map_err(io::Error::from)
-}
-
-/// The hidden temp name under which `output` is written: `.NAME.millrace-tmp-PID`.
-pub fn temp_path_for(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    output.with_file_name(format!(".{name}{TEMP_INFIX}{}", std::process::id()))
-}
-
-/// Creates the temp file for `output` (read-write, mode 0644) and holds its owner lock through
-/// the returned handle; returns the temp path and the handle. The caller registers the path
-/// for removal on a signal and removes it when the output is not committed.
-pub fn create_temp_file(output: &Path) -> io::Result<(PathBuf, File)> {
-    let temp = temp_path_for(output);
-    let folder = parent_of(output);
-    remove_stale_outputs(&folder);
-    match create_unnamed(&folder) {
-        Ok(file) => {
-            lock_exclusive(&file)?;
-            link_unnamed(&file, &temp)?;
-            Ok((temp, file))
-        }
-        Err(_) => {
-            // No O_TMPFILE here: create the name and lock it at once.
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&temp)?;
-            if let Err(e) = lock_exclusive(&file) {
-                let _ = fs::remove_file(&temp);
-                return Err(e);
-            }
-            Ok((temp, file))
-        }
-    }
-}
-
-fn create_unnamed(folder: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .mode(0o644)
-        .custom_flags(libc::O_TMPFILE)
-        .open(folder)
-}
-
-/// Gives an `O_TMPFILE` file its name (through `/proc/self/fd`, which needs no privilege).
-fn link_unnamed(file: &File, path: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
-    rustix::fs::linkat(
-        rustix::fs::CWD,
-        proc_path.as_str(),
-        rustix::fs::CWD,
-        path,
-        rustix::fs::AtFlags::SYMLINK_FOLLOW,
-    )
-    .map_err(io::Error::from)
-}
-
-/// Creates the temp folder for `output` (`--parts`), locked; returns its path and the lock.
-pub fn create_temp_dir(output: &Path) -> io::Result<(PathBuf, File)> {
-    let temp = temp_path_for(output);
-    let folder = parent_of(output);
-    remove_stale_outputs(&folder);
-    let name = output.file_name().unwrap_or(OsStr::new("out"));
-    let staging = format!(
-        ".{}{STAGING_INFIX}{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        unique()
-    );
-    let lock = create_locked_dir(&folder, &staging, &temp, |_| Ok(()))?;
-    fs::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    Ok((temp, lock))
 }
 
 /// The folder `path` is in (`.` for a bare name).
@@ -232,8 +161,8 @@ pub fn parent_of(path: &Path) -> PathBuf {
     }
 }
 
-/// Whether the owner of `path` (a file or folder carrying an owner lock) is gone: the lock can
-/// be taken. The lock taken here is released when the returned handle drops.
+/// Whether the owner of the job folder `path` is gone: its lock can be taken. The lock taken
+/// here is released when the returned handle drops.
 fn owner_gone(path: &Path) -> Option<File> {
     let file = File::open(path).ok()?;
     flock(&file, FlockOperation::NonBlockingLockExclusive)
@@ -248,29 +177,47 @@ fn is_old(meta: &fs::Metadata) -> bool {
         .is_some_and(|age| age > STAGING_GRACE)
 }
 
-/// Removes spill folders in `spill_dir` whose owner has died; returns how many. Only folders
-/// named like Millrace's that carry its marker file are considered.
-pub fn remove_stale(spill_dir: &Path) -> usize {
-    let Ok(entries) = fs::read_dir(spill_dir) else {
+fn has_marker(path: &Path) -> bool {
+    fs::read(path.join(MARKER)).ok().as_deref() == Some(MARKER_TEXT)
+}
+
+/// Whether a staging folder holds nothing but (at most) the marker.
+fn only_marker(path: &Path) -> bool {
+    fs::read_dir(path).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .all(|e| e.file_name() == MARKER && has_marker(path))
+    })
+}
+
+/// Removes the job folders in `folder` (spill or output job folders) whose owner has died;
+/// returns how many. Only folders named like Millrace's that carry its marker are considered.
+pub fn remove_stale(folder: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(folder) else {
         return 0;
     };
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let staging = name.starts_with(STAGING_INFIX);
-        if !name.starts_with(PREFIX) && !staging {
+        let staging = name.starts_with(STAGING_PREFIX);
+        if !staging && !name.starts_with(SPILL_PREFIX) && !name.starts_with(OUTPUT_PREFIX) {
             continue;
         }
         let path = entry.path();
-        // Never follow a link out of the spill dir.
+        // Never follow a link out of the folder.
         let Ok(meta) = fs::symlink_metadata(&path) else {
             continue;
         };
-        if !meta.is_dir() || (staging && !is_old(&meta)) {
+        if !meta.is_dir() {
             continue;
         }
-        if !staging && fs::read(path.join(MARKER)).ok().as_deref() != Some(MARKER_TEXT) {
+        let eligible = if staging {
+            is_old(&meta) && only_marker(&path)
+        } else {
+            has_marker(&path)
+        };
+        if !eligible {
             continue;
         }
         if let Some(_lock) = owner_gone(&path) {
@@ -283,54 +230,12 @@ pub fn remove_stale(spill_dir: &Path) -> usize {
     removed
 }
 
-/// Removes hidden temp outputs (`.NAME.millrace-tmp-PID`, files or folders) in `folder` whose
-/// owner has died; returns how many.
-pub fn remove_stale_outputs(folder: &Path) -> usize {
-    let Ok(entries) = fs::read_dir(folder) else {
-        return 0;
-    };
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if !name.starts_with('.') {
-            continue;
-        }
-        let staging = name.contains(STAGING_INFIX);
-        let temp = name
-            .rsplit_once(TEMP_INFIX)
-            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
-        if !staging && !temp {
-            continue;
-        }
-        let path = entry.path();
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if !(meta.is_dir() || meta.is_file()) || (staging && !is_old(&meta)) {
-            continue;
-        }
-        if let Some(_lock) = owner_gone(&path) {
-            let result = if meta.is_dir() {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
-            };
-            if result.is_ok() {
-                info!(path = %path.display(), "removed the temp output of a process that is gone");
-                removed += 1;
-            }
-        }
-    }
-    removed
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn dead_job_folder(spill: &Path, name: &str, marker: bool) -> PathBuf {
-        let dead = spill.join(name);
+    fn dead_job_folder(folder: &Path, name: &str, marker: bool) -> PathBuf {
+        let dead = folder.join(name);
         fs::create_dir(&dead).unwrap();
         if marker {
             fs::write(dead.join(MARKER), MARKER_TEXT).unwrap();
@@ -339,44 +244,43 @@ mod tests {
         dead
     }
 
+    /// Live job folders stay, dead marked ones go, and anything that merely looks alike (no
+    /// marker, a file, a link) stays.
     #[test]
-    fn live_folders_stay_dead_ones_go_unmarked_ones_stay() {
+    fn live_folders_stay_dead_ones_go_lookalikes_stay() {
         let spill = tempfile::tempdir().unwrap();
         let live = JobTempDir::create(spill.path()).unwrap();
-        assert!(live.path().join(MARKER).exists());
-        let dead = dead_job_folder(spill.path(), &format!("{PREFIX}999999-0"), true);
-        let users = dead_job_folder(spill.path(), &format!("{PREFIX}999999-1"), false);
+        assert!(has_marker(live.path()));
+        let output = JobTempDir::for_output(&spill.path().join("out")).unwrap();
+        let dead = dead_job_folder(spill.path(), &format!("{SPILL_PREFIX}999999-0"), true);
+        let dead_output = dead_job_folder(spill.path(), &format!("{OUTPUT_PREFIX}999999-0"), true);
+        let users = dead_job_folder(spill.path(), &format!("{SPILL_PREFIX}999999-1"), false);
+        let user_file = spill.path().join(format!("{OUTPUT_PREFIX}7"));
+        fs::write(&user_file, b"mine").unwrap();
+        let young_staging = dead_job_folder(spill.path(), &format!("{STAGING_PREFIX}1-1"), true);
+        fs::remove_file(young_staging.join("run-0.seg")).unwrap();
         let unrelated = spill.path().join("keep-me");
         fs::create_dir(&unrelated).unwrap();
-        assert_eq!(remove_stale(spill.path()), 1);
-        assert!(live.path().exists() && !dead.exists() && unrelated.exists() && users.exists());
-        let path = live.path().to_path_buf();
-        drop(live);
-        assert!(!path.exists());
+        assert_eq!(remove_stale(spill.path()), 2);
+        assert!(!dead.exists() && !dead_output.exists());
+        for kept in [
+            live.path(),
+            output.path(),
+            &users,
+            &user_file,
+            &young_staging,
+            &unrelated,
+        ] {
+            assert!(kept.exists(), "{kept:?}");
+        }
+        let paths = [live.path().to_path_buf(), output.path().to_path_buf()];
+        drop((live, output));
+        assert!(paths.iter().all(|p| !p.exists()));
     }
 
     #[test]
     fn spill_dir_must_exist() {
         let error = JobTempDir::create(Path::new("/nonexistent/spill")).unwrap_err();
         assert!(error.to_string().contains("/nonexistent/spill"), "{error}");
-    }
-
-    /// A temp output whose handle is open is kept; once the handle (the owner) is gone, the
-    /// next sweep removes it. Names that merely look alike are kept.
-    #[test]
-    fn temp_outputs_of_dead_owners_are_swept() {
-        let dir = tempfile::tempdir().unwrap();
-        let output = dir.path().join("out.dat");
-        let (temp, file) = create_temp_file(&output).unwrap();
-        assert_eq!(temp, temp_path_for(&output));
-        let (temp_dir, dir_lock) = create_temp_dir(&dir.path().join("parts")).unwrap();
-        let lookalike = dir.path().join(".x.millrace-tmp-12a");
-        fs::write(&lookalike, b"user data").unwrap();
-        assert_eq!(remove_stale_outputs(dir.path()), 0);
-        assert!(temp.exists() && temp_dir.is_dir());
-        drop(file);
-        drop(dir_lock);
-        assert_eq!(remove_stale_outputs(dir.path()), 2);
-        assert!(!temp.exists() && !temp_dir.exists() && lookalike.exists());
     }
 }

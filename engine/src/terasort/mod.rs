@@ -193,6 +193,22 @@ impl SortConfig {
             });
         }
         let limit = open_file_limit();
+        if self.open_files(1) > limit {
+            let maps_fit = |maps| {
+                SortConfig {
+                    maps,
+                    ..self.clone()
+                }
+                .open_files(1)
+                    <= limit
+            };
+            return Err(EngineError::TooMany {
+                flag: "--maps",
+                value: self.maps,
+                limit: format!("the open-file limit (ulimit -n = {limit})"),
+                max: largest(self.maps, maps_fit),
+            });
+        }
         let needed = self.open_files(self.reducers);
         if needed > limit {
             return Err(EngineError::TooMany {
@@ -641,8 +657,15 @@ pub fn run_uncommitted(
     } else {
         crate::paths::OutputKind::File
     };
+    let mut reads = vec![crate::paths::Read::new("input", &config.input)];
+    reads.extend(
+        config
+            .spill_dirs
+            .iter()
+            .map(|dir| crate::paths::Read::scratch("--spill-dir", dir)),
+    );
     crate::paths::check(
-        &[crate::paths::Read::new("input", &config.input)],
+        &reads,
         &[crate::paths::Write::new("output", &config.output, kind)],
         config.force,
     )?;
@@ -740,6 +763,10 @@ pub fn run_uncommitted(
     progress
         .out_of_core
         .store(external.is_some(), Ordering::Relaxed);
+    let recheck = match spool {
+        None => input.try_clone().ok(),
+        Some(_) => None,
+    };
     let input = match external {
         None => Input::Mapped(input::map_input(&input, size, &shown_input)?),
         Some(_) => Input::Read(input),
@@ -840,9 +867,11 @@ pub fn run_uncommitted(
             ),
         });
     }
-    let changed = match &spool {
-        Some(_) => false,
-        None => !matches!(std::fs::metadata(&config.input), Ok(meta) if meta.len() == size),
+    // Through the open handle: the input may be standard input, and a file truncated under
+    // the mapping is what matters, whatever its name now.
+    let changed = match &recheck {
+        Some(file) => !matches!(file.metadata(), Ok(meta) if meta.len() == size),
+        None => false,
     };
     if changed {
         return Err(EngineError::InputUnreadable {
