@@ -113,7 +113,10 @@ struct ValidateArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ModeArg {
+    /// Reducers receive and sort while maps still read (Flink).
     Pipelined,
+    /// Maps write blocking partitions; reducers start after the last map (Spark/Tez).
+    Staged,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -722,6 +725,7 @@ fn sort_config(args: &SortArgs, input: PathBuf, output: PathBuf) -> Result<SortC
     let mut config = SortConfig::new(input, output);
     config.mode = match args.mode {
         ModeArg::Pipelined => ExecutionMode::Pipelined,
+        ModeArg::Staged => ExecutionMode::Staged,
     };
     if let Some(reducers) = args.reducers {
         config.reducers = reducers;

@@ -59,13 +59,23 @@ pub enum EngineError {
     #[error("invalid job: {reason}")]
     InvalidJob { reason: String },
     #[error(transparent)]
-    Shuffle(#[from] ShuffleError),
+    Shuffle(ShuffleError),
     #[error(transparent)]
     Spill(#[from] shuffle::spill::SpillError),
     #[error("integrity check failed: {what}; this is a bug, please report it")]
     Integrity { what: String },
     #[error("internal error: {what}; this is a bug, please report it")]
     Internal { what: String },
+}
+
+impl From<ShuffleError> for EngineError {
+    fn from(error: ShuffleError) -> Self {
+        match error {
+            // A spill write or read failed: the disk's error, not a peer's.
+            ShuffleError::Spill(error) => Self::Spill(error),
+            error => Self::Shuffle(error),
+        }
+    }
 }
 
 impl From<crate::paths::PathError> for EngineError {
@@ -95,7 +105,10 @@ impl EngineError {
     /// Errors that only echo another subtask's failure (a peer went away); the scheduler
     /// reports the root cause instead when it has one.
     pub fn is_secondary(&self) -> bool {
-        matches!(self, Self::Shuffle(_))
+        matches!(
+            self,
+            Self::Shuffle(ShuffleError::ConsumerGone { .. } | ShuffleError::ProducerLost { .. })
+        )
     }
 
     /// Wraps an I/O error on `path`, turning "no space left" into [`EngineError::DiskFull`].

@@ -1,13 +1,16 @@
 //! [`JobGraph`]: the logical dataflow (vertices = operator chains, edges = exchanges), and its
 //! pipelined regions.
 //!
-//! A vertex is expanded into `parallelism` subtasks when the job runs; an edge connects every
-//! producer subtask to every consumer subtask (all-to-all; which consumer a record goes to is
-//! the producer's partitioner's choice).
-//! A *pipelined region* is a set of vertices joined by pipelined edges: the unit that is
-//! deployed all or nothing, and later the unit of failover.
+//! A vertex is expanded into `parallelism` subtasks when the job runs. An edge says how
+//! records are distributed among the consumer subtasks ([`Distribution`]) and what kind of
+//! result partition carries them ([`ResultPartitionType`]): pipelined and hybrid partitions
+//! are read while they are written, blocking ones after their producers finished.
+//! A *pipelined region* is a set of vertices joined by pipelined (or hybrid) edges: the unit
+//! that is deployed all or nothing, and later the unit of failover. Regions joined by blocking
+//! edges run one after the other.
 
 use std::fmt;
+use std::sync::Arc;
 
 use shuffle::ResultPartitionType;
 
@@ -44,14 +47,44 @@ impl fmt::Debug for JobVertex {
     }
 }
 
+/// Which consumer subtasks a producer's records go to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Distribution {
+    /// Producer `i` feeds consumer `i` only (equal parallelism).
+    Forward,
+    /// Key ranges: consumer `i` gets the keys below `boundaries[i]` and at or above
+    /// `boundaries[i - 1]` (normalized 128-bit key prefixes; `consumers - 1` boundaries).
+    Range(Arc<[u128]>),
+    /// Keys hashed into `key_groups` groups, each owned by one consumer (as Flink's key
+    /// groups: rescaling moves whole groups).
+    Hash { key_groups: usize },
+    /// Every record to every consumer.
+    Broadcast,
+}
+
+impl Distribution {
+    /// The distribution's name, for messages and timelines.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Forward => "forward",
+            Self::Range(_) => "range",
+            Self::Hash { .. } => "hash",
+            Self::Broadcast => "broadcast",
+        }
+    }
+}
+
 /// An exchange between two vertices.
 #[derive(Clone, Debug)]
 pub struct JobEdge {
     pub source: VertexId,
     pub target: VertexId,
+    pub distribution: Distribution,
     pub partition_type: ResultPartitionType,
     /// Buffers each channel may have in flight.
     pub credits_per_channel: usize,
+    /// Bytes per record in this edge's buffers (for spilled blocks' record counts).
+    pub record_bytes: usize,
 }
 
 /// A logical job: vertices and the exchanges between them.
@@ -86,20 +119,24 @@ impl JobGraph {
         VertexId(self.vertices.len() - 1)
     }
 
-    /// Connects `source` to `target` with an all-to-all exchange.
+    /// Connects `source` to `target`: records distributed by `distribution`, carried by
+    /// result partitions of `partition_type`.
     pub fn connect(
         &mut self,
         source: VertexId,
         target: VertexId,
+        distribution: Distribution,
         partition_type: ResultPartitionType,
-        credits_per_channel: usize,
-    ) {
+    ) -> &mut JobEdge {
         self.edges.push(JobEdge {
             source,
             target,
+            distribution,
             partition_type,
-            credits_per_channel,
+            credits_per_channel: 2,
+            record_bytes: 1,
         });
+        self.edges.last_mut().expect("just pushed")
     }
 
     /// Checks what the scheduler relies on: edges point forward (a DAG in insertion order)
@@ -121,6 +158,32 @@ impl JobGraph {
                     ),
                 });
             }
+            let (producers, consumers) = (
+                self.vertices[edge.source.0].parallelism,
+                self.vertices[edge.target.0].parallelism,
+            );
+            let invalid = |what: String| {
+                Err(EngineError::InvalidJob {
+                    reason: format!(
+                        "{} edge {} -> {}: {what}",
+                        edge.distribution.as_str(),
+                        self.vertices[edge.source.0].name,
+                        self.vertices[edge.target.0].name
+                    ),
+                })
+            };
+            match &edge.distribution {
+                Distribution::Forward if producers != consumers => {
+                    return invalid(format!("{producers} producers but {consumers} consumers"))
+                }
+                Distribution::Range(b) if b.len() + 1 != consumers => {
+                    return invalid(format!("{} ranges for {consumers} consumers", b.len() + 1))
+                }
+                Distribution::Hash { key_groups } if *key_groups < consumers => {
+                    return invalid(format!("{key_groups} key groups for {consumers} consumers"))
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -137,10 +200,7 @@ impl JobGraph {
             v
         }
         for edge in &self.edges {
-            if matches!(
-                edge.partition_type,
-                ResultPartitionType::Pipelined | ResultPartitionType::Hybrid
-            ) {
+            if edge.partition_type.is_pipelined() {
                 let (a, b) = (
                     root(&mut region, edge.source.0),
                     root(&mut region, edge.target.0),

@@ -1,20 +1,25 @@
-//! The scheduler: expands a [`JobGraph`] into subtasks, wires their exchanges and runs them on
-//! the job's tokio runtime.
+//! The scheduler: expands a [`JobGraph`] into an [`ExecutionGraph`] of subtasks, wires their
+//! exchanges and runs them on the job's tokio runtime, region by region.
 //!
-//! Strategy *all-at-once* (streaming and pipelined batch): every pipelined region is deployed
-//! whole — every subtask of the job is created and wired before the first one starts, so a
-//! pipelined exchange never waits for a consumer that was not scheduled.
+//! Pipelined regions (vertices joined by pipelined or hybrid edges) are deployed whole: every
+//! subtask of a region is created and wired before the first one starts, so a pipelined
+//! exchange never waits for a consumer that was not scheduled. A region that consumes a
+//! blocking partition is deployed only once every producer of that partition has finished
+//! (Spark's stages, Flink's batch scheduling); until then its producers write their
+//! partitions to segment files and the notices wait in the consumers' queues.
 //! The first subtask that fails cancels all others; the job reports that root cause rather
 //! than the "peer went away" errors it causes downstream.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use shuffle::{InputGate, ResultPartition};
+use shuffle::spill::WriterOptions;
+use shuffle::{InputGate, ResultPartition, SpillTarget};
 use tokio::task::JoinSet;
 use tracing::{debug, info};
 
-use crate::graph::JobGraph;
-use crate::task::{SubtaskContext, SubtaskReport};
+use crate::graph::{JobGraph, VertexId};
+use crate::task::{micros_since, SubtaskContext, SubtaskReport};
 use crate::EngineError;
 
 /// What a finished job reports.
@@ -26,17 +31,140 @@ pub struct JobResult {
     pub wall: Duration,
 }
 
-/// Runs `graph` to completion on `runtime`, every subtask at once.
+/// Where exchanges that spill (hybrid, blocking) write: the job's temp folders (one per disk,
+/// used round-robin by producers) and how.
+#[derive(Clone, Debug, Default)]
+pub struct ExchangeEnv {
+    pub spill_dirs: Vec<PathBuf>,
+    pub writer_options: WriterOptions,
+    /// Hybrid: how long a buffer waits for credit before it is spilled.
+    pub hybrid_patience: Duration,
+}
+
+/// Where a subtask is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutionState {
+    /// Wired, waiting for its region's inputs.
+    Created,
+    /// Handed to the runtime.
+    Deployed,
+    Finished,
+    Failed,
+    Canceled,
+}
+
+/// One subtask of the job, as the scheduler tracks it.
+#[derive(Clone, Debug)]
+pub struct ExecutionVertex {
+    pub vertex: VertexId,
+    pub subtask: usize,
+    pub attempt: u32,
+    pub state: ExecutionState,
+    /// The pipelined region it belongs to.
+    pub region: usize,
+}
+
+/// The job expanded into subtasks and regions.
+#[derive(Debug)]
+pub struct ExecutionGraph {
+    pub vertices: Vec<ExecutionVertex>,
+    /// Vertices of each pipelined region.
+    pub regions: Vec<Vec<VertexId>>,
+    /// For each region, the regions whose blocking partitions it consumes.
+    pub depends_on: Vec<Vec<usize>>,
+}
+
+impl ExecutionGraph {
+    /// Expands `graph`: one execution vertex per subtask, regions and their dependencies.
+    pub fn new(graph: &JobGraph) -> Result<Self, EngineError> {
+        graph.validate()?;
+        let regions = graph.pipelined_regions();
+        let mut region_of = vec![0; graph.vertices.len()];
+        for (r, members) in regions.iter().enumerate() {
+            for v in members {
+                region_of[v.0] = r;
+            }
+        }
+        let mut depends_on = vec![Vec::new(); regions.len()];
+        for edge in &graph.edges {
+            let (from, to) = (region_of[edge.source.0], region_of[edge.target.0]);
+            if edge.partition_type.is_pipelined() {
+                continue;
+            }
+            if from == to {
+                return Err(EngineError::InvalidJob {
+                    reason: format!(
+                        "blocking edge {} -> {} lies inside a pipelined region; its consumer could never start",
+                        graph.vertices[edge.source.0].name, graph.vertices[edge.target.0].name
+                    ),
+                });
+            }
+            if !depends_on[to].contains(&from) {
+                depends_on[to].push(from);
+            }
+        }
+        let vertices = graph
+            .vertices
+            .iter()
+            .enumerate()
+            .flat_map(|(v, vertex)| (0..vertex.parallelism).map(move |subtask| (v, subtask)))
+            .map(|(v, subtask)| ExecutionVertex {
+                vertex: VertexId(v),
+                subtask,
+                attempt: 0,
+                state: ExecutionState::Created,
+                region: region_of[v],
+            })
+            .collect();
+        Ok(Self {
+            vertices,
+            regions,
+            depends_on,
+        })
+    }
+
+    /// Regions not yet deployed whose every input region has finished.
+    fn ready_regions(&self, deployed: &[bool]) -> Vec<usize> {
+        (0..self.regions.len())
+            .filter(|&r| !deployed[r] && self.depends_on[r].iter().all(|&d| self.finished(d)))
+            .collect()
+    }
+
+    fn finished(&self, region: usize) -> bool {
+        self.vertices
+            .iter()
+            .filter(|v| v.region == region)
+            .all(|v| v.state == ExecutionState::Finished)
+    }
+
+    fn set_state(&mut self, vertex: usize, subtask: usize, state: ExecutionState) {
+        if let Some(v) = self
+            .vertices
+            .iter_mut()
+            .find(|v| v.vertex.0 == vertex && v.subtask == subtask)
+        {
+            v.state = state;
+        }
+    }
+}
+
+/// Runs `graph` to completion on `runtime`, region by region (see the module docs).
 pub fn execute(
     graph: JobGraph,
     runtime: &tokio::runtime::Runtime,
     job_start: Instant,
+    env: &ExchangeEnv,
 ) -> Result<JobResult, EngineError> {
-    graph.validate()?;
-    let regions = graph.pipelined_regions();
-    info!(job = %graph.name, vertices = graph.vertices.len(), regions = regions.len(), "deploying job");
+    let mut execution = ExecutionGraph::new(&graph)?;
+    info!(
+        job = %graph.name,
+        vertices = graph.vertices.len(),
+        regions = execution.regions.len(),
+        "deploying job"
+    );
 
-    // Wire every edge first: the whole job is one deployment (all-at-once).
+    // Wire every edge first; blocking partitions are wired too, their consumers just start
+    // later.
     let mut inputs: Vec<Vec<Vec<InputGate>>> = graph
         .vertices
         .iter()
@@ -47,11 +175,29 @@ pub fn execute(
         .iter()
         .map(|v| (0..v.parallelism).map(|_| Vec::new()).collect())
         .collect();
-    for edge in &graph.edges {
+    for (e, edge) in graph.edges.iter().enumerate() {
         let producers = graph.vertices[edge.source.0].parallelism;
         let consumers = graph.vertices[edge.target.0].parallelism;
-        let (partitions, gates) =
-            shuffle::pipelined(producers, consumers, edge.credits_per_channel);
+        let spill = (!env.spill_dirs.is_empty()).then(|| SpillTarget {
+            dir: env.spill_dirs[e % env.spill_dirs.len()].clone(),
+            options: env.writer_options,
+            record_bytes: edge.record_bytes,
+            patience: env.hybrid_patience,
+        });
+        let (mut partitions, gates) = shuffle::exchange(
+            edge.partition_type,
+            producers,
+            consumers,
+            edge.credits_per_channel,
+            spill,
+        )?;
+        // Producers spread their segment files over the spill dirs.
+        if !env.spill_dirs.is_empty() {
+            for (subtask, partition) in partitions.iter_mut().enumerate() {
+                partition
+                    .set_spill_dir(env.spill_dirs[(e + subtask) % env.spill_dirs.len()].clone());
+            }
+        }
         for (subtask, partition) in partitions.into_iter().enumerate() {
             outputs[edge.source.0][subtask].push(partition);
         }
@@ -59,7 +205,18 @@ pub fn execute(
             inputs[edge.target.0][subtask].push(gate);
         }
     }
-    let mut deployments = Vec::new();
+    let distributions: Vec<Vec<crate::graph::Distribution>> = (0..graph.vertices.len())
+        .map(|v| {
+            graph
+                .edges
+                .iter()
+                .filter(|e| e.source.0 == v)
+                .map(|e| e.distribution.clone())
+                .collect()
+        })
+        .collect();
+    // Each region's subtasks, ready to hand to the runtime.
+    let mut pending: Vec<Vec<_>> = (0..execution.regions.len()).map(|_| Vec::new()).collect();
     for (v, vertex) in graph.vertices.iter().enumerate() {
         for (subtask, (gates, partitions)) in std::mem::take(&mut inputs[v])
             .into_iter()
@@ -72,34 +229,66 @@ pub fn execute(
                 parallelism: vertex.parallelism,
                 inputs: gates,
                 outputs: partitions,
+                distributions: distributions[v].clone(),
+                attempt: 0,
                 job_start,
             };
-            deployments.push((v, ctx, vertex.instantiate(subtask)));
+            let region = execution
+                .regions
+                .iter()
+                .position(|r| r.contains(&VertexId(v)))
+                .expect("every vertex is in a region");
+            pending[region].push((v, ctx, vertex.instantiate(subtask)));
         }
     }
 
     runtime.block_on(async move {
         let mut running = JoinSet::new();
-        for (v, ctx, invokable) in deployments {
-            let subtask = ctx.subtask;
-            running.spawn(async move { ((v, subtask), invokable.invoke(ctx).await) });
-        }
+        let mut deployed = vec![false; execution.regions.len()];
         let mut reports = Vec::new();
         let mut failure: Option<EngineError> = None;
-        while let Some(joined) = running.join_next().await {
+        loop {
+            if failure.is_none() {
+                for region in execution.ready_regions(&deployed) {
+                    deployed[region] = true;
+                    let deployed_us = micros_since(job_start);
+                    debug!(region, deployed_us, "deploying region");
+                    for (v, ctx, invokable) in std::mem::take(&mut pending[region]) {
+                        let subtask = ctx.subtask;
+                        execution.set_state(v, subtask, ExecutionState::Deployed);
+                        running.spawn(async move {
+                            let result = invokable.invoke(ctx).await.map(|mut report| {
+                                report.deployed_us = deployed_us;
+                                report
+                            });
+                            ((v, subtask), result)
+                        });
+                    }
+                }
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
             let result = match joined {
-                Ok(((v, subtask), result)) => result.map(|report| ((v, subtask), report)),
+                Ok(((v, subtask), result)) => result
+                    .map(|report| ((v, subtask), report))
+                    .map_err(|e| ((v, subtask), e)),
                 Err(join_error) if join_error.is_cancelled() => continue,
-                Err(join_error) => Err(EngineError::Internal {
-                    what: format!("a subtask panicked: {join_error}"),
-                }),
+                Err(join_error) => Err((
+                    (usize::MAX, 0),
+                    EngineError::Internal {
+                        what: format!("a subtask panicked: {join_error}"),
+                    },
+                )),
             };
             match result {
-                Ok((key, report)) => {
+                Ok(((v, subtask), report)) => {
                     debug!(vertex = %report.vertex, subtask = report.subtask, "subtask finished");
-                    reports.push((key, report));
+                    execution.set_state(v, subtask, ExecutionState::Finished);
+                    reports.push(((v, subtask), report));
                 }
-                Err(error) => {
+                Err(((v, subtask), error)) => {
+                    execution.set_state(v, subtask, ExecutionState::Failed);
                     running.abort_all();
                     let replace = match &failure {
                         None => true,
@@ -112,7 +301,17 @@ pub fn execute(
             }
         }
         if let Some(error) = failure {
+            for v in &mut execution.vertices {
+                if matches!(v.state, ExecutionState::Created | ExecutionState::Deployed) {
+                    v.state = ExecutionState::Canceled;
+                }
+            }
             return Err(error);
+        }
+        if let Some(r) = deployed.iter().position(|d| !d) {
+            return Err(EngineError::Internal {
+                what: format!("region {r} was never deployed: its inputs never finished"),
+            });
         }
         reports.sort_by_key(|(key, _)| *key);
         Ok(JobResult {
@@ -125,6 +324,7 @@ pub fn execute(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::Distribution;
     use crate::task::{BoxFuture, Invokable};
     use shuffle::{Buffer, ResultPartitionType};
 
@@ -137,9 +337,13 @@ mod tests {
             Box::pin(async move {
                 let mut report = ctx.report();
                 let out = &mut ctx.outputs[0];
-                for i in 0..out.num_subpartitions() {
-                    out.emit(i, Buffer::from(vec![self.0; 4])).await?;
-                    report.bytes_out += 4;
+                // More buffers than credits: a consumer that is not running would hold a
+                // pipelined producer back, never a blocking one.
+                for _ in 0..5 {
+                    for i in 0..out.num_subpartitions() {
+                        out.send(i, Buffer::from(vec![self.0; 4])).await?;
+                        report.bytes_out += 4;
+                    }
                 }
                 out.finish()?;
                 Ok(report)
@@ -162,8 +366,20 @@ mod tests {
                         reason: "boom".into(),
                     });
                 }
-                while let Some((_, buffer)) = ctx.inputs[0].next().await? {
-                    report.bytes_in += buffer.len() as u64;
+                while let Some((_, received)) = ctx.inputs[0].next_received().await? {
+                    match received {
+                        shuffle::Received::Buffer(buffer) => {
+                            report.bytes_in += buffer.len() as u64;
+                        }
+                        shuffle::Received::Spilled(spilled) => {
+                            let reader = spilled.open()?;
+                            for block in reader
+                                .partition_blocks(spilled.segment.segment, spilled.partition)?
+                            {
+                                report.bytes_in += block?.payload.len() as u64;
+                            }
+                        }
+                    }
                 }
                 Ok(report)
             })
@@ -186,9 +402,14 @@ mod tests {
         let mut graph = JobGraph::new("test");
         let a = graph.add_vertex("numbers", 3, |i| Box::new(Numbers(i as u8)));
         let b = graph.add_vertex("count", 2, |_| Box::new(Count { fail: false }));
-        graph.connect(a, b, ResultPartitionType::Pipelined, 1);
+        graph.connect(
+            a,
+            b,
+            Distribution::Broadcast,
+            ResultPartitionType::Pipelined,
+        );
         assert_eq!(graph.pipelined_regions(), vec![vec![a, b]]);
-        let result = execute(graph, &runtime(), Instant::now()).unwrap();
+        let result = execute(graph, &runtime(), Instant::now(), &ExchangeEnv::default()).unwrap();
         let names: Vec<_> = result
             .subtasks
             .iter()
@@ -206,7 +427,7 @@ mod tests {
         );
         assert_eq!(
             result.subtasks[3].bytes_in + result.subtasks[4].bytes_in,
-            3 * 2 * 4
+            5 * 3 * 2 * 4
         );
     }
 
@@ -217,8 +438,14 @@ mod tests {
         let mut graph = JobGraph::new("test");
         let a = graph.add_vertex("numbers", 2, |i| Box::new(Numbers(i as u8)));
         let b = graph.add_vertex("count", 2, |i| Box::new(Count { fail: i == 1 }));
-        graph.connect(a, b, ResultPartitionType::Pipelined, 1);
-        let error = execute(graph, &runtime(), Instant::now()).unwrap_err();
+        graph.connect(
+            a,
+            b,
+            Distribution::Broadcast,
+            ResultPartitionType::Pipelined,
+        );
+        let error =
+            execute(graph, &runtime(), Instant::now(), &ExchangeEnv::default()).unwrap_err();
         assert!(matches!(error, EngineError::InvalidJob { .. }), "{error}");
     }
 
@@ -229,7 +456,76 @@ mod tests {
         assert!(graph.validate().is_err());
         graph.vertices[0].parallelism = 1;
         let b = graph.add_vertex("b", 1, |_| Box::new(Count { fail: false }));
-        graph.connect(b, a, ResultPartitionType::Pipelined, 1);
+        graph.connect(
+            b,
+            a,
+            Distribution::Broadcast,
+            ResultPartitionType::Pipelined,
+        );
+        assert!(graph.validate().is_err());
+    }
+
+    /// ```text
+    /// numbers (3) ──blocking──► count (2)
+    /// ```
+    /// The producers write everything to segment files and finish without any consumer
+    /// running; the consumers are deployed after the last producer ended and read it all.
+    #[test]
+    fn blocking_edge_runs_its_consumers_after_every_producer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut graph = JobGraph::new("test");
+        let a = graph.add_vertex("numbers", 3, |i| Box::new(Numbers(i as u8)));
+        let b = graph.add_vertex("count", 2, |_| Box::new(Count { fail: false }));
+        graph.connect(a, b, Distribution::Broadcast, ResultPartitionType::Blocking);
+        assert_eq!(graph.pipelined_regions(), vec![vec![a], vec![b]]);
+        let env = ExchangeEnv {
+            spill_dirs: vec![dir.path().to_path_buf()],
+            ..ExchangeEnv::default()
+        };
+        let result = execute(graph, &runtime(), Instant::now(), &env).unwrap();
+        let last_producer_end = result.subtasks[..3].iter().map(|r| r.end_us).max().unwrap();
+        for consumer in &result.subtasks[3..] {
+            assert!(
+                consumer.deployed_us >= last_producer_end,
+                "{consumer:?} deployed before the producers ended at {last_producer_end}"
+            );
+        }
+        assert_eq!(
+            result.subtasks[3].bytes_in + result.subtasks[4].bytes_in,
+            5 * 3 * 2 * 4
+        );
+        assert!(result.subtasks[..3]
+            .iter()
+            .all(|p| p.bytes_out == 5 * 2 * 4));
+        // Producers' files are unlinked: nothing is left in the folder.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// A blocking edge needs somewhere to write, and may not close a pipelined cycle.
+    #[test]
+    fn blocking_edges_are_checked() {
+        let mut graph = JobGraph::new("test");
+        let a = graph.add_vertex("numbers", 1, |i| Box::new(Numbers(i as u8)));
+        let b = graph.add_vertex("count", 1, |_| Box::new(Count { fail: false }));
+        graph.connect(a, b, Distribution::Forward, ResultPartitionType::Blocking);
+        let error = execute(graph, &runtime(), Instant::now(), &ExchangeEnv::default());
+        assert!(error.is_err());
+
+        let mut graph = JobGraph::new("cycle");
+        let a = graph.add_vertex("a", 1, |i| Box::new(Numbers(i as u8)));
+        let b = graph.add_vertex("b", 1, |_| Box::new(Count { fail: false }));
+        graph.connect(a, b, Distribution::Forward, ResultPartitionType::Pipelined);
+        graph.connect(a, b, Distribution::Forward, ResultPartitionType::Blocking);
+        let error = ExecutionGraph::new(&graph).unwrap_err();
+        assert!(
+            error.to_string().contains("inside a pipelined region"),
+            "{error}"
+        );
+
+        let mut graph = JobGraph::new("forward");
+        let a = graph.add_vertex("a", 2, |i| Box::new(Numbers(i as u8)));
+        let b = graph.add_vertex("b", 3, |_| Box::new(Count { fail: false }));
+        graph.connect(a, b, Distribution::Forward, ResultPartitionType::Pipelined);
         assert!(graph.validate().is_err());
     }
 }

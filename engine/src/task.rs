@@ -43,6 +43,10 @@ pub struct SubtaskContext {
     pub inputs: Vec<InputGate>,
     /// One partition per output edge, in edge order.
     pub outputs: Vec<ResultPartition>,
+    /// How each output edge distributes records among its consumers, in edge order.
+    pub distributions: Vec<crate::graph::Distribution>,
+    /// Which attempt of this subtask runs (0 for the first).
+    pub attempt: u32,
     /// When the job started; timeline times count from here.
     pub job_start: Instant,
 }
@@ -53,6 +57,7 @@ impl SubtaskContext {
         SubtaskReport {
             vertex: self.vertex.clone(),
             subtask: self.subtask,
+            attempt: self.attempt,
             start_us: micros_since(self.job_start),
             ..SubtaskReport::default()
         }
@@ -110,6 +115,10 @@ impl Span {
 pub struct SubtaskReport {
     pub vertex: String,
     pub subtask: usize,
+    /// The attempt that produced this report (0 for the first).
+    pub attempt: u32,
+    /// When the scheduler deployed the subtask (its inputs were ready).
+    pub deployed_us: u64,
     pub start_us: u64,
     pub end_us: u64,
     pub records_in: u64,

@@ -14,4 +14,10 @@ pub enum ShuffleError {
     /// A spilled buffer reached a consumer that reads only in-memory buffers.
     #[error("producer subtask {producer} spilled a buffer to a consumer that cannot read spills; this is a bug, please report it")]
     UnexpectedSpill { producer: usize },
+    /// A partition that must spill (blocking, or hybrid with a busy consumer) has nowhere to.
+    #[error("a {kind} partition needs a spill target; this is a bug, please report it")]
+    NoSpillTarget { kind: &'static str },
+    /// Writing or reading a spilled buffer failed.
+    #[error(transparent)]
+    Spill(#[from] crate::spill::SpillError),
 }

@@ -42,12 +42,49 @@ use crate::{Buffer, ShuffleError};
 /// has waited its patience for credit; then the producer spills the buffer to its own
 /// segment file and sends a [`SpilledBuffer`] notice, so one slow consumer does not stall
 /// the producer's other consumers.
+///
+/// `Blocking`: can it be consumed while produced? no: its consumers are deployed after every
+/// producer finished (the scheduler's business). Does it outlive the consumer? it lives until
+/// the job ends. Does it back-pressure the producer? never: every buffer goes to the
+/// producer's one segment file (one file per producer, never one per producer × consumer),
+/// and the consumer reads its partition of every producer's file, zero-copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ResultPartitionType {
     /// Buffers reach the consumer as soon as they are full; bounded by credits.
     Pipelined,
     /// Pipelined while the consumer keeps up; spilled to segment files otherwise.
     Hybrid,
+    /// Written whole to segment files, read after the producers finished.
+    Blocking,
+}
+
+impl ResultPartitionType {
+    /// Whether a consumer can read this partition while its producer still writes it.
+    pub fn is_pipelined(self) -> bool {
+        matches!(self, Self::Pipelined | Self::Hybrid)
+    }
+
+    /// The type's name, for messages and timelines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pipelined => "pipelined",
+            Self::Hybrid => "hybrid",
+            Self::Blocking => "blocking",
+        }
+    }
+}
+
+/// Where a partition that spills (hybrid, blocking) writes its producer's segment file.
+#[derive(Clone, Debug)]
+pub struct SpillTarget {
+    /// The folder of the file (a private job folder; the file is unlinked once created and
+    /// read through handles).
+    pub dir: std::path::PathBuf,
+    pub options: crate::spill::WriterOptions,
+    /// Bytes per record in this exchange's buffers (blocks count records).
+    pub record_bytes: usize,
+    /// Hybrid: how long a buffer waits for credit before it is spilled.
+    pub patience: std::time::Duration,
 }
 
 /// Index of a channel within an [`InputGate`], equal to the producer subtask's index.
@@ -81,6 +118,24 @@ pub struct SpilledBuffer {
     pub partition: u32,
     /// Raw bytes spilled.
     pub bytes: u64,
+}
+
+impl SpilledBuffer {
+    /// A reader over the segment that holds the buffer; its
+    /// [`crate::SegmentFileReader::partition_blocks`] of (`segment.segment`, `partition`) are
+    /// the buffer's bytes, zero-copy where a block is stored raw.
+    pub fn open(&self) -> Result<crate::SegmentFileReader, crate::SpillError> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|source| crate::SpillError::Io {
+                path: self.path.clone(),
+                operation: "duplicate a handle of",
+                offset: 0,
+                source: Arc::new(source),
+            })?;
+        crate::SegmentFileReader::from_file(&self.path, file, [self.segment.clone()])
+    }
 }
 
 impl PartialEq for SpilledBuffer {
@@ -155,17 +210,46 @@ pub fn pipelined(
                 })
                 .collect(),
             metrics: ExchangeMetrics::default(),
+            kind: ResultPartitionType::Pipelined,
+            spill: None,
+            writer: None,
         })
         .collect();
     (partitions, gates)
 }
 
+/// Builds an all-to-all exchange of `kind` between `producers` and `consumers` subtasks.
+/// Pipelined channels start with `credits_per_channel` credits; hybrid and blocking
+/// partitions spill into `spill` (required for them).
+pub fn exchange(
+    kind: ResultPartitionType,
+    producers: usize,
+    consumers: usize,
+    credits_per_channel: usize,
+    spill: Option<SpillTarget>,
+) -> Result<(Vec<ResultPartition>, Vec<InputGate>), ShuffleError> {
+    if kind != ResultPartitionType::Pipelined && spill.is_none() {
+        return Err(ShuffleError::NoSpillTarget {
+            kind: kind.as_str(),
+        });
+    }
+    let (mut partitions, gates) = pipelined(producers, consumers, credits_per_channel);
+    for partition in &mut partitions {
+        partition.kind = kind;
+        partition.spill = spill.clone();
+    }
+    Ok((partitions, gates))
+}
+
 /// One producer subtask's output: one subpartition per consumer subtask.
-#[derive(Debug)]
 pub struct ResultPartition {
     producer: usize,
     subpartitions: Vec<ResultSubpartition>,
     metrics: ExchangeMetrics,
+    kind: ResultPartitionType,
+    spill: Option<SpillTarget>,
+    /// This producer's segment file, created at the first spill.
+    writer: Option<crate::spill::SegmentFileWriter>,
 }
 
 /// The slice of a [`ResultPartition`] that goes to one consumer.
@@ -178,6 +262,17 @@ pub struct ResultSubpartition {
     finished: bool,
 }
 
+impl std::fmt::Debug for ResultPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultPartition")
+            .field("producer", &self.producer)
+            .field("kind", &self.kind)
+            .field("subpartitions", &self.subpartitions.len())
+            .field("metrics", &self.metrics)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ResultPartition {
     /// The producer subtask this partition belongs to.
     pub fn producer(&self) -> usize {
@@ -187,6 +282,98 @@ impl ResultPartition {
     /// Number of subpartitions, i.e. consumer subtasks.
     pub fn num_subpartitions(&self) -> usize {
         self.subpartitions.len()
+    }
+
+    /// The partition's type.
+    pub fn kind(&self) -> ResultPartitionType {
+        self.kind
+    }
+
+    /// Moves this producer's segment file to `dir` (before anything was spilled).
+    pub fn set_spill_dir(&mut self, dir: std::path::PathBuf) {
+        if let Some(target) = &mut self.spill {
+            target.dir = dir;
+        }
+    }
+
+    /// Hands a full buffer to consumer `subpartition` the way the partition's type says:
+    /// pipelined waits for credit; hybrid waits its patience, then spills; blocking spills.
+    /// Returns the buffer when its bytes went to the segment file, for the caller to reuse.
+    pub async fn send(
+        &mut self,
+        subpartition: usize,
+        buffer: Buffer,
+    ) -> Result<Option<Buffer>, ShuffleError> {
+        let buffer = match self.kind {
+            ResultPartitionType::Pipelined => {
+                self.emit(subpartition, buffer).await?;
+                return Ok(None);
+            }
+            ResultPartitionType::Hybrid => {
+                let patience = self
+                    .spill
+                    .as_ref()
+                    .map_or_else(|| std::time::Duration::from_millis(50), |s| s.patience);
+                match self.emit_within(subpartition, buffer, patience).await? {
+                    None => return Ok(None),
+                    Some(buffer) => buffer,
+                }
+            }
+            ResultPartitionType::Blocking => buffer,
+        };
+        // The disk write blocks this worker briefly; tell the runtime so other tasks move on.
+        let spilled = tokio::task::block_in_place(|| self.spill_buffer(subpartition, &buffer))?;
+        tracing::trace!(
+            producer = self.producer,
+            consumer = subpartition,
+            bytes = spilled.bytes,
+            "spilled a buffer"
+        );
+        self.emit_spilled(subpartition, spilled)?;
+        Ok(Some(buffer))
+    }
+
+    /// Appends `buffer` as one sealed segment of this producer's segment file.
+    fn spill_buffer(
+        &mut self,
+        subpartition: usize,
+        buffer: &Buffer,
+    ) -> Result<SpilledBuffer, ShuffleError> {
+        let target = self.spill.as_ref().ok_or(ShuffleError::NoSpillTarget {
+            kind: self.kind.as_str(),
+        })?;
+        let writer = match &mut self.writer {
+            Some(writer) => writer,
+            None => {
+                let path =
+                    target
+                        .dir
+                        .join(format!("producer-{}.{}", self.producer, self.kind.as_str()));
+                let writer = crate::spill::SegmentFileWriter::create(&path, target.options)?;
+                // Unnamed while in use: nothing can truncate it under a consumer's map, and
+                // a crash leaves nothing behind.
+                writer.unlink()?;
+                self.writer.insert(writer)
+            }
+        };
+        writer.append_records(
+            subpartition as u32,
+            target.record_bytes.max(1),
+            buffer.as_bytes(),
+        )?;
+        let segment = writer.seal_segment()?;
+        Ok(SpilledBuffer {
+            path: writer.path().to_path_buf(),
+            file: Arc::new(writer.read_handle()?),
+            segment,
+            partition: subpartition as u32,
+            bytes: buffer.len() as u64,
+        })
+    }
+
+    /// Raw bytes this partition wrote to its segment file.
+    pub fn spilled_bytes(&self) -> u64 {
+        self.writer.as_ref().map_or(0, |w| w.stats().raw_bytes)
     }
 
     /// Sends a buffer to one consumer if a credit arrives within `patience`; otherwise gives

@@ -197,3 +197,131 @@ async fn hybrid_gives_the_buffer_back_and_delivers_the_spill_notice() {
     assert_eq!(partition.metrics().spilled_bytes, 4);
     assert_eq!(gate.metrics().spilled_buffers, 1);
 }
+
+/// Reads every buffer a gate delivers, in memory or spilled, as (producer, bytes).
+async fn drain(gate: &mut shuffle::InputGate) -> Vec<(usize, Vec<u8>)> {
+    use shuffle::Received;
+    let mut out = Vec::new();
+    while let Some((channel, received)) = gate.next_received().await.unwrap() {
+        match received {
+            Received::Buffer(buffer) => out.push((channel.0, buffer.as_bytes().to_vec())),
+            Received::Spilled(spilled) => {
+                let reader = spilled.open().unwrap();
+                let blocks = reader
+                    .partition_blocks(spilled.segment.segment, spilled.partition)
+                    .unwrap();
+                out.push((channel.0, shuffle::spill::collect_payloads(blocks).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn target(dir: &std::path::Path, patience_ms: u64) -> shuffle::SpillTarget {
+    shuffle::SpillTarget {
+        dir: dir.to_path_buf(),
+        options: shuffle::WriterOptions {
+            direct: false,
+            ..Default::default()
+        },
+        record_bytes: 4,
+        patience: Duration::from_millis(patience_ms),
+    }
+}
+
+/// A blocking partition never waits for its consumers: with one credit and nobody reading,
+/// every buffer goes to the producer's one segment file; consumers started afterwards read
+/// them all, per producer in order.
+///
+/// ```text
+/// producers 0, 1 ──blocking (1 credit, nobody reads yet)──► gates 0, 1 (read after the end)
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_partitions_never_wait_and_deliver_everything_later() {
+    use shuffle::ResultPartitionType;
+    let dir = tempfile::tempdir().unwrap();
+    let (partitions, mut gates) = shuffle::exchange(
+        ResultPartitionType::Blocking,
+        2,
+        2,
+        1,
+        Some(target(dir.path(), 0)),
+    )
+    .unwrap();
+    for mut partition in partitions {
+        let producer = partition.producer() as u8;
+        for round in 0..10u8 {
+            for consumer in 0..2 {
+                let bytes = vec![producer * 100 + round; 4 * (consumer + 1)];
+                let sent = timeout(
+                    Duration::from_secs(5),
+                    partition.send(consumer, Buffer::from(bytes)),
+                )
+                .await
+                .expect("a blocking partition never waits")
+                .unwrap();
+                assert!(sent.is_some(), "the buffer comes back for reuse");
+            }
+        }
+        assert_eq!(partition.spilled_bytes(), 10 * (4 + 8));
+        partition.finish().unwrap();
+    }
+    // One file per producer, unlinked: nothing to see in the folder.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    for (consumer, gate) in gates.iter_mut().enumerate() {
+        let received = drain(gate).await;
+        for producer in 0..2u8 {
+            let from: Vec<_> = received
+                .iter()
+                .filter(|(p, _)| *p == producer as usize)
+                .map(|(_, bytes)| bytes.clone())
+                .collect();
+            let expected: Vec<_> = (0..10u8)
+                .map(|round| vec![producer * 100 + round; 4 * (consumer + 1)])
+                .collect();
+            assert_eq!(
+                from, expected,
+                "consumer {consumer} from producer {producer}"
+            );
+        }
+    }
+}
+
+/// Hybrid, deterministically: the first buffer takes the one credit, the next ones wait their
+/// patience and are spilled; the consumer gets all of them, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_spills_what_waits_too_long_and_keeps_the_order() {
+    use shuffle::ResultPartitionType;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut partitions, mut gates) = shuffle::exchange(
+        ResultPartitionType::Hybrid,
+        1,
+        1,
+        1,
+        Some(target(dir.path(), 5)),
+    )
+    .unwrap();
+    let mut partition = partitions.pop().unwrap();
+    let mut returned = 0;
+    for i in 0..4u8 {
+        if partition.send(0, buffer(i, 8)).await.unwrap().is_some() {
+            returned += 1;
+        }
+    }
+    partition.finish().unwrap();
+    assert_eq!(returned, 3, "one buffer in memory, three spilled");
+    assert_eq!(partition.metrics().spilled_buffers, 3);
+    let received = drain(&mut gates[0]).await;
+    let bytes: Vec<_> = received.into_iter().map(|(_, b)| b).collect();
+    assert_eq!(bytes, (0..4u8).map(|i| vec![i; 8]).collect::<Vec<_>>());
+}
+
+/// Spilling partitions need a target.
+#[test]
+fn spilling_partitions_need_a_target() {
+    use shuffle::ResultPartitionType;
+    for kind in [ResultPartitionType::Hybrid, ResultPartitionType::Blocking] {
+        assert!(shuffle::exchange(kind, 1, 1, 1, None).is_err());
+    }
+    assert!(shuffle::exchange(ResultPartitionType::Pipelined, 1, 1, 1, None).is_ok());
+}

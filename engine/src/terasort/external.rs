@@ -382,17 +382,9 @@ impl Invokable for ExternalReduceTask {
                         shared.pool.recycle(buffer);
                     }
                     Received::Spilled(spilled) => {
-                        // A map spilled this buffer while we were busy: read it back, zero-copy.
-                        let file = spilled.file.try_clone().map_err(|e| EngineError::Io {
-                            op: "duplicate handle of",
-                            path: spilled.path.clone(),
-                            source: e,
-                        })?;
-                        let reader = SegmentFileReader::from_file(
-                            &spilled.path,
-                            file,
-                            [spilled.segment.clone()],
-                        )?;
+                        // A map spilled this buffer (we were busy, or the exchange is
+                        // blocking): read it back, zero-copy.
+                        let reader = spilled.open()?;
                         for block in
                             reader.partition_blocks(spilled.segment.segment, spilled.partition)?
                         {

@@ -13,19 +13,21 @@
 //!
 //! Splits are handed out on demand (like Flink's source split assignment), so a fast map takes
 //! more of them and the number of maps never multiplies memory.
-//! Each map owns one buffer per reducer; a full buffer is emitted at once (waiting for credit
-//! if the reducer is behind), and the map goes on with a recycled one.
+//! Each map owns one buffer per reducer; a full buffer is handed to the result partition at
+//! once, which sends it (waiting for credit if the reducer is behind), spills it (hybrid: the
+//! reducer stayed busy too long; blocking: always), and the map goes on with a recycled one.
+//! Which reducer a record goes to is the output edge's range distribution.
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use shuffle::spill::SegmentFileWriter;
-use shuffle::{Buffer, SpilledBuffer};
+use shuffle::Buffer;
 
-use super::partitioner::RangePartitioner;
+use super::partitioner::{RangePartitioner, KEY_SPACE_END};
 use super::sorter::{entry, Entry};
 use super::{Input, SortShared};
+use crate::graph::Distribution;
 use crate::record::{key80, Checksum, RECORD_LEN};
 use crate::task::{BoxFuture, Invokable, SubtaskContext, SubtaskReport};
 use crate::EngineError;
@@ -47,7 +49,17 @@ impl Invokable for MapTask {
                 .map(|_| shared.pool.take())
                 .collect();
             let mut checksum = Checksum::default();
-            let mut hybrid: Option<SegmentFileWriter> = None;
+            // The edge says where each record goes.
+            let ranges = match ctx.distributions.first() {
+                Some(Distribution::Range(boundaries)) => {
+                    RangePartitioner::new(0, KEY_SPACE_END, boundaries.to_vec())
+                }
+                other => {
+                    return Err(EngineError::Internal {
+                        what: format!("the map's output edge is not range-partitioned: {other:?}"),
+                    })
+                }
+            };
             let chunk_bytes = shared.read_chunk_bytes as u64;
             let mut read_buffer = match &shared.input {
                 Input::Mapped(_) => Vec::new(),
@@ -71,7 +83,7 @@ impl Invokable for MapTask {
                     let mut done = 0;
                     while done < chunk.len() {
                         let first = (pos + done as u64) / RECORD_LEN as u64;
-                        let ranges = &shared.reducer_ranges;
+                        let ranges = &ranges;
                         let (consumed, full) = match &shared.input {
                             Input::Mapped(_) => partition_until_full::<Entries>(
                                 &chunk[done..],
@@ -92,7 +104,9 @@ impl Invokable for MapTask {
                         if let Some(reducer) = full {
                             let buffer =
                                 std::mem::replace(&mut buffers[reducer], shared.pool.take());
-                            emit(out, reducer, buffer, &shared, &mut hybrid, ctx.subtask).await?;
+                            if let Some(free) = out.send(reducer, buffer).await? {
+                                shared.pool.recycle(free);
+                            }
                         }
                     }
                     pos += n as u64;
@@ -105,13 +119,11 @@ impl Invokable for MapTask {
             for (reducer, buffer) in buffers.into_iter().enumerate() {
                 if buffer.is_empty() {
                     shared.pool.recycle(buffer);
-                } else {
-                    emit(out, reducer, buffer, &shared, &mut hybrid, ctx.subtask).await?;
+                } else if let Some(free) = out.send(reducer, buffer).await? {
+                    shared.pool.recycle(free);
                 }
             }
-            if let Some(writer) = hybrid {
-                report.spill_written_bytes = writer.stats().raw_bytes;
-            }
+            report.spill_written_bytes = out.spilled_bytes();
             out.finish()?;
             let sent = out.metrics();
             report.records_in = checksum.records;
@@ -128,59 +140,6 @@ impl Invokable for MapTask {
             Ok(report)
         })
     }
-}
-
-/// Sends a full buffer to `reducer`. Out of core with a hybrid exchange, a buffer that waited
-/// its patience for credit is written to this map's own segment file instead, and the reducer
-/// gets a notice to read it from there.
-async fn emit(
-    out: &mut shuffle::ResultPartition,
-    reducer: usize,
-    buffer: Buffer,
-    shared: &SortShared,
-    hybrid: &mut Option<SegmentFileWriter>,
-    me: usize,
-) -> Result<(), EngineError> {
-    let Some((plan, wait)) = shared
-        .external
-        .as_ref()
-        .and_then(|p| Some((p, p.hybrid_wait?)))
-    else {
-        return Ok(out.emit(reducer, buffer).await?);
-    };
-    let Some(buffer) = out.emit_within(reducer, buffer, wait).await? else {
-        return Ok(());
-    };
-    // The disk write blocks this worker briefly; tell the runtime so other tasks move on.
-    let spilled = tokio::task::block_in_place(|| -> Result<SpilledBuffer, EngineError> {
-        let writer = match hybrid {
-            Some(writer) => writer,
-            None => {
-                let dir = plan.spill_dirs[me % plan.spill_dirs.len()].path();
-                hybrid.insert(super::external::unlinked_spill_file(
-                    &dir.join(format!("map-{me}.hybrid")),
-                    plan.writer_options,
-                )?)
-            }
-        };
-        writer.append_records(reducer as u32, RECORD_LEN, buffer.as_bytes())?;
-        let segment = writer.seal_segment()?;
-        Ok(SpilledBuffer {
-            path: writer.path().to_path_buf(),
-            file: std::sync::Arc::new(writer.read_handle()?),
-            segment,
-            partition: reducer as u32,
-            bytes: buffer.len() as u64,
-        })
-    })?;
-    tracing::debug!(
-        map = me,
-        reducer,
-        bytes = spilled.bytes,
-        "spilled a buffer for a slow reducer"
-    );
-    shared.pool.recycle(buffer);
-    Ok(out.emit_spilled(reducer, spilled)?)
 }
 
 /// What a map puts in exchange buffers for each record.

@@ -30,7 +30,7 @@ use shuffle::spill::{Compression, IoEngine, WriterOptions};
 use shuffle::{BufferPool, ResultPartitionType};
 use tracing::info;
 
-use crate::graph::JobGraph;
+use crate::graph::{Distribution, JobGraph};
 use crate::memory::{MemoryBudget, Reservation};
 use crate::output::{IoMode, OutputTarget};
 use crate::record::{Checksum, RECORD_LEN};
@@ -48,6 +48,9 @@ pub enum ExecutionMode {
     /// Reducers receive and bucket while maps run (Flink-style pipelined exchange).
     #[default]
     Pipelined,
+    /// Maps write blocking partitions (one segment file each); reducers are deployed after
+    /// the last map finished and read their range of every map's file (Spark/Tez stages).
+    Staged,
 }
 
 impl ExecutionMode {
@@ -55,6 +58,7 @@ impl ExecutionMode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pipelined => "pipelined",
+            Self::Staged => "staged",
         }
     }
 }
@@ -451,7 +455,6 @@ struct SortShared {
     input: Input,
     splits: Vec<(u64, u64)>,
     next_split: AtomicUsize,
-    reducer_ranges: RangePartitioner,
     buckets: Vec<RangePartitioner>,
     pool: BufferPool,
     output: Vec<crate::output::OutputFile>,
@@ -480,8 +483,6 @@ struct ExternalPlan {
     block_bytes: usize,
     spill_dirs: Vec<JobTempDir>,
     writer_options: WriterOptions,
-    /// How long a map waits for credit before spilling a buffer (hybrid exchange).
-    hybrid_wait: Option<std::time::Duration>,
     /// The fixed buffers' share of the budget, held for the whole job.
     _fixed: Reservation,
 }
@@ -561,6 +562,15 @@ impl SortShared {
     }
 }
 
+/// The folders spill files go to: `--spill-dir`s, or the system temp folder.
+fn spill_dirs(config: &SortConfig) -> Vec<PathBuf> {
+    if config.spill_dirs.is_empty() {
+        vec![std::env::temp_dir()]
+    } else {
+        config.spill_dirs.clone()
+    }
+}
+
 /// Plans an out-of-core sort: buffer sizes from the budget, the fixed share reserved, arenas
 /// sized from what is left, spill folders created.
 fn external_plan(
@@ -591,12 +601,7 @@ fn external_plan(
     // Arenas never need to be larger than the input.
     let arena_bytes = (per_arena * RECORD_LEN as u64 / (RECORD_LEN as u64 + 16))
         .min(input_bytes.max(RECORD_LEN as u64)) as usize;
-    let dirs: Vec<PathBuf> = if config.spill_dirs.is_empty() {
-        vec![std::env::temp_dir()]
-    } else {
-        config.spill_dirs.clone()
-    };
-    let spill_dirs = dirs
+    let spill_dirs = spill_dirs(config)
         .iter()
         .map(|d| JobTempDir::create(d))
         .collect::<Result<Vec<_>, _>>()?;
@@ -614,7 +619,6 @@ fn external_plan(
         block_bytes: sizes.block_bytes,
         spill_dirs,
         writer_options,
-        hybrid_wait: config.hybrid_wait,
         _fixed: fixed,
     };
     Ok((plan, sizes))
@@ -782,7 +786,6 @@ pub fn run_uncommitted(
         input,
         splits,
         next_split: AtomicUsize::new(0),
-        reducer_ranges: RangePartitioner::new(0, KEY_SPACE_END, reducer_bounds),
         buckets,
         pool: BufferPool::new(
             buffer_bytes,
@@ -824,11 +827,54 @@ pub fn run_uncommitted(
             }
         },
     );
-    let exchange = match (&shared.external, config.hybrid_wait) {
-        (Some(_), Some(_)) => ResultPartitionType::Hybrid,
-        _ => ResultPartitionType::Pipelined,
+    // The mode is the partition type of the one exchange; the scheduler does the rest.
+    let exchange = match (config.mode, &shared.external, config.hybrid_wait) {
+        (ExecutionMode::Staged, _, _) => ResultPartitionType::Blocking,
+        (ExecutionMode::Pipelined, Some(_), Some(_)) => ResultPartitionType::Hybrid,
+        (ExecutionMode::Pipelined, _, _) => ResultPartitionType::Pipelined,
     };
-    graph.connect(map, reduce, exchange, config.credits_per_channel);
+    let edge = graph.connect(
+        map,
+        reduce,
+        Distribution::Range(reducer_bounds.into()),
+        exchange,
+    );
+    edge.credits_per_channel = config.credits_per_channel;
+    edge.record_bytes = if shared.external.is_some() {
+        RECORD_LEN
+    } else {
+        map::ENTRY_BYTES
+    };
+    // Where spilling partitions write: the out-of-core plan's job folders, or (staged, in
+    // memory) job folders of their own.
+    let staged_dirs = match (&shared.external, exchange) {
+        (None, ResultPartitionType::Blocking) => spill_dirs(config)
+            .iter()
+            .map(|d| JobTempDir::create(d))
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => Vec::new(),
+    };
+    let env = scheduler::ExchangeEnv {
+        spill_dirs: match &shared.external {
+            Some(plan) => plan
+                .spill_dirs
+                .iter()
+                .map(|d| d.path().to_path_buf())
+                .collect(),
+            None => staged_dirs.iter().map(|d| d.path().to_path_buf()).collect(),
+        },
+        writer_options: match &shared.external {
+            Some(plan) => plan.writer_options,
+            None => WriterOptions {
+                io: config.spill_io,
+                direct: true,
+                compression: config.compression,
+                buffer_bytes: sizes.spill_buffer_bytes,
+                queue_depth: 2,
+            },
+        },
+        hybrid_patience: config.hybrid_wait.unwrap_or_default(),
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(
@@ -842,8 +888,9 @@ pub fn run_uncommitted(
         .map_err(|e| EngineError::Internal {
             what: format!("cannot start the runtime: {e}"),
         })?;
-    let result = scheduler::execute(graph, &runtime, job_start)?;
+    let result = scheduler::execute(graph, &runtime, job_start, &env)?;
     drop(runtime);
+    drop(staged_dirs);
 
     // The job checks itself before anything becomes visible.
     let input_checksum = *shared

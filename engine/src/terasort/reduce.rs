@@ -14,6 +14,7 @@ use crate::output::WriteStats;
 use crate::record::{prefetch_record, Checksum, RECORD_LEN};
 use crate::task::{spawn_blocking, BoxFuture, Invokable, Span, SubtaskContext, SubtaskReport};
 use crate::EngineError;
+use shuffle::Received;
 
 /// How many records ahead the writer prefetches (about the memory latency ÷ time per record).
 const PREFETCH_AHEAD: usize = 16;
@@ -33,14 +34,35 @@ impl Invokable for ReduceTask {
             let mut report = ctx.report();
             let mut sorter = EntrySorter::new(shared.buckets[me].clone());
             let gate = &mut ctx.inputs[0];
-            while let Some((_, buffer)) = gate.next().await? {
-                sorter.add(buffer.as_bytes().chunks_exact(ENTRY_BYTES).map(|bytes| {
+            let add = |sorter: &mut EntrySorter, bytes: &[u8]| {
+                sorter.add(bytes.chunks_exact(ENTRY_BYTES).map(|bytes| {
                     Entry::from_le_bytes(
                         bytes.try_into().expect("chunks_exact gives whole entries"),
                     )
-                }));
-                shared.pool.recycle(buffer);
+                }))
+            };
+            let mut spilled_read_bytes = 0;
+            while let Some((_, received)) = gate.next_received().await? {
+                match received {
+                    Received::Buffer(buffer) => {
+                        add(&mut sorter, buffer.as_bytes());
+                        shared.pool.recycle(buffer);
+                    }
+                    // A buffer its map wrote to a segment file (blocking or hybrid exchange):
+                    // read from the mapped file.
+                    Received::Spilled(spilled) => {
+                        let reader = spilled.open()?;
+                        for block in
+                            reader.partition_blocks(spilled.segment.segment, spilled.partition)?
+                        {
+                            let block = block?;
+                            spilled_read_bytes += block.payload.len() as u64;
+                            add(&mut sorter, &block.payload);
+                        }
+                    }
+                }
             }
+            report.spill_read_bytes = spilled_read_bytes;
             let received = gate.metrics();
             let records = sorter.entries();
             report.records_in = records;
