@@ -11,7 +11,7 @@ mod progress;
 /// full (a broken pipe then ends the command quietly, see `main`).
 macro_rules! outln {
     ($($arg:tt)*) => {
-        writeln!(std::io::stdout(), $($arg)*)
+        writeln!(std::io::stdout(), $($arg)*).context("cannot write to standard output")
     };
 }
 
@@ -81,7 +81,7 @@ struct GenArgs {
     records: String,
     /// Output file; `-` writes the records to standard output; /dev/null computes the
     /// checksum without writing.
-    #[arg(value_parser = path_arg)]
+    #[arg(value_parser = PathArg)]
     output: PathBuf,
 }
 
@@ -89,16 +89,16 @@ struct GenArgs {
 struct ValidateArgs {
     /// A file of records, a folder of part files read in name order, or `-` for standard
     /// input.
-    #[arg(value_parser = path_arg, required_unless_present = "summaries")]
+    #[arg(value_parser = PathArg, required_unless_present = "summaries")]
     path: Option<PathBuf>,
     /// Check a concatenation of 280-byte partition summaries instead.
-    #[arg(value_parser = path_arg, long, value_name = "FILE", conflicts_with = "path")]
+    #[arg(value_parser = PathArg, long, value_name = "FILE", conflicts_with = "path")]
     summaries: Option<PathBuf>,
     /// PATH is a concatenation of 280-byte partition summaries (valsort -s).
     #[arg(short = 's', conflicts_with = "summaries")]
     summaries_input: bool,
     /// Write the summary in valsort's 280-byte layout (valsort -o).
-    #[arg(value_parser = path_arg, long, short = 'o', value_name = "FILE")]
+    #[arg(value_parser = PathArg, long, short = 'o', value_name = "FILE")]
     summary_out: Option<PathBuf>,
     /// Print nothing; the exit code tells the result (valsort -q).
     #[arg(long, short = 'q', conflicts_with = "json")]
@@ -148,12 +148,28 @@ enum TimelineFormat {
     Chrome,
 }
 
-/// A path argument, without a trailing slash or `.` components (see `paths::normalize`).
-fn path_arg(text: &str) -> Result<PathBuf, String> {
-    if text.is_empty() {
-        return Err("the path is empty".into());
+/// A path argument (any bytes, not only UTF-8), without a trailing slash or `.` (see
+/// `paths::normalize`).
+#[derive(Clone)]
+struct PathArg;
+
+impl clap::builder::TypedValueParser for PathArg {
+    type Value = PathBuf;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<PathBuf, clap::Error> {
+        if value.is_empty() {
+            return Err(clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                "a path is empty\n",
+            ));
+        }
+        Ok(paths::normalize(Path::new(value)))
     }
-    Ok(paths::normalize(Path::new(text)))
 }
 
 /// Parses a byte size: a number with an optional unit (k, M, G, T for powers of 1000; KiB,
@@ -194,10 +210,10 @@ fn parse_size(text: &str) -> Result<u64, String> {
 struct SortArgs {
     /// File of 100-byte records (gensort binary or ASCII, or any 100-byte records); `-`, a
     /// pipe or a FIFO is read to its end first (spooled to the spill folder).
-    #[arg(value_parser = path_arg, required_unless_present = "demo")]
+    #[arg(value_parser = PathArg, required_unless_present = "demo")]
     input: Option<PathBuf>,
     /// Output file (or folder with --parts); must not exist unless --force.
-    #[arg(value_parser = path_arg, required_unless_present = "demo")]
+    #[arg(value_parser = PathArg, required_unless_present = "demo")]
     output: Option<PathBuf>,
     /// Replace existing outputs (the output and --timeline), atomically once the sort
     /// succeeded.
@@ -231,7 +247,7 @@ struct SortArgs {
     memory: Option<u64>,
     /// Folder for spilled runs and spooled input streams (repeat for several disks, used
     /// round-robin). Default: the system temp folder.
-    #[arg(value_parser = path_arg, long = "spill-dir", value_name = "DIR")]
+    #[arg(value_parser = PathArg, long = "spill-dir", value_name = "DIR")]
     spill_dirs: Vec<PathBuf>,
     /// How spill files are written.
     #[arg(long, value_enum, default_value = "auto")]
@@ -245,7 +261,7 @@ struct SortArgs {
           value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     hybrid_wait_ms: u64,
     /// Write the job timeline (every subtask's interval, volumes and spans).
-    #[arg(value_parser = path_arg, long, value_name = "FILE")]
+    #[arg(value_parser = PathArg, long, value_name = "FILE")]
     timeline: Option<PathBuf>,
     /// Format of --timeline.
     #[arg(long, value_enum, default_value = "json", requires = "timeline")]
@@ -267,7 +283,7 @@ struct BenchArgs {
     #[arg(long)]
     ascii: bool,
     /// Folder for benchmark data (git-ignored); deleted afterwards unless --keep.
-    #[arg(value_parser = path_arg, long, default_value = "bench-data")]
+    #[arg(value_parser = PathArg, long, default_value = "bench-data")]
     dir: PathBuf,
     /// Keep the generated data.
     #[arg(long)]
@@ -389,11 +405,16 @@ fn main() -> ExitCode {
                 _ => {}
             }
             // One line, like every other error; `--help` has the rest.
+            // Clap's message without its usage block, on one line (it names missing
+            // arguments on the lines after the first).
             let text = error.render().to_string();
             let line = text
                 .lines()
-                .next()
-                .unwrap_or("invalid arguments")
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("tip:"))
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
                 .trim_start_matches("error: ")
                 .to_string();
             eprintln!("error: {line} (see millrace --help)");
@@ -535,9 +556,6 @@ fn gen(args: GenArgs) -> Result<ExitCode> {
     let to_stdout = is_std_stream(&args.output);
     if to_stdout && args.json {
         bail!("--json cannot share standard output with the records; give an output file");
-    }
-    if to_stdout && rustix::io::fcntl_getfd(std::io::stdout()).is_err() {
-        bail!("standard output is closed; give an output file");
     }
     if to_stdout && std::io::stdout().is_terminal() {
         bail!(
@@ -799,6 +817,12 @@ fn sort(args: SortArgs) -> Result<ExitCode> {
         writes.push(output("--timeline", timeline, OutputKind::File));
     }
     let mut reads = vec![Read::new("input", &input)];
+    if args.spill_dirs.is_empty() {
+        reads.push(Read::scratch(
+            "the temp folder (TMPDIR)",
+            std::env::temp_dir(),
+        ));
+    }
     reads.extend(
         args.spill_dirs
             .iter()

@@ -743,3 +743,71 @@ fn parse_errors_are_one_line_and_json() {
     assert_eq!(help.code, Some(0));
     assert!(help.stdout.contains("--force"));
 }
+
+/// The input given as `-` counts as read: a `--parts --force` folder that holds the file
+/// standard input comes from is refused, and so is a parts folder that holds the temp folder.
+#[test]
+fn stdin_and_the_temp_folder_count_as_used_paths() {
+    let f = Fixture::new();
+    f.gen(&[], "1000", "in");
+    f.ok(["sort", "in", "out", "--parts", "--reducers", "1"]);
+    let before = f.sha256("out/part-00000");
+    let (mut cmd, _) = f.command(["sort", "-", "out", "--parts", "--force"]);
+    let run = cmd
+        .stdin(fs::File::open(f.path("out/part-00000")).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("holds input -"), "{stderr}");
+    assert_eq!(f.sha256("out/part-00000"), before);
+
+    fs::create_dir_all(f.path("parts/tmp")).unwrap();
+    let (mut cmd, _) = f.command(["sort", "in", "parts", "--parts"]);
+    let run = cmd.env("TMPDIR", f.path("parts/tmp")).output().unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("temp folder"), "{stderr}");
+}
+
+/// `sort -` reads standard input from where its position stands, like GNU sort.
+#[test]
+fn stdin_is_read_from_its_position() {
+    let f = Fixture::new();
+    f.gen(&[], "1000", "in");
+    let exe = env!("CARGO_BIN_EXE_millrace");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "(dd bs=50000 skip=1 count=0 status=none; {exe} sort - half --json) < in"
+        ))
+        .current_dir(&f.dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["records"], 500);
+}
+
+/// Argument errors name what is missing; paths need not be UTF-8.
+#[test]
+fn argument_errors_name_the_argument_and_paths_are_bytes() {
+    use std::os::unix::ffi::OsStrExt;
+    let f = Fixture::new();
+    let run = f.millrace(["sort", "in"]);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("<OUTPUT>"), "{run}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.dat");
+    let run = f.millrace([
+        std::ffi::OsStr::new("gen"),
+        std::ffi::OsStr::new("10"),
+        name,
+    ]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(fs::read(f.dir.join(name)).unwrap().len(), 1000);
+}

@@ -16,6 +16,7 @@
 //! the page cache plus fsync); the partial pages at both ends of the range go through the page
 //! cache, because a neighbour range shares them.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -24,6 +25,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use rustix::fs::RenameFlags;
 use tracing::debug;
 
 use crate::tempdir::{parent_of, JobTempDir};
@@ -49,15 +51,16 @@ pub enum IoMode {
 #[derive(Debug)]
 pub struct OutputTarget {
     final_path: PathBuf,
-    /// The output's own name inside its job folder.
-    temp_path: PathBuf,
+    /// The output's name, in its job folder and (once published) in the output folder.
+    name: OsString,
     files: Vec<OutputFile>,
-    parts: bool,
+    /// The folder of part files, when the output has parts.
+    parts_dir: Option<File>,
     /// Whether an existing output may be replaced.
     force: bool,
     /// The owner-locked job folder next to the output; removed (with anything left in it) on
-    /// drop.
-    _job: JobTempDir,
+    /// drop. Every file is created and renamed through its handles.
+    job: JobTempDir,
 }
 
 /// One file of the output; clones share the open handles.
@@ -107,42 +110,51 @@ impl OutputTarget {
             _ => EngineError::io("create", output, total_bytes, e),
         };
         let job = JobTempDir::for_output(output).map_err(create_error)?;
-        let temp_path = job.path().join(file_name(output));
-        let mut target = OutputTarget {
-            final_path: output.to_path_buf(),
-            temp_path: temp_path.clone(),
-            files: Vec::new(),
-            parts: parts.is_some(),
-            force,
-            _job: job,
-        };
-        let open_error = |e: CreateError| match e {
-            CreateError::Open(e) => create_error(e),
-            CreateError::Engine(e) => e,
-        };
-        match parts {
+        let name = file_name(output).to_os_string();
+        let temp_path = job.path().join(&name);
+        let mut files = Vec::new();
+        let parts_dir = match parts {
             None => {
-                target.files.push(
-                    OutputFile::create(&temp_path, output, total_bytes, io).map_err(open_error)?,
-                );
+                let file = job.open_file(&name, true).map_err(create_error)?;
+                files.push(OutputFile::from_file(
+                    file,
+                    &temp_path,
+                    output,
+                    total_bytes,
+                    io,
+                )?);
+                None
             }
             Some(count) => {
-                fs::create_dir(&temp_path).map_err(create_error)?;
+                let dir = job.create_dir(&name, 0o755).map_err(create_error)?;
                 for part in 0..count {
-                    let path = temp_path.join(format!("part-{part:05}"));
-                    target.files.push(
-                        OutputFile::create(&path, &output.join(format!("part-{part:05}")), 0, io)
-                            .map_err(open_error)?,
-                    );
+                    let part_name = format!("part-{part:05}");
+                    let file = crate::tempdir::open_in(&dir, OsStr::new(&part_name), true)
+                        .map_err(create_error)?;
+                    files.push(OutputFile::from_file(
+                        file,
+                        &temp_path.join(&part_name),
+                        &output.join(&part_name),
+                        0,
+                        io,
+                    )?);
                 }
+                Some(dir)
             }
-        }
-        Ok(target)
+        };
+        Ok(OutputTarget {
+            final_path: output.to_path_buf(),
+            name,
+            files,
+            parts_dir,
+            force,
+            job,
+        })
     }
 
     /// The file for reducer `reducer` (the single file unless the output has parts).
     pub fn file(&self, reducer: usize) -> &OutputFile {
-        if self.parts {
+        if self.parts_dir.is_some() {
             &self.files[reducer]
         } else {
             &self.files[0]
@@ -151,7 +163,7 @@ impl OutputTarget {
 
     /// Whether each reducer has its own part file.
     pub fn has_parts(&self) -> bool {
-        self.parts
+        self.parts_dir.is_some()
     }
 
     /// Makes the output durable under its temp name: fsync every file (and the temp folder).
@@ -161,9 +173,8 @@ impl OutputTarget {
                 .sync_all()
                 .map_err(|e| EngineError::io("fsync", &file.shown, 0, e))?;
         }
-        if self.parts {
-            File::open(&self.temp_path)
-                .and_then(|dir| dir.sync_all())
+        if let Some(dir) = &self.parts_dir {
+            dir.sync_all()
                 .map_err(|e| EngineError::io("fsync", &self.final_path, 0, e))?;
         }
         Ok(())
@@ -184,47 +195,93 @@ impl OutputTarget {
     /// allowed by `--force` is exchanged atomically, then removed with the job folder) and
     /// fsync the folder.
     pub fn publish(self) -> Result<PathBuf, EngineError> {
-        let replaced_folder = self.parts
+        let replaced_folder = self.parts_dir.is_some()
             && self.force
             && fs::symlink_metadata(&self.final_path).is_ok_and(|m| m.is_dir())
             && fs::read_dir(&self.final_path).is_ok_and(|mut d| d.next().is_some());
         if replaced_folder {
             // A non-empty folder cannot be renamed over: swap the two atomically; the old one
-            // is then inside the job folder, which goes when `self` drops.
-            rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                &self.temp_path,
-                rustix::fs::CWD,
-                &self.final_path,
-                rustix::fs::RenameFlags::EXCHANGE,
-            )
-            .map_err(|e| {
-                EngineError::io("replace the output folder", &self.final_path, 0, e.into())
-            })?;
+            // is then inside the private job folder, which goes when `self` drops.
+            self.job
+                .rename_out(&self.name, &self.name, RenameFlags::EXCHANGE)
+                .map_err(|e| {
+                    EngineError::io("replace the output folder", &self.final_path, 0, e)
+                })?;
+            // What was swapped out must still be a folder of part files: something that got
+            // into it while the job ran is not ours to delete. Swap back and say so.
+            if let Some(other) = non_part_entry(&self.job, &self.name) {
+                let restored = self
+                    .job
+                    .rename_out(&self.name, &self.name, RenameFlags::EXCHANGE);
+                return Err(crate::paths::PathError::Unusable {
+                    role: "output".into(),
+                    path: self.final_path.clone(),
+                    what: format!(
+                        "changed while the job ran: it now holds {other}, which is not a part file; {}",
+                        if restored.is_ok() {
+                            "nothing was replaced"
+                        } else {
+                            "the previous folder is in the job folder next to it"
+                        }
+                    ),
+                }
+                .into());
+            }
         } else {
-            rename_into_place(&self.temp_path, &self.final_path, "output", self.force)?;
+            rename_into_place(
+                &self.job,
+                &self.name,
+                &self.final_path,
+                "output",
+                self.force,
+            )?;
         }
         sync_folder_of(&self.final_path);
         Ok(self.final_path.clone())
     }
 }
 
-/// The last component of `path` (`out` for `a/out`).
-fn file_name(path: &Path) -> &std::ffi::OsStr {
-    path.file_name().unwrap_or(std::ffi::OsStr::new("output"))
+/// The first entry of the folder `name` in `job` that is not a part file, if any.
+fn non_part_entry(job: &JobTempDir, name: &OsStr) -> Option<String> {
+    let entries = fs::read_dir(job.path().join(name)).ok()?;
+    entries
+        .flatten()
+        .find(|e| !crate::paths::is_part_file(e))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
 }
 
-/// Renames a finished temp file or folder to `path`. Without `force` the rename refuses to
-/// replace anything but an empty folder, so an output another process created while this
-/// job ran is not overwritten either.
-fn rename_into_place(temp: &Path, path: &Path, role: &str, force: bool) -> Result<(), EngineError> {
+/// The last component of `path` (`out` for `a/out`).
+fn file_name(path: &Path) -> &OsStr {
+    path.file_name().unwrap_or(OsStr::new("output"))
+}
+
+/// Renames the finished `name` from `job` into place as `path`. Without `force` the rename
+/// refuses to replace anything but an empty folder, so an output another process created
+/// while this job ran is not overwritten either.
+fn rename_into_place(
+    job: &JobTempDir,
+    name: &OsStr,
+    path: &Path,
+    role: &str,
+    force: bool,
+) -> Result<(), EngineError> {
     let empty_folder = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
         && fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
-    let renamed = if force || empty_folder {
-        fs::rename(temp, path)
+    let flags = if force || empty_folder {
+        RenameFlags::empty()
     } else {
-        crate::tempdir::rename_new(temp, path)
+        RenameFlags::NOREPLACE
     };
+    let renamed =
+        job.rename_out(name, file_name(path), flags)
+            .or_else(|e| match e.raw_os_error() {
+                // No renameat2 flags on this file system: a plain rename (the check before the
+                // job refused an existing output).
+                Some(libc::EINVAL) | Some(libc::ENOSYS) if !flags.is_empty() => {
+                    job.rename_out(name, file_name(path), RenameFlags::empty())
+                }
+                _ => Err(e),
+            });
     renamed.map_err(|e| match e.kind() {
         io::ErrorKind::AlreadyExists => crate::paths::PathError::Exists {
             role: role.to_string(),
@@ -249,11 +306,11 @@ pub fn sync_folder_of(path: &Path) {
 #[derive(Debug)]
 pub struct PendingFile {
     final_path: PathBuf,
-    temp_path: PathBuf,
+    name: OsString,
     file: File,
     force: bool,
     role: String,
-    _job: JobTempDir,
+    job: JobTempDir,
 }
 
 impl PendingFile {
@@ -262,21 +319,15 @@ impl PendingFile {
     pub fn create(path: &Path, role: &str, force: bool) -> Result<Self, EngineError> {
         let create_error = |e| EngineError::io("create", path, 0, e);
         let job = JobTempDir::for_output(path).map_err(create_error)?;
-        let temp_path = job.path().join(file_name(path));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&temp_path)
-            .map_err(create_error)?;
+        let name = file_name(path).to_os_string();
+        let file = job.open_file(&name, true).map_err(create_error)?;
         Ok(Self {
             final_path: path.to_path_buf(),
-            temp_path,
+            name,
             file,
             force,
             role: role.to_string(),
-            _job: job,
+            job,
         })
     }
 
@@ -314,23 +365,75 @@ impl PendingFile {
     }
 
     /// Renames the (synced) file into place and syncs its folder; returns what can undo it.
+    /// A file it replaces (`--force`) is swapped out, not deleted, until the returned
+    /// [`Published`] is dropped, so [`Published::retract`] can put it back.
     pub fn publish(self) -> Result<Published, EngineError> {
-        rename_into_place(&self.temp_path, &self.final_path, &self.role, self.force)?;
+        let target = file_name(&self.final_path).to_os_string();
+        let previous = if self.force {
+            match self
+                .job
+                .rename_out(&self.name, &target, RenameFlags::NOREPLACE)
+            {
+                Ok(()) => false,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    match self
+                        .job
+                        .rename_out(&self.name, &target, RenameFlags::EXCHANGE)
+                    {
+                        Ok(()) => true,
+                        // No RENAME_EXCHANGE here: a plain rename replaces the old file.
+                        Err(_) => {
+                            rename_into_place(
+                                &self.job,
+                                &self.name,
+                                &self.final_path,
+                                &self.role,
+                                true,
+                            )?;
+                            false
+                        }
+                    }
+                }
+                Err(_) => {
+                    rename_into_place(&self.job, &self.name, &self.final_path, &self.role, true)?;
+                    false
+                }
+            }
+        } else {
+            rename_into_place(&self.job, &self.name, &self.final_path, &self.role, false)?;
+            false
+        };
         sync_folder_of(&self.final_path);
+        // Until the command's other outputs are in place, a signal removes a new file (an
+        // old one swapped out stays lost with the job folder: the user asked to replace it).
+        let guard = (!previous).then(|| crate::cleanup::register(&self.final_path));
         Ok(Published {
             path: self.final_path,
+            name: self.name,
+            target,
             file: self.file,
+            previous,
+            job: self.job,
+            _interrupt_guard: guard,
         })
     }
 }
 
-/// A file [`PendingFile::publish`] put in place; [`Published::retract`] removes it again, as
-/// long as the name still holds this very file (device and inode), when an output published
-/// after it fails.
+/// A file [`PendingFile::publish`] put in place. Dropping it keeps it there;
+/// [`Published::retract`] takes it back when an output published after it fails: the file
+/// it replaced is swapped back in, or the new file is removed, as long as the name still holds
+/// this very file (device and inode).
 #[derive(Debug)]
 pub struct Published {
     path: PathBuf,
+    /// Its name in the job folder (where a replaced file waits, when `previous`).
+    name: OsString,
+    /// Its name in the output folder.
+    target: OsString,
     file: File,
+    previous: bool,
+    job: JobTempDir,
+    _interrupt_guard: Option<crate::cleanup::TempGuard>,
 }
 
 impl Published {
@@ -339,58 +442,52 @@ impl Published {
         &self.path
     }
 
-    /// Removes the published file if its name still holds it.
+    /// Takes the file back: restores what it replaced, or removes it.
     pub fn retract(self) {
         use std::os::unix::fs::MetadataExt;
         let ours = self.file.metadata().ok().map(|m| (m.dev(), m.ino()));
-        let there = fs::symlink_metadata(&self.path)
-            .ok()
-            .map(|m| (m.dev(), m.ino()));
-        if ours.is_some() && ours == there {
-            let _ = fs::remove_file(&self.path);
+        if ours.is_none() || ours != self.job.identity_in_parent(&self.target) {
+            return;
         }
+        let _ = if self.previous {
+            self.job
+                .rename_out(&self.name, &self.target, RenameFlags::EXCHANGE)
+        } else {
+            self.job.unlink_in_parent(&self.target)
+        };
     }
 }
 
-enum CreateError {
-    Open(io::Error),
-    Engine(EngineError),
-}
-
 impl OutputFile {
-    fn create(
+    /// Wraps a created temp file; adds a direct-I/O handle on the same file (reopened through
+    /// `/proc/self/fd`, so by identity, not by path) unless `io` says buffered.
+    fn from_file(
+        buffered: File,
         path: &Path,
         shown: &Path,
         preallocate_bytes: u64,
         io: IoMode,
-    ) -> Result<Self, CreateError> {
-        let buffered = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(path)
-            .map_err(CreateError::Open)?;
+    ) -> Result<Self, EngineError> {
         if preallocate_bytes > 0 {
-            preallocate(&buffered, shown, preallocate_bytes).map_err(CreateError::Engine)?;
+            preallocate(&buffered, shown, preallocate_bytes)?;
         }
         let direct = match io {
             IoMode::Buffered => None,
             IoMode::Auto | IoMode::Direct => {
+                use std::os::fd::AsRawFd;
                 match OpenOptions::new()
                     .write(true)
                     .custom_flags(libc::O_DIRECT)
-                    .open(path)
+                    .open(format!("/proc/self/fd/{}", buffered.as_raw_fd()))
                 {
                     Ok(file) => Some(Arc::new(file)),
                     Err(e) if io == IoMode::Direct => {
-                        return Err(CreateError::Engine(EngineError::BadOutput {
+                        return Err(EngineError::BadOutput {
                             path: shown.to_path_buf(),
                             reason: format!(
                                 "direct I/O is not available here ({e}); use --io buffered"
                             ),
-                        }))
+                        })
                     }
                     Err(e) => {
                         debug!(path = %path.display(), error = %e, "no direct I/O, writing through the page cache");
@@ -780,6 +877,65 @@ mod tests {
             fs::read_dir(dir.path()).unwrap().count(),
             3,
             "temp files removed"
+        );
+    }
+
+    /// `--force` swaps out a folder of part files; if something else got into it while the
+    /// job ran, the swap is undone and the command fails, with nothing deleted.
+    #[test]
+    fn a_parts_folder_that_changed_is_swapped_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        fs::write(&input, b"x").unwrap();
+        let output = dir.path().join("out");
+        fs::create_dir(&output).unwrap();
+        fs::write(output.join("part-00000"), b"old part").unwrap();
+        let target =
+            OutputTarget::create(&output, &input, 0, Some(2), IoMode::Buffered, true).unwrap();
+        fs::write(output.join("precious.txt"), b"mine").unwrap();
+        target.sync().unwrap();
+        let error = target.publish().unwrap_err();
+        assert!(error.to_string().contains("precious.txt"), "{error}");
+        assert_eq!(fs::read(output.join("precious.txt")).unwrap(), b"mine");
+        assert_eq!(fs::read(output.join("part-00000")).unwrap(), b"old part");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no job folder left"
+        );
+    }
+
+    /// A file published over an existing one (`--force`) and then retracted puts the old one
+    /// back; published over nothing and retracted, it is gone.
+    #[test]
+    fn retract_restores_what_force_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("tl.json");
+        fs::write(&old, b"old timeline").unwrap();
+        let published = PendingFile::with_bytes(&old, "--timeline", true, b"new")
+            .unwrap()
+            .publish()
+            .unwrap();
+        assert_eq!(fs::read(&old).unwrap(), b"new");
+        published.retract();
+        assert_eq!(fs::read(&old).unwrap(), b"old timeline");
+        let fresh = dir.path().join("fresh.json");
+        PendingFile::with_bytes(&fresh, "--timeline", true, b"new")
+            .unwrap()
+            .publish()
+            .unwrap()
+            .retract();
+        assert!(!fresh.exists());
+        let kept = PendingFile::with_bytes(&old, "--timeline", true, b"newer")
+            .unwrap()
+            .publish()
+            .unwrap();
+        drop(kept);
+        assert_eq!(fs::read(&old).unwrap(), b"newer");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no job folders left"
         );
     }
 }

@@ -180,7 +180,7 @@ fn kind_of(file_type: fs::FileType) -> &'static str {
 }
 
 /// Whether a folder entry is a part file Millrace writes (`part-00000`, a regular file).
-fn is_part_file(entry: &fs::DirEntry) -> bool {
+pub(crate) fn is_part_file(entry: &fs::DirEntry) -> bool {
     let name = entry.file_name();
     let name = name.to_string_lossy();
     name.strip_prefix("part-")
@@ -265,7 +265,13 @@ pub fn check(reads: &[Read], writes: &[Write], force: bool) -> Result<(), PathEr
                     .map(|w| (&w.role, &w.path)),
             );
             for (role, path) in others {
-                if !is_std_stream(path) && within(path, &write.path) {
+                // `-` is standard input: whatever file it is redirected from.
+                let path_or_stdin = if is_std_stream(path) {
+                    Path::new("/dev/stdin")
+                } else {
+                    path.as_path()
+                };
+                if within(path_or_stdin, &write.path) {
                     return Err(PathError::Holds {
                         role: write.role.clone(),
                         path: write.path.clone(),

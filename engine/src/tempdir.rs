@@ -20,6 +20,7 @@
 //! marker (its owner died in the microseconds between creating and renaming it).
 //! Every name is registered for removal on a signal before it exists.
 
+use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, File};
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -27,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use rustix::fs::{flock, FlockOperation};
+use rustix::fs::{flock, FlockOperation, OFlags};
 use tracing::{debug, info};
 
 use crate::cleanup::{self, TempGuard};
@@ -53,7 +54,12 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 #[derive(Debug)]
 pub struct JobTempDir {
     path: PathBuf,
-    _lock: File,
+    /// The folder itself, opened: its owner lock, and the handle every file inside is created,
+    /// opened and renamed through, so nobody who can rename entries in the parent folder can
+    /// redirect them (see [`JobTempDir::open_file`], [`JobTempDir::rename_out`]).
+    dir: File,
+    /// The folder holding this one, opened when it was created.
+    parent: File,
     _interrupt_guard: TempGuard,
 }
 
@@ -81,16 +87,20 @@ impl JobTempDir {
 
     fn create_in(folder: &Path, prefix: &str) -> io::Result<Self> {
         remove_stale(folder);
+        // The PID says whose it is; the random part keeps processes with the same PID (in
+        // other PID namespaces sharing this folder) apart.
         let id = format!(
-            "{}-{}",
+            "{}-{}-{:08x}",
             std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            random_u32()
         );
         let path = folder.join(format!("{prefix}{id}"));
         let staging = folder.join(format!("{STAGING_PREFIX}{id}"));
         // Registered before they exist: a signal at any point removes what was made.
         let guard = cleanup::register(&path);
         let staging_guard = cleanup::register(&staging);
+        let parent = File::open(folder)?;
         DirBuilder::new().mode(0o700).create(&staging)?;
         let built = File::open(&staging)
             .and_then(|dir| lock_exclusive(&dir).map(|()| dir))
@@ -107,7 +117,8 @@ impl JobTempDir {
         debug!(path = %path.display(), "created job temp folder");
         Ok(Self {
             path,
-            _lock: lock,
+            dir: lock,
+            parent,
             _interrupt_guard: guard,
         })
     }
@@ -116,6 +127,60 @@ impl JobTempDir {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Creates (`create`) or opens the file `name` inside the folder, through its handle;
+    /// never follows a link.
+    pub fn open_file(&self, name: &OsStr, create: bool) -> io::Result<File> {
+        open_in(&self.dir, name, create)
+    }
+
+    /// Creates the folder `name` inside this one and opens it.
+    pub fn create_dir(&self, name: &OsStr, mode: u32) -> io::Result<File> {
+        rustix::fs::mkdirat(&self.dir, name, rustix::fs::Mode::from_raw_mode(mode))?;
+        let fd = rustix::fs::openat(
+            &self.dir,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        Ok(File::from(fd))
+    }
+
+    /// Renames `name` inside this folder to `target` in the parent folder, through both
+    /// handles, with `flags` (`NOREPLACE`, `EXCHANGE`, or none to replace).
+    pub fn rename_out(
+        &self,
+        name: &OsStr,
+        target: &OsStr,
+        flags: rustix::fs::RenameFlags,
+    ) -> io::Result<()> {
+        rustix::fs::renameat_with(&self.dir, name, &self.parent, target, flags)
+            .map_err(io::Error::from)
+    }
+
+    /// Device and inode of `target` in the parent folder (not following a link).
+    pub fn identity_in_parent(&self, target: &OsStr) -> Option<(u64, u64)> {
+        let stat =
+            rustix::fs::statat(&self.parent, target, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        Some((stat.st_dev, stat.st_ino))
+    }
+
+    /// Removes `target` from the parent folder.
+    pub fn unlink_in_parent(&self, target: &OsStr) -> io::Result<()> {
+        rustix::fs::unlinkat(&self.parent, target, rustix::fs::AtFlags::empty())
+            .map_err(io::Error::from)
+    }
+}
+
+/// Creates or opens `name` in the folder `dir` (read-write, mode 0644 when created), never
+/// following a link.
+pub fn open_in(dir: &File, name: &OsStr, create: bool) -> io::Result<File> {
+    let mut flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    if create {
+        flags |= OFlags::CREATE | OFlags::EXCL;
+    }
+    let fd = rustix::fs::openat(dir, name, flags, rustix::fs::Mode::from_raw_mode(0o644))?;
+    Ok(File::from(fd))
 }
 
 impl Drop for JobTempDir {
@@ -126,6 +191,14 @@ impl Drop for JobTempDir {
             }
         }
     }
+}
+
+/// A random number from the standard library's per-process hash keys (no extra crate).
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_usize(NEXT.load(Ordering::Relaxed));
+    hasher.finish() as u32
 }
 
 /// Renames `from` to `to`, failing with `AlreadyExists` if `to` exists.
@@ -177,17 +250,33 @@ fn is_old(meta: &fs::Metadata) -> bool {
         .is_some_and(|age| age > STAGING_GRACE)
 }
 
+/// Whether `path` holds Millrace's marker: a regular file (not a link, FIFO or device; opened
+/// without following links or waiting) with exactly the marker's text.
 fn has_marker(path: &Path) -> bool {
-    fs::read(path.join(MARKER)).ok().as_deref() == Some(MARKER_TEXT)
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(file) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path.join(MARKER))
+    else {
+        return false;
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let mut text = Vec::with_capacity(MARKER_TEXT.len() + 1);
+    file.take(MARKER_TEXT.len() as u64 + 1)
+        .read_to_end(&mut text)
+        .is_ok()
+        && text == MARKER_TEXT
 }
 
-/// Whether a staging folder holds nothing but (at most) the marker.
+/// Whether a staging folder holds the marker and nothing else.
 fn only_marker(path: &Path) -> bool {
-    fs::read_dir(path).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .all(|e| e.file_name() == MARKER && has_marker(path))
-    })
+    has_marker(path)
+        && fs::read_dir(path)
+            .is_ok_and(|entries| entries.flatten().all(|e| e.file_name() == MARKER))
 }
 
 /// Removes the job folders in `folder` (spill or output job folders) whose owner has died;
@@ -282,5 +371,42 @@ mod tests {
     fn spill_dir_must_exist() {
         let error = JobTempDir::create(Path::new("/nonexistent/spill")).unwrap_err();
         assert!(error.to_string().contains("/nonexistent/spill"), "{error}");
+    }
+
+    /// A marker that is a FIFO, a device or a link is no marker, and reading it never hangs
+    /// or reads without end; an empty staging folder is not ours either.
+    #[test]
+    fn hostile_markers_neither_hang_nor_count() {
+        let folder = tempfile::tempdir().unwrap();
+        let fifo = folder.path().join(format!("{SPILL_PREFIX}1-0"));
+        fs::create_dir(&fifo).unwrap();
+        assert!(std::process::Command::new("mkfifo")
+            .arg(fifo.join(MARKER))
+            .status()
+            .unwrap()
+            .success());
+        let zero = folder.path().join(format!("{OUTPUT_PREFIX}1-1"));
+        fs::create_dir(&zero).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", zero.join(MARKER)).unwrap();
+        let linked = folder.path().join(format!("{OUTPUT_PREFIX}1-2"));
+        fs::create_dir(&linked).unwrap();
+        let real = folder.path().join("real-marker");
+        fs::write(&real, MARKER_TEXT).unwrap();
+        std::os::unix::fs::symlink(&real, linked.join(MARKER)).unwrap();
+        fs::write(linked.join("mine"), b"mine").unwrap();
+        let staging = folder.path().join(format!("{STAGING_PREFIX}mine"));
+        fs::create_dir(&staging).unwrap();
+        assert!(std::process::Command::new("touch")
+            .args(["-d", "20 minutes ago"])
+            .arg(&staging)
+            .status()
+            .unwrap()
+            .success());
+        let started = std::time::Instant::now();
+        assert_eq!(remove_stale(folder.path()), 0);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        for kept in [&fifo, &zero, &linked, &staging] {
+            assert!(kept.exists(), "{kept:?}");
+        }
     }
 }

@@ -63,7 +63,12 @@ pub fn open_input(
         )));
     }
     // Files in /proc and /sys say 0 bytes and still have content: look before trusting it.
+    // Standard input redirected from a file is read from where its position stands, as a
+    // stream (GNU sort does the same).
+    let at_start = !crate::paths::is_std_stream(path)
+        || rustix::fs::seek(&file, rustix::fs::SeekFrom::Current(0)).is_ok_and(|at| at == 0);
     let in_place = meta.is_file()
+        && at_start
         && (meta.len() > 0 || file.read_at(&mut [0u8; 1], 0).map_err(unreadable)? == 0);
     let (file, size, spool) = if in_place {
         (file, meta.len(), None)
