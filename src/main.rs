@@ -781,6 +781,7 @@ fn sort_config(args: &SortArgs, input: PathBuf, output: PathBuf) -> Result<SortC
         IoArg::Direct => IoMode::Direct,
         IoArg::Buffered => IoMode::Buffered,
     };
+    config.fit_default_parallelism(args.maps.is_none(), args.reducers.is_none());
     config.check_limits()?;
     Ok(config)
 }

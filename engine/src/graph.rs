@@ -28,6 +28,8 @@ pub type InvokableFactory = Box<dyn Fn(usize) -> Box<dyn Invokable> + Send + Syn
 pub struct JobVertex {
     pub name: String,
     pub parallelism: usize,
+    /// A source vertex's splits, handed to its subtasks on demand.
+    pub splits: Option<Arc<crate::source::SplitEnumerator>>,
     factory: InvokableFactory,
 }
 
@@ -114,6 +116,7 @@ impl JobGraph {
         self.vertices.push(JobVertex {
             name: name.into(),
             parallelism,
+            splits: None,
             factory: Box::new(factory),
         });
         VertexId(self.vertices.len() - 1)

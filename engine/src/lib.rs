@@ -12,6 +12,7 @@ pub mod output;
 pub mod paths;
 pub mod record;
 pub mod scheduler;
+pub mod source;
 pub mod task;
 pub mod tempdir;
 pub mod terasort;

@@ -231,6 +231,7 @@ pub fn execute(
                 outputs: partitions,
                 distributions: distributions[v].clone(),
                 attempt: 0,
+                splits: vertex.splits.clone(),
                 job_start,
             };
             let region = execution

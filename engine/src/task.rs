@@ -47,6 +47,8 @@ pub struct SubtaskContext {
     pub distributions: Vec<crate::graph::Distribution>,
     /// Which attempt of this subtask runs (0 for the first).
     pub attempt: u32,
+    /// The splits of a source vertex, handed out on demand (`None` for other vertices).
+    pub splits: Option<std::sync::Arc<crate::source::SplitEnumerator>>,
     /// When the job started; timeline times count from here.
     pub job_start: Instant,
 }
@@ -127,6 +129,10 @@ pub struct SubtaskReport {
     pub bytes_out: u64,
     /// Time spent waiting for credit on output channels.
     pub backpressure_us: u64,
+    /// What this attempt read and wrote, as order-independent record checksums: the job
+    /// sums them once per finished subtask (no shared counters beside the graph).
+    pub checksum_in: Option<crate::record::Checksum>,
+    pub checksum_out: Option<crate::record::Checksum>,
     /// Bytes written to spill files (raw, before compression).
     pub spill_written_bytes: u64,
     /// Bytes read back from spill files (raw, after decompression).

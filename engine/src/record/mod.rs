@@ -86,6 +86,17 @@ impl Checksum {
     }
 }
 
+impl serde::Serialize for Checksum {
+    /// `{"records": N, "sum": "hex"}`: the sum as gensort prints it (it exceeds 64 bits).
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut state = serializer.serialize_struct("Checksum", 2)?;
+        state.serialize_field("records", &self.records)?;
+        state.serialize_field("sum", &self.sum_hex())?;
+        state.end()
+    }
+}
+
 impl fmt::Display for Checksum {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.sum_hex())

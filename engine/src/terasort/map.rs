@@ -65,7 +65,10 @@ impl Invokable for MapTask {
                 Input::Mapped(_) => Vec::new(),
                 Input::Read(_) => vec![0u8; shared.read_chunk_bytes],
             };
-            while let Some((start, end)) = shared.next_split() {
+            let splits = ctx.splits.clone().ok_or_else(|| EngineError::Internal {
+                what: "the map vertex has no splits".into(),
+            })?;
+            while let Some(crate::source::FileSplit { start, end }) = splits.next(ctx.subtask) {
                 let mut pos = start;
                 while pos < end {
                     let n = (end - pos).min(chunk_bytes) as usize;
@@ -131,11 +134,7 @@ impl Invokable for MapTask {
             report.records_out = checksum.records;
             report.bytes_out = sent.bytes;
             report.backpressure_us = sent.backpressure_ns / 1000;
-            shared
-                .input_checksum
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .merge(checksum);
+            report.checksum_in = Some(checksum);
             report.end_us = ctx.now_us();
             Ok(report)
         })

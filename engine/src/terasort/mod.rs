@@ -21,8 +21,8 @@ mod sample;
 pub mod sorter;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -254,6 +254,44 @@ pub fn open_file_limit() -> u64 {
     limit.current.unwrap_or(u64::MAX)
 }
 
+impl MemoryPlan {
+    /// Each reducer needs two arenas of at least a few exchange buffers each.
+    fn min_arena_bytes(&self) -> u64 {
+        4 * self.buffer_bytes as u64 * (RECORD_LEN as u64 + 16) / RECORD_LEN as u64
+    }
+}
+
+impl SortConfig {
+    /// The smallest budget an out-of-core sort with these maps and reducers runs in: the
+    /// fixed buffers plus two minimal arenas per reducer.
+    fn out_of_core_minimum_bytes(&self) -> u64 {
+        let sizes = MemoryPlan::for_budget(self.memory_bytes, self);
+        sizes.fixed_bytes + 2 * self.reducers as u64 * sizes.min_arena_bytes()
+    }
+
+    /// Lowers the maps and reducers that were not given (`*_default`: the number of cores)
+    /// until even an out-of-core sort fits the budget, so a small `--memory` works on a
+    /// machine with many cores; given values are left for [`Self::check_limits`] to judge.
+    pub fn fit_default_parallelism(&mut self, maps_default: bool, reducers_default: bool) {
+        let bounded = |n: usize| (1..=MAX_SUBTASKS).contains(&n);
+        if !bounded(self.maps) || !bounded(self.reducers) {
+            return;
+        }
+        while self.out_of_core_minimum_bytes() > self.memory_bytes {
+            if reducers_default
+                && self.reducers > 1
+                && (!maps_default || self.reducers >= self.maps)
+            {
+                self.reducers = self.reducers.div_ceil(2);
+            } else if maps_default && self.maps > 1 {
+                self.maps = self.maps.div_ceil(2);
+            } else {
+                break;
+            }
+        }
+    }
+}
+
 /// Most subtasks per vertex (Flink's upper bound for max parallelism, 2^15).
 pub const MAX_SUBTASKS: usize = 1 << 15;
 
@@ -453,8 +491,6 @@ impl SortReport {
 struct SortShared {
     input_path: PathBuf,
     input: Input,
-    splits: Vec<(u64, u64)>,
-    next_split: AtomicUsize,
     buckets: Vec<RangePartitioner>,
     pool: BufferPool,
     output: Vec<crate::output::OutputFile>,
@@ -464,8 +500,6 @@ struct SortShared {
     write_chunk_bytes: usize,
     /// Records each reducer received, published when its input has ended.
     reducer_records: tokio::sync::watch::Sender<Vec<Option<u64>>>,
-    input_checksum: Mutex<Checksum>,
-    output_checksum: Mutex<Checksum>,
     progress: Arc<Progress>,
     /// Set when the sort spills (out-of-core plan).
     external: Option<ExternalPlan>,
@@ -554,12 +588,6 @@ impl SortShared {
             }),
         }
     }
-
-    fn next_split(&self) -> Option<(u64, u64)> {
-        self.splits
-            .get(self.next_split.fetch_add(1, Ordering::Relaxed))
-            .copied()
-    }
 }
 
 /// The folders spill files go to: `--spill-dir`s, or the system temp folder.
@@ -579,10 +607,8 @@ fn external_plan(
 ) -> Result<(ExternalPlan, MemoryPlan), EngineError> {
     let sizes = MemoryPlan::for_budget(config.memory_bytes, config);
     let budget = MemoryBudget::new(config.memory_bytes);
-    // Each reducer needs two arenas of at least a few exchange buffers each.
-    let min_arena_bytes =
-        4 * sizes.buffer_bytes as u64 * (RECORD_LEN as u64 + 16) / RECORD_LEN as u64;
-    let minimum_bytes = sizes.fixed_bytes + 2 * config.reducers as u64 * min_arena_bytes;
+    let min_arena_bytes = sizes.min_arena_bytes();
+    let minimum_bytes = config.out_of_core_minimum_bytes();
     let too_small = || EngineError::BudgetTooSmall {
         budget_bytes: config.memory_bytes,
         minimum_bytes,
@@ -776,16 +802,11 @@ pub fn run_uncommitted(
         Some(_) => Input::Read(input),
     };
     let split_bytes = (config.split_bytes / RECORD_LEN as u64).max(1) * RECORD_LEN as u64;
-    let splits = (0..size)
-        .step_by(split_bytes as usize)
-        .map(|start| (start, (start + split_bytes).min(size)))
-        .collect();
+    let splits = Arc::new(crate::source::SplitEnumerator::for_range(size, split_bytes));
     progress.set_stage(Stage::Run);
     let shared = Arc::new(SortShared {
         input_path: shown_input.clone(),
         input,
-        splits,
-        next_split: AtomicUsize::new(0),
         buckets,
         pool: BufferPool::new(
             buffer_bytes,
@@ -798,8 +819,6 @@ pub fn run_uncommitted(
         read_chunk_bytes,
         write_chunk_bytes,
         reducer_records: tokio::sync::watch::channel(vec![None; config.reducers]).0,
-        input_checksum: Mutex::new(Checksum::default()),
-        output_checksum: Mutex::new(Checksum::default()),
         progress: progress.clone(),
         external: external.map(|(plan, _)| plan),
     });
@@ -811,6 +830,7 @@ pub fn run_uncommitted(
             shared: map_shared.clone(),
         })
     });
+    graph.vertices[map.0].splits = Some(splits);
     let reduce_shared = shared.clone();
     let reduce = graph.add_vertex(
         "sort",
@@ -892,15 +912,21 @@ pub fn run_uncommitted(
     drop(runtime);
     drop(staged_dirs);
 
-    // The job checks itself before anything becomes visible.
-    let input_checksum = *shared
-        .input_checksum
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let output_checksum = *shared
-        .output_checksum
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    // The job checks itself before anything becomes visible: what the maps read and what
+    // the reducers wrote, summed once per finished subtask from their reports.
+    let sum = |vertex: &str, of: fn(&crate::task::SubtaskReport) -> Option<Checksum>| {
+        result
+            .subtasks
+            .iter()
+            .filter(|s| s.vertex == vertex)
+            .filter_map(of)
+            .fold(Checksum::default(), |mut total, c| {
+                total.merge(c);
+                total
+            })
+    };
+    let input_checksum = sum("map", |s| s.checksum_in);
+    let output_checksum = sum("sort", |s| s.checksum_out);
     if input_checksum.records != records {
         return Err(EngineError::Integrity {
             what: format!("maps read {} records of {records}", input_checksum.records),
@@ -1022,5 +1048,19 @@ mod tests {
         assert_eq!(largest(100, |_| true), 100);
         assert_eq!(largest(100, |n| n == 0), 0);
         assert_eq!(largest(usize::MAX, |n| n <= 5), 5);
+    }
+
+    /// Defaults shrink until a small budget fits, given values stay.
+    #[test]
+    fn default_parallelism_fits_the_budget() {
+        let mut config = SortConfig::new("in", "out");
+        (config.maps, config.reducers, config.memory_bytes) = (64, 64, 8 << 20);
+        config.fit_default_parallelism(true, true);
+        assert!(config.out_of_core_minimum_bytes() <= config.memory_bytes);
+        assert!(config.maps >= 1 && config.reducers >= 1 && config.maps < 64);
+        let mut given = SortConfig::new("in", "out");
+        (given.maps, given.reducers, given.memory_bytes) = (64, 64, 8 << 20);
+        given.fit_default_parallelism(false, false);
+        assert_eq!((given.maps, given.reducers), (64, 64));
     }
 }
