@@ -228,6 +228,10 @@ struct SortArgs {
     /// How map and reduce are connected.
     #[arg(long, value_enum, default_value = "pipelined")]
     mode: ModeArg,
+    /// Attempts a subtask gets when it can be retried alone (in --mode staged: a failed map or
+    /// reducer runs again over the finished blocking partitions). 1 turns retries off.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    max_attempts: u32,
     /// Reduce subtasks (output ranges). Default: the number of cores.
     #[arg(long)]
     reducers: Option<usize>,
@@ -753,6 +757,7 @@ fn sort_config(args: &SortArgs, input: PathBuf, output: PathBuf) -> Result<SortC
     }
     config.parts = args.parts;
     config.force = args.force;
+    config.max_attempts = args.max_attempts;
     if let Some(memory) = args.memory {
         if let Some(ram) = total_ram_bytes() {
             if memory > ram {

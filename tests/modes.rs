@@ -103,3 +103,35 @@ fn the_timeline_shows_when_reducers_ran() {
         }
     }
 }
+
+/// `--mode staged` retries a failed map and a failed reducer alone (the test hook
+/// `MILLRACE_FAIL_ATTEMPTS` fails chosen attempts after their work): same bytes and checksum,
+/// counted once, nothing left behind. A subtask that fails every attempt fails the job with
+/// one line and no output; pipelined subtasks are not retried alone.
+#[test]
+fn staged_retries_failed_attempts() {
+    let f = Fixture::new();
+    let (_, checksum) = f.gen(&[], "200k", "in");
+    f.ok(["sort", "in", "expected"]);
+    for extra in [&[][..], &["--memory", "8MiB"][..]] {
+        let mut args = vec!["sort", "in", "out", "--mode", "staged", "--json", "--force"];
+        args.extend_from_slice(extra);
+        let (mut cmd, shown) = f.command(&args);
+        cmd.env("MILLRACE_FAIL_ATTEMPTS", "map/1/0,sort/0/0");
+        let run = util::run_with_timeout(cmd, shown, std::time::Duration::from_secs(120));
+        assert_eq!(run.code, Some(0), "{run}");
+        let json = run.json();
+        assert_eq!(json["checksum"], checksum.as_str());
+        assert_eq!(json["records"], 200_000);
+        assert_eq!(f.sha256("out"), f.sha256("expected"), "{extra:?}");
+        assert_eq!(json["io"]["input_read_bytes"], 20_000_000, "counted once");
+    }
+    for (mode, fail) in [("staged", "sort/1/0,sort/1/1"), ("pipelined", "sort/0/0")] {
+        let (mut cmd, shown) = f.command(["sort", "in", "failed", "--mode", mode]);
+        cmd.env("MILLRACE_FAIL_ATTEMPTS", fail);
+        let run = util::run_with_timeout(cmd, shown, std::time::Duration::from_secs(120));
+        util::assert_error(&run, &["injected failure"]);
+        assert!(!f.path("failed").exists());
+    }
+    util::assert_entries(&f.dir, &["expected", "in", "out"]);
+}

@@ -64,6 +64,9 @@ pub enum EngineError {
     Spill(#[from] shuffle::spill::SpillError),
     #[error("integrity check failed: {what}; this is a bug, please report it")]
     Integrity { what: String },
+    /// A failure injected by the test hook `MILLRACE_FAIL_ATTEMPTS`.
+    #[error("injected failure of {what}")]
+    Injected { what: String },
     #[error("internal error: {what}; this is a bug, please report it")]
     Internal { what: String },
 }
@@ -97,7 +100,9 @@ impl EngineError {
             | Self::DiskFull { .. }
             | Self::TooMany { .. }
             | Self::InvalidJob { .. } => ErrorDomain::User,
-            Self::Io { .. } | Self::Shuffle(_) | Self::Spill(_) => ErrorDomain::Io,
+            Self::Io { .. } | Self::Shuffle(_) | Self::Spill(_) | Self::Injected { .. } => {
+                ErrorDomain::Io
+            }
             Self::Integrity { .. } | Self::Internal { .. } => ErrorDomain::Internal,
         }
     }

@@ -13,8 +13,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use shuffle::spill::WriterOptions;
-use shuffle::{InputGate, ResultPartition, SpillTarget};
+use shuffle::{BlockingStore, InputGate, ResultPartition, ResultPartitionType, SpillTarget};
 use tokio::task::JoinSet;
 use tracing::{debug, info};
 
@@ -39,6 +41,10 @@ pub struct ExchangeEnv {
     pub writer_options: WriterOptions,
     /// Hybrid: how long a buffer waits for credit before it is spilled.
     pub hybrid_patience: Duration,
+    /// Attempts a retryable subtask gets (at least 1).
+    pub max_attempts: u32,
+    /// Attempts to fail on purpose (tests; see [`injected_failures`]).
+    pub fail_attempts: Vec<(String, usize, u32)>,
 }
 
 /// Where a subtask is in its life.
@@ -137,6 +143,17 @@ impl ExecutionGraph {
             .all(|v| v.state == ExecutionState::Finished)
     }
 
+    fn set_attempt(&mut self, vertex: usize, subtask: usize, attempt: u32) {
+        if let Some(v) = self
+            .vertices
+            .iter_mut()
+            .find(|v| v.vertex.0 == vertex && v.subtask == subtask)
+        {
+            v.attempt = attempt;
+            v.state = ExecutionState::Deployed;
+        }
+    }
+
     fn set_state(&mut self, vertex: usize, subtask: usize, state: ExecutionState) {
         if let Some(v) = self
             .vertices
@@ -148,7 +165,39 @@ impl ExecutionGraph {
     }
 }
 
+/// How a subtask's input or output edge is wired.
+enum Slot<T> {
+    /// A pipelined (or hybrid) channel end, used by the one attempt of the region.
+    Pipelined(Option<T>),
+    /// A blocking exchange: each attempt gets a fresh partition, each consumer attempt a gate
+    /// over the committed outputs.
+    Blocking(Arc<BlockingStore>),
+}
+
+/// A test hook: `MILLRACE_FAIL_ATTEMPTS="map/1/0,sort/0/0"` lists attempts
+/// (vertex/subtask/attempt) to fail after they did their work, as a crash before reporting
+/// would; jobs put it in [`ExchangeEnv::fail_attempts`].
+pub fn injected_failures() -> Vec<(String, usize, u32)> {
+    std::env::var("MILLRACE_FAIL_ATTEMPTS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|item| {
+            let mut parts = item.trim().split('/');
+            Some((
+                parts.next()?.to_string(),
+                parts.next()?.parse().ok()?,
+                parts.next()?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
 /// Runs `graph` to completion on `runtime`, region by region (see the module docs).
+///
+/// A failed subtask whose edges are all blocking (its region is itself alone) is retried,
+/// up to `env.max_attempts` attempts, reusing the finished blocking partitions it reads; its
+/// failed attempt's outputs are discarded and its source splits given back. Any other
+/// failure, or one that is the user's to fix, fails the job.
 pub fn execute(
     graph: JobGraph,
     runtime: &tokio::runtime::Runtime,
@@ -162,28 +211,42 @@ pub fn execute(
         regions = execution.regions.len(),
         "deploying job"
     );
+    let spill_dir = |i: usize| env.spill_dirs.get(i % env.spill_dirs.len().max(1)).cloned();
 
-    // Wire every edge first; blocking partitions are wired too, their consumers just start
-    // later.
-    let mut inputs: Vec<Vec<Vec<InputGate>>> = graph
-        .vertices
-        .iter()
-        .map(|v| (0..v.parallelism).map(|_| Vec::new()).collect())
-        .collect();
-    let mut outputs: Vec<Vec<Vec<ResultPartition>>> = graph
-        .vertices
-        .iter()
-        .map(|v| (0..v.parallelism).map(|_| Vec::new()).collect())
-        .collect();
+    // Wire every edge first: pipelined channels now, blocking stores whose gates are built
+    // when their consumers are deployed.
+    fn slots<T>(graph: &JobGraph) -> Vec<Vec<Vec<Slot<T>>>> {
+        graph
+            .vertices
+            .iter()
+            .map(|v| (0..v.parallelism).map(|_| Vec::new()).collect())
+            .collect()
+    }
+    let mut inputs: Vec<Vec<Vec<Slot<InputGate>>>> = slots(&graph);
+    let mut outputs: Vec<Vec<Vec<Slot<ResultPartition>>>> = slots(&graph);
+    let mut retryable = vec![true; graph.vertices.len()];
     for (e, edge) in graph.edges.iter().enumerate() {
         let producers = graph.vertices[edge.source.0].parallelism;
         let consumers = graph.vertices[edge.target.0].parallelism;
-        let spill = (!env.spill_dirs.is_empty()).then(|| SpillTarget {
-            dir: env.spill_dirs[e % env.spill_dirs.len()].clone(),
+        let spill = spill_dir(e).map(|dir| SpillTarget {
+            dir,
             options: env.writer_options,
             record_bytes: edge.record_bytes,
             patience: env.hybrid_patience,
         });
+        if edge.partition_type == ResultPartitionType::Blocking {
+            let spill = spill.ok_or(shuffle::ShuffleError::NoSpillTarget { kind: "blocking" })?;
+            let store = shuffle::blocking(producers, consumers, spill);
+            for slots in &mut outputs[edge.source.0] {
+                slots.push(Slot::Blocking(store.clone()));
+            }
+            for slots in &mut inputs[edge.target.0] {
+                slots.push(Slot::Blocking(store.clone()));
+            }
+            continue;
+        }
+        retryable[edge.source.0] = false;
+        retryable[edge.target.0] = false;
         let (mut partitions, gates) = shuffle::exchange(
             edge.partition_type,
             producers,
@@ -192,17 +255,16 @@ pub fn execute(
             spill,
         )?;
         // Producers spread their segment files over the spill dirs.
-        if !env.spill_dirs.is_empty() {
-            for (subtask, partition) in partitions.iter_mut().enumerate() {
-                partition
-                    .set_spill_dir(env.spill_dirs[(e + subtask) % env.spill_dirs.len()].clone());
+        for (subtask, partition) in partitions.iter_mut().enumerate() {
+            if let Some(dir) = spill_dir(e + subtask) {
+                partition.set_spill_dir(dir);
             }
         }
         for (subtask, partition) in partitions.into_iter().enumerate() {
-            outputs[edge.source.0][subtask].push(partition);
+            outputs[edge.source.0][subtask].push(Slot::Pipelined(Some(partition)));
         }
         for (subtask, gate) in gates.into_iter().enumerate() {
-            inputs[edge.target.0][subtask].push(gate);
+            inputs[edge.target.0][subtask].push(Slot::Pipelined(Some(gate)));
         }
     }
     let distributions: Vec<Vec<crate::graph::Distribution>> = (0..graph.vertices.len())
@@ -215,81 +277,173 @@ pub fn execute(
                 .collect()
         })
         .collect();
-    // Each region's subtasks, ready to hand to the runtime.
-    let mut pending: Vec<Vec<_>> = (0..execution.regions.len()).map(|_| Vec::new()).collect();
-    for (v, vertex) in graph.vertices.iter().enumerate() {
-        for (subtask, (gates, partitions)) in std::mem::take(&mut inputs[v])
-            .into_iter()
-            .zip(std::mem::take(&mut outputs[v]))
-            .enumerate()
-        {
-            let ctx = SubtaskContext {
-                vertex: vertex.name.clone(),
-                subtask,
-                parallelism: vertex.parallelism,
-                inputs: gates,
-                outputs: partitions,
-                distributions: distributions[v].clone(),
-                attempt: 0,
-                splits: vertex.splits.clone(),
-                job_start,
-            };
-            let region = execution
-                .regions
-                .iter()
-                .position(|r| r.contains(&VertexId(v)))
-                .expect("every vertex is in a region");
-            pending[region].push((v, ctx, vertex.instantiate(subtask)));
-        }
-    }
+    let faults = &env.fail_attempts;
+    let max_attempts = env.max_attempts.max(1);
 
-    runtime.block_on(async move {
+    let stores_of =
+        |slots: &Vec<Vec<Slot<ResultPartition>>>, subtask: usize| -> Vec<Arc<BlockingStore>> {
+            slots[subtask]
+                .iter()
+                .filter_map(|slot| match slot {
+                    Slot::Blocking(store) => Some(store.clone()),
+                    Slot::Pipelined(_) => None,
+                })
+                .collect()
+        };
+    let blocking_outputs: Vec<Vec<Vec<Arc<BlockingStore>>>> = outputs
+        .iter()
+        .map(|per_vertex| {
+            (0..per_vertex.len())
+                .map(|s| stores_of(per_vertex, s))
+                .collect()
+        })
+        .collect();
+
+    // A context for attempt `attempt` of subtask `subtask` of vertex `v`.
+    let mut context = |v: usize,
+                       subtask: usize,
+                       attempt: u32|
+     -> Result<SubtaskContext, EngineError> {
+        let vertex = &graph.vertices[v];
+        let mut gates = Vec::new();
+        for slot in &mut inputs[v][subtask] {
+            gates.push(match slot {
+                Slot::Pipelined(gate) => gate.take().ok_or_else(|| EngineError::Internal {
+                    what: format!("{} {subtask}: a pipelined gate used twice", vertex.name),
+                })?,
+                Slot::Blocking(store) => store.gate(subtask)?,
+            });
+        }
+        let mut partitions = Vec::new();
+        for (o, slot) in outputs[v][subtask].iter_mut().enumerate() {
+            partitions.push(match slot {
+                Slot::Pipelined(partition) => {
+                    partition.take().ok_or_else(|| EngineError::Internal {
+                        what: format!(
+                            "{} {subtask}: a pipelined partition used twice",
+                            vertex.name
+                        ),
+                    })?
+                }
+                Slot::Blocking(store) => store.partition(subtask, attempt, spill_dir(o + subtask)),
+            });
+        }
+        Ok(SubtaskContext {
+            vertex: vertex.name.clone(),
+            subtask,
+            parallelism: vertex.parallelism,
+            inputs: gates,
+            outputs: partitions,
+            distributions: distributions[v].clone(),
+            attempt,
+            splits: vertex.splits.clone(),
+            job_start,
+        })
+    };
+    runtime.block_on(async {
         let mut running = JoinSet::new();
         let mut deployed = vec![false; execution.regions.len()];
         let mut reports = Vec::new();
         let mut failure: Option<EngineError> = None;
+        let spawn = |running: &mut JoinSet<_>,
+                         v: usize,
+                         ctx: SubtaskContext,
+                         invokable: Box<dyn crate::task::Invokable>| {
+            let (subtask, attempt) = (ctx.subtask, ctx.attempt);
+            let deployed_us = micros_since(job_start);
+            let fail = faults
+                .iter()
+                .any(|(name, s, a)| *name == ctx.vertex && *s == subtask && *a == attempt);
+            running.spawn(async move {
+                let result = invokable.invoke(ctx).await.and_then(|mut report| {
+                    if fail {
+                        return Err(EngineError::Injected {
+                            what: format!("{} {subtask} attempt {attempt}", report.vertex),
+                        });
+                    }
+                    report.deployed_us = deployed_us;
+                    Ok(report)
+                });
+                ((v, subtask, attempt), result)
+            });
+        };
         loop {
             if failure.is_none() {
                 for region in execution.ready_regions(&deployed) {
                     deployed[region] = true;
-                    let deployed_us = micros_since(job_start);
-                    debug!(region, deployed_us, "deploying region");
-                    for (v, ctx, invokable) in std::mem::take(&mut pending[region]) {
-                        let subtask = ctx.subtask;
-                        execution.set_state(v, subtask, ExecutionState::Deployed);
-                        running.spawn(async move {
-                            let result = invokable.invoke(ctx).await.map(|mut report| {
-                                report.deployed_us = deployed_us;
-                                report
-                            });
-                            ((v, subtask), result)
-                        });
+                    debug!(region, "deploying region");
+                    // Every context of the region first: a pipelined region starts whole.
+                    let mut ready = Vec::new();
+                    for &VertexId(v) in &execution.regions[region] {
+                        for subtask in 0..graph.vertices[v].parallelism {
+                            match context(v, subtask, 0) {
+                                Ok(ctx) => ready.push((v, ctx)),
+                                Err(error) => failure = Some(error),
+                            }
+                        }
+                    }
+                    if failure.is_some() {
+                        running.abort_all();
+                        break;
+                    }
+                    for (v, ctx) in ready {
+                        execution.set_state(v, ctx.subtask, ExecutionState::Deployed);
+                        let invokable = graph.vertices[v].instantiate(ctx.subtask);
+                        spawn(&mut running, v, ctx, invokable);
                     }
                 }
             }
             let Some(joined) = running.join_next().await else {
                 break;
             };
-            let result = match joined {
-                Ok(((v, subtask), result)) => result
-                    .map(|report| ((v, subtask), report))
-                    .map_err(|e| ((v, subtask), e)),
+            let ((v, subtask, attempt), result) = match joined {
+                Ok(done) => done,
                 Err(join_error) if join_error.is_cancelled() => continue,
-                Err(join_error) => Err((
-                    (usize::MAX, 0),
-                    EngineError::Internal {
+                Err(join_error) => (
+                    (usize::MAX, 0, 0),
+                    Err(EngineError::Internal {
                         what: format!("a subtask panicked: {join_error}"),
-                    },
-                )),
+                    }),
+                ),
             };
             match result {
-                Ok(((v, subtask), report)) => {
-                    debug!(vertex = %report.vertex, subtask = report.subtask, "subtask finished");
+                Ok(report) => {
+                    debug!(vertex = %report.vertex, subtask, attempt, "subtask finished");
+                    for store in &blocking_outputs[v][subtask] {
+                        store.commit(subtask, attempt);
+                    }
                     execution.set_state(v, subtask, ExecutionState::Finished);
                     reports.push(((v, subtask), report));
                 }
-                Err(((v, subtask), error)) => {
-                    execution.set_state(v, subtask, ExecutionState::Failed);
+                Err(error) => {
+                    if v != usize::MAX {
+                        for store in &blocking_outputs[v][subtask] {
+                            store.discard(subtask, attempt);
+                        }
+                        if let Some(splits) = &graph.vertices[v].splits {
+                            splits.give_back(subtask);
+                        }
+                    }
+                    let retry = failure.is_none()
+                        && v != usize::MAX
+                        && retryable[v]
+                        && error.domain() != crate::ErrorDomain::User
+                        && attempt + 1 < max_attempts;
+                    if retry {
+                        info!(vertex = %graph.vertices[v].name, subtask, attempt, %error, "subtask attempt failed; retrying");
+                        match context(v, subtask, attempt + 1) {
+                            Ok(ctx) => {
+                                execution.set_attempt(v, subtask, attempt + 1);
+                                let invokable = graph.vertices[v].instantiate(subtask);
+                                spawn(&mut running, v, ctx, invokable);
+                                continue;
+                            }
+                            Err(context_error) => failure = Some(context_error),
+                        }
+                    }
+                    if v != usize::MAX {
+                        execution.set_state(v, subtask, ExecutionState::Failed);
+                    }
                     running.abort_all();
                     let replace = match &failure {
                         None => true,
@@ -528,5 +682,67 @@ mod tests {
         let b = graph.add_vertex("b", 3, |_| Box::new(Count { fail: false }));
         graph.connect(a, b, Distribution::Forward, ResultPartitionType::Pipelined);
         assert!(graph.validate().is_err());
+    }
+
+    /// A producer and a consumer of a blocking exchange fail once each: both run again, the
+    /// job succeeds and counts every byte once; a subtask that keeps failing fails the job
+    /// after its attempts.
+    #[test]
+    fn blocking_subtasks_are_retried_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let graph = || {
+            let mut graph = JobGraph::new("test");
+            let a = graph.add_vertex("numbers", 3, |i| Box::new(Numbers(i as u8)));
+            let b = graph.add_vertex("count", 2, |_| Box::new(Count { fail: false }));
+            graph.connect(a, b, Distribution::Broadcast, ResultPartitionType::Blocking);
+            graph
+        };
+        let env = |fail: &[(&str, usize, u32)]| ExchangeEnv {
+            spill_dirs: vec![dir.path().to_path_buf()],
+            max_attempts: 2,
+            fail_attempts: fail
+                .iter()
+                .map(|(v, s, a)| (v.to_string(), *s, *a))
+                .collect(),
+            ..ExchangeEnv::default()
+        };
+        let result = execute(
+            graph(),
+            &runtime(),
+            Instant::now(),
+            &env(&[("numbers", 1, 0), ("count", 0, 0)]),
+        )
+        .unwrap();
+        let attempts: Vec<_> = result.subtasks.iter().map(|r| r.attempt).collect();
+        assert_eq!(attempts, [0, 1, 0, 1, 0]);
+        assert_eq!(
+            result.subtasks[3].bytes_in + result.subtasks[4].bytes_in,
+            5 * 3 * 2 * 4
+        );
+        let error = execute(
+            graph(),
+            &runtime(),
+            Instant::now(),
+            &env(&[("count", 1, 0), ("count", 1, 1)]),
+        )
+        .unwrap_err();
+        assert!(matches!(error, EngineError::Injected { .. }), "{error}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// Subtasks joined by pipelined channels are not retried alone.
+    #[test]
+    fn pipelined_subtasks_are_not_retried_alone() {
+        let mut graph = JobGraph::new("test");
+        let a = graph.add_vertex("numbers", 1, |i| Box::new(Numbers(i as u8)));
+        let b = graph.add_vertex("count", 1, |_| Box::new(Count { fail: false }));
+        graph.connect(a, b, Distribution::Forward, ResultPartitionType::Pipelined);
+        let env = ExchangeEnv {
+            max_attempts: 3,
+            fail_attempts: vec![("count".into(), 0, 0)],
+            ..ExchangeEnv::default()
+        };
+        let error = execute(graph, &runtime(), Instant::now(), &env).unwrap_err();
+        assert!(matches!(error, EngineError::Injected { .. }), "{error}");
     }
 }

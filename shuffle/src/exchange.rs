@@ -213,9 +213,114 @@ pub fn pipelined(
             kind: ResultPartitionType::Pipelined,
             spill: None,
             writer: None,
+            consumers,
+            blocking: None,
         })
         .collect();
     (partitions, gates)
+}
+
+/// What the producers of a blocking exchange wrote: for each producer, the spilled-buffer
+/// notices of every attempt that finished (pending) and of the one the runtime accepted
+/// (committed), per consumer. Consumers' gates are built from committed notices when they are
+/// deployed, so a failed producer attempt leaves no trace and a consumer attempt can be
+/// retried over the same data.
+#[derive(Debug)]
+pub struct BlockingStore {
+    producers: usize,
+    consumers: usize,
+    spill: SpillTarget,
+    state: std::sync::Mutex<BlockingState>,
+}
+
+#[derive(Debug, Default)]
+struct BlockingState {
+    pending: std::collections::HashMap<(usize, u32), Vec<Vec<SpilledBuffer>>>,
+    committed: Vec<Option<Vec<Vec<SpilledBuffer>>>>,
+}
+
+/// A blocking exchange between `producers` and `consumers` subtasks, spilling into `spill`.
+pub fn blocking(producers: usize, consumers: usize, spill: SpillTarget) -> Arc<BlockingStore> {
+    Arc::new(BlockingStore {
+        producers,
+        consumers,
+        spill,
+        state: std::sync::Mutex::new(BlockingState {
+            pending: Default::default(),
+            committed: vec![None; producers],
+        }),
+    })
+}
+
+impl BlockingStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BlockingState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The result partition of `producer`'s attempt `attempt`, writing into `dir`.
+    pub fn partition(
+        self: &Arc<Self>,
+        producer: usize,
+        attempt: u32,
+        dir: Option<std::path::PathBuf>,
+    ) -> ResultPartition {
+        let mut spill = self.spill.clone();
+        if let Some(dir) = dir {
+            spill.dir = dir;
+        }
+        ResultPartition {
+            producer,
+            subpartitions: Vec::new(),
+            metrics: ExchangeMetrics::default(),
+            kind: ResultPartitionType::Blocking,
+            spill: Some(spill),
+            writer: None,
+            consumers: self.consumers,
+            blocking: Some(BlockingOutput {
+                store: self.clone(),
+                attempt,
+                notices: vec![Vec::new(); self.consumers],
+            }),
+        }
+    }
+
+    /// Accepts `producer`'s attempt `attempt` (it finished and its subtask succeeded).
+    pub fn commit(&self, producer: usize, attempt: u32) {
+        let mut state = self.lock();
+        if let Some(notices) = state.pending.remove(&(producer, attempt)) {
+            state.committed[producer] = Some(notices);
+        }
+    }
+
+    /// Forgets `producer`'s attempt `attempt` (its subtask failed); its files go with it.
+    pub fn discard(&self, producer: usize, attempt: u32) {
+        self.lock().pending.remove(&(producer, attempt));
+    }
+
+    /// A gate for `consumer` over every producer's committed output, in producer order.
+    pub fn gate(&self, consumer: usize) -> Result<InputGate, ShuffleError> {
+        let state = self.lock();
+        let (tx, rx) = mpsc::unbounded_channel();
+        for (producer, committed) in state.committed.iter().enumerate() {
+            let notices = committed
+                .as_ref()
+                .ok_or(ShuffleError::ProducerLost { producer })?;
+            for notice in &notices[consumer] {
+                let _ = tx.send((ChannelIndex(producer), Event::Spilled(notice.clone())));
+            }
+            let _ = tx.send((ChannelIndex(producer), Event::EndOfPartition));
+        }
+        Ok(InputGate {
+            consumer,
+            queue: rx,
+            credits: (0..self.producers)
+                .map(|_| Arc::new(Semaphore::new(0)))
+                .collect(),
+            open_channels: self.producers,
+            ended: vec![false; self.producers],
+            metrics: ExchangeMetrics::default(),
+        })
+    }
 }
 
 /// Builds an all-to-all exchange of `kind` between `producers` and `consumers` subtasks.
@@ -228,6 +333,12 @@ pub fn exchange(
     credits_per_channel: usize,
     spill: Option<SpillTarget>,
 ) -> Result<(Vec<ResultPartition>, Vec<InputGate>), ShuffleError> {
+    if kind == ResultPartitionType::Blocking {
+        // Blocking exchanges are built with [`blocking`]: their gates come later.
+        return Err(ShuffleError::NoSpillTarget {
+            kind: "blocking partition built as a channel",
+        });
+    }
     if kind != ResultPartitionType::Pipelined && spill.is_none() {
         return Err(ShuffleError::NoSpillTarget {
             kind: kind.as_str(),
@@ -250,6 +361,18 @@ pub struct ResultPartition {
     spill: Option<SpillTarget>,
     /// This producer's segment file, created at the first spill.
     writer: Option<crate::spill::SegmentFileWriter>,
+    /// Consumers (subpartitions), also when there are no channels (blocking).
+    consumers: usize,
+    /// Blocking: where this attempt's notices go at `finish`, and what it spilled so far.
+    blocking: Option<BlockingOutput>,
+}
+
+/// A blocking partition's attempt: its store, attempt number and notices per consumer.
+#[derive(Debug)]
+struct BlockingOutput {
+    store: Arc<BlockingStore>,
+    attempt: u32,
+    notices: Vec<Vec<SpilledBuffer>>,
 }
 
 /// The slice of a [`ResultPartition`] that goes to one consumer.
@@ -281,7 +404,7 @@ impl ResultPartition {
 
     /// Number of subpartitions, i.e. consumer subtasks.
     pub fn num_subpartitions(&self) -> usize {
-        self.subpartitions.len()
+        self.consumers
     }
 
     /// The partition's type.
@@ -329,7 +452,16 @@ impl ResultPartition {
             bytes = spilled.bytes,
             "spilled a buffer"
         );
-        self.emit_spilled(subpartition, spilled)?;
+        match &mut self.blocking {
+            // Blocking: the notice waits for `finish`, and for the runtime to accept the
+            // attempt.
+            Some(output) => {
+                self.metrics.spilled_buffers += 1;
+                self.metrics.spilled_bytes += spilled.bytes;
+                output.notices[subpartition].push(spilled);
+            }
+            None => self.emit_spilled(subpartition, spilled)?,
+        }
         Ok(Some(buffer))
     }
 
@@ -457,6 +589,14 @@ impl ResultPartition {
 
     /// Sends end-of-partition on every subpartition.
     pub fn finish(&mut self) -> Result<(), ShuffleError> {
+        if let Some(output) = self.blocking.take() {
+            output
+                .store
+                .lock()
+                .pending
+                .insert((self.producer, output.attempt), output.notices);
+            return Ok(());
+        }
         for sub in &mut self.subpartitions {
             sub.finished = true;
             // A consumer that is already gone does not need the event; if it failed, the job

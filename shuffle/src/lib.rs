@@ -27,8 +27,8 @@ pub mod spill;
 pub use buffer::{Buffer, BufferPool};
 pub use error::ShuffleError;
 pub use exchange::{
-    exchange, pipelined, ChannelIndex, Event, ExchangeMetrics, InputGate, Received,
-    ResultPartition, ResultPartitionType, ResultSubpartition, SpillTarget, SpilledBuffer,
+    blocking, exchange, pipelined, BlockingStore, ChannelIndex, Event, ExchangeMetrics, InputGate,
+    Received, ResultPartition, ResultPartitionType, ResultSubpartition, SpillTarget, SpilledBuffer,
 };
 pub use mmap::MappedFile;
 pub use spill::{

@@ -238,53 +238,69 @@ fn target(dir: &std::path::Path, patience_ms: u64) -> shuffle::SpillTarget {
 /// ```
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_partitions_never_wait_and_deliver_everything_later() {
-    use shuffle::ResultPartitionType;
     let dir = tempfile::tempdir().unwrap();
-    let (partitions, mut gates) = shuffle::exchange(
-        ResultPartitionType::Blocking,
-        2,
-        2,
-        1,
-        Some(target(dir.path(), 0)),
-    )
-    .unwrap();
-    for mut partition in partitions {
-        let producer = partition.producer() as u8;
-        for round in 0..10u8 {
-            for consumer in 0..2 {
-                let bytes = vec![producer * 100 + round; 4 * (consumer + 1)];
-                let sent = timeout(
-                    Duration::from_secs(5),
-                    partition.send(consumer, Buffer::from(bytes)),
-                )
-                .await
-                .expect("a blocking partition never waits")
-                .unwrap();
-                assert!(sent.is_some(), "the buffer comes back for reuse");
+    let store = shuffle::blocking(2, 2, target(dir.path(), 0));
+    for producer in 0..2usize {
+        // Attempt 0 of producer 1 fails after writing: it is discarded, attempt 1 counts.
+        let attempts: &[u32] = if producer == 1 { &[0, 1] } else { &[0] };
+        for &attempt in attempts {
+            let mut partition = store.partition(producer, attempt, None);
+            for round in 0..10u8 {
+                for consumer in 0..2 {
+                    let bytes = vec![producer as u8 * 100 + round; 4 * (consumer + 1)];
+                    let sent = timeout(
+                        Duration::from_secs(5),
+                        partition.send(consumer, Buffer::from(bytes)),
+                    )
+                    .await
+                    .expect("a blocking partition never waits")
+                    .unwrap();
+                    assert!(sent.is_some(), "the buffer comes back for reuse");
+                }
+            }
+            assert_eq!(partition.spilled_bytes(), 10 * (4 + 8));
+            partition.finish().unwrap();
+            if producer == 1 && attempt == 0 {
+                store.discard(producer, attempt);
+            } else {
+                store.commit(producer, attempt);
             }
         }
-        assert_eq!(partition.spilled_bytes(), 10 * (4 + 8));
-        partition.finish().unwrap();
     }
-    // One file per producer, unlinked: nothing to see in the folder.
+    // One file per producer attempt, unlinked: nothing to see in the folder.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-    for (consumer, gate) in gates.iter_mut().enumerate() {
-        let received = drain(gate).await;
-        for producer in 0..2u8 {
-            let from: Vec<_> = received
-                .iter()
-                .filter(|(p, _)| *p == producer as usize)
-                .map(|(_, bytes)| bytes.clone())
-                .collect();
-            let expected: Vec<_> = (0..10u8)
-                .map(|round| vec![producer * 100 + round; 4 * (consumer + 1)])
-                .collect();
-            assert_eq!(
-                from, expected,
-                "consumer {consumer} from producer {producer}"
-            );
+    for consumer in 0..2usize {
+        // Twice: a retried consumer reads the same data again.
+        for _ in 0..2 {
+            let mut gate = store.gate(consumer).unwrap();
+            let received = drain(&mut gate).await;
+            for producer in 0..2u8 {
+                let from: Vec<_> = received
+                    .iter()
+                    .filter(|(p, _)| *p == producer as usize)
+                    .map(|(_, bytes)| bytes.clone())
+                    .collect();
+                let expected: Vec<_> = (0..10u8)
+                    .map(|round| vec![producer * 100 + round; 4 * (consumer + 1)])
+                    .collect();
+                assert_eq!(
+                    from, expected,
+                    "consumer {consumer} from producer {producer}"
+                );
+            }
         }
     }
+}
+
+/// A consumer's gate needs every producer's committed output.
+#[test]
+fn a_gate_needs_every_producer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = shuffle::blocking(2, 1, target(dir.path(), 0));
+    let mut partition = store.partition(0, 0, None);
+    partition.finish().unwrap();
+    store.commit(0, 0);
+    assert!(store.gate(0).is_err());
 }
 
 /// Hybrid, deterministically: the first buffer takes the one credit, the next ones wait their
@@ -323,5 +339,9 @@ fn spilling_partitions_need_a_target() {
     for kind in [ResultPartitionType::Hybrid, ResultPartitionType::Blocking] {
         assert!(shuffle::exchange(kind, 1, 1, 1, None).is_err());
     }
+    // Blocking exchanges are stores, not channels.
+    let dir = tempfile::tempdir().unwrap();
+    let spill = target(dir.path(), 0);
+    assert!(shuffle::exchange(ResultPartitionType::Blocking, 1, 1, 1, Some(spill)).is_err());
     assert!(shuffle::exchange(ResultPartitionType::Pipelined, 1, 1, 1, None).is_ok());
 }

@@ -108,6 +108,9 @@ pub struct SortConfig {
     /// Replace an existing output (atomically, at commit). Without it an existing output is
     /// refused before any work.
     pub force: bool,
+    /// Attempts a subtask gets when it can be retried alone (its exchanges are blocking:
+    /// `--mode staged`). Default 2.
+    pub max_attempts: u32,
 }
 
 /// Half of the machine's RAM (from `/proc/meminfo`), or 4 GiB when unknown.
@@ -147,6 +150,7 @@ impl SortConfig {
             compression: Compression::Auto,
             hybrid_wait: Some(std::time::Duration::from_millis(50)),
             force: false,
+            max_attempts: 2,
         }
     }
 
@@ -894,6 +898,8 @@ pub fn run_uncommitted(
             },
         },
         hybrid_patience: config.hybrid_wait.unwrap_or_default(),
+        max_attempts: config.max_attempts,
+        fail_attempts: scheduler::injected_failures(),
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
