@@ -94,7 +94,9 @@ fn non_regular_outputs_are_refused_and_untouched() {
     {
         nodes.push("null");
     } else {
-        eprintln!("SKIP the character-device case: needs root and mknod");
+        util::skip(format_args!(
+            "the character-device case: needs root and mknod"
+        ));
     }
     for node in &nodes {
         for force in [&[][..], &["--force"][..]] {
@@ -275,7 +277,7 @@ fn temp_files_of_killed_processes_are_removed_by_the_next_run() {
         let _ = child.kill();
         let _ = child.wait();
         if !seen {
-            eprintln!("SKIP {args:?}: finished before it could be killed");
+            util::skip(format_args!("{args:?}: finished before it could be killed"));
             continue;
         }
         assert!(
@@ -322,7 +324,9 @@ fn temp_files_of_killed_processes_are_removed_by_the_next_run() {
             .collect();
         assert!(left.is_empty(), "the killed sort left {left:?}");
     } else {
-        eprintln!("SKIP the out-of-core kill: the sort finished first");
+        util::skip(format_args!(
+            "the out-of-core kill: the sort finished first"
+        ));
     }
 }
 
@@ -339,7 +343,7 @@ fn hangup_and_term_remove_temp_files_with_signal_exit_codes() {
             .spawn()
             .unwrap();
         if !wait_for_temp(&f.dir, &mut child, ".millrace-tmp-") {
-            eprintln!("SKIP SIG{signal}: gen finished first");
+            util::skip(format_args!("SIG{signal}: gen finished first"));
             continue;
         }
         Command::new("kill")

@@ -37,7 +37,9 @@ fn sort_missing_input() {
 #[test]
 fn sort_unreadable_input() {
     if is_root() {
-        eprintln!("SKIP sort_unreadable_input: running as root, chmod 000 does not stop reads");
+        util::skip(format_args!(
+            "sort_unreadable_input: running as root, chmod 000 does not stop reads"
+        ));
         return;
     }
     let f = with_input();
@@ -110,7 +112,9 @@ fn sort_output_folder_read_only() {
         match f.tmpfs("ro", "ro,size=1m") {
             Some(dir) => dir,
             None => {
-                eprintln!("SKIP sort_output_folder_read_only: cannot mount a read-only tmpfs");
+                util::skip(format_args!(
+                    "sort_output_folder_read_only: cannot mount a read-only tmpfs"
+                ));
                 return;
             }
         }
@@ -165,7 +169,9 @@ fn sort_disk_full() {
     let f = Fixture::new();
     f.gen(&[], "50k", "in");
     let Some(full) = f.tmpfs("full", "size=2m") else {
-        eprintln!("SKIP sort_disk_full: needs root to mount a small tmpfs");
+        util::skip(format_args!(
+            "sort_disk_full: needs root to mount a small tmpfs"
+        ));
         return;
     };
     let out = full.join("out");
@@ -203,7 +209,9 @@ fn gen_into_a_missing_folder() {
 fn gen_disk_full_leaves_no_partial_file() {
     let f = Fixture::new();
     let Some(full) = f.tmpfs("full", "size=1m") else {
-        eprintln!("SKIP gen_disk_full_leaves_no_partial_file: needs root to mount a small tmpfs");
+        util::skip(format_args!(
+            "gen_disk_full_leaves_no_partial_file: needs root to mount a small tmpfs"
+        ));
         return;
     };
     // Refused before writing: the free space is checked first.
@@ -256,7 +264,9 @@ fn errors_state_the_os_error_once() {
     if f.tmpfs("full", "size=1m").is_some() {
         runs.push(f.millrace(["gen", "50k", "full/g"]));
     } else {
-        eprintln!("SKIP the gen disk-full case of errors_state_the_os_error_once");
+        util::skip(format_args!(
+            "the gen disk-full case of errors_state_the_os_error_once"
+        ));
     }
     let mut repeated = Vec::new();
     for run in &runs {
@@ -301,7 +311,9 @@ fn errors_name_the_output_not_the_temp_file() {
         check(&f.millrace(["sort", "in", output]), output);
         check(&f.millrace(["gen", "50k", output]), output);
     } else {
-        eprintln!("SKIP the disk-full half of errors_name_the_output_not_the_temp_file");
+        util::skip(format_args!(
+            "the disk-full half of errors_name_the_output_not_the_temp_file"
+        ));
     }
     assert!(
         wrong.is_empty(),

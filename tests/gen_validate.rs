@@ -182,7 +182,9 @@ fn validate_sorted_records_and_json() {
 #[test]
 fn validate_reference_summaries() {
     let Some(data) = gensort_testdata() else {
-        eprintln!("SKIP validate_reference_summaries: ../shared/testdata/gensort is absent");
+        util::skip(format_args!(
+            "validate_reference_summaries: ../shared/testdata/gensort is absent"
+        ));
         return;
     };
     let f = Fixture::new();
@@ -237,7 +239,9 @@ fn summary_out_round_trips_through_summaries() {
     assert_eq!(from_summary.valsort_lines(), unsorted.valsort_lines());
 
     let Some(data) = gensort_testdata() else {
-        eprintln!("SKIP the valsort -o comparison: ../shared/testdata/gensort is absent");
+        util::skip(format_args!(
+            "the valsort -o comparison: ../shared/testdata/gensort is absent"
+        ));
         return;
     };
     let sorted = f.read("sorted");

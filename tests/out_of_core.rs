@@ -116,7 +116,7 @@ fn engines_and_codecs_agree() {
         &["--compress", "auto"],
     ] {
         if extra.contains(&"uring") && shuffle_uring_unavailable(&f) {
-            eprintln!("SKIP io_uring: not available here");
+            util::skip(format_args!("io_uring: not available here"));
             continue;
         }
         check_out_of_core(&f, "in.dat", &records, &checksum, "64MiB", 64 << 20, extra);

@@ -381,7 +381,9 @@ fn interrupted_sort_leaves_nothing_behind() {
     };
     let stderr = stderr.join().expect("stderr reader");
     if !seen_temp || status.success() {
-        eprintln!("SKIP: the sort finished before it could be interrupted ({status})");
+        util::skip(format_args!(
+            "the sort finished before it could be interrupted ({status})"
+        ));
         return;
     }
     assert_eq!(status.code(), Some(130), "stderr: {stderr}");

@@ -345,3 +345,74 @@ fn spilling_partitions_need_a_target() {
     assert!(shuffle::exchange(ResultPartitionType::Blocking, 1, 1, 1, Some(spill)).is_err());
     assert!(shuffle::exchange(ResultPartitionType::Pipelined, 1, 1, 1, None).is_ok());
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Any number of producers, consumers, credits and buffers, with consumers that pause:
+    /// everything arrives, in order per channel, and nothing hangs.
+    #[test]
+    fn every_buffer_arrives_in_channel_order(
+        producers in 1usize..5,
+        consumers in 1usize..5,
+        credits in 1usize..4,
+        buffers in 0usize..24,
+        pause_every in 1usize..6,
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        let received = runtime.block_on(async move {
+            let (partitions, gates) = pipelined(producers, consumers, credits);
+            let senders: Vec<_> = partitions
+                .into_iter()
+                .map(|mut partition| {
+                    tokio::spawn(async move {
+                        let p = partition.producer() as u8;
+                        for i in 0..buffers as u8 {
+                            for c in 0..consumers {
+                                partition.emit(c, Buffer::from(vec![p, i, c as u8])).await.unwrap();
+                            }
+                        }
+                        partition.finish().unwrap();
+                    })
+                })
+                .collect();
+            let receivers: Vec<_> = gates
+                .into_iter()
+                .map(|mut gate| {
+                    tokio::spawn(async move {
+                        let mut got = Vec::new();
+                        while let Some((channel, buffer)) = gate.next().await.unwrap() {
+                            got.push((channel.0, buffer.as_bytes().to_vec()));
+                            if got.len() % pause_every == 0 {
+                                tokio::time::sleep(Duration::from_micros(50)).await;
+                            }
+                        }
+                        (gate.consumer(), got)
+                    })
+                })
+                .collect();
+            let all = async {
+                for s in senders {
+                    s.await.unwrap();
+                }
+                let mut out = Vec::new();
+                for r in receivers {
+                    out.push(r.await.unwrap());
+                }
+                out
+            };
+            timeout(Duration::from_secs(10), all).await.expect("the exchange never hangs")
+        });
+        for (consumer, got) in received {
+            for p in 0..producers {
+                let from: Vec<_> = got.iter().filter(|(c, _)| *c == p).map(|(_, b)| b.clone()).collect();
+                let expected: Vec<_> = (0..buffers as u8).map(|i| vec![p as u8, i, consumer as u8]).collect();
+                proptest::prop_assert_eq!(from, expected);
+            }
+        }
+    }
+}

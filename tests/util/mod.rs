@@ -203,7 +203,9 @@ impl Fixture {
     /// the fixture is dropped.
     pub fn tmpfs(&self, name: &str, options: &str) -> Option<PathBuf> {
         if !is_root() {
-            eprintln!("SKIP tmpfs {options}: not running as root, cannot mount");
+            skip(format_args!(
+                "tmpfs {options}: not running as root, cannot mount"
+            ));
             return None;
         }
         let dir = self.path(name);
@@ -220,15 +222,15 @@ impl Fixture {
                 Some(dir)
             }
             Ok(out) => {
-                eprintln!(
-                    "SKIP tmpfs {options}: mount failed: {}",
+                skip(format_args!(
+                    "tmpfs {options}: mount failed: {}",
                     String::from_utf8_lossy(&out.stderr).trim()
-                );
+                ));
                 let _ = fs::remove_dir(&dir);
                 None
             }
             Err(e) => {
-                eprintln!("SKIP tmpfs {options}: cannot run mount: {e}");
+                skip(format_args!("tmpfs {options}: cannot run mount: {e}"));
                 let _ = fs::remove_dir(&dir);
                 None
             }
@@ -336,6 +338,18 @@ pub fn sha256_file(path: &Path) -> String {
 
 pub fn sha256(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
+}
+
+/// Reports a skipped test case: on stderr (shown with `--nocapture`) and in
+/// `target/tmp/skipped.txt`, which `.ci/run` prints after the tests so CI logs show every skip.
+pub fn skip(message: impl std::fmt::Display) {
+    use std::io::Write;
+    let line = format!("SKIP {message}");
+    eprintln!("{line}");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped.txt");
+    if let Ok(mut file) = fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(file, "{line}");
+    }
 }
 
 /// Whether the tests run with an effective uid of 0 (then permission bits do not stop
