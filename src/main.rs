@@ -28,6 +28,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use engine::output::{IoMode, PendingFile};
 use engine::paths::{self, is_std_stream, OutputKind, Read};
 use engine::terasort::{self, ExecutionMode, Progress, SortConfig, SortReport};
+use engine::timeline::PhaseKind;
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -903,10 +904,10 @@ fn sort_json(report: &SortReport) -> Value {
         "memory_budget_bytes": report.memory_budget_bytes,
         "io": report.io,
         "phases": t.phases.iter().map(|p| json!({
-            "name": p.name, "start_ms": p.start_us as f64 / 1000.0, "end_ms": p.end_us as f64 / 1000.0,
+            "name": p.name.as_str(), "start_ms": p.start_us as f64 / 1000.0, "end_ms": p.end_us as f64 / 1000.0,
         })).collect::<Vec<_>>(),
         "overlap_ratio": t.overlap_ratio,
-        "map_shuffle_overlap_ms": t.overlap_us("map", "shuffle") as f64 / 1000.0,
+        "map_shuffle_overlap_ms": t.overlap_us(PhaseKind::Map, PhaseKind::Shuffle) as f64 / 1000.0,
         "backpressure_ms": t.subtasks.iter().map(|s| s.backpressure_us).sum::<u64>() as f64 / 1000.0,
     })
 }
@@ -926,7 +927,7 @@ fn print_sort_summary(report: &SortReport) -> Result<()> {
     for phase in &t.phases {
         outln!(
             "  {:<11} {:>8.3} s .. {:>8.3} s  ({:.3} s)",
-            phase.name,
+            phase.name.as_str(),
             phase.start_us as f64 / 1e6,
             phase.end_us as f64 / 1e6,
             phase.micros() as f64 / 1e6
@@ -934,7 +935,7 @@ fn print_sort_summary(report: &SortReport) -> Result<()> {
     }
     outln!(
         "  overlap: reducers received while maps ran for {:.3} s; sum of phases / wall = {:.2}",
-        t.overlap_us("map", "shuffle") as f64 / 1e6,
+        t.overlap_us(PhaseKind::Map, PhaseKind::Shuffle) as f64 / 1e6,
         t.overlap_ratio
     )?;
     let io = &report.io;

@@ -330,6 +330,7 @@ pub fn execute(
         }
         Ok(SubtaskContext {
             vertex: vertex.name.clone(),
+            vertex_id: VertexId(v),
             subtask,
             parallelism: vertex.parallelism,
             inputs: gates,

@@ -35,6 +35,8 @@ pub trait Invokable: Send + 'static {
 pub struct SubtaskContext {
     /// Name of the vertex this subtask belongs to.
     pub vertex: String,
+    /// The vertex's index in the job graph.
+    pub vertex_id: crate::graph::VertexId,
     /// Index of this subtask within its vertex, `0..parallelism`.
     pub subtask: usize,
     /// How many subtasks the vertex has.
@@ -58,6 +60,7 @@ impl SubtaskContext {
     pub fn report(&self) -> SubtaskReport {
         SubtaskReport {
             vertex: self.vertex.clone(),
+            vertex_id: self.vertex_id.0,
             subtask: self.subtask,
             attempt: self.attempt,
             start_us: micros_since(self.job_start),
@@ -76,11 +79,61 @@ pub fn micros_since(start: Instant) -> u64 {
     start.elapsed().as_micros() as u64
 }
 
-/// A named interval inside a subtask (for example "receive", "spill", "merge"), in
-/// microseconds since the job started, with the bytes and records it moved when known.
+/// What a span is: the kinds of interval a subtask or the job records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub enum SpanKind {
+    /// Taking buffers off the input gate.
+    #[default]
+    #[serde(rename = "receive")]
+    Receive,
+    /// Sorting and writing the output range (in memory), or merging into it (out of core).
+    #[serde(rename = "sort+write")]
+    SortWrite,
+    /// The writer's I/O thread in write calls.
+    #[serde(rename = "disk busy")]
+    DiskBusy,
+    /// Sorting waited for a free write buffer.
+    #[serde(rename = "waiting for disk")]
+    WaitingForDisk,
+    /// One sorted run written to a segment file.
+    #[serde(rename = "spill")]
+    Spill,
+    /// A group of runs merged into a longer run.
+    #[serde(rename = "cascade")]
+    Cascade,
+    /// The final merge of the runs into the output.
+    #[serde(rename = "merge")]
+    Merge,
+    /// Job level: sampling the keys.
+    #[serde(rename = "sample")]
+    Sample,
+    /// Job level: fsync of the outputs.
+    #[serde(rename = "commit")]
+    Commit,
+}
+
+impl SpanKind {
+    /// The name timelines and traces show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Receive => "receive",
+            Self::SortWrite => "sort+write",
+            Self::DiskBusy => "disk busy",
+            Self::WaitingForDisk => "waiting for disk",
+            Self::Spill => "spill",
+            Self::Cascade => "cascade",
+            Self::Merge => "merge",
+            Self::Sample => "sample",
+            Self::Commit => "commit",
+        }
+    }
+}
+
+/// A typed interval inside a subtask (receive, spill, merge, …) or the job (sample, commit),
+/// in microseconds since the job started, with the bytes and records it moved when known.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Span {
-    pub name: &'static str,
+    pub name: SpanKind,
     pub start_us: u64,
     pub end_us: u64,
     /// Bytes the span moved (`null` when not measured).
@@ -91,7 +144,7 @@ pub struct Span {
 
 impl Span {
     /// A span without volumes.
-    pub fn new(name: &'static str, start_us: u64, end_us: u64) -> Self {
+    pub fn new(name: SpanKind, start_us: u64, end_us: u64) -> Self {
         Self {
             name,
             start_us,
@@ -116,6 +169,8 @@ impl Span {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SubtaskReport {
     pub vertex: String,
+    /// The vertex's index in the job graph (what jobs select subtasks by).
+    pub vertex_id: usize,
     pub subtask: usize,
     /// The attempt that produced this report (0 for the first).
     pub attempt: u32,

@@ -23,12 +23,56 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::task::{Span, SubtaskReport};
+use crate::graph::VertexId;
+use crate::task::{Span, SpanKind, SubtaskReport};
+
+/// The kinds of phase a job's timeline shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum PhaseKind {
+    #[serde(rename = "sample")]
+    Sample,
+    #[serde(rename = "map")]
+    Map,
+    #[serde(rename = "shuffle")]
+    Shuffle,
+    #[serde(rename = "spill")]
+    Spill,
+    #[serde(rename = "sort+write")]
+    SortWrite,
+    #[serde(rename = "merge")]
+    Merge,
+    #[serde(rename = "commit")]
+    Commit,
+}
+
+impl PhaseKind {
+    /// The name timelines and summaries show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sample => "sample",
+            Self::Map => "map",
+            Self::Shuffle => "shuffle",
+            Self::Spill => "spill",
+            Self::SortWrite => "sort+write",
+            Self::Merge => "merge",
+            Self::Commit => "commit",
+        }
+    }
+
+    /// The phase a job-level span makes, if any.
+    fn of_job_span(kind: SpanKind) -> Option<Self> {
+        match kind {
+            SpanKind::Sample => Some(Self::Sample),
+            SpanKind::Commit => Some(Self::Commit),
+            _ => None,
+        }
+    }
+}
 
 /// One phase of the job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Phase {
-    pub name: &'static str,
+    pub name: PhaseKind,
     pub start_us: u64,
     pub end_us: u64,
     /// A detail inside other phases (`spill`, `merge`), not counted in the overlap ratio.
@@ -47,11 +91,11 @@ impl Phase {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PhaseRules<'a> {
     /// (phase, vertex): from the first start to the last end of the vertex's subtasks.
-    pub vertices: &'a [(&'static str, &'a str)],
-    /// (phase, span): from the first start to the last end of subtask spans of that name.
-    pub spans: &'a [(&'static str, &'a str)],
+    pub vertices: &'a [(PhaseKind, VertexId)],
+    /// (phase, span): from the first start to the last end of subtask spans of that kind.
+    pub spans: &'a [(PhaseKind, SpanKind)],
     /// Like `spans`, for phases inside others: marked `nested`, left out of the overlap ratio.
-    pub nested_spans: &'a [(&'static str, &'a str)],
+    pub nested_spans: &'a [(PhaseKind, SpanKind)],
 }
 
 /// Everything the `--timeline` file holds.
@@ -90,7 +134,7 @@ impl Timeline {
         for &(name, vertex) in rules.vertices {
             let intervals = subtasks
                 .iter()
-                .filter(|s| s.vertex == vertex)
+                .filter(|s| s.vertex_id == vertex.0)
                 .map(|s| (s.start_us, s.end_us));
             phases.extend(hull(name, false, intervals));
         }
@@ -100,11 +144,13 @@ impl Timeline {
         for &(name, span_name) in rules.nested_spans {
             phases.extend(hull(name, true, span_intervals(&subtasks, span_name)));
         }
-        phases.extend(job_spans.iter().map(|s| Phase {
-            name: s.name,
-            start_us: s.start_us,
-            end_us: s.end_us,
-            nested: false,
+        phases.extend(job_spans.iter().filter_map(|s| {
+            Some(Phase {
+                name: PhaseKind::of_job_span(s.name)?,
+                start_us: s.start_us,
+                end_us: s.end_us,
+                nested: false,
+            })
         }));
         // In the order they began (stable: equal starts keep the rules' order).
         phases.sort_by_key(|p| p.start_us);
@@ -130,12 +176,12 @@ impl Timeline {
     }
 
     /// The phase called `name`.
-    pub fn phase(&self, name: &str) -> Option<&Phase> {
+    pub fn phase(&self, name: PhaseKind) -> Option<&Phase> {
         self.phases.iter().find(|p| p.name == name)
     }
 
     /// Microseconds during which both phases ran.
-    pub fn overlap_us(&self, a: &str, b: &str) -> u64 {
+    pub fn overlap_us(&self, a: PhaseKind, b: PhaseKind) -> u64 {
         match (self.phase(a), self.phase(b)) {
             (Some(a), Some(b)) => a
                 .end_us
@@ -204,9 +250,9 @@ impl Timeline {
         for (i, p) in self.phases.iter().enumerate() {
             let mut args = Map::new();
             args.insert("nested".into(), p.nested.into());
-            let item = TraceItem::new(p.name, "phase", p.start_us, p.end_us, args);
+            let item = TraceItem::new(p.name.as_str(), "phase", p.start_us, p.end_us, args);
             tracks.push((
-                format!("phase {}", p.name),
+                format!("phase {}", p.name.as_str()),
                 first_phase_tid + i as u64,
                 vec![item],
             ));
@@ -304,7 +350,7 @@ impl TraceItem {
         if let Some(records) = span.records {
             args.insert("records".into(), records.into());
         }
-        Self::new(span.name, "span", span.start_us, span.end_us, args)
+        Self::new(span.name.as_str(), "span", span.start_us, span.end_us, args)
     }
 }
 
@@ -333,10 +379,10 @@ fn nest_in_lanes(mut items: Vec<TraceItem>) -> Vec<Vec<TraceItem>> {
 }
 
 /// (start, end) of every subtask span called `name`.
-fn span_intervals<'a>(
-    subtasks: &'a [SubtaskReport],
-    name: &'a str,
-) -> impl Iterator<Item = (u64, u64)> + 'a {
+fn span_intervals(
+    subtasks: &[SubtaskReport],
+    name: SpanKind,
+) -> impl Iterator<Item = (u64, u64)> + '_ {
     subtasks
         .iter()
         .flat_map(|s| s.spans.iter())
@@ -345,7 +391,7 @@ fn span_intervals<'a>(
 }
 
 fn hull(
-    name: &'static str,
+    name: PhaseKind,
     nested: bool,
     intervals: impl Iterator<Item = (u64, u64)>,
 ) -> Option<Phase> {
@@ -413,6 +459,7 @@ mod tests {
     fn sub(vertex: &str, subtask: usize, s: u64, e: u64, spans: Vec<Span>) -> SubtaskReport {
         SubtaskReport {
             vertex: vertex.into(),
+            vertex_id: usize::from(vertex != "map"),
             subtask,
             start_us: s,
             end_us: e,
@@ -424,9 +471,15 @@ mod tests {
     }
 
     const RULES: PhaseRules<'static> = PhaseRules {
-        vertices: &[("map", "map")],
-        spans: &[("shuffle", "receive"), ("sort+write", "sort+write")],
-        nested_spans: &[("spill", "spill"), ("merge", "merge")],
+        vertices: &[(PhaseKind::Map, VertexId(0))],
+        spans: &[
+            (PhaseKind::Shuffle, SpanKind::Receive),
+            (PhaseKind::SortWrite, SpanKind::SortWrite),
+        ],
+        nested_spans: &[
+            (PhaseKind::Spill, SpanKind::Spill),
+            (PhaseKind::Merge, SpanKind::Merge),
+        ],
     };
 
     /// 2026-11-29T13:05:01.123456Z
@@ -443,17 +496,17 @@ mod tests {
                 0,
                 150,
                 vec![
-                    Span::new("receive", 0, 100).with_volume(2000, 20),
-                    Span::new("spill", 30, spill_end).with_volume(700, 7),
-                    Span::new("spill", 100, 105).with_volume(1300, 13),
-                    Span::new("sort+write", 100, 150).with_volume(2000, 20),
-                    Span::new("merge", 105, 150).with_volume(2000, 20),
+                    Span::new(SpanKind::Receive, 0, 100).with_volume(2000, 20),
+                    Span::new(SpanKind::Spill, 30, spill_end).with_volume(700, 7),
+                    Span::new(SpanKind::Spill, 100, 105).with_volume(1300, 13),
+                    Span::new(SpanKind::SortWrite, 100, 150).with_volume(2000, 20),
+                    Span::new(SpanKind::Merge, 105, 150).with_volume(2000, 20),
                 ],
             )
         };
         let mut odd = reducer(1, 60);
         // Does not nest with receive/sort+write: must go to a lane of its own.
-        odd.spans.push(Span::new("disk busy", 90, 120));
+        odd.spans.push(Span::new(SpanKind::DiskBusy, 90, 120));
         Timeline::new(
             "terasort",
             "pipelined",
@@ -466,7 +519,10 @@ mod tests {
                 odd,
             ],
             &RULES,
-            vec![Span::new("sample", 0, 3), Span::new("commit", 150, 160)],
+            vec![
+                Span::new(SpanKind::Sample, 0, 3),
+                Span::new(SpanKind::Commit, 150, 160),
+            ],
         )
     }
 
@@ -480,16 +536,22 @@ mod tests {
             vec![
                 sub("map", 0, 0, 80, vec![]),
                 sub("map", 1, 5, 100, vec![]),
-                sub("sort", 0, 0, 150, vec![Span::new("receive", 0, 100)]),
+                sub(
+                    "sort",
+                    0,
+                    0,
+                    150,
+                    vec![Span::new(SpanKind::Receive, 0, 100)],
+                ),
             ],
             &RULES,
-            vec![Span::new("commit", 150, 160)],
+            vec![Span::new(SpanKind::Commit, 150, 160)],
         );
-        assert_eq!(t.phase("map").unwrap().micros(), 100);
-        assert_eq!(t.overlap_us("map", "shuffle"), 100);
+        assert_eq!(t.phase(PhaseKind::Map).unwrap().micros(), 100);
+        assert_eq!(t.overlap_us(PhaseKind::Map, PhaseKind::Shuffle), 100);
         assert!((t.overlap_ratio - 210.0 / 160.0).abs() < 1e-9);
         // Nothing spilled: no spill or merge phase.
-        assert!(t.phase("spill").is_none() && t.phase("merge").is_none());
+        assert!(t.phase(PhaseKind::Spill).is_none() && t.phase(PhaseKind::Merge).is_none());
     }
 
     /// Out of core, spill and merge are phases of their own, nested: the overlap ratio still
@@ -497,7 +559,7 @@ mod tests {
     #[test]
     fn spill_and_merge_phases_are_nested() {
         let t = out_of_core();
-        let names: Vec<_> = t.phases.iter().map(|p| p.name).collect();
+        let names: Vec<_> = t.phases.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
             names,
             // In the order they began.
@@ -511,17 +573,17 @@ mod tests {
                 "commit"
             ]
         );
-        let spill = t.phase("spill").unwrap();
+        let spill = t.phase(PhaseKind::Spill).unwrap();
         assert_eq!(
             (spill.start_us, spill.end_us, spill.nested),
             (30, 105, true)
         );
-        let merge = t.phase("merge").unwrap();
+        let merge = t.phase(PhaseKind::Merge).unwrap();
         assert_eq!(
             (merge.start_us, merge.end_us, merge.nested),
             (105, 150, true)
         );
-        assert!(!t.phase("shuffle").unwrap().nested);
+        assert!(!t.phase(PhaseKind::Shuffle).unwrap().nested);
         // map 100 + shuffle 100 + sort+write 50 + sample 3 + commit 10.
         assert!((t.overlap_ratio - 263.0 / 160.0).abs() < 1e-9);
     }

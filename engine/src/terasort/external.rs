@@ -33,6 +33,7 @@ use super::{ProgressStep, SortShared};
 use crate::memory::{MemoryBudget, Reservation};
 use crate::output::RangeWriter;
 use crate::record::{key80, Checksum, RECORD_LEN};
+use crate::task::SpanKind;
 use crate::task::{
     micros_since, spawn_blocking, BoxFuture, Invokable, Span, SubtaskContext, SubtaskReport,
 };
@@ -160,7 +161,7 @@ impl Spiller {
     }
 
     /// Records a span from `start_us` to now that wrote `bytes` of records.
-    fn record_span(&mut self, name: &'static str, start_us: u64, bytes: u64) {
+    fn record_span(&mut self, name: SpanKind, start_us: u64, bytes: u64) {
         let span =
             Span::new(name, start_us, self.now_us()).with_volume(bytes, bytes / RECORD_LEN as u64);
         self.spans.push(span);
@@ -172,7 +173,11 @@ impl Spiller {
         let mut run = self.run_writer();
         arena.emit_sorted(|record| run.push(record))?;
         run.seal()?;
-        self.record_span("spill", start_us, self.written_bytes - written_before);
+        self.record_span(
+            SpanKind::Spill,
+            start_us,
+            self.written_bytes - written_before,
+        );
         Ok(())
     }
 }
@@ -401,7 +406,7 @@ impl Invokable for ExternalReduceTask {
             report.records_in = records;
             report.bytes_in = gate.metrics().bytes;
             report.spans.push(
-                Span::new("receive", report.start_us, ctx.now_us())
+                Span::new(SpanKind::Receive, report.start_us, ctx.now_us())
                     .with_volume(report.bytes_in, records),
             );
 
@@ -442,7 +447,7 @@ impl Invokable for ExternalReduceTask {
                 })
                 .await??;
             report.spans.push(
-                Span::new("sort+write", merge_start, ctx.now_us())
+                Span::new(SpanKind::SortWrite, merge_start, ctx.now_us())
                     .with_volume(checksum.records * RECORD_LEN as u64, checksum.records),
             );
             report.spans.extend(spiller.spans.iter().cloned());
@@ -560,12 +565,12 @@ fn merge_all(
         // still in order, which is all a sort promises.
         run.seal()?;
         read_bytes += bytes;
-        spiller.record_span("cascade", cascade_start, bytes);
+        spiller.record_span(SpanKind::Cascade, cascade_start, bytes);
     }
     let reader = spiller.writer.reader(spiller.runs.clone())?;
     let merged = merge_runs(&reader, &spiller.runs, read_ahead_bytes, &mut emit)?;
     read_bytes += merged;
-    spiller.record_span("merge", merge_start, merged);
+    spiller.record_span(SpanKind::Merge, merge_start, merged);
     Ok(read_bytes)
 }
 
@@ -622,16 +627,16 @@ mod tests {
         let mut spiller = spill(dir.path(), &runs, 10 * RECORD_LEN);
         let out = merged(&mut spiller).unwrap();
         // A span per pass over the disk: one per spilled run and per cascade, one merge.
-        let count = |name: &str| spiller.spans.iter().filter(|s| s.name == name).count();
-        assert_eq!(count("spill"), runs.len());
-        assert_eq!(count("cascade"), 1);
+        let count = |name: SpanKind| spiller.spans.iter().filter(|s| s.name == name).count();
+        assert_eq!(count(SpanKind::Spill), runs.len());
+        assert_eq!(count(SpanKind::Cascade), 1);
         assert_eq!(
-            (count("spill") + count("cascade")) as u64,
+            (count(SpanKind::Spill) + count(SpanKind::Cascade)) as u64,
             spiller.runs_written
         );
-        assert_eq!(count("merge"), 1);
+        assert_eq!(count(SpanKind::Merge), 1);
         let merge = spiller.spans.last().unwrap();
-        assert_eq!(merge.name, "merge");
+        assert_eq!(merge.name, SpanKind::Merge);
         assert_eq!(merge.bytes, Some(out.len() as u64));
         assert_eq!(merge.records, Some((out.len() / RECORD_LEN) as u64));
         let spill = &spiller.spans[0];
@@ -641,7 +646,7 @@ mod tests {
         );
         for s in &spiller.spans {
             assert!(s.start_us <= s.end_us, "{s:?}");
-            if s.name != "merge" {
+            if s.name != SpanKind::Merge {
                 assert!(s.end_us <= merge.end_us, "{s:?} ends after the merge");
             }
         }

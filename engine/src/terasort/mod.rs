@@ -30,14 +30,15 @@ use shuffle::spill::{Compression, IoEngine, WriterOptions};
 use shuffle::{BufferPool, ResultPartitionType};
 use tracing::info;
 
-use crate::graph::{Distribution, JobGraph};
+use crate::graph::{Distribution, JobGraph, VertexId};
 use crate::memory::{MemoryBudget, Reservation};
 use crate::output::{IoMode, OutputTarget};
 use crate::record::{Checksum, RECORD_LEN};
 use crate::scheduler;
+use crate::task::SpanKind;
 use crate::task::{micros_since, Span};
 use crate::tempdir::JobTempDir;
-use crate::timeline::Timeline;
+use crate::timeline::{PhaseKind, Timeline};
 use crate::EngineError;
 use partitioner::{boundaries_from_samples, RangePartitioner, KEY_SPACE_END};
 
@@ -445,18 +446,28 @@ pub struct IoSummary {
 }
 
 impl IoSummary {
-    fn from_subtasks(subtasks: &[crate::task::SubtaskReport], input_bytes: u64) -> Self {
-        let sum = |vertex: &str, f: fn(&crate::task::SubtaskReport) -> u64| -> u64 {
-            subtasks.iter().filter(|s| s.vertex == vertex).map(f).sum()
+    /// Sums the reports of the map and the sort vertex.
+    fn from_subtasks(
+        subtasks: &[crate::task::SubtaskReport],
+        map: VertexId,
+        sort: VertexId,
+        input_bytes: u64,
+    ) -> Self {
+        let sum = |vertex: VertexId, f: fn(&crate::task::SubtaskReport) -> u64| -> u64 {
+            subtasks
+                .iter()
+                .filter(|s| s.vertex_id == vertex.0)
+                .map(f)
+                .sum()
         };
         let mut io = IoSummary {
-            input_read_bytes: sum("map", |s| s.bytes_in),
-            spill_written_bytes: sum("sort", |s| s.spill_written_bytes)
-                + sum("map", |s| s.spill_written_bytes),
-            hybrid_spilled_bytes: sum("map", |s| s.spill_written_bytes),
-            spill_read_bytes: sum("sort", |s| s.spill_read_bytes),
-            output_written_bytes: sum("sort", |s| s.bytes_out),
-            spilled_runs: sum("sort", |s| s.spilled_runs),
+            input_read_bytes: sum(map, |s| s.bytes_in),
+            spill_written_bytes: sum(sort, |s| s.spill_written_bytes)
+                + sum(map, |s| s.spill_written_bytes),
+            hybrid_spilled_bytes: sum(map, |s| s.spill_written_bytes),
+            spill_read_bytes: sum(sort, |s| s.spill_read_bytes),
+            output_written_bytes: sum(sort, |s| s.bytes_out),
+            spilled_runs: sum(sort, |s| s.spilled_runs),
             ..Default::default()
         };
         if input_bytes > 0 {
@@ -920,19 +931,19 @@ pub fn run_uncommitted(
 
     // The job checks itself before anything becomes visible: what the maps read and what
     // the reducers wrote, summed once per finished subtask from their reports.
-    let sum = |vertex: &str, of: fn(&crate::task::SubtaskReport) -> Option<Checksum>| {
+    let sum = |vertex: VertexId, of: fn(&crate::task::SubtaskReport) -> Option<Checksum>| {
         result
             .subtasks
             .iter()
-            .filter(|s| s.vertex == vertex)
+            .filter(|s| s.vertex_id == vertex.0)
             .filter_map(of)
             .fold(Checksum::default(), |mut total, c| {
                 total.merge(c);
                 total
             })
     };
-    let input_checksum = sum("map", |s| s.checksum_in);
-    let output_checksum = sum("sort", |s| s.checksum_out);
+    let input_checksum = sum(map, |s| s.checksum_in);
+    let output_checksum = sum(reduce, |s| s.checksum_out);
     if input_checksum.records != records {
         return Err(EngineError::Integrity {
             what: format!("maps read {} records of {records}", input_checksum.records),
@@ -971,13 +982,19 @@ pub fn run_uncommitted(
         wall_us,
         result.subtasks,
         &crate::timeline::PhaseRules {
-            vertices: &[("map", "map")],
-            spans: &[("shuffle", "receive"), ("sort+write", "sort+write")],
-            nested_spans: &[("spill", "spill"), ("merge", "merge")],
+            vertices: &[(PhaseKind::Map, map)],
+            spans: &[
+                (PhaseKind::Shuffle, SpanKind::Receive),
+                (PhaseKind::SortWrite, SpanKind::SortWrite),
+            ],
+            nested_spans: &[
+                (PhaseKind::Spill, SpanKind::Spill),
+                (PhaseKind::Merge, SpanKind::Merge),
+            ],
         },
         vec![
-            Span::new("sample", 0, sample_us),
-            Span::new("commit", commit_start, wall_us),
+            Span::new(SpanKind::Sample, 0, sample_us),
+            Span::new(SpanKind::Commit, commit_start, wall_us),
         ],
     );
     let report = SortReport {
@@ -998,7 +1015,7 @@ pub fn run_uncommitted(
             "in-memory"
         },
         memory_budget_bytes: config.memory_bytes,
-        io: IoSummary::from_subtasks(&timeline.subtasks, size),
+        io: IoSummary::from_subtasks(&timeline.subtasks, map, reduce, size),
         timeline,
     };
     Ok(FinishedSort { report, target })

@@ -12,6 +12,7 @@ use super::sorter::{position, Entry, EntrySorter};
 use super::{ProgressStep, SortShared};
 use crate::output::WriteStats;
 use crate::record::{prefetch_record, Checksum, RECORD_LEN};
+use crate::task::SpanKind;
 use crate::task::{spawn_blocking, BoxFuture, Invokable, Span, SubtaskContext, SubtaskReport};
 use crate::EngineError;
 use shuffle::Received;
@@ -68,7 +69,7 @@ impl Invokable for ReduceTask {
             report.records_in = records;
             report.bytes_in = received.bytes;
             report.spans.push(
-                Span::new("receive", report.start_us, ctx.now_us())
+                Span::new(SpanKind::Receive, report.start_us, ctx.now_us())
                     .with_volume(received.bytes, records),
             );
 
@@ -106,17 +107,17 @@ impl Invokable for ReduceTask {
                 .await??;
             let end = ctx.now_us();
             report.spans.push(
-                Span::new("sort+write", sort_start, end)
+                Span::new(SpanKind::SortWrite, sort_start, end)
                     .with_volume(checksum.records * RECORD_LEN as u64, checksum.records),
             );
             // Totals inside sort+write, drawn as spans that end with it.
             report.spans.push(Span::new(
-                "disk busy",
+                SpanKind::DiskBusy,
                 end.saturating_sub(write_stats.io_busy_us),
                 end,
             ));
             report.spans.push(Span::new(
-                "waiting for disk",
+                SpanKind::WaitingForDisk,
                 end.saturating_sub(write_stats.wait_for_io_us),
                 end,
             ));
