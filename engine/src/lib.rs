@@ -10,6 +10,7 @@ pub mod graph;
 pub mod memory;
 pub mod output;
 pub mod paths;
+pub mod process;
 pub mod record;
 pub mod scheduler;
 pub mod source;
