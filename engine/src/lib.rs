@@ -5,7 +5,6 @@
 
 pub mod cleanup;
 mod error;
-pub mod floor;
 pub mod graph;
 pub mod memory;
 pub mod output;

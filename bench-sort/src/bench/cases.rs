@@ -11,6 +11,7 @@ use engine::spill::IoEngine;
 
 use super::child::{gnu_sort_once, sort_once};
 use super::config::RSS_TOLERANCE;
+use super::floor;
 use super::machine::{check_free_space, cores};
 use super::report::{comparisons, gb, mib, variant_report};
 use super::work::{remove, remove_leftovers, WorkDir};
@@ -78,12 +79,11 @@ pub(super) fn run_case(
     let mut sort_runs = Vec::with_capacity(config.runs);
     for run in 1..=config.runs {
         let out = work.file(&format!("{stem}.floor.out"));
-        let copied =
-            engine::floor::copy_file(&input, &out, IoMode::Auto, cores(), FLOOR_CHUNK_BYTES)
-                .map_err(|source| BenchError::Floor {
-                    input: input.clone(),
-                    source,
-                });
+        let copied = floor::copy_file(&input, &out, IoMode::Auto, cores(), FLOOR_CHUNK_BYTES)
+            .map_err(|source| BenchError::Floor {
+                input: input.clone(),
+                source,
+            });
         remove(&out)?;
         let floor_s = copied?.wall.as_secs_f64();
         progress(&format!(
@@ -219,7 +219,7 @@ pub(super) fn run_out_of_core(
             let variant = &OOC_VARIANTS[i];
             let name = variant.name;
             let out = work.file(&format!("{stem}.floor.out"));
-            let floor = engine::floor::two_pass_floor(
+            let floor = floor::two_pass_floor(
                 &input,
                 &spill_dir,
                 &out,

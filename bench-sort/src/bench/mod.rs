@@ -6,7 +6,7 @@
 //! 1. Generate the input with [`gensort::generate_to_file`] and keep its checksum, then read
 //!    the input once so that every tool starts from the page cache.
 //! 2. `runs` times, interleaved so that noise hits both:
-//!    - the **floor**: [`engine::floor::copy_file`] copies the input through the sort's own
+//!    - the **floor**: [`floor::copy_file`] copies the input through the sort's own
 //!      I/O path (direct I/O where possible, one writer per core, 8 MiB chunks, fsync);
 //!    - the **sort**: `millrace sort INPUT OUTPUT --json --timeline FILE` as a child process;
 //!      its JSON gives the job's wall time, phases and peak RSS.
@@ -33,7 +33,7 @@
 //! 2. `runs` times, and in each run every [`OOC_VARIANTS`] entry in turn (default, pwrite
 //!    spills, no compression, lz4 always; run `r` starts with variant `r`, so with 4 runs
 //!    each variant goes first once, right after the generation's writes):
-//!    - the **two-pass floor**: [`engine::floor::two_pass_floor`] writes the input to segment
+//!    - the **two-pass floor**: [`floor::two_pass_floor`] writes the input to segment
 //!      files and reads them back into the output with the variant's spill engine and
 //!      compression (write + read + write + read of the same bytes, durable);
 //!    - the **sort**: `millrace sort INPUT OUTPUT --json --memory B --spill-dir DIR
@@ -67,6 +67,7 @@ mod cases;
 mod child;
 mod config;
 mod error;
+pub mod floor;
 mod machine;
 mod report;
 mod work;

@@ -6,16 +6,15 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use shuffle::spill::{
+use engine::output::{IoMode, OutputTarget, RangeWriter};
+use engine::record::RECORD_LEN;
+use engine::spill::{
     Compression, FileIndex, IoEngine, SegmentFileReader, SegmentFileWriter, SegmentIndex,
     WriterOptions,
 };
-
-use crate::output::{IoMode, OutputTarget, RangeWriter};
-use crate::record::RECORD_LEN;
-use crate::tempdir::JobTempDir;
-use crate::terasort::input::{map_input, open_input};
-use crate::EngineError;
+use engine::tempdir::JobTempDir;
+use engine::terasort::input::{map_input, open_input};
+use engine::EngineError;
 
 /// What copying took.
 #[derive(Clone, Copy, Debug)]
@@ -280,7 +279,7 @@ mod tests {
         let report = copy_file(&input, &output, IoMode::Auto, 2, 1 << 16).unwrap();
         assert_eq!(report.bytes, bytes.len() as u64);
         assert_eq!(std::fs::read(&output).unwrap(), bytes);
-        assert!(crate::process::peak_rss_bytes().unwrap() > 0);
+        assert!(engine::process::peak_rss_bytes().unwrap() > 0);
     }
 
     /// Both passes move every byte, in order, with either engine and codec; the output is
