@@ -5,11 +5,11 @@
 
 pub mod cleanup;
 mod error;
-pub mod floor;
 pub mod graph;
 pub mod memory;
 pub mod output;
 pub mod paths;
+pub mod process;
 pub mod record;
 pub mod scheduler;
 pub mod source;

@@ -694,7 +694,7 @@ pub fn run_uncommitted(
 ) -> Result<FinishedSort, EngineError> {
     let job_start = Instant::now();
     let started_at = std::time::SystemTime::now();
-    let cpu_start = crate::floor::cpu_seconds();
+    let cpu_start = crate::process::cpu_seconds();
     config.check_limits()?;
     // Every path is checked before a stream is spooled or a byte read.
     let kind = if config.parts {
@@ -1007,8 +1007,8 @@ pub fn run_uncommitted(
         reducers: config.reducers,
         wall_us,
         sample_us,
-        peak_rss_bytes: crate::floor::peak_rss_bytes(),
-        cpu_s: crate::floor::cpu_seconds() - cpu_start,
+        peak_rss_bytes: crate::process::peak_rss_bytes(),
+        cpu_s: crate::process::cpu_seconds() - cpu_start,
         plan: if shared.external.is_some() {
             "out-of-core"
         } else {

@@ -6,16 +6,15 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use shuffle::spill::{
+use engine::output::{IoMode, OutputTarget, RangeWriter};
+use engine::record::RECORD_LEN;
+use engine::spill::{
     Compression, FileIndex, IoEngine, SegmentFileReader, SegmentFileWriter, SegmentIndex,
     WriterOptions,
 };
-
-use crate::output::{IoMode, OutputTarget, RangeWriter};
-use crate::record::RECORD_LEN;
-use crate::tempdir::JobTempDir;
-use crate::terasort::input::{map_input, open_input};
-use crate::EngineError;
+use engine::tempdir::JobTempDir;
+use engine::terasort::input::{map_input, open_input};
+use engine::EngineError;
 
 /// What copying took.
 #[derive(Clone, Copy, Debug)]
@@ -266,20 +265,6 @@ fn in_parallel<I: Sync, T: Send>(
     })
 }
 
-/// Peak resident memory of this process so far (`VmHWM`), in bytes; `None` off Linux.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// CPU time (user + system, all threads) this process has used so far, in seconds.
-pub fn cpu_seconds() -> f64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,7 +279,7 @@ mod tests {
         let report = copy_file(&input, &output, IoMode::Auto, 2, 1 << 16).unwrap();
         assert_eq!(report.bytes, bytes.len() as u64);
         assert_eq!(std::fs::read(&output).unwrap(), bytes);
-        assert!(peak_rss_bytes().unwrap() > 0);
+        assert!(engine::process::peak_rss_bytes().unwrap() > 0);
     }
 
     /// Both passes move every byte, in order, with either engine and codec; the output is

@@ -1,0 +1,316 @@
+//! `millrace bench sort`: measures the TeraSort job against this machine's floor and against
+//! GNU sort, and writes a report that can be compared across commits.
+//!
+//! For every size and format (binary always, ASCII with [`BenchConfig::ascii`]) a case runs:
+//!
+//! 1. Generate the input with [`gensort::generate_to_file`] and keep its checksum, then read
+//!    the input once so that every tool starts from the page cache.
+//! 2. `runs` times, interleaved so that noise hits both:
+//!    - the **floor**: [`floor::copy_file`] copies the input through the sort's own
+//!      I/O path (direct I/O where possible, one writer per core, 8 MiB chunks, fsync);
+//!    - the **sort**: `millrace sort INPUT OUTPUT --json --timeline FILE` as a child process;
+//!      its JSON gives the job's wall time, phases and peak RSS.
+//!      The output is validated with [`valsort::validate_path`] and must hold exactly the
+//!      generated records (count and checksum), or the bench fails.
+//! 3. ASCII only, once: `LC_ALL=C sort --parallel=CORES -S 50% -o OUT INPUT`, then an fsync of
+//!    OUT, validated the same way (on gensort ASCII lines the whole-line order is key order).
+//!    Skipped with a reason when `sort` is missing or is not GNU sort.
+//!
+//! Every output is deleted right after it is measured, and each input after its case unless
+//! [`BenchConfig::keep`].
+//! Medians are reported, and the sort's peak RSS is the largest seen.
+//!
+//! # The out-of-core case
+//!
+//! With [`BenchConfig::out_of_core`], one more case runs after the others: a binary input far
+//! larger than the memory budget (160M records = 16 GB under 2 GiB by default), sorted with
+//! `--memory`, so that the sort spills runs and merges them.
+//!
+//! 1. Check that the bench folder's file system has room for input, spill and output
+//!    (3× the input + 10%, from `df`), before anything else runs and again before generating;
+//!    fail if not. Generate the input and fsync it (it is not warmed: it may not fit the
+//!    page cache, and what the previous step left cached of it is not controlled).
+//! 2. `runs` times, and in each run every [`OOC_VARIANTS`] entry in turn (default, pwrite
+//!    spills, no compression, lz4 always; run `r` starts with variant `r`, so with 4 runs
+//!    each variant goes first once, right after the generation's writes):
+//!    - the **two-pass floor**: [`floor::two_pass_floor`] writes the input to segment
+//!      files and reads them back into the output with the variant's spill engine and
+//!      compression (write + read + write + read of the same bytes, durable);
+//!    - the **sort**: `millrace sort INPUT OUTPUT --json --memory B --spill-dir DIR
+//!      --spill-io E --compress C`, with its spill folder inside the bench's work folder;
+//!      the output is validated as above and both outputs are deleted before the next step.
+//! 3. Per variant: sort/floor (target ≤ [`OOC_TARGET_RATIO`]), bytes read and written per
+//!    phase as the job counts them, peak RSS against the budget; then io_uring against pwrite
+//!    and lz4 on against off.
+//!
+//! # Files
+//!
+//! ```text
+//! <dir>/bench-report.json                    the JSON report of the last successful bench
+//! <dir>/bench-timeline-<size>-<format>.json  its last sort run's --timeline, per case
+//! <dir>/bench-timeline-<size>-ooc-<variant>.json  the same for out-of-core variants
+//! <dir>/run-<pid>/                           inputs and outputs of one bench (a WorkDir)
+//! <dir>/run-<pid>/spill/                     spill folder of the out-of-core sorts and floors
+//! <dir>/run-<pid>/millrace                   the binary every sort runs, copied at the start
+//! ```
+//!
+//! Timelines are written inside `run-<pid>/` and moved out only when the whole bench succeeds.
+//!
+//! The `run-<pid>` folder is private to one bench, so concurrent benches in the same `--dir`
+//! do not collide; dropping its [`WorkDir`] removes what it holds (except kept inputs) also when
+//! the bench fails half way, and it is registered with [`engine::cleanup`] for interruptions.
+//!
+//! [`gensort::generate_to_file`]: crate::gensort::generate_to_file
+//! [`valsort::validate_path`]: crate::valsort::validate_path
+
+mod cases;
+mod child;
+mod config;
+mod error;
+pub mod floor;
+mod machine;
+mod report;
+mod work;
+
+use std::fs;
+
+use engine::paths;
+use engine::record::RECORD_LEN;
+
+use crate::gensort::Format;
+
+pub use child::{ChildIo, ChildPhase, ChildReport};
+pub use config::{
+    parse_record_counts, size_label, BenchConfig, OocVariant, OutOfCoreConfig, OOC_TARGET_RATIO,
+    OOC_VARIANTS,
+};
+pub use error::BenchError;
+pub use machine::Machine;
+pub use report::{
+    median, BenchReport, CaseReport, Comparison, FloorRun, GnuSort, OocVariantReport,
+    OutOfCoreReport, SortRun,
+};
+
+use cases::{run_case, run_out_of_core};
+use child::gnu_sort_version;
+use machine::{check_free_space, free_bytes, git_commit};
+use work::WorkDir;
+
+/// Runs the bench and writes `<dir>/bench-report.json`; `progress` gets one short line per
+/// step.
+pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport, BenchError> {
+    config.check()?;
+    // The report's name must be usable before minutes are spent (checked again at the end).
+    let report_path = config.dir.join("bench-report.json");
+    if config.dir.is_dir() {
+        let report = paths::Write::new("bench report", &report_path, paths::OutputKind::File);
+        paths::check(&[], &[report], true).map_err(|source| BenchError::Output {
+            source: Box::new(source),
+        })?;
+    }
+    // Now, with the binary: a long bench may outlive the commit it measures.
+    let commit = git_commit();
+    let mut work = WorkDir::create(&config.dir)?;
+    // Every sort runs this copy: a build that replaces the binary while the bench runs (a
+    // shared target folder) would otherwise mix two versions in one report.
+    let exe = work.file("millrace");
+    fs::copy(&config.millrace_exe, &exe).map_err(|source| BenchError::Io {
+        op: "copy the millrace binary to",
+        path: exe.clone(),
+        source,
+    })?;
+    let config = &BenchConfig {
+        millrace_exe: exe,
+        ..config.clone()
+    };
+    if let Some(ooc) = &config.out_of_core {
+        // Fail before spending minutes on the other cases.
+        check_free_space(&work.path, ooc)?;
+    }
+    // In memory, one case at a time holds its input, the floor's copy and the sort's output.
+    if let Some(&largest) = config.records.iter().max() {
+        let needed_bytes = largest.saturating_mul(3 * RECORD_LEN as u64);
+        let available_bytes = free_bytes(&work.path)?;
+        if available_bytes < needed_bytes {
+            return Err(BenchError::NoSpace {
+                dir: work.path.clone(),
+                what: format!(
+                    "the {largest}-record case (input, floor copy and sort output at once)"
+                ),
+                needed_bytes,
+                available_bytes,
+            });
+        }
+    }
+    let gnu = if config.ascii {
+        gnu_sort_version()
+    } else {
+        Err("no ASCII cases".to_owned())
+    };
+    let mut cases = Vec::new();
+    let mut timelines = Vec::new();
+    for &records in &config.records {
+        let formats: &[Format] = if config.ascii {
+            &[Format::Binary, Format::Ascii]
+        } else {
+            &[Format::Binary]
+        };
+        for &format in formats {
+            let (case, timeline) = run_case(config, &mut work, records, format, &gnu, progress)?;
+            timelines.push((timeline, case.timeline.clone()));
+            cases.push(case);
+        }
+    }
+    let out_of_core = match &config.out_of_core {
+        None => None,
+        Some(ooc) => {
+            let report = run_out_of_core(config, ooc, &mut work, progress)?;
+            timelines.extend(report.variants.iter().map(|v| {
+                (
+                    work.file(&format!("{}-ooc-{}.timeline.json", report.size, v.variant)),
+                    v.timeline.clone(),
+                )
+            }));
+            Some(report)
+        }
+    };
+    let report = BenchReport {
+        machine: Machine::detect(&config.dir),
+        commit,
+        unix_time_s: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        runs: config.runs,
+        cases,
+        out_of_core,
+    };
+    // The bench replaces its own earlier reports in its folder, but never writes through a
+    // link or into a device or FIFO that stands under one of their names.
+    let path = config.dir.join("bench-report.json");
+    let mut outputs: Vec<paths::Write> = timelines
+        .iter()
+        .map(|(_, to)| paths::Write::new("bench timeline", to, paths::OutputKind::File))
+        .collect();
+    outputs.push(paths::Write::new(
+        "bench report",
+        &path,
+        paths::OutputKind::File,
+    ));
+    paths::check(&[], &outputs, true).map_err(|source| BenchError::Output {
+        source: Box::new(source),
+    })?;
+    for (from, to) in &timelines {
+        fs::rename(from, to).map_err(|source| BenchError::Io {
+            op: "move the sort timeline to",
+            path: to.clone(),
+            source,
+        })?;
+    }
+    engine::output::PendingFile::with_bytes(
+        &path,
+        "bench report",
+        true,
+        (report.to_json() + "\n").as_bytes(),
+    )
+    .and_then(engine::output::PendingFile::publish)
+    .map_err(|source| BenchError::Report {
+        path: path.clone(),
+        source,
+    })?;
+    progress(&format!("report written to {}", path.display()));
+    if config.keep {
+        progress(&format!("inputs kept in {}", work.path.display()));
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// A failing sort child fails the bench and leaves nothing behind but a kept input; the
+    /// `--dir` it created goes too.
+    #[test]
+    fn failed_sort_fails_the_bench_and_cleans_up() {
+        for keep in [false, true] {
+            let root = tempfile::tempdir().unwrap();
+            let config = BenchConfig {
+                records: vec![1000],
+                ascii: false,
+                dir: root.path().join("bench"),
+                keep,
+                runs: 1,
+                millrace_exe: PathBuf::from("/bin/false"),
+                out_of_core: None,
+            };
+            let result = run(&config, &|_| {});
+            assert!(
+                matches!(
+                    &result,
+                    Err(BenchError::ChildFailed {
+                        tool: "millrace sort",
+                        ..
+                    })
+                ),
+                "{result:?}"
+            );
+            let left: Vec<_> = fs::read_dir(&config.dir)
+                .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+                .unwrap_or_default();
+            if keep {
+                // Only the kept input, in the run folder.
+                assert_eq!(left.len(), 1, "{left:?}");
+                let run_dir = config.dir.join(&left[0]);
+                let inside: Vec<_> = fs::read_dir(run_dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name())
+                    .collect();
+                assert_eq!(inside, ["1k-binary.in"]);
+            } else {
+                assert!(left.is_empty(), "{left:?}");
+                assert!(!config.dir.exists());
+            }
+        }
+    }
+
+    /// The out-of-core case measures its floor, then a failing sort fails the bench, and
+    /// nothing is left: input, floor output, spill folder, work folder.
+    #[test]
+    fn failed_out_of_core_sort_fails_the_bench_and_cleans_up() {
+        let root = tempfile::tempdir().unwrap();
+        let config = BenchConfig {
+            records: Vec::new(),
+            ascii: false,
+            dir: root.path().join("bench"),
+            keep: false,
+            runs: 1,
+            millrace_exe: PathBuf::from("/bin/false"),
+            out_of_core: Some(OutOfCoreConfig {
+                records: 100_000,
+                memory_bytes: 4 << 20,
+            }),
+        };
+        let lines = std::sync::Mutex::new(Vec::new());
+        let result = run(&config, &|line| lines.lock().unwrap().push(line.to_owned()));
+        assert!(
+            matches!(
+                &result,
+                Err(BenchError::ChildFailed {
+                    tool: "millrace sort",
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        let lines = lines.into_inner().unwrap();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("two-pass floor 1/1 100k-ooc default:")),
+            "{lines:?}"
+        );
+        assert!(!config.dir.exists());
+    }
+}
