@@ -225,6 +225,18 @@ pub fn execute(
     let mut inputs: Vec<Vec<Vec<Slot<InputGate>>>> = slots(&graph);
     let mut outputs: Vec<Vec<Vec<Slot<ResultPartition>>>> = slots(&graph);
     let mut retryable = vec![true; graph.vertices.len()];
+    // Per vertex, the source vertex of each input edge, in edge order.
+    let mut input_sources: Vec<Vec<usize>> = vec![Vec::new(); graph.vertices.len()];
+    for edge in &graph.edges {
+        input_sources[edge.target.0].push(edge.source.0);
+    }
+    // Per vertex, its subtasks' summed partition counts, published when all finished.
+    let count_senders: Vec<tokio::sync::watch::Sender<Option<Arc<Vec<u64>>>>> = graph
+        .vertices
+        .iter()
+        .map(|_| tokio::sync::watch::channel(None).0)
+        .collect();
+    let mut count_sums: Vec<(usize, Vec<u64>)> = vec![(0, Vec::new()); graph.vertices.len()];
     for (e, edge) in graph.edges.iter().enumerate() {
         let producers = graph.vertices[edge.source.0].parallelism;
         let consumers = graph.vertices[edge.target.0].parallelism;
@@ -338,6 +350,10 @@ pub fn execute(
             distributions: distributions[v].clone(),
             attempt,
             splits: vertex.splits.clone(),
+            input_counts: input_sources[v]
+                .iter()
+                .map(|&source| count_senders[source].subscribe())
+                .collect(),
             job_start,
         })
     };
@@ -414,6 +430,17 @@ pub fn execute(
                         store.commit(subtask, attempt);
                     }
                     execution.set_state(v, subtask, ExecutionState::Finished);
+                    let (finished, sums) = &mut count_sums[v];
+                    *finished += 1;
+                    if sums.len() < report.partition_records.len() {
+                        sums.resize(report.partition_records.len(), 0);
+                    }
+                    for (sum, records) in sums.iter_mut().zip(&report.partition_records) {
+                        *sum += records;
+                    }
+                    if *finished == graph.vertices[v].parallelism {
+                        count_senders[v].send_replace(Some(Arc::new(std::mem::take(sums))));
+                    }
                     reports.push(((v, subtask), report));
                 }
                 Err(error) => {

@@ -51,6 +51,9 @@ pub struct SubtaskContext {
     pub attempt: u32,
     /// The splits of a source vertex, handed out on demand (`None` for other vertices).
     pub splits: Option<std::sync::Arc<crate::source::SplitEnumerator>>,
+    /// Per input edge: the producer vertex's summed `partition_records`, once all its
+    /// subtasks finished.
+    pub input_counts: Vec<tokio::sync::watch::Receiver<Option<std::sync::Arc<Vec<u64>>>>>,
     /// When the job started; timeline times count from here.
     pub job_start: Instant,
 }
@@ -71,6 +74,29 @@ impl SubtaskContext {
     /// Microseconds since the job started.
     pub fn now_us(&self) -> u64 {
         micros_since(self.job_start)
+    }
+
+    /// How many records every producer of input edge `input` sent to each consumer, summed
+    /// over the producers; waits until every producer subtask has finished. A job-level
+    /// aggregate the runtime computes from the producers' reports (how a reducer learns
+    /// where its range of the output starts).
+    pub async fn input_partition_counts(
+        &mut self,
+        input: usize,
+    ) -> Result<std::sync::Arc<Vec<u64>>, EngineError> {
+        let counts = self
+            .input_counts
+            .get_mut(input)
+            .ok_or_else(|| EngineError::Internal {
+                what: format!("{} {} has no input edge {input}", self.vertex, self.subtask),
+            })?;
+        let ready = counts
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| EngineError::Internal {
+                what: "the producers' record counts never came".into(),
+            })?;
+        Ok(ready.clone().expect("waited for Some"))
     }
 }
 
@@ -184,6 +210,10 @@ pub struct SubtaskReport {
     pub bytes_out: u64,
     /// Time spent waiting for credit on output channels.
     pub backpressure_us: u64,
+    /// Records this subtask sent to each consumer of its first output edge; the runtime sums
+    /// them over the vertex once every subtask finished (see
+    /// [`SubtaskContext::input_partition_counts`]).
+    pub partition_records: Vec<u64>,
     /// What this attempt read and wrote, as order-independent record checksums: the job
     /// sums them once per finished subtask (no shared counters beside the graph).
     pub checksum_in: Option<crate::record::Checksum>,

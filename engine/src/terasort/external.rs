@@ -410,7 +410,7 @@ impl Invokable for ExternalReduceTask {
                     .with_volume(report.bytes_in, records),
             );
 
-            let (file, start, len) = output_range(&shared, me, records).await?;
+            let (file, start, len) = output_range(&shared, &mut ctx, records).await?;
             let write_chunk_bytes = shared.write_chunk_bytes;
             // Read-ahead per run: the arenas' share of the budget, spread over the runs.
             let runs = spiller.runs.len() as u64 + 1;

@@ -49,6 +49,12 @@ impl Invokable for MapTask {
                 .map(|_| shared.pool.take())
                 .collect();
             let mut checksum = Checksum::default();
+            // Records sent to each reducer: the runtime sums them into output offsets.
+            let mut sent = vec![0u64; out.num_subpartitions()];
+            let payload_bytes = match &shared.input {
+                Input::Mapped(_) => Entries::BYTES,
+                Input::Read(_) => Records::BYTES,
+            };
             // The edge says where each record goes.
             let ranges = match ctx.distributions.first() {
                 Some(Distribution::Range(boundaries)) => {
@@ -107,6 +113,7 @@ impl Invokable for MapTask {
                         if let Some(reducer) = full {
                             let buffer =
                                 std::mem::replace(&mut buffers[reducer], shared.pool.take());
+                            sent[reducer] += (buffer.len() / payload_bytes) as u64;
                             if let Some(free) = out.send(reducer, buffer).await? {
                                 shared.pool.recycle(free);
                             }
@@ -120,6 +127,7 @@ impl Invokable for MapTask {
                 }
             }
             for (reducer, buffer) in buffers.into_iter().enumerate() {
+                sent[reducer] += (buffer.len() / payload_bytes) as u64;
                 if buffer.is_empty() {
                     shared.pool.recycle(buffer);
                 } else if let Some(free) = out.send(reducer, buffer).await? {
@@ -127,6 +135,7 @@ impl Invokable for MapTask {
                 }
             }
             report.spill_written_bytes = out.spilled_bytes();
+            report.partition_records = sent;
             out.finish()?;
             let sent = out.metrics();
             report.records_in = checksum.records;

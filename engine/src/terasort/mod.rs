@@ -513,8 +513,6 @@ struct SortShared {
     parts: bool,
     read_chunk_bytes: usize,
     write_chunk_bytes: usize,
-    /// Records each reducer received, published when its input has ended.
-    reducer_records: tokio::sync::watch::Sender<Vec<Option<u64>>>,
     progress: Arc<Progress>,
     /// Set when the sort spills (out-of-core plan).
     external: Option<ExternalPlan>,
@@ -833,7 +831,6 @@ pub fn run_uncommitted(
         parts: target.has_parts(),
         read_chunk_bytes,
         write_chunk_bytes,
-        reducer_records: tokio::sync::watch::channel(vec![None; config.reducers]).0,
         progress: progress.clone(),
         external: external.map(|(plan, _)| plan),
     });

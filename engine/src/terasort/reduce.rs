@@ -73,7 +73,7 @@ impl Invokable for ReduceTask {
                     .with_volume(received.bytes, records),
             );
 
-            let (file, start, len) = output_range(&shared, me, records).await?;
+            let (file, start, len) = output_range(&shared, &mut ctx, records).await?;
 
             let sort_start = ctx.now_us();
             let write_chunk_bytes = shared.write_chunk_bytes;
@@ -134,33 +134,29 @@ impl Invokable for ReduceTask {
 /// byte offset (after the ranges before it, or 0 in a part file) and the length.
 pub(super) async fn output_range(
     shared: &SortShared,
-    me: usize,
+    ctx: &mut SubtaskContext,
     records: u64,
 ) -> Result<(crate::output::OutputFile, u64, u64), EngineError> {
-    shared
-        .reducer_records
-        .send_modify(|counts| counts[me] = Some(records));
+    let me = ctx.subtask;
     let file = shared.output[me].clone();
     let len = records * RECORD_LEN as u64;
+    // What the maps sent to every reducer, summed by the runtime once they all finished.
+    let counts = ctx.input_partition_counts(0).await?;
+    if counts.get(me) != Some(&records) {
+        return Err(EngineError::Integrity {
+            what: format!(
+                "reducer {me} received {records} records, the maps sent it {:?}",
+                counts.get(me)
+            ),
+        });
+    }
     let start = if shared.parts {
         if len > 0 {
             file.preallocate(len)?;
         }
         0
     } else {
-        offset_of(shared, me).await? * RECORD_LEN as u64
+        counts[..me].iter().sum::<u64>() * RECORD_LEN as u64
     };
     Ok((file, start, len))
-}
-
-/// Records in the ranges before `me`, once their reducers have published them.
-async fn offset_of(shared: &SortShared, me: usize) -> Result<u64, EngineError> {
-    let mut counts = shared.reducer_records.subscribe();
-    let ready = counts
-        .wait_for(|counts| counts[..me].iter().all(Option::is_some))
-        .await
-        .map_err(|_| EngineError::Internal {
-            what: "record counts channel closed".into(),
-        })?;
-    Ok(ready[..me].iter().map(|c| c.unwrap_or(0)).sum())
 }
