@@ -104,10 +104,10 @@ fn the_timeline_shows_when_reducers_ran() {
     }
 }
 
-/// `--mode staged` retries a failed map and a failed reducer alone (the test hook
-/// `MILLRACE_FAIL_ATTEMPTS` fails chosen attempts after their work): same bytes and checksum,
-/// counted once, nothing left behind. A subtask that fails every attempt fails the job with
-/// one line and no output; pipelined subtasks are not retried alone.
+/// `--mode staged` retries a failed map and a failed reducer alone, pipelined restarts the
+/// whole region (the test hook `MILLRACE_FAIL_ATTEMPTS` fails chosen attempts after their
+/// work): same bytes and checksum, counted once, nothing left behind. A subtask that fails
+/// every attempt fails the job with one line and no output.
 #[test]
 fn staged_retries_failed_attempts() {
     let f = Fixture::new();
@@ -126,7 +126,24 @@ fn staged_retries_failed_attempts() {
         assert_eq!(f.sha256("out"), f.sha256("expected"), "{extra:?}");
         assert_eq!(json["io"]["input_read_bytes"], 20_000_000, "counted once");
     }
-    for (mode, fail) in [("staged", "sort/1/0,sort/1/1"), ("pipelined", "sort/0/0")] {
+    // Pipelined: the whole region restarts (in memory, and out of core with spills).
+    for extra in [&[][..], &["--memory", "8MiB"][..]] {
+        let mut args = vec!["sort", "in", "restarted", "--json"];
+        args.extend_from_slice(extra);
+        let (mut cmd, shown) = f.command(&args);
+        cmd.env("MILLRACE_FAIL_ATTEMPTS", "sort/0/0,map/1/0");
+        let run = util::run_with_timeout(cmd, shown, std::time::Duration::from_secs(120));
+        assert_eq!(run.code, Some(0), "{run}");
+        let json = run.json();
+        assert_eq!(json["checksum"], checksum.as_str());
+        assert_eq!(json["io"]["input_read_bytes"], 20_000_000, "counted once");
+        assert_eq!(f.sha256("restarted"), f.sha256("expected"), "{extra:?}");
+        std::fs::remove_file(f.path("restarted")).unwrap();
+    }
+    for (mode, fail) in [
+        ("staged", "sort/1/0,sort/1/1"),
+        ("pipelined", "sort/0/0,map/1/1"),
+    ] {
         let (mut cmd, shown) = f.command(["sort", "in", "failed", "--mode", mode]);
         cmd.env("MILLRACE_FAIL_ATTEMPTS", fail);
         let run = util::run_with_timeout(cmd, shown, std::time::Duration::from_secs(120));

@@ -196,8 +196,10 @@ pub fn injected_failures() -> Vec<(String, usize, u32)> {
 ///
 /// A failed subtask whose edges are all blocking (its region is itself alone) is retried,
 /// up to `env.max_attempts` attempts, reusing the finished blocking partitions it reads; its
-/// failed attempt's outputs are discarded and its source splits given back. Any other
-/// failure, or one that is the user's to fix, fails the job.
+/// failed attempt's outputs are discarded and its source splits given back. A failed subtask
+/// of a pipelined region restarts the whole region (fresh channels, the region's finished
+/// subtasks forgotten and their splits given back), when it is the only region running. A
+/// failure that is the user's to fix, or one past the attempts, fails the job.
 pub fn execute(
     graph: JobGraph,
     runtime: &tokio::runtime::Runtime,
@@ -237,6 +239,8 @@ pub fn execute(
         .map(|_| tokio::sync::watch::channel(None).0)
         .collect();
     let mut count_sums: Vec<(usize, Vec<u64>)> = vec![(0, Vec::new()); graph.vertices.len()];
+    // Pipelined edges: (edge, slot in the producers' outputs, slot in the consumers' inputs).
+    let mut pipelined_edges = Vec::new();
     for (e, edge) in graph.edges.iter().enumerate() {
         let producers = graph.vertices[edge.source.0].parallelism;
         let consumers = graph.vertices[edge.target.0].parallelism;
@@ -257,27 +261,21 @@ pub fn execute(
             }
             continue;
         }
+        // Pipelined edges lie inside a region: their channels are made when the region is
+        // deployed (again when it restarts); here they get their places.
         retryable[edge.source.0] = false;
         retryable[edge.target.0] = false;
-        let (mut partitions, gates) = shuffle::exchange(
-            edge.partition_type,
-            producers,
-            consumers,
-            edge.credits_per_channel,
-            spill,
-        )?;
-        // Producers spread their segment files over the spill dirs.
-        for (subtask, partition) in partitions.iter_mut().enumerate() {
-            if let Some(dir) = spill_dir(e + subtask) {
-                partition.set_spill_dir(dir);
-            }
+        let (out_slot, in_slot) = (
+            outputs[edge.source.0][0].len(),
+            inputs[edge.target.0][0].len(),
+        );
+        for slots in &mut outputs[edge.source.0] {
+            slots.push(Slot::Pipelined(None));
         }
-        for (subtask, partition) in partitions.into_iter().enumerate() {
-            outputs[edge.source.0][subtask].push(Slot::Pipelined(Some(partition)));
+        for slots in &mut inputs[edge.target.0] {
+            slots.push(Slot::Pipelined(None));
         }
-        for (subtask, gate) in gates.into_iter().enumerate() {
-            inputs[edge.target.0][subtask].push(Slot::Pipelined(Some(gate)));
-        }
+        pipelined_edges.push((e, out_slot, in_slot));
     }
     let distributions: Vec<Vec<crate::graph::Distribution>> = (0..graph.vertices.len())
         .map(|v| {
@@ -311,12 +309,47 @@ pub fn execute(
         })
         .collect();
 
+    let inputs = std::cell::RefCell::new(inputs);
+    let outputs = std::cell::RefCell::new(outputs);
+    // Makes the channels of the pipelined edges that start in `region` (fresh ones when the
+    // region restarts).
+    let wire_region = |region: &[VertexId]| -> Result<(), EngineError> {
+        for &(e, out_slot, in_slot) in &pipelined_edges {
+            let edge = &graph.edges[e];
+            if !region.contains(&edge.source) {
+                continue;
+            }
+            let spill = spill_dir(e).map(|dir| SpillTarget {
+                dir,
+                options: env.writer_options,
+                record_bytes: edge.record_bytes,
+                patience: env.hybrid_patience,
+            });
+            let (partitions, gates) = shuffle::exchange(
+                edge.partition_type,
+                graph.vertices[edge.source.0].parallelism,
+                graph.vertices[edge.target.0].parallelism,
+                edge.credits_per_channel,
+                spill,
+            )?;
+            let (mut outputs, mut inputs) = (outputs.borrow_mut(), inputs.borrow_mut());
+            for (subtask, mut partition) in partitions.into_iter().enumerate() {
+                // Producers spread their segment files over the spill dirs.
+                if let Some(dir) = spill_dir(e + subtask) {
+                    partition.set_spill_dir(dir);
+                }
+                outputs[edge.source.0][subtask][out_slot] = Slot::Pipelined(Some(partition));
+            }
+            for (subtask, gate) in gates.into_iter().enumerate() {
+                inputs[edge.target.0][subtask][in_slot] = Slot::Pipelined(Some(gate));
+            }
+        }
+        Ok(())
+    };
     // A context for attempt `attempt` of subtask `subtask` of vertex `v`.
-    let mut context = |v: usize,
-                       subtask: usize,
-                       attempt: u32|
-     -> Result<SubtaskContext, EngineError> {
+    let context = |v: usize, subtask: usize, attempt: u32| -> Result<SubtaskContext, EngineError> {
         let vertex = &graph.vertices[v];
+        let (mut inputs, mut outputs) = (inputs.borrow_mut(), outputs.borrow_mut());
         let mut gates = Vec::new();
         for slot in &mut inputs[v][subtask] {
             gates.push(match slot {
@@ -359,6 +392,8 @@ pub fn execute(
     };
     runtime.block_on(async {
         let mut running = JoinSet::new();
+        // Blocking work of this job's subtasks in flight (see `task::spawn_blocking`).
+        let blocking = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut deployed = vec![false; execution.regions.len()];
         let mut reports = Vec::new();
         let mut failure: Option<EngineError> = None;
@@ -371,7 +406,8 @@ pub fn execute(
             let fail = faults
                 .iter()
                 .any(|(name, s, a)| *name == ctx.vertex && *s == subtask && *a == attempt);
-            running.spawn(async move {
+            let blocking = blocking.clone();
+            running.spawn(crate::task::BLOCKING.scope(blocking, async move {
                 let result = invokable.invoke(ctx).await.and_then(|mut report| {
                     if fail {
                         return Err(EngineError::Injected {
@@ -382,31 +418,39 @@ pub fn execute(
                     Ok(report)
                 });
                 ((v, subtask, attempt), result)
-            });
+            }));
         };
+        // Wires a region and starts every subtask of it (a pipelined region starts whole).
+        let deploy_region = |running: &mut JoinSet<_>,
+                             execution: &mut ExecutionGraph,
+                             region: usize,
+                             attempt: u32|
+         -> Result<(), EngineError> {
+            let members = execution.regions[region].clone();
+            wire_region(&members)?;
+            let mut ready = Vec::new();
+            for &VertexId(v) in &members {
+                for subtask in 0..graph.vertices[v].parallelism {
+                    ready.push((v, context(v, subtask, attempt)?));
+                }
+            }
+            for (v, ctx) in ready {
+                execution.set_attempt(v, ctx.subtask, attempt);
+                let invokable = graph.vertices[v].instantiate(ctx.subtask);
+                spawn(running, v, ctx, invokable);
+            }
+            Ok(())
+        };
+        let mut region_attempts = vec![0u32; execution.regions.len()];
         loop {
             if failure.is_none() {
                 for region in execution.ready_regions(&deployed) {
                     deployed[region] = true;
                     debug!(region, "deploying region");
-                    // Every context of the region first: a pipelined region starts whole.
-                    let mut ready = Vec::new();
-                    for &VertexId(v) in &execution.regions[region] {
-                        for subtask in 0..graph.vertices[v].parallelism {
-                            match context(v, subtask, 0) {
-                                Ok(ctx) => ready.push((v, ctx)),
-                                Err(error) => failure = Some(error),
-                            }
-                        }
-                    }
-                    if failure.is_some() {
+                    if let Err(error) = deploy_region(&mut running, &mut execution, region, 0) {
+                        failure = Some(error);
                         running.abort_all();
                         break;
-                    }
-                    for (v, ctx) in ready {
-                        execution.set_state(v, ctx.subtask, ExecutionState::Deployed);
-                        let invokable = graph.vertices[v].instantiate(ctx.subtask);
-                        spawn(&mut running, v, ctx, invokable);
                     }
                 }
             }
@@ -467,6 +511,55 @@ pub fn execute(
                                 continue;
                             }
                             Err(context_error) => failure = Some(context_error),
+                        }
+                    }
+                    // A pipelined subtask: restart its whole region, if it is the only one
+                    // running (its channels cannot be rejoined by one new attempt).
+                    let region = (v != usize::MAX).then(|| {
+                        execution
+                            .regions
+                            .iter()
+                            .position(|r| r.contains(&VertexId(v)))
+                            .expect("every vertex is in a region")
+                    });
+                    let restart = match region {
+                        Some(r) => {
+                            failure.is_none()
+                                && !retryable[v]
+                                && error.domain() != crate::ErrorDomain::User
+                                && region_attempts[r] + 1 < max_attempts
+                                && (0..execution.regions.len())
+                                    .all(|o| o == r || !deployed[o] || execution.finished(o))
+                        }
+                        None => false,
+                    };
+                    if let (true, Some(r)) = (restart, region) {
+                        info!(vertex = %graph.vertices[v].name, subtask, attempt, %error, "subtask attempt failed; restarting its pipelined region");
+                        running.abort_all();
+                        while running.join_next().await.is_some() {}
+                        // Aborting stops the subtasks, not blocking work they started: wait for
+                        // it, so the new attempt has the memory and the output to itself.
+                        while blocking.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        // Forget what the region's finished subtasks did: they run again.
+                        for &VertexId(u) in &execution.regions[r] {
+                            reports.retain(|((ru, _), _)| *ru != u);
+                            count_sums[u] = (0, Vec::new());
+                            count_senders[u].send_replace(None);
+                            for (s, stores) in blocking_outputs[u].iter().enumerate() {
+                                if let Some(splits) = &graph.vertices[u].splits {
+                                    splits.give_back(s);
+                                }
+                                for store in stores {
+                                    store.discard(s, region_attempts[r]);
+                                }
+                            }
+                        }
+                        region_attempts[r] += 1;
+                        match deploy_region(&mut running, &mut execution, r, region_attempts[r]) {
+                            Ok(()) => continue,
+                            Err(deploy_error) => failure = Some(deploy_error),
                         }
                     }
                     if v != usize::MAX {
@@ -758,19 +851,55 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
-    /// Subtasks joined by pipelined channels are not retried alone.
+    /// A failed subtask of a pipelined region restarts the whole region (fresh channels,
+    /// every subtask a new attempt); a region that keeps failing fails the job.
     #[test]
-    fn pipelined_subtasks_are_not_retried_alone() {
-        let mut graph = JobGraph::new("test");
-        let a = graph.add_vertex("numbers", 1, |i| Box::new(Numbers(i as u8)));
-        let b = graph.add_vertex("count", 1, |_| Box::new(Count { fail: false }));
-        graph.connect(a, b, Distribution::Forward, ResultPartitionType::Pipelined);
-        let env = ExchangeEnv {
-            max_attempts: 3,
-            fail_attempts: vec![("count".into(), 0, 0)],
+    fn pipelined_regions_restart_whole() {
+        let graph = || {
+            let mut graph = JobGraph::new("test");
+            let a = graph.add_vertex("numbers", 2, |i| Box::new(Numbers(i as u8)));
+            let b = graph.add_vertex("count", 2, |_| Box::new(Count { fail: false }));
+            graph.connect(
+                a,
+                b,
+                Distribution::Broadcast,
+                ResultPartitionType::Pipelined,
+            );
+            graph
+        };
+        let env = |fail: &[(&str, usize, u32)]| ExchangeEnv {
+            max_attempts: 2,
+            fail_attempts: fail
+                .iter()
+                .map(|(v, s, a)| (v.to_string(), *s, *a))
+                .collect(),
             ..ExchangeEnv::default()
         };
-        let error = execute(graph, &runtime(), Instant::now(), &env).unwrap_err();
+        let result = execute(
+            graph(),
+            &runtime(),
+            Instant::now(),
+            &env(&[("count", 0, 0)]),
+        )
+        .unwrap();
+        let attempts: Vec<_> = result.subtasks.iter().map(|r| r.attempt).collect();
+        assert_eq!(
+            attempts,
+            [1, 1, 1, 1],
+            "every subtask of the region ran again"
+        );
+        assert_eq!(
+            result.subtasks[2].bytes_in + result.subtasks[3].bytes_in,
+            5 * 2 * 2 * 4,
+            "counted once"
+        );
+        let error = execute(
+            graph(),
+            &runtime(),
+            Instant::now(),
+            &env(&[("count", 0, 0), ("numbers", 1, 1)]),
+        )
+        .unwrap_err();
         assert!(matches!(error, EngineError::Injected { .. }), "{error}");
     }
 }

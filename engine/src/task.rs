@@ -234,9 +234,36 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| EngineError::Internal {
-            what: format!("a blocking task failed: {e}"),
-        })
+    // Counted for the job, so a restart can wait until an aborted attempt's blocking work
+    // (which an abort cannot stop) has ended and given back its memory.
+    let guard = BLOCKING.try_with(|count| InFlight::new(count.clone())).ok();
+    tokio::task::spawn_blocking(move || {
+        let _guard = guard;
+        work()
+    })
+    .await
+    .map_err(|e| EngineError::Internal {
+        what: format!("a blocking task failed: {e}"),
+    })
+}
+
+tokio::task_local! {
+    /// The blocking work in flight of the job a subtask belongs to (set by the scheduler).
+    pub static BLOCKING: std::sync::Arc<std::sync::atomic::AtomicUsize>;
+}
+
+/// One piece of blocking work in flight; counted until dropped.
+struct InFlight(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn new(count: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
