@@ -112,7 +112,7 @@ struct ValidateArgs {
     json: bool,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ModeArg {
     /// Reducers receive and sort while maps still read (Flink).
     Pipelined,
@@ -287,6 +287,10 @@ struct BenchArgs {
     /// Run ASCII inputs too (binary always runs).
     #[arg(long)]
     ascii: bool,
+    /// Execution modes to sort every in-memory case with (pipelined always runs; each
+    /// output validated), compared in their own table.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "pipelined")]
+    modes: Vec<ModeArg>,
     /// Folder for benchmark data (git-ignored); deleted afterwards unless --keep.
     #[arg(value_parser = PathArg, long, default_value = "bench-data")]
     dir: PathBuf,
@@ -1046,6 +1050,14 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         millrace_exe: std::env::current_exe()
             .context("cannot find the millrace binary to run the sorts")?,
         out_of_core,
+        extra_modes: args
+            .modes
+            .iter()
+            .filter_map(|m| match m {
+                ModeArg::Pipelined => None,
+                ModeArg::Staged => Some("staged".to_string()),
+            })
+            .collect(),
     };
     let report = bench::run(&config, &|line| eprintln!("{line}")).context("bench sort failed")?;
     let mut stdout = std::io::stdout().lock();

@@ -152,3 +152,26 @@ fn staged_retries_failed_attempts() {
     }
     util::assert_entries(&f.dir, &["expected", "in", "out"]);
 }
+
+/// `millrace bench --modes pipelined,staged` sorts every case in both modes, validates every
+/// output and compares them in one table and in the JSON report.
+#[test]
+fn bench_compares_modes_in_one_run() {
+    let f = Fixture::new();
+    let run = f.millrace([
+        "bench",
+        "--records",
+        "20k",
+        "--modes",
+        "pipelined,staged",
+        "--dir",
+        "b",
+    ]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stderr.contains("sort --mode staged"), "{run}");
+    assert!(run.stdout.contains("| 20k binary | pipelined |"), "{run}");
+    assert!(run.stdout.contains("| 20k binary | staged |"), "{run}");
+    let report: serde_json::Value = serde_json::from_slice(&f.read("b/bench-report.json")).unwrap();
+    assert_eq!(report["cases"][0]["modes"][0]["mode"], "staged");
+    assert!(report["cases"][0]["modes"][0]["sort_s"].as_f64().unwrap() > 0.0);
+}

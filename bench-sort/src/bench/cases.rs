@@ -16,8 +16,8 @@ use super::machine::{check_free_space, cores};
 use super::report::{comparisons, gb, mib, variant_report};
 use super::work::{remove, remove_leftovers, WorkDir};
 use super::{
-    median, size_label, BenchConfig, BenchError, CaseReport, FloorRun, GnuSort, OocVariantReport,
-    OutOfCoreConfig, OutOfCoreReport, SortRun, OOC_VARIANTS,
+    median, size_label, BenchConfig, BenchError, CaseReport, FloorRun, GnuSort, ModeReport,
+    OocVariantReport, OutOfCoreConfig, OutOfCoreReport, SortRun, OOC_VARIANTS,
 };
 use crate::gensort::{self, Format, GenSpec};
 
@@ -77,6 +77,7 @@ pub(super) fn run_case(
     let timeline = config.dir.join(format!("bench-timeline-{stem}.json"));
     let mut floor_runs_s = Vec::with_capacity(config.runs);
     let mut sort_runs = Vec::with_capacity(config.runs);
+    let mut mode_runs: Vec<Vec<SortRun>> = Vec::new();
     for run in 1..=config.runs {
         let out = work.file(&format!("{stem}.floor.out"));
         let copied = floor::copy_file(&input, &out, IoMode::Auto, cores(), FLOOR_CHUNK_BYTES)
@@ -101,6 +102,31 @@ pub(super) fn run_case(
             config.runs, sorted.wall_s, sorted.process_s
         ));
         sort_runs.push(sorted);
+
+        // The other execution modes, right after, on the same input: same machine state.
+        for (m, mode) in config.extra_modes.iter().enumerate() {
+            let out = work.file(&format!("{stem}.{mode}.out"));
+            let mode_timeline = work.file(&format!("{stem}.{mode}.timeline.json"));
+            let sorted = sort_once(
+                config,
+                &input,
+                &out,
+                &mode_timeline,
+                &["--mode", mode],
+                &generated,
+            );
+            remove(&out)?;
+            remove(&mode_timeline)?;
+            let sorted = sorted?;
+            progress(&format!(
+                "sort --mode {mode} {run}/{} {case}: {:.2} s, output valid",
+                config.runs, sorted.wall_s
+            ));
+            if mode_runs.len() <= m {
+                mode_runs.push(Vec::new());
+            }
+            mode_runs[m].push(sorted);
+        }
     }
 
     let floor_s = median(&floor_runs_s).expect("runs >= 1, checked by BenchConfig::check");
@@ -155,6 +181,12 @@ pub(super) fn run_case(
         peak_rss_bytes: sort_runs.iter().filter_map(|r| r.peak_rss_bytes).max(),
         overlap_ratio: of_runs(|r| r.overlap_ratio),
         map_shuffle_overlap_ms: of_runs(|r| r.map_shuffle_overlap_ms),
+        modes: config
+            .extra_modes
+            .iter()
+            .zip(&mode_runs)
+            .map(|(mode, runs)| ModeReport::new(mode, runs, floor_s, sort_s, bytes))
+            .collect(),
         floor_runs_s,
         sort_runs,
         gnu_sort,

@@ -26,6 +26,9 @@ pub struct BenchConfig {
     pub millrace_exe: PathBuf,
     /// The out-of-core case, run after the others; `None` to skip it.
     pub out_of_core: Option<OutOfCoreConfig>,
+    /// Execution modes sorted besides `pipelined` in every in-memory case (`staged`), each
+    /// run after the pipelined sort of the same run, on the same input.
+    pub extra_modes: Vec<String>,
 }
 
 /// The out-of-core case: an input much larger than the sort's memory budget.
@@ -222,6 +225,7 @@ mod tests {
             runs: 0,
             millrace_exe: PathBuf::from("unused"),
             out_of_core: None,
+            extra_modes: Vec::new(),
         };
         assert!(matches!(
             config.check(),
@@ -239,6 +243,7 @@ mod tests {
             runs: 1,
             millrace_exe: PathBuf::from("unused"),
             out_of_core: None,
+            extra_modes: Vec::new(),
         };
         assert!(config.check().is_err(), "nothing to measure");
         let ooc = OutOfCoreConfig {

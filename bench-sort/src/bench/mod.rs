@@ -87,7 +87,7 @@ pub use config::{
 pub use error::BenchError;
 pub use machine::Machine;
 pub use report::{
-    median, BenchReport, CaseReport, Comparison, FloorRun, GnuSort, OocVariantReport,
+    median, BenchReport, CaseReport, Comparison, FloorRun, GnuSort, ModeReport, OocVariantReport,
     OutOfCoreReport, SortRun,
 };
 
@@ -244,6 +244,7 @@ mod tests {
                 runs: 1,
                 millrace_exe: PathBuf::from("/bin/false"),
                 out_of_core: None,
+                extra_modes: Vec::new(),
             };
             let result = run(&config, &|_| {});
             assert!(
@@ -291,6 +292,7 @@ mod tests {
                 records: 100_000,
                 memory_bytes: 4 << 20,
             }),
+            extra_modes: Vec::new(),
         };
         let lines = std::sync::Mutex::new(Vec::new());
         let result = run(&config, &|line| lines.lock().unwrap().push(line.to_owned()));

@@ -165,6 +165,49 @@ pub struct CaseReport {
     pub gnu_sort: Option<GnuSort>,
     /// The last sort run's `--timeline` file.
     pub timeline: PathBuf,
+    /// The other execution modes (`--modes`), each over the same runs.
+    pub modes: Vec<ModeReport>,
+}
+
+/// One execution mode besides `pipelined` in one case (medians over the runs).
+#[derive(Clone, Debug, Serialize)]
+pub struct ModeReport {
+    /// `--mode` of these sorts.
+    pub mode: String,
+    pub sort_s: f64,
+    /// `sort_s / floor_s`, the case's floor.
+    pub sort_floor_ratio: f64,
+    pub mb_per_s: f64,
+    pub cpu_s_per_gb: Option<f64>,
+    pub overlap_ratio: f64,
+    /// `sort_s` ÷ the pipelined sort's: how much longer this mode takes.
+    pub vs_pipelined: f64,
+    pub runs: Vec<SortRun>,
+}
+
+impl ModeReport {
+    /// Medians of `runs` against the case's floor and pipelined sort times.
+    pub fn new(mode: &str, runs: &[SortRun], floor_s: f64, pipelined_s: f64, bytes: u64) -> Self {
+        let of = |f: fn(&SortRun) -> f64| {
+            median(&runs.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)
+        };
+        let sort_s = of(|r| r.wall_s);
+        Self {
+            mode: mode.to_string(),
+            sort_s,
+            sort_floor_ratio: sort_s / floor_s,
+            mb_per_s: bytes as f64 / sort_s / 1e6,
+            cpu_s_per_gb: median(
+                &runs
+                    .iter()
+                    .filter_map(|r| r.cpu_s_per_gb)
+                    .collect::<Vec<_>>(),
+            ),
+            overlap_ratio: of(|r| r.overlap_ratio),
+            vs_pipelined: sort_s / pipelined_s,
+            runs: runs.to_vec(),
+        }
+    }
 }
 
 /// One `millrace sort` run.
@@ -280,6 +323,37 @@ impl BenchReport {
             "\nfloor = copy through the sort's I/O path (durable); sort s = the job's wall time; \
                 peak RSS includes mapped input pages; overlap = Σ phase lengths ÷ wall; \
                 GNU/millrace = GNU sort (process + fsync) ÷ millrace sort process s\n";
+        if self.cases.iter().any(|c| !c.modes.is_empty()) {
+            out += "\n| case | mode | sort s | sort/floor | MB/s | CPU s/GB | overlap | ÷ pipelined |\n";
+            out += "|---|---|--:|--:|--:|--:|--:|--:|\n";
+            for case in &self.cases {
+                out += &format!(
+                    "| {} {} | pipelined | {:.2} | {:.2} | {:.0} | {} | {:.2} | 1.00 |\n",
+                    case.size,
+                    case.format,
+                    case.sort_s,
+                    case.sort_floor_ratio,
+                    case.mb_per_s,
+                    cpu(case.cpu_s_per_gb),
+                    case.overlap_ratio
+                );
+                for m in &case.modes {
+                    out += &format!(
+                        "| {} {} | {} | {:.2} | {:.2} | {:.0} | {} | {:.2} | {:.2} |\n",
+                        case.size,
+                        case.format,
+                        m.mode,
+                        m.sort_s,
+                        m.sort_floor_ratio,
+                        m.mb_per_s,
+                        cpu(m.cpu_s_per_gb),
+                        m.overlap_ratio,
+                        m.vs_pipelined
+                    );
+                }
+            }
+            out += "\nmodes: the same job graph with a pipelined or blocking exchange; ÷ pipelined = this mode's sort s ÷ the pipelined sort s of the same case\n";
+        }
         for case in &self.cases {
             if let Some(GnuSort::Skipped { reason }) = &case.gnu_sort {
                 out += &format!(
@@ -555,6 +629,7 @@ mod tests {
             sort_runs: Vec::new(),
             gnu_sort,
             timeline: PathBuf::from("bench-data/bench-timeline-10M-binary.json"),
+            modes: Vec::new(),
         };
         BenchReport {
             machine: Machine {
@@ -796,5 +871,35 @@ mod tests {
             value["out_of_core"]["variants"][0]["io"]["spilled_runs"],
             36
         );
+    }
+
+    /// Other modes get their own table, one row per case and mode, against pipelined.
+    #[test]
+    fn modes_table_compares_with_pipelined() {
+        let mut report = sample_report();
+        assert!(!report.to_markdown().contains("÷ pipelined"));
+        let case = &mut report.cases[0];
+        case.modes = vec![ModeReport {
+            mode: "staged".into(),
+            sort_s: 1.5,
+            sort_floor_ratio: 3.0,
+            mb_per_s: 666.7,
+            cpu_s_per_gb: Some(1.8),
+            overlap_ratio: 1.0,
+            vs_pipelined: 1.2,
+            runs: Vec::new(),
+        }];
+        let markdown = report.to_markdown();
+        assert!(
+            markdown
+                .contains("| 10M binary | pipelined | 1.25 | 2.50 | 800 | 1.50 | 1.23 | 1.00 |"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| 10M binary | staged | 1.50 | 3.00 | 667 | 1.80 | 1.00 | 1.20 |"),
+            "{markdown}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["cases"][0]["modes"][0]["mode"], "staged");
     }
 }
