@@ -60,6 +60,8 @@ pub struct JobTempDir {
     dir: File,
     /// The folder holding this one, opened when it was created.
     parent: File,
+    /// Left in place by [`JobTempDir::into_kept`].
+    kept: bool,
     _interrupt_guard: TempGuard,
 }
 
@@ -119,6 +121,7 @@ impl JobTempDir {
             path,
             dir: lock,
             parent,
+            kept: false,
             _interrupt_guard: guard,
         })
     }
@@ -126,6 +129,14 @@ impl JobTempDir {
     /// The folder.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Keeps the folder and what is in it (a bench's kept inputs): removes the marker, so no
+    /// sweep will ever touch it, and returns its path instead of removing it.
+    pub fn into_kept(mut self) -> PathBuf {
+        let _ = fs::remove_file(self.path.join(MARKER));
+        self.kept = true;
+        self.path.clone()
     }
 
     /// Creates (`create`) or opens the file `name` inside the folder, through its handle;
@@ -185,6 +196,9 @@ pub fn open_in(dir: &File, name: &OsStr, create: bool) -> io::Result<File> {
 
 impl Drop for JobTempDir {
     fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
         if let Err(e) = fs::remove_dir_all(&self.path) {
             if e.kind() != io::ErrorKind::NotFound {
                 tracing::warn!(path = %self.path.display(), error = %e, "could not remove job temp folder");

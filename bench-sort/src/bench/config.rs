@@ -18,7 +18,7 @@ pub struct BenchConfig {
     pub ascii: bool,
     /// Folder for inputs, outputs and the report; created if missing.
     pub dir: PathBuf,
-    /// Keep the generated inputs (in `<dir>/run-<pid>/`).
+    /// Keep the generated inputs (in `<dir>/millrace-job-PID-…/`).
     pub keep: bool,
     /// Floor and sort runs per case; medians are reported. At least 1.
     pub runs: usize,

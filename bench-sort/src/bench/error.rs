@@ -11,6 +11,12 @@ use crate::valsort::ValidateError;
 /// Errors of a benchmark run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
+    /// The bench's work folder cannot be made in `--dir`.
+    #[error("cannot create the bench work folder in {}", path.display())]
+    WorkDir {
+        path: std::path::PathBuf,
+        source: engine::EngineError,
+    },
     /// A `--records` value is not a record count.
     #[error("invalid --records value {input:?}")]
     RecordCount {

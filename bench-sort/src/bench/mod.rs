@@ -49,14 +49,14 @@
 //! <dir>/bench-report.json                    the JSON report of the last successful bench
 //! <dir>/bench-timeline-<size>-<format>.json  its last sort run's --timeline, per case
 //! <dir>/bench-timeline-<size>-ooc-<variant>.json  the same for out-of-core variants
-//! <dir>/run-<pid>/                           inputs and outputs of one bench (a WorkDir)
-//! <dir>/run-<pid>/spill/                     spill folder of the out-of-core sorts and floors
-//! <dir>/run-<pid>/millrace                   the binary every sort runs, copied at the start
+//! <dir>/millrace-job-PID-…/                inputs and outputs of one bench (a WorkDir)
+//! <dir>/millrace-job-PID-…/spill/          spill folder of the out-of-core sorts and floors
+//! <dir>/millrace-job-PID-…/millrace        the binary every sort runs, copied at the start
 //! ```
 //!
-//! Timelines are written inside `run-<pid>/` and moved out only when the whole bench succeeds.
+//! Timelines are written inside `millrace-job-PID-…/` and moved out only when the whole bench succeeds.
 //!
-//! The `run-<pid>` folder is private to one bench, so concurrent benches in the same `--dir`
+//! The `millrace-job-PID-…` folder is private to one bench, so concurrent benches in the same `--dir`
 //! do not collide; dropping its [`WorkDir`] removes what it holds (except kept inputs) also when
 //! the bench fails half way, and it is registered with [`engine::cleanup`] for interruptions.
 //!

@@ -5,17 +5,21 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use engine::tempdir::JobTempDir;
+
 use super::BenchError;
 
-/// The bench's private folder `<dir>/run-<pid>`: dropping it deletes everything in it except
-/// the inputs marked kept, then the folder itself if empty.
+/// The bench's private folder, an owner-locked engine job folder in `<dir>`
+/// (`millrace-job-PID-…`): dropping it deletes everything in it except the inputs marked
+/// kept (then the folder stays, unmarked); a bench killed outright leaves it marked and
+/// unlocked, and the next bench in `<dir>` removes it.
 #[derive(Debug)]
 pub(super) struct WorkDir {
     pub(super) path: PathBuf,
+    job: Option<JobTempDir>,
     kept: Vec<PathBuf>,
     /// `--dir` when this bench created it: removed too if it ends up empty.
     created_dir: Option<PathBuf>,
-    _interrupt_guard: engine::cleanup::TempGuard,
 }
 
 impl WorkDir {
@@ -26,18 +30,15 @@ impl WorkDir {
             path: dir.to_path_buf(),
             source,
         })?;
-        let path = dir.join(format!("run-{}", std::process::id()));
-        fs::create_dir(&path).map_err(|source| BenchError::Io {
-            op: "create the bench work folder",
-            path: path.clone(),
+        let job = JobTempDir::create(dir).map_err(|source| BenchError::WorkDir {
+            path: dir.to_path_buf(),
             source,
         })?;
-        let guard = engine::cleanup::register(&path);
         Ok(Self {
-            path,
+            path: job.path().to_path_buf(),
+            job: Some(job),
             kept: Vec::new(),
             created_dir,
-            _interrupt_guard: guard,
         })
     }
 
@@ -52,25 +53,31 @@ impl WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        let Ok(entries) = fs::read_dir(&self.path) else {
+        let Some(job) = self.job.take() else {
             return;
         };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if self.kept.contains(&path) {
-                continue;
+        if self.kept.is_empty() {
+            drop(job);
+        } else {
+            if let Ok(entries) = fs::read_dir(&self.path) {
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    if self.kept.contains(&path) || entry.file_name() == engine::tempdir::MARKER {
+                        continue;
+                    }
+                    let removed = match entry.file_type() {
+                        Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+                        _ => fs::remove_file(&path),
+                    };
+                    if let Err(error) = removed {
+                        tracing::warn!(path = %path.display(), %error, "cannot remove bench data");
+                    }
+                }
             }
-            let removed = match entry.file_type() {
-                Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
-                _ => fs::remove_file(&path),
-            };
-            if let Err(error) = removed {
-                tracing::warn!(path = %path.display(), %error, "cannot remove bench data");
-            }
+            job.into_kept();
         }
-        // Both fail, as they should, when something is still inside (kept inputs, a report).
-        let _ = fs::remove_dir(&self.path);
         if let Some(dir) = &self.created_dir {
+            // Fails, as it should, when something is still inside (kept inputs, a report).
             let _ = fs::remove_dir(dir);
         }
     }
@@ -137,5 +144,16 @@ mod tests {
             work.path.clone()
         };
         assert!(!path.exists());
+        // A bench that died leaves its folder marked and unlocked: the next one removes it.
+        let dead = root.path().join("again").join("millrace-job-999999-0-0");
+        fs::create_dir_all(&dead).unwrap();
+        fs::write(
+            dead.join(engine::tempdir::MARKER),
+            engine::tempdir::MARKER_TEXT,
+        )
+        .unwrap();
+        fs::write(dead.join("10M-binary.in"), b"in").unwrap();
+        drop(WorkDir::create(&root.path().join("again")).unwrap());
+        assert!(!dead.exists());
     }
 }
