@@ -521,12 +521,10 @@ fn output(role: &str, path: &Path, kind: OutputKind) -> paths::Write {
 
 /// Refuses a file system with less than `bytes` free for `path` (checked before writing).
 fn check_free_space(path: &Path, bytes: u128) -> Result<()> {
-    let folder = engine::tempdir::parent_of(path);
-    let Ok(stat) = rustix::fs::statvfs(&folder) else {
+    let Ok(free) = paths::available_bytes(&engine::tempdir::parent_of(path)) else {
         return Ok(());
     };
-    let free = stat.f_bavail as u128 * stat.f_frsize as u128;
-    if bytes > free {
+    if bytes > u128::from(free) {
         bail!(
             "output {}: needs {} bytes but its file system has {} bytes free; free space or choose another folder",
             path.display(),

@@ -133,6 +133,13 @@ pub fn is_std_stream(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
 
+/// Bytes an unprivileged user may still write on the file system holding `folder`
+/// (`statvfs`: available blocks × fragment size, as `df` reports "Available").
+pub fn available_bytes(folder: &Path) -> io::Result<u64> {
+    let stat = rustix::fs::statvfs(folder)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
 /// Identity of a path as a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Identity {

@@ -71,8 +71,8 @@ pub enum BenchError {
         needed_bytes: u64,
         available_bytes: u64,
     },
-    /// `df` could not tell the free space of the bench folder.
-    #[error("cannot find the free space of {} with df: {reason}", dir.display())]
+    /// The free space of the bench folder could not be read.
+    #[error("cannot find the free space of {}: {reason}", dir.display())]
     FreeSpace {
         /// The bench folder.
         dir: PathBuf,

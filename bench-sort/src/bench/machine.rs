@@ -7,7 +7,6 @@ use std::process::{Command, Stdio};
 
 use serde::Serialize;
 
-use super::child::tail;
 use super::{BenchError, OutOfCoreConfig};
 
 /// What the report says about the machine.
@@ -158,49 +157,12 @@ pub(super) fn check_free_space(dir: &Path, ooc: &OutOfCoreConfig) -> Result<u64,
     Ok(available_bytes)
 }
 
-/// Bytes available to this user on the file system of `dir`, from `df -P -k`.
+/// Bytes available to this user on the file system of `dir`.
 pub(super) fn free_bytes(dir: &Path) -> Result<u64, BenchError> {
-    let failed = |reason: String| BenchError::FreeSpace {
+    engine::paths::available_bytes(dir).map_err(|e| BenchError::FreeSpace {
         dir: dir.to_path_buf(),
-        reason,
-    };
-    let out = Command::new("df")
-        .args(["-P", "-k"])
-        .arg(dir)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| failed(format!("cannot run df: {e}")))?;
-    if !out.status.success() {
-        return Err(failed(format!(
-            "df failed ({}): {}",
-            out.status,
-            tail(&out.stderr)
-        )));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    df_available_bytes(&text).ok_or_else(|| failed(format!("unexpected output {text:?}")))
-}
-
-/// The "Available" column of `df -P -k` output (1024-byte blocks), in bytes.
-fn df_available_bytes(text: &str) -> Option<u64> {
-    let mut lines = text.lines();
-    let header = lines.next()?;
-    if !header.split_whitespace().any(|h| h.starts_with("Avail")) {
-        return None;
-    }
-    // "Filesystem 1024-blocks Used Available Capacity Mounted on"; the file system name may
-    // contain spaces, so count from the end: capacity ends in '%' and precedes the mount point.
-    // So: the first "N%" (or "-") preceded by three numbers.
-    let line = lines.next()?;
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    let number = |f: &str| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit());
-    let capacity = (3..fields.len()).find(|&i| {
-        (fields[i] == "-" || fields[i].strip_suffix('%').is_some_and(number))
-            && fields[i - 3..i].iter().all(|f| number(f))
-    })?;
-    let kib: u64 = fields[capacity - 1].parse().ok()?;
-    kib.checked_mul(1024)
+        reason: e.to_string(),
+    })
 }
 
 /// The working directory's commit, `+dirty` if tracked files changed; `None` outside git.
@@ -250,29 +212,6 @@ mod tests {
             Some("tmpfs")
         );
         assert_eq!(fs_type("garbage", Path::new("/")), None);
-    }
-
-    #[test]
-    fn df_output_parses() {
-        let df = "Filesystem     1024-blocks     Used Available Capacity Mounted on\n\
-                  /dev/vda         263174212 19395428 243762400       8% /\n";
-        assert_eq!(df_available_bytes(df), Some(243_762_400 * 1024));
-        // Spaces in the file system name and the mount point.
-        let df = "Filesystem 1024-blocks Used Available Capacity Mounted on\n\
-                  my disk 100 40 60 40% /mnt/my data\n";
-        assert_eq!(df_available_bytes(df), Some(60 * 1024));
-        // Some file systems report no capacity.
-        let df = "Filesystem 1024-blocks Used Available Capacity Mounted on\nfuse 0 0 0 - /x\n";
-        assert_eq!(df_available_bytes(df), Some(0));
-        assert_eq!(df_available_bytes(""), None);
-        assert_eq!(
-            df_available_bytes("df: /nope: No such file or directory\n"),
-            None
-        );
-        assert_eq!(
-            df_available_bytes("Filesystem 1024-blocks Used Available Capacity Mounted on\n"),
-            None
-        );
     }
 
     #[test]
