@@ -739,13 +739,6 @@ fn total_bytes(path: &Path) -> u64 {
     }
 }
 
-/// Total RAM from `/proc/meminfo`, if known.
-fn total_ram_bytes() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-}
-
 fn sort_config(args: &SortArgs, input: PathBuf, output: PathBuf) -> Result<SortConfig> {
     let mut config = SortConfig::new(input, output);
     config.mode = match args.mode {
@@ -762,7 +755,7 @@ fn sort_config(args: &SortArgs, input: PathBuf, output: PathBuf) -> Result<SortC
     config.force = args.force;
     config.max_attempts = args.max_attempts;
     if let Some(memory) = args.memory {
-        if let Some(ram) = total_ram_bytes() {
+        if let Some(ram) = engine::memory::total_ram_bytes() {
             if memory > ram {
                 bail!(
                     "--memory {memory} bytes is more than this machine's RAM ({ram} bytes); at most {ram} fit"

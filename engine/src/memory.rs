@@ -134,6 +134,23 @@ pub fn cap_allocator_arenas(arenas: usize) {
     let _ = arenas;
 }
 
+/// The machine's RAM (`MemTotal` of `/proc/meminfo`), in bytes; `None` when unknown.
+pub fn total_ram_bytes() -> Option<u64> {
+    mem_total_bytes(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+/// `MemTotal` of the text of `/proc/meminfo`, in bytes.
+pub fn mem_total_bytes(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut fields = line.split_whitespace().skip(1);
+    let value: u64 = fields.next()?.parse().ok()?;
+    match fields.next() {
+        Some("kB") => value.checked_mul(1024),
+        None => Some(value),
+        Some(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +168,12 @@ mod tests {
         drop((a, b));
         assert_eq!(budget.used_bytes(), 0);
         assert_eq!(budget.peak_bytes(), 100);
+    }
+
+    #[test]
+    fn mem_total_parses() {
+        let meminfo = "MemTotal:       24636392 kB\nMemFree:        21000000 kB\n";
+        assert_eq!(mem_total_bytes(meminfo), Some(24_636_392 * 1024));
+        assert_eq!(mem_total_bytes("MemFree: 1 kB\n"), None);
     }
 }

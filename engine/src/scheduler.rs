@@ -33,10 +33,11 @@ pub struct JobResult {
     pub wall: Duration,
 }
 
-/// Where exchanges that spill (hybrid, blocking) write: the job's temp folders (one per disk,
-/// used round-robin by producers) and how.
+/// What the scheduler needs besides the graph: where exchanges that spill (hybrid, blocking)
+/// write (the job's temp folders, one per disk, used round-robin by producers) and how, how
+/// many attempts a subtask or region gets, and the attempts to fail on purpose (tests).
 #[derive(Clone, Debug, Default)]
-pub struct ExchangeEnv {
+pub struct JobEnv {
     pub spill_dirs: Vec<PathBuf>,
     pub writer_options: WriterOptions,
     /// Hybrid: how long a buffer waits for credit before it is spilled.
@@ -176,7 +177,7 @@ enum Slot<T> {
 
 /// A test hook: `MILLRACE_FAIL_ATTEMPTS="map/1/0,sort/0/0"` lists attempts
 /// (vertex/subtask/attempt) to fail after they did their work, as a crash before reporting
-/// would; jobs put it in [`ExchangeEnv::fail_attempts`].
+/// would; jobs put it in [`JobEnv::fail_attempts`].
 pub fn injected_failures() -> Vec<(String, usize, u32)> {
     std::env::var("MILLRACE_FAIL_ATTEMPTS")
         .unwrap_or_default()
@@ -204,7 +205,7 @@ pub fn execute(
     graph: JobGraph,
     runtime: &tokio::runtime::Runtime,
     job_start: Instant,
-    env: &ExchangeEnv,
+    env: &JobEnv,
 ) -> Result<JobResult, EngineError> {
     let mut execution = ExecutionGraph::new(&graph)?;
     info!(
@@ -685,7 +686,7 @@ mod tests {
             ResultPartitionType::Pipelined,
         );
         assert_eq!(graph.pipelined_regions(), vec![vec![a, b]]);
-        let result = execute(graph, &runtime(), Instant::now(), &ExchangeEnv::default()).unwrap();
+        let result = execute(graph, &runtime(), Instant::now(), &JobEnv::default()).unwrap();
         let names: Vec<_> = result
             .subtasks
             .iter()
@@ -720,8 +721,7 @@ mod tests {
             Distribution::Broadcast,
             ResultPartitionType::Pipelined,
         );
-        let error =
-            execute(graph, &runtime(), Instant::now(), &ExchangeEnv::default()).unwrap_err();
+        let error = execute(graph, &runtime(), Instant::now(), &JobEnv::default()).unwrap_err();
         assert!(matches!(error, EngineError::InvalidJob { .. }), "{error}");
     }
 
@@ -754,9 +754,9 @@ mod tests {
         let b = graph.add_vertex("count", 2, |_| Box::new(Count { fail: false }));
         graph.connect(a, b, Distribution::Broadcast, ResultPartitionType::Blocking);
         assert_eq!(graph.pipelined_regions(), vec![vec![a], vec![b]]);
-        let env = ExchangeEnv {
+        let env = JobEnv {
             spill_dirs: vec![dir.path().to_path_buf()],
-            ..ExchangeEnv::default()
+            ..JobEnv::default()
         };
         let result = execute(graph, &runtime(), Instant::now(), &env).unwrap();
         let last_producer_end = result.subtasks[..3].iter().map(|r| r.end_us).max().unwrap();
@@ -784,7 +784,7 @@ mod tests {
         let a = graph.add_vertex("numbers", 1, |i| Box::new(Numbers(i as u8)));
         let b = graph.add_vertex("count", 1, |_| Box::new(Count { fail: false }));
         graph.connect(a, b, Distribution::Forward, ResultPartitionType::Blocking);
-        let error = execute(graph, &runtime(), Instant::now(), &ExchangeEnv::default());
+        let error = execute(graph, &runtime(), Instant::now(), &JobEnv::default());
         assert!(error.is_err());
 
         let mut graph = JobGraph::new("cycle");
@@ -818,14 +818,14 @@ mod tests {
             graph.connect(a, b, Distribution::Broadcast, ResultPartitionType::Blocking);
             graph
         };
-        let env = |fail: &[(&str, usize, u32)]| ExchangeEnv {
+        let env = |fail: &[(&str, usize, u32)]| JobEnv {
             spill_dirs: vec![dir.path().to_path_buf()],
             max_attempts: 2,
             fail_attempts: fail
                 .iter()
                 .map(|(v, s, a)| (v.to_string(), *s, *a))
                 .collect(),
-            ..ExchangeEnv::default()
+            ..JobEnv::default()
         };
         let result = execute(
             graph(),
@@ -867,13 +867,13 @@ mod tests {
             );
             graph
         };
-        let env = |fail: &[(&str, usize, u32)]| ExchangeEnv {
+        let env = |fail: &[(&str, usize, u32)]| JobEnv {
             max_attempts: 2,
             fail_attempts: fail
                 .iter()
                 .map(|(v, s, a)| (v.to_string(), *s, *a))
                 .collect(),
-            ..ExchangeEnv::default()
+            ..JobEnv::default()
         };
         let result = execute(
             graph(),

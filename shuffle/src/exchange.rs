@@ -433,10 +433,8 @@ impl ResultPartition {
                 return Ok(None);
             }
             ResultPartitionType::Hybrid => {
-                let patience = self
-                    .spill
-                    .as_ref()
-                    .map_or_else(|| std::time::Duration::from_millis(50), |s| s.patience);
+                // `exchange` gives every hybrid partition a spill target.
+                let patience = self.spill.as_ref().map(|s| s.patience).unwrap_or_default();
                 match self.emit_within(subpartition, buffer, patience).await? {
                     None => return Ok(None),
                     Some(buffer) => buffer,

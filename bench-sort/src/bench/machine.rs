@@ -31,7 +31,7 @@ impl Machine {
         Self {
             cores: cores(),
             cpu: read("/proc/cpuinfo").and_then(|s| cpu_model(&s)),
-            mem_total_bytes: read("/proc/meminfo").and_then(|s| mem_total_bytes(&s)),
+            mem_total_bytes: engine::memory::total_ram_bytes(),
             kernel: read("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()),
             dir_fs: fs::canonicalize(dir)
                 .ok()
@@ -72,18 +72,6 @@ fn cpu_model(cpuinfo: &str) -> Option<String> {
         .and_then(|l| l.split_once(':'))
         .map(|(_, v)| v.trim().to_owned())
         .filter(|v| !v.is_empty())
-}
-
-/// MemTotal of `/proc/meminfo`, in bytes.
-fn mem_total_bytes(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let mut fields = line.split_whitespace().skip(1);
-    let value: u64 = fields.next()?.parse().ok()?;
-    match fields.next() {
-        Some("kB") => value.checked_mul(1024),
-        None => Some(value),
-        Some(_) => None,
-    }
 }
 
 /// The file system type of the mount holding `path` (absolute, canonical), from the text of
@@ -189,9 +177,6 @@ mod tests {
 
     #[test]
     fn proc_files_parse() {
-        let meminfo = "MemTotal:       24636392 kB\nMemFree:        21000000 kB\n";
-        assert_eq!(mem_total_bytes(meminfo), Some(24_636_392 * 1024));
-        assert_eq!(mem_total_bytes("MemFree: 1 kB\n"), None);
         let cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\n";
         assert_eq!(cpu_model(cpuinfo).as_deref(), Some("AMD EPYC 7B13"));
         let mountinfo = "\

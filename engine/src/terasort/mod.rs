@@ -116,14 +116,7 @@ pub struct SortConfig {
 
 /// Half of the machine's RAM (from `/proc/meminfo`), or 4 GiB when unknown.
 pub fn default_memory_bytes() -> u64 {
-    let total_kib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        });
-    total_kib.map_or(4 << 30, |kib| kib * 1024 / 2)
+    crate::memory::total_ram_bytes().map_or(4 << 30, |bytes| bytes / 2)
 }
 
 impl SortConfig {
@@ -886,7 +879,7 @@ pub fn run_uncommitted(
             .collect::<Result<Vec<_>, _>>()?,
         _ => Vec::new(),
     };
-    let env = scheduler::ExchangeEnv {
+    let env = scheduler::JobEnv {
         spill_dirs: match &shared.external {
             Some(plan) => plan
                 .spill_dirs
