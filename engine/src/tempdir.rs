@@ -15,9 +15,11 @@
 //! this.
 //!
 //! A job folder becomes visible under its name only once it is locked and marked: it is built
-//! under a staging name (`.millrace-staging-PID-N`), then renamed. Sweeps remove a staging
-//! folder only when it is unlocked, older than [`STAGING_GRACE`] and holds nothing but the
-//! marker (its owner died in the microseconds between creating and renaming it).
+//! under a staging name (`.millrace-staging-PID-N-R`), locked, marked, then renamed. A staging
+//! folder that holds nothing but the marker and whose lock is free lost its owner between
+//! marking and renaming it; one that is still empty lost it between `mkdir` and the lock, and
+//! is removed (`rmdir`, so only while empty) when its name is exactly ours and the PID in it
+//! is no live process, or when it is older than [`STAGING_GRACE`].
 //! Every name is registered for removal on a signal before it exists.
 
 use std::ffi::OsStr;
@@ -293,6 +295,44 @@ fn only_marker(path: &Path) -> bool {
             .is_ok_and(|entries| entries.flatten().all(|e| e.file_name() == MARKER))
 }
 
+fn is_empty_dir(path: &Path) -> bool {
+    fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
+}
+
+/// The owner's PID in a staging folder's name when the name is exactly `PID-N-RANDOM` as
+/// [`JobTempDir`] makes it.
+fn staging_owner(name: &str) -> Option<rustix::process::Pid> {
+    let id = name.strip_prefix(STAGING_PREFIX)?;
+    let parts: Vec<&str> = id.split('-').collect();
+    let [pid, n, random] = parts[..] else {
+        return None;
+    };
+    let ours = !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
+        && random.len() == 8
+        && random.bytes().all(|b| b.is_ascii_hexdigit());
+    ours.then(|| rustix::process::Pid::from_raw(pid.parse().ok()?))
+        .flatten()
+}
+
+/// Whether an empty staging folder lost its owner: its name is ours and the PID in it is no
+/// live process here, or it is older than [`STAGING_GRACE`] (another PID namespace sharing
+/// the folder may reuse the PID).
+fn empty_staging_abandoned(name: &str, meta: &fs::Metadata) -> bool {
+    let Some(pid) = staging_owner(name) else {
+        return false;
+    };
+    if pid.as_raw_nonzero().get() as u32 == std::process::id() {
+        return false;
+    }
+    // Signal 0 sends nothing; ESRCH says no such process.
+    is_old(meta)
+        || matches!(
+            rustix::process::test_kill_process(pid),
+            Err(rustix::io::Errno::SRCH)
+        )
+}
+
 /// Removes the job folders in `folder` (spill or output job folders) whose owner has died;
 /// returns how many. Only folders named like Millrace's that carry its marker are considered.
 pub fn remove_stale(folder: &Path) -> usize {
@@ -316,7 +356,14 @@ pub fn remove_stale(folder: &Path) -> usize {
             continue;
         }
         let eligible = if staging {
-            is_old(&meta) && only_marker(&path)
+            if is_empty_dir(&path) {
+                if empty_staging_abandoned(&name, &meta) && fs::remove_dir(&path).is_ok() {
+                    info!(path = %path.display(), "removed the empty staging folder of a job that is gone");
+                    removed += 1;
+                }
+                continue;
+            }
+            only_marker(&path)
         } else {
             has_marker(&path)
         };
@@ -360,12 +407,22 @@ mod tests {
         let users = dead_job_folder(spill.path(), &format!("{SPILL_PREFIX}999999-1"), false);
         let user_file = spill.path().join(format!("{OUTPUT_PREFIX}7"));
         fs::write(&user_file, b"mine").unwrap();
-        let young_staging = dead_job_folder(spill.path(), &format!("{STAGING_PREFIX}1-1"), true);
-        fs::remove_file(young_staging.join("run-0.seg")).unwrap();
+        // Staging folders: marked and unlocked (owner died before the rename) goes; empty
+        // with a dead PID (owner died before the lock) goes; empty with a live PID stays.
+        let marked_staging =
+            dead_job_folder(spill.path(), &format!("{STAGING_PREFIX}1-1-0000abcd"), true);
+        fs::remove_file(marked_staging.join("run-0.seg")).unwrap();
+        let dead_staging = spill
+            .path()
+            .join(format!("{STAGING_PREFIX}{}-3-0000abcd", i32::MAX));
+        fs::create_dir(&dead_staging).unwrap();
+        let young_staging = spill.path().join(format!("{STAGING_PREFIX}1-2-0000abcd"));
+        fs::create_dir(&young_staging).unwrap();
         let unrelated = spill.path().join("keep-me");
         fs::create_dir(&unrelated).unwrap();
-        assert_eq!(remove_stale(spill.path()), 2);
+        assert_eq!(remove_stale(spill.path()), 4);
         assert!(!dead.exists() && !dead_output.exists());
+        assert!(!marked_staging.exists() && !dead_staging.exists());
         for kept in [
             live.path(),
             output.path(),
