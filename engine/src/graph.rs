@@ -30,6 +30,10 @@ pub struct JobVertex {
     pub parallelism: usize,
     /// A source vertex's splits, handed to its subtasks on demand.
     pub splits: Option<Arc<crate::source::SplitEnumerator>>,
+    /// At most this many subtasks run at once (task slots, as Hadoop and Spark schedule
+    /// tasks); the rest wait for a running one to finish. Only for vertices whose edges are
+    /// all blocking: a pipelined region is deployed whole. `None`: all at once.
+    pub slots: Option<usize>,
     factory: InvokableFactory,
 }
 
@@ -87,6 +91,11 @@ pub struct JobEdge {
     pub credits_per_channel: usize,
     /// Bytes per record in this edge's buffers (for spilled blocks' record counts).
     pub record_bytes: usize,
+    /// Blocking edges: the share of producers that must have finished before the consumers
+    /// are deployed (Hadoop's `mapreduce.job.reduce.slowstart.completedmaps`); consumers
+    /// deployed early receive each producer's output when it finishes. 1.0 (the default):
+    /// after the last producer, as Spark's and Flink's batch stages.
+    pub slow_start: f64,
 }
 
 /// A logical job: vertices and the exchanges between them.
@@ -117,6 +126,7 @@ impl JobGraph {
             name: name.into(),
             parallelism,
             splits: None,
+            slots: None,
             factory: Box::new(factory),
         });
         VertexId(self.vertices.len() - 1)
@@ -138,6 +148,7 @@ impl JobGraph {
             partition_type,
             credits_per_channel: 2,
             record_bytes: 1,
+            slow_start: 1.0,
         });
         self.edges.last_mut().expect("just pushed")
     }
@@ -145,10 +156,27 @@ impl JobGraph {
     /// Checks what the scheduler relies on: edges point forward (a DAG in insertion order)
     /// and every vertex has at least one subtask.
     pub fn validate(&self) -> Result<(), EngineError> {
-        for vertex in &self.vertices {
+        for (v, vertex) in self.vertices.iter().enumerate() {
             if vertex.parallelism == 0 {
                 return Err(EngineError::InvalidJob {
                     reason: format!("vertex {} has parallelism 0", vertex.name),
+                });
+            }
+            if vertex.slots == Some(0) {
+                return Err(EngineError::InvalidJob {
+                    reason: format!("vertex {} has 0 slots", vertex.name),
+                });
+            }
+            let pipelined = self
+                .edges
+                .iter()
+                .any(|e| (e.source.0 == v || e.target.0 == v) && e.partition_type.is_pipelined());
+            if vertex.slots.is_some() && pipelined {
+                return Err(EngineError::InvalidJob {
+                    reason: format!(
+                        "vertex {} has slots but a pipelined edge: a pipelined region is deployed whole",
+                        vertex.name
+                    ),
                 });
             }
         }
@@ -186,6 +214,12 @@ impl JobGraph {
                     return invalid(format!("{key_groups} key groups for {consumers} consumers"))
                 }
                 _ => {}
+            }
+            if !(0.0..=1.0).contains(&edge.slow_start) {
+                return invalid(format!("slow start {} is not in 0..=1", edge.slow_start));
+            }
+            if edge.slow_start < 1.0 && edge.partition_type.is_pipelined() {
+                return invalid("slow start applies to blocking edges only".into());
             }
         }
         Ok(())

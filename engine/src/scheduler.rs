@@ -6,7 +6,11 @@
 //! exchange never waits for a consumer that was not scheduled. A region that consumes a
 //! blocking partition is deployed only once every producer of that partition has finished
 //! (Spark's stages, Flink's batch scheduling); until then its producers write their
-//! partitions to segment files and the notices wait in the consumers' queues.
+//! partitions to segment files and the notices wait in the consumers' queues. An edge's
+//! [`slow_start`](crate::graph::JobEdge::slow_start) below 1 deploys the consumers once that
+//! share of the producers finished (Hadoop's slow start): their gates then receive each
+//! producer's output as it is committed. A vertex with [`slots`](crate::graph::JobVertex::slots)
+//! runs at most that many subtasks at once; the others are deployed as running ones finish.
 //! The first subtask that fails cancels all others; the job reports that root cause rather
 //! than the "peer went away" errors it causes downstream.
 
@@ -77,8 +81,9 @@ pub struct ExecutionGraph {
     pub vertices: Vec<ExecutionVertex>,
     /// Vertices of each pipelined region.
     pub regions: Vec<Vec<VertexId>>,
-    /// For each region, the regions whose blocking partitions it consumes.
-    pub depends_on: Vec<Vec<usize>>,
+    /// For each region, the regions whose blocking partitions it consumes, with the share
+    /// of their subtasks that must have finished first (1.0: all).
+    pub depends_on: Vec<Vec<(usize, f64)>>,
 }
 
 impl ExecutionGraph {
@@ -106,8 +111,9 @@ impl ExecutionGraph {
                     ),
                 });
             }
-            if !depends_on[to].contains(&from) {
-                depends_on[to].push(from);
+            match depends_on[to].iter_mut().find(|(r, _)| *r == from) {
+                Some((_, share)) => *share = f64::max(*share, edge.slow_start),
+                None => depends_on[to].push((from, edge.slow_start)),
             }
         }
         let vertices = graph
@@ -130,11 +136,28 @@ impl ExecutionGraph {
         })
     }
 
-    /// Regions not yet deployed whose every input region has finished.
+    /// Regions not yet deployed whose every input region has finished (or the share of it
+    /// its slow start asks for, rounded up to whole subtasks: 0.05 of 16 needs one).
     fn ready_regions(&self, deployed: &[bool]) -> Vec<usize> {
         (0..self.regions.len())
-            .filter(|&r| !deployed[r] && self.depends_on[r].iter().all(|&d| self.finished(d)))
+            .filter(|&r| {
+                !deployed[r]
+                    && self.depends_on[r].iter().all(|&(d, share)| {
+                        let (finished, total) = self.finished_count(d);
+                        finished == total || finished as f64 >= (share * total as f64).ceil()
+                    })
+            })
             .collect()
+    }
+
+    /// Finished subtasks of `region`, and all of them.
+    fn finished_count(&self, region: usize) -> (usize, usize) {
+        let members = self.vertices.iter().filter(|v| v.region == region);
+        let finished = members
+            .clone()
+            .filter(|v| v.state == ExecutionState::Finished)
+            .count();
+        (finished, members.count())
     }
 
     fn finished(&self, region: usize) -> bool {
@@ -421,9 +444,11 @@ pub fn execute(
                 ((v, subtask, attempt), result)
             }));
         };
-        // Wires a region and starts every subtask of it (a pipelined region starts whole).
+        // Wires a region and starts every subtask of it (a pipelined region starts whole; a
+        // vertex with slots starts that many, the rest wait in `queued`).
         let deploy_region = |running: &mut JoinSet<_>,
                              execution: &mut ExecutionGraph,
+                             queued: &mut Vec<std::collections::VecDeque<usize>>,
                              region: usize,
                              attempt: u32|
          -> Result<(), EngineError> {
@@ -431,7 +456,10 @@ pub fn execute(
             wire_region(&members)?;
             let mut ready = Vec::new();
             for &VertexId(v) in &members {
-                for subtask in 0..graph.vertices[v].parallelism {
+                let vertex = &graph.vertices[v];
+                let now = vertex.slots.unwrap_or(usize::MAX).min(vertex.parallelism);
+                queued[v].extend(now..vertex.parallelism);
+                for subtask in 0..now {
                     ready.push((v, context(v, subtask, attempt)?));
                 }
             }
@@ -443,12 +471,15 @@ pub fn execute(
             Ok(())
         };
         let mut region_attempts = vec![0u32; execution.regions.len()];
+        let mut queued = vec![std::collections::VecDeque::new(); graph.vertices.len()];
         loop {
             if failure.is_none() {
                 for region in execution.ready_regions(&deployed) {
                     deployed[region] = true;
                     debug!(region, "deploying region");
-                    if let Err(error) = deploy_region(&mut running, &mut execution, region, 0) {
+                    if let Err(error) =
+                        deploy_region(&mut running, &mut execution, &mut queued, region, 0)
+                    {
                         failure = Some(error);
                         running.abort_all();
                         break;
@@ -487,6 +518,25 @@ pub fn execute(
                         count_senders[v].send_replace(Some(Arc::new(std::mem::take(sums))));
                     }
                     reports.push(((v, subtask), report));
+                    // Its slot is free: the next waiting subtask of the vertex takes it.
+                    let next = if failure.is_none() {
+                        queued[v].pop_front()
+                    } else {
+                        None
+                    };
+                    if let Some(next) = next {
+                        match context(v, next, 0) {
+                            Ok(ctx) => {
+                                execution.set_attempt(v, next, 0);
+                                let invokable = graph.vertices[v].instantiate(next);
+                                spawn(&mut running, v, ctx, invokable);
+                            }
+                            Err(error) => {
+                                failure = Some(error);
+                                running.abort_all();
+                            }
+                        }
+                    }
                 }
                 Err(error) => {
                     if v != usize::MAX {
@@ -558,7 +608,13 @@ pub fn execute(
                             }
                         }
                         region_attempts[r] += 1;
-                        match deploy_region(&mut running, &mut execution, r, region_attempts[r]) {
+                        match deploy_region(
+                            &mut running,
+                            &mut execution,
+                            &mut queued,
+                            r,
+                            region_attempts[r],
+                        ) {
                             Ok(()) => continue,
                             Err(deploy_error) => failure = Some(deploy_error),
                         }
@@ -584,6 +640,11 @@ pub fn execute(
                 }
             }
             return Err(error);
+        }
+        if let Some(v) = queued.iter().position(|q| !q.is_empty()) {
+            return Err(EngineError::Internal {
+                what: format!("{} subtasks of vertex {v} never ran", queued[v].len()),
+            });
         }
         if let Some(r) = deployed.iter().position(|d| !d) {
             return Err(EngineError::Internal {
@@ -623,7 +684,30 @@ mod tests {
                     }
                 }
                 out.finish()?;
+                report.end_us = ctx.now_us();
                 Ok(report)
+            })
+        }
+    }
+
+    /// Like [`Numbers`], after a pause, counting how many run at once.
+    struct SlowNumbers {
+        value: u8,
+        running: Arc<std::sync::atomic::AtomicUsize>,
+        most: Arc<std::sync::atomic::AtomicUsize>,
+    }
+    impl Invokable for SlowNumbers {
+        fn invoke(
+            self: Box<Self>,
+            ctx: SubtaskContext,
+        ) -> BoxFuture<Result<SubtaskReport, EngineError>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            Box::pin(async move {
+                let now = self.running.fetch_add(1, SeqCst) + 1;
+                self.most.fetch_max(now, SeqCst);
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                self.running.fetch_sub(1, SeqCst);
+                Box::new(Numbers(self.value)).invoke(ctx).await
             })
         }
     }
@@ -775,6 +859,64 @@ mod tests {
             .all(|p| p.bytes_out == 5 * 2 * 4));
         // Producers' files are unlinked: nothing is left in the folder.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// ```text
+    /// numbers (6, 2 slots) ──blocking, slow start 0.25──► count (2)
+    /// ```
+    /// At most two producers run at once; the consumers are deployed once two producers
+    /// finished, before the last one did, and still read every producer's output once.
+    #[test]
+    fn slots_limit_producers_and_slow_start_deploys_consumers_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut graph = JobGraph::new("test");
+        let (r, m) = (running.clone(), most.clone());
+        let a = graph.add_vertex("numbers", 6, move |i| {
+            Box::new(SlowNumbers {
+                value: i as u8,
+                running: r.clone(),
+                most: m.clone(),
+            })
+        });
+        graph.vertices[a.0].slots = Some(2);
+        let b = graph.add_vertex("count", 2, |_| Box::new(Count { fail: false }));
+        graph
+            .connect(a, b, Distribution::Broadcast, ResultPartitionType::Blocking)
+            .slow_start = 0.25;
+        let env = JobEnv {
+            spill_dirs: vec![dir.path().to_path_buf()],
+            ..JobEnv::default()
+        };
+        let result = execute(graph, &runtime(), Instant::now(), &env).unwrap();
+        assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let mut ends: Vec<u64> = result.subtasks[..6].iter().map(|r| r.end_us).collect();
+        ends.sort_unstable();
+        for consumer in &result.subtasks[6..] {
+            assert!(
+                consumer.deployed_us >= ends[1] && consumer.deployed_us < ends[5],
+                "consumer deployed at {} µs; producers ended at {ends:?}",
+                consumer.deployed_us
+            );
+        }
+        assert_eq!(
+            result.subtasks[6].bytes_in + result.subtasks[7].bytes_in,
+            5 * 6 * 2 * 4
+        );
+
+        // Slots on a vertex of a pipelined region are refused.
+        let mut graph = JobGraph::new("slots");
+        let a = graph.add_vertex("a", 2, |i| Box::new(Numbers(i as u8)));
+        graph.vertices[a.0].slots = Some(1);
+        let b = graph.add_vertex("b", 2, |_| Box::new(Count { fail: false }));
+        graph.connect(
+            a,
+            b,
+            Distribution::Broadcast,
+            ResultPartitionType::Pipelined,
+        );
+        assert!(graph.validate().is_err());
     }
 
     /// A blocking edge needs somewhere to write, and may not close a pipelined cycle.

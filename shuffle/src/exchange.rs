@@ -237,6 +237,24 @@ pub struct BlockingStore {
 struct BlockingState {
     pending: std::collections::HashMap<(usize, u32), Vec<Vec<SpilledBuffer>>>,
     committed: Vec<Option<Vec<Vec<SpilledBuffer>>>>,
+    /// Gates of consumers deployed before every producer finished (slow start): each gets a
+    /// producer's notices when that producer is committed.
+    subscribers: Vec<(usize, mpsc::UnboundedSender<(ChannelIndex, Event)>)>,
+}
+
+/// Queues `notices` and the end of `producer`'s partition on a consumer's gate; false when
+/// the gate is gone.
+fn deliver(
+    tx: &mpsc::UnboundedSender<(ChannelIndex, Event)>,
+    producer: usize,
+    notices: &[SpilledBuffer],
+) -> bool {
+    notices.iter().all(|notice| {
+        tx.send((ChannelIndex(producer), Event::Spilled(notice.clone())))
+            .is_ok()
+    }) && tx
+        .send((ChannelIndex(producer), Event::EndOfPartition))
+        .is_ok()
 }
 
 /// A blocking exchange between `producers` and `consumers` subtasks, spilling into `spill`.
@@ -248,6 +266,7 @@ pub fn blocking(producers: usize, consumers: usize, spill: SpillTarget) -> Arc<B
         state: std::sync::Mutex::new(BlockingState {
             pending: Default::default(),
             committed: vec![None; producers],
+            subscribers: Vec::new(),
         }),
     })
 }
@@ -284,12 +303,24 @@ impl BlockingStore {
         }
     }
 
-    /// Accepts `producer`'s attempt `attempt` (it finished and its subtask succeeded).
+    /// Accepts `producer`'s attempt `attempt` (it finished and its subtask succeeded); gates
+    /// already deployed receive its output now.
     pub fn commit(&self, producer: usize, attempt: u32) {
         let mut state = self.lock();
+        if state.committed[producer].is_some() {
+            return;
+        }
         if let Some(notices) = state.pending.remove(&(producer, attempt)) {
+            state
+                .subscribers
+                .retain(|(consumer, tx)| deliver(tx, producer, &notices[*consumer]));
             state.committed[producer] = Some(notices);
         }
+    }
+
+    /// How many producers have been committed.
+    pub fn committed_producers(&self) -> usize {
+        self.lock().committed.iter().filter(|c| c.is_some()).count()
     }
 
     /// Forgets `producer`'s attempt `attempt` (its subtask failed); its files go with it.
@@ -297,18 +328,19 @@ impl BlockingStore {
         self.lock().pending.remove(&(producer, attempt));
     }
 
-    /// A gate for `consumer` over every producer's committed output, in producer order.
+    /// A gate for `consumer` over every producer's output: the committed ones at once, in
+    /// producer order, each other one when it is committed (a consumer deployed before its
+    /// producers finished copies their outputs as they appear, like Hadoop's slow start).
     pub fn gate(&self, consumer: usize) -> Result<InputGate, ShuffleError> {
-        let state = self.lock();
+        let mut state = self.lock();
         let (tx, rx) = mpsc::unbounded_channel();
         for (producer, committed) in state.committed.iter().enumerate() {
-            let notices = committed
-                .as_ref()
-                .ok_or(ShuffleError::ProducerLost { producer })?;
-            for notice in &notices[consumer] {
-                let _ = tx.send((ChannelIndex(producer), Event::Spilled(notice.clone())));
+            if let Some(notices) = committed {
+                deliver(&tx, producer, &notices[consumer]);
             }
-            let _ = tx.send((ChannelIndex(producer), Event::EndOfPartition));
+        }
+        if state.committed.iter().any(Option::is_none) {
+            state.subscribers.push((consumer, tx));
         }
         Ok(InputGate {
             consumer,
@@ -461,6 +493,46 @@ impl ResultPartition {
             None => self.emit_spilled(subpartition, spilled)?,
         }
         Ok(Some(buffer))
+    }
+
+    /// Publishes a sealed segment of a file the producer wrote itself (a map output sorted
+    /// and indexed by partition, as Hadoop's map side writes it): each non-empty partition
+    /// becomes one spilled-buffer notice for its consumer, read from the file zero-copy.
+    /// Blocking partitions only; the notices wait for [`ResultPartition::finish`].
+    pub fn publish_segment(
+        &mut self,
+        path: &std::path::Path,
+        file: Arc<std::fs::File>,
+        segment: &crate::spill::SegmentIndex,
+    ) -> Result<(), ShuffleError> {
+        let record_bytes = self.spill.as_ref().map_or(1, |s| s.record_bytes.max(1)) as u64;
+        let Some(output) = &mut self.blocking else {
+            return Err(ShuffleError::NoSpillTarget {
+                kind: "a published segment outside a blocking partition",
+            });
+        };
+        for entry in &segment.partitions {
+            let Some(notices) = output.notices.get_mut(entry.partition as usize) else {
+                return Err(ShuffleError::NoSpillTarget {
+                    kind: "a published segment with a partition past the consumers",
+                });
+            };
+            let bytes = entry.records * record_bytes;
+            // Each notice carries only its own partition's entry.
+            notices.push(SpilledBuffer {
+                path: path.to_path_buf(),
+                file: file.clone(),
+                segment: crate::spill::SegmentIndex {
+                    partitions: vec![entry.clone()],
+                    ..segment.clone()
+                },
+                partition: entry.partition,
+                bytes,
+            });
+            self.metrics.spilled_buffers += 1;
+            self.metrics.spilled_bytes += bytes;
+        }
+        Ok(())
     }
 
     /// Appends `buffer` as one sealed segment of this producer's segment file.
