@@ -292,15 +292,36 @@ async fn blocking_partitions_never_wait_and_deliver_everything_later() {
     }
 }
 
-/// A consumer's gate needs every producer's committed output.
-#[test]
-fn a_gate_needs_every_producer() {
+/// A gate made before every producer finished (slow start) gets the committed outputs at
+/// once and each other one when it is committed — never a discarded attempt's — and ends
+/// only after the last producer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_gate_receives_producers_as_they_commit() {
     let dir = tempfile::tempdir().unwrap();
     let store = shuffle::blocking(2, 1, target(dir.path(), 0));
-    let mut partition = store.partition(0, 0, None);
-    partition.finish().unwrap();
+    let mut first = store.partition(0, 0, None);
+    first.send(0, buffer(1, 8)).await.unwrap();
+    first.finish().unwrap();
     store.commit(0, 0);
-    assert!(store.gate(0).is_err());
+    let mut gate = store.gate(0).unwrap();
+    assert_eq!(store.committed_producers(), 1);
+    // A failed attempt of producer 1: discarded, never seen.
+    let mut failed = store.partition(1, 0, None);
+    failed.send(0, buffer(9, 8)).await.unwrap();
+    failed.finish().unwrap();
+    store.discard(1, 0);
+    let mut second = store.partition(1, 1, None);
+    second.send(0, buffer(2, 8)).await.unwrap();
+    second.finish().unwrap();
+    let reader = tokio::spawn(async move { drain(&mut gate).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !reader.is_finished(),
+        "the gate ended before producer 1 committed"
+    );
+    store.commit(1, 1);
+    let received = reader.await.unwrap();
+    assert_eq!(received, [(0, vec![1; 8]), (1, vec![2; 8])]);
 }
 
 /// Hybrid, deterministically: the first buffer takes the one credit, the next ones wait their
