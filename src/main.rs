@@ -118,6 +118,10 @@ enum ModeArg {
     Pipelined,
     /// Maps write blocking partitions; reducers start after the last map (Spark/Tez).
     Staged,
+    /// One sorting map task per split; reducers copy finished map outputs early and merge
+    /// after the last map (Hadoop MapReduce).
+    #[value(name = "mapreduce")]
+    MapReduce,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -175,6 +179,14 @@ impl clap::builder::TypedValueParser for PathArg {
 
 /// Parses a byte size: a number with an optional unit (k, M, G, T for powers of 1000; KiB,
 /// MiB, GiB, TiB for powers of 1024; case-insensitive).
+/// A share from 0 to 1 (`0.05`).
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("{text:?} is not a number from 0 to 1")),
+    }
+}
+
 fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
@@ -229,16 +241,30 @@ struct SortArgs {
     /// How map and reduce are connected.
     #[arg(long, value_enum, default_value = "pipelined")]
     mode: ModeArg,
-    /// Attempts a subtask gets when it can be retried alone (in --mode staged: a failed map or
-    /// reducer runs again over the finished blocking partitions). 1 turns retries off.
+    /// Attempts a subtask gets (in --mode staged and mapreduce a failed map or reducer runs
+    /// again alone over the finished blocking partitions; in pipelined mode its region
+    /// restarts). 1 turns retries off.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
     max_attempts: u32,
     /// Reduce subtasks (output ranges). Default: the number of cores.
     #[arg(long)]
     reducers: Option<usize>,
-    /// Map subtasks. Default: the number of cores.
+    /// Map subtasks (in --mode mapreduce: map tasks running at once; there is one task per
+    /// split). Default: the number of cores.
     #[arg(long)]
     maps: Option<usize>,
+    /// Bytes of input per split, handed to maps on demand (in --mode mapreduce: one map task
+    /// each, like mapreduce.input.fileinputformat.split.maxsize).
+    #[arg(long, value_name = "SIZE", default_value = "64MB", value_parser = parse_size)]
+    split_bytes: u64,
+    /// --mode mapreduce: records each map task sorts in memory before it spills a run (like
+    /// mapreduce.task.io.sort.mb). Default: up to 128MiB, as the --memory budget allows.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    map_sort_buffer: Option<u64>,
+    /// --mode mapreduce: the share of map tasks that must have finished before reducers start
+    /// copying map outputs (like mapreduce.job.reduce.slowstart.completedmaps), 0 to 1.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.05, value_parser = parse_share)]
+    slowstart: f64,
     /// Write one part file per reducer (part-00000, …) into the OUTPUT folder.
     #[arg(long)]
     parts: bool,
@@ -744,7 +770,22 @@ fn sort_config(args: &SortArgs, input: PathBuf, output: PathBuf) -> Result<SortC
     config.mode = match args.mode {
         ModeArg::Pipelined => ExecutionMode::Pipelined,
         ModeArg::Staged => ExecutionMode::Staged,
+        ModeArg::MapReduce => ExecutionMode::MapReduce,
     };
+    if config.mode != ExecutionMode::MapReduce
+        && (args.map_sort_buffer.is_some() || args.slowstart != 0.05)
+    {
+        bail!("--map-sort-buffer and --slowstart apply to --mode mapreduce only");
+    }
+    if args.map_sort_buffer == Some(0) {
+        bail!("--map-sort-buffer must be at least one record (100 bytes)");
+    }
+    config.map_sort_buffer_bytes = args.map_sort_buffer;
+    if args.split_bytes < engine::record::RECORD_LEN as u64 {
+        bail!("--split-bytes must be at least one record (100 bytes)");
+    }
+    config.split_bytes = args.split_bytes;
+    config.slowstart = args.slowstart;
     if let Some(reducers) = args.reducers {
         config.reducers = reducers;
     }
@@ -1047,6 +1088,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
             .filter_map(|m| match m {
                 ModeArg::Pipelined => None,
                 ModeArg::Staged => Some("staged".to_string()),
+                ModeArg::MapReduce => Some("mapreduce".to_string()),
             })
             .collect(),
     };

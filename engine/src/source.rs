@@ -48,6 +48,20 @@ impl SplitEnumerator {
         }))
     }
 
+    /// Splits not handed out yet.
+    pub fn len(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pending
+            .len()
+    }
+
+    /// Whether every split is handed out.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The next split for `subtask`, or `None` when every split is handed out.
     pub fn next(&self, subtask: usize) -> Option<FileSplit> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());

@@ -112,8 +112,8 @@ pub struct SpilledBuffer {
     pub path: std::path::PathBuf,
     /// An open handle on that file, to read it through.
     pub file: Arc<std::fs::File>,
-    /// The sealed segment that holds the buffer.
-    pub segment: crate::spill::SegmentIndex,
+    /// The sealed segment that holds the buffer (shared by the notices of its partitions).
+    pub segment: Arc<crate::spill::SegmentIndex>,
     /// The partition (consumer) of the buffer inside the segment.
     pub partition: u32,
     /// Raw bytes spilled.
@@ -134,7 +134,7 @@ impl SpilledBuffer {
                 offset: 0,
                 source: Arc::new(source),
             })?;
-        crate::SegmentFileReader::from_file(&self.path, file, [self.segment.clone()])
+        crate::SegmentFileReader::from_file(&self.path, file, [(*self.segment).clone()])
     }
 }
 
@@ -506,6 +506,7 @@ impl ResultPartition {
         segment: &crate::spill::SegmentIndex,
     ) -> Result<(), ShuffleError> {
         let record_bytes = self.spill.as_ref().map_or(1, |s| s.record_bytes.max(1)) as u64;
+        let shared = Arc::new(segment.clone());
         let Some(output) = &mut self.blocking else {
             return Err(ShuffleError::NoSpillTarget {
                 kind: "a published segment outside a blocking partition",
@@ -518,14 +519,10 @@ impl ResultPartition {
                 });
             };
             let bytes = entry.records * record_bytes;
-            // Each notice carries only its own partition's entry.
             notices.push(SpilledBuffer {
                 path: path.to_path_buf(),
                 file: file.clone(),
-                segment: crate::spill::SegmentIndex {
-                    partitions: vec![entry.clone()],
-                    ..segment.clone()
-                },
+                segment: shared.clone(),
                 partition: entry.partition,
                 bytes,
             });
@@ -567,7 +564,7 @@ impl ResultPartition {
         Ok(SpilledBuffer {
             path: writer.path().to_path_buf(),
             file: Arc::new(writer.read_handle()?),
-            segment,
+            segment: Arc::new(segment),
             partition: subpartition as u32,
             bytes: buffer.len() as u64,
         })

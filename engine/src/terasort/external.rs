@@ -73,15 +73,15 @@ pub(super) struct ExternalReduceTask {
 }
 
 /// Records received and not yet spilled, with the budget they hold.
-struct Arena {
-    bytes: Vec<u8>,
+pub(super) struct Arena {
+    pub(super) bytes: Vec<u8>,
     _reservation: Reservation,
 }
 
 impl Arena {
     /// An arena for `capacity_bytes` of records (and their sort entries), or `None` if the
     /// budget refuses.
-    fn new(budget: &Arc<MemoryBudget>, capacity_bytes: usize) -> Option<Self> {
+    pub(super) fn new(budget: &Arc<MemoryBudget>, capacity_bytes: usize) -> Option<Self> {
         let records = capacity_bytes / RECORD_LEN;
         let reservation = budget.try_reserve(records as u64 * (RECORD_LEN as u64 + ENTRY_BYTES))?;
         Some(Self {
@@ -90,11 +90,11 @@ impl Arena {
         })
     }
 
-    fn remaining(&self) -> usize {
+    pub(super) fn remaining(&self) -> usize {
         self.bytes.capacity() - self.bytes.len()
     }
 
-    fn records(&self) -> u64 {
+    pub(super) fn records(&self) -> u64 {
         (self.bytes.len() / RECORD_LEN) as u64
     }
 
@@ -118,32 +118,33 @@ impl Arena {
     }
 }
 
-/// Writes sorted runs into this reducer's segment file.
-struct Spiller {
-    writer: SegmentFileWriter,
-    runs: Vec<SegmentIndex>,
+/// Writes sorted runs into one segment file (a reducer's, or a map's in `mapreduce` mode).
+pub(super) struct Spiller {
+    pub(super) writer: SegmentFileWriter,
+    pub(super) runs: Vec<SegmentIndex>,
     block_bytes: usize,
-    written_bytes: u64,
+    pub(super) written_bytes: u64,
     /// Runs written, cascaded ones included.
-    runs_written: u64,
+    pub(super) runs_written: u64,
     /// When the job started: spans count from here.
     job_start: Instant,
     /// `spill`, `cascade` and `merge` spans, in the order they ended.
-    spans: Vec<Span>,
+    pub(super) spans: Vec<Span>,
 }
 
 impl Spiller {
-    /// Appends records to the open run through a staging block.
-    fn run_writer(&mut self) -> RunWriter<'_> {
+    /// Appends records to the open run (partition 0) through a staging block.
+    pub(super) fn run_writer(&mut self) -> RunWriter<'_> {
         let block_bytes = self.block_bytes;
         RunWriter {
             spiller: self,
             staging: Vec::with_capacity(block_bytes),
+            partition: 0,
         }
     }
 
     /// Writes runs into `writer`; spans count from `job_start`.
-    fn new(writer: SegmentFileWriter, block_bytes: usize, job_start: Instant) -> Self {
+    pub(super) fn new(writer: SegmentFileWriter, block_bytes: usize, job_start: Instant) -> Self {
         Self {
             writer,
             runs: Vec::new(),
@@ -156,12 +157,12 @@ impl Spiller {
     }
 
     /// Microseconds since the job started.
-    fn now_us(&self) -> u64 {
+    pub(super) fn now_us(&self) -> u64 {
         micros_since(self.job_start)
     }
 
     /// Records a span from `start_us` to now that wrote `bytes` of records.
-    fn record_span(&mut self, name: SpanKind, start_us: u64, bytes: u64) {
+    pub(super) fn record_span(&mut self, name: SpanKind, start_us: u64, bytes: u64) {
         let span =
             Span::new(name, start_us, self.now_us()).with_volume(bytes, bytes / RECORD_LEN as u64);
         self.spans.push(span);
@@ -169,9 +170,22 @@ impl Spiller {
 
     /// Spills the arena as one sorted run.
     fn spill(&mut self, arena: &Arena) -> Result<(), EngineError> {
+        self.spill_partitioned(arena, |_| 0)
+    }
+
+    /// Spills the arena as one sorted run, each record in partition `partition_of(key)`;
+    /// partitions must not decrease with the key (range partitions).
+    pub(super) fn spill_partitioned(
+        &mut self,
+        arena: &Arena,
+        mut partition_of: impl FnMut(u128) -> u32,
+    ) -> Result<(), EngineError> {
         let (start_us, written_before) = (self.now_us(), self.written_bytes);
         let mut run = self.run_writer();
-        arena.emit_sorted(|record| run.push(record))?;
+        arena.emit_sorted(|record| {
+            run.set_partition(partition_of(key80(record)))?;
+            run.push(record)
+        })?;
         run.seal()?;
         self.record_span(
             SpanKind::Spill,
@@ -183,13 +197,25 @@ impl Spiller {
 }
 
 /// One run being written.
-struct RunWriter<'a> {
+pub(super) struct RunWriter<'a> {
     spiller: &'a mut Spiller,
     staging: Vec<u8>,
+    /// The partition records are appended to; it may only grow.
+    partition: u32,
 }
 
 impl RunWriter<'_> {
-    fn push(&mut self, record: &[u8]) -> Result<(), EngineError> {
+    /// Appends the following records to `partition` (not below the current one).
+    #[inline]
+    pub(super) fn set_partition(&mut self, partition: u32) -> Result<(), EngineError> {
+        if partition != self.partition {
+            self.flush()?;
+            self.partition = partition;
+        }
+        Ok(())
+    }
+
+    pub(super) fn push(&mut self, record: &[u8]) -> Result<(), EngineError> {
         self.staging.extend_from_slice(record);
         if self.staging.len() + RECORD_LEN > self.staging.capacity() {
             self.flush()?;
@@ -200,13 +226,13 @@ impl RunWriter<'_> {
     fn flush(&mut self) -> Result<(), EngineError> {
         self.spiller
             .writer
-            .append_records(0, RECORD_LEN, &self.staging)?;
+            .append_records(self.partition, RECORD_LEN, &self.staging)?;
         self.spiller.written_bytes += self.staging.len() as u64;
         self.staging.clear();
         Ok(())
     }
 
-    fn seal(mut self) -> Result<(), EngineError> {
+    pub(super) fn seal(mut self) -> Result<(), EngineError> {
         self.flush()?;
         let index = self.spiller.writer.seal_segment()?;
         self.spiller.runs.push(index);
@@ -217,7 +243,7 @@ impl RunWriter<'_> {
 
 /// Reads one run, a block at a time, asking the kernel to read ahead and dropping what it
 /// has passed from memory.
-struct RunCursor<'a> {
+pub(super) struct RunCursor<'a> {
     reader: &'a SegmentFileReader,
     segment: u32,
     blocks: PartitionBlocks<'a>,
@@ -233,16 +259,18 @@ struct RunCursor<'a> {
 }
 
 impl<'a> RunCursor<'a> {
-    fn open(
+    /// A cursor over `partition` of the run `run` (a segment of `reader`'s file).
+    pub(super) fn open(
         reader: &'a SegmentFileReader,
         run: &SegmentIndex,
+        partition: u32,
         read_ahead_bytes: u64,
     ) -> Result<Self, EngineError> {
-        let start = run.partition(0).map_or(run.offset, |p| p.offset);
+        let start = run.partition(partition).map_or(run.offset, |p| p.offset);
         let mut cursor = Self {
             reader,
             segment: run.segment,
-            blocks: reader.partition_blocks(run.segment, 0)?,
+            blocks: reader.partition_blocks(run.segment, partition)?,
             block: Cow::Borrowed(&[]),
             at: 0,
             released_until: start,
@@ -306,17 +334,41 @@ impl<'a> RunCursor<'a> {
     }
 }
 
-/// Merges `runs` (in order; ties go to the earlier run) and hands each record to `emit`.
-fn merge_runs(
-    reader: &SegmentFileReader,
-    runs: &[SegmentIndex],
-    read_ahead_bytes: u64,
+/// Where a merge reads one sorted run from.
+pub(super) enum Cursor<'a> {
+    /// A run in a segment file, a block at a time.
+    Run(RunCursor<'a>),
+    /// A run held in memory (whole records).
+    Memory { records: &'a [u8], at: usize },
+}
+
+impl Cursor<'_> {
+    #[inline]
+    fn record(&self) -> Option<&[u8]> {
+        match self {
+            Self::Run(run) => run.record(),
+            Self::Memory { records, at } => records.get(*at..*at + RECORD_LEN),
+        }
+    }
+
+    #[inline]
+    fn advance(&mut self) -> Result<(), EngineError> {
+        match self {
+            Self::Run(run) => run.advance(),
+            Self::Memory { at, .. } => {
+                *at += RECORD_LEN;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Merges sorted runs (ties go to the earlier cursor) and hands each record to `emit`;
+/// returns the bytes merged.
+pub(super) fn merge_cursors(
+    mut cursors: Vec<Cursor<'_>>,
     mut emit: impl FnMut(&[u8]) -> Result<(), EngineError>,
 ) -> Result<u64, EngineError> {
-    let mut cursors = runs
-        .iter()
-        .map(|run| RunCursor::open(reader, run, read_ahead_bytes))
-        .collect::<Result<Vec<_>, _>>()?;
     let keys = cursors
         .iter()
         .enumerate()
@@ -337,6 +389,22 @@ fn merge_runs(
         );
     }
     Ok(read_bytes)
+}
+
+/// Merges `partition` of `runs` (segments of `reader`'s file, in order; ties go to the
+/// earlier run) and hands each record to `emit`.
+pub(super) fn merge_runs(
+    reader: &SegmentFileReader,
+    runs: &[SegmentIndex],
+    partition: u32,
+    read_ahead_bytes: u64,
+    emit: impl FnMut(&[u8]) -> Result<(), EngineError>,
+) -> Result<u64, EngineError> {
+    let cursors = runs
+        .iter()
+        .map(|run| RunCursor::open(reader, run, partition, read_ahead_bytes).map(Cursor::Run))
+        .collect::<Result<Vec<_>, _>>()?;
+    merge_cursors(cursors, emit)
 }
 
 impl Invokable for ExternalReduceTask {
@@ -560,7 +628,9 @@ fn merge_all(
         let group: Vec<SegmentIndex> = spiller.runs.drain(..fan_in).collect();
         let reader = spiller.writer.reader(group.clone())?;
         let mut run = spiller.run_writer();
-        let bytes = merge_runs(&reader, &group, read_ahead_bytes, |record| run.push(record))?;
+        let bytes = merge_runs(&reader, &group, 0, read_ahead_bytes, |record| {
+            run.push(record)
+        })?;
         // The merged run goes last, so ties keep arrival order only approximately; keys are
         // still in order, which is all a sort promises.
         run.seal()?;
@@ -568,7 +638,7 @@ fn merge_all(
         spiller.record_span(SpanKind::Cascade, cascade_start, bytes);
     }
     let reader = spiller.writer.reader(spiller.runs.clone())?;
-    let merged = merge_runs(&reader, &spiller.runs, read_ahead_bytes, &mut emit)?;
+    let merged = merge_runs(&reader, &spiller.runs, 0, read_ahead_bytes, &mut emit)?;
     read_bytes += merged;
     spiller.record_span(SpanKind::Merge, merge_start, merged);
     Ok(read_bytes)

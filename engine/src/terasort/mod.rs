@@ -14,6 +14,7 @@
 mod external;
 pub mod input;
 mod map;
+mod mapreduce;
 pub mod merge;
 pub mod partitioner;
 mod reduce;
@@ -52,6 +53,11 @@ pub enum ExecutionMode {
     /// Maps write blocking partitions (one segment file each); reducers are deployed after
     /// the last map finished and read their range of every map's file (Spark/Tez stages).
     Staged,
+    /// One map task per split (`--maps` at once) sorts its split in a sort buffer, spills
+    /// and merges it into one sorted output indexed by reducer; reducers copy finished map
+    /// outputs from `--slowstart` on and merge them after the last map (Hadoop MapReduce).
+    #[serde(rename = "mapreduce")]
+    MapReduce,
 }
 
 impl ExecutionMode {
@@ -60,6 +66,7 @@ impl ExecutionMode {
         match self {
             Self::Pipelined => "pipelined",
             Self::Staged => "staged",
+            Self::MapReduce => "mapreduce",
         }
     }
 }
@@ -112,6 +119,12 @@ pub struct SortConfig {
     /// Attempts a subtask gets when it can be retried alone (its exchanges are blocking:
     /// `--mode staged`). Default 2.
     pub max_attempts: u32,
+    /// `mapreduce`: bytes of records in each map task's sort buffer (Hadoop's
+    /// `mapreduce.task.io.sort.mb`); `None`: up to 128 MiB, as the budget allows.
+    pub map_sort_buffer_bytes: Option<u64>,
+    /// `mapreduce`: the share of map tasks that must have finished before reducers start
+    /// copying (Hadoop's `mapreduce.job.reduce.slowstart.completedmaps`). Default 0.05.
+    pub slowstart: f64,
 }
 
 /// Half of the machine's RAM (from `/proc/meminfo`), or 4 GiB when unknown.
@@ -145,6 +158,8 @@ impl SortConfig {
             hybrid_wait: Some(std::time::Duration::from_millis(50)),
             force: false,
             max_attempts: 2,
+            map_sort_buffer_bytes: None,
+            slowstart: 0.05,
         }
     }
 
@@ -423,8 +438,9 @@ pub struct IoSummary {
     /// Map/shuffle phase: sorted runs spilled by reducers plus buffers spilled by maps for
     /// busy reducers (raw bytes).
     pub spill_written_bytes: u64,
-    /// The part of `spill_written_bytes` that maps spilled (hybrid exchange); these bytes are
-    /// written and read once more than the others.
+    /// The part of `spill_written_bytes` that maps wrote (hybrid spills, blocking
+    /// partitions, `mapreduce` map outputs); these bytes are written and read once more than
+    /// the others.
     #[serde(default)]
     pub hybrid_spilled_bytes: u64,
     /// Merge phase: runs read back (raw bytes).
@@ -460,7 +476,7 @@ impl IoSummary {
             hybrid_spilled_bytes: sum(map, |s| s.spill_written_bytes),
             spill_read_bytes: sum(sort, |s| s.spill_read_bytes),
             output_written_bytes: sum(sort, |s| s.bytes_out),
-            spilled_runs: sum(sort, |s| s.spilled_runs),
+            spilled_runs: sum(sort, |s| s.spilled_runs) + sum(map, |s| s.spilled_runs),
             ..Default::default()
         };
         if input_bytes > 0 {
@@ -509,6 +525,8 @@ struct SortShared {
     progress: Arc<Progress>,
     /// Set when the sort spills (out-of-core plan).
     external: Option<ExternalPlan>,
+    /// Set in `mapreduce` mode.
+    mapreduce: Option<mapreduce::MapReducePlan>,
 }
 
 /// Memory and spill settings of an out-of-core sort.
@@ -656,6 +674,72 @@ fn external_plan(
     Ok((plan, sizes))
 }
 
+/// Default ceiling of a map task's sort buffer in `mapreduce` mode.
+const DEFAULT_MAP_SORT_BUFFER: u64 = 128 << 20;
+
+/// Plans a `mapreduce` sort: the write buffers' fixed share, each map slot's sort buffer (no
+/// larger than a split), the rest for reducers' in-memory copies; folders for map outputs.
+fn mapreduce_plan(
+    config: &SortConfig,
+    split_bytes: u64,
+) -> Result<mapreduce::MapReducePlan, EngineError> {
+    let sizes = MemoryPlan::for_budget(config.memory_bytes, config);
+    let (slots, r) = (config.maps as u64, config.reducers as u64);
+    let fixed_bytes =
+        r * 3 * sizes.write_chunk_bytes as u64 + (slots + r) * 3 * sizes.spill_buffer_bytes as u64;
+    let with_entries =
+        |records_bytes: u64| records_bytes / RECORD_LEN as u64 * (RECORD_LEN as u64 + 16);
+    let free = config.memory_bytes.saturating_sub(fixed_bytes);
+    let sort_buffer = match config.map_sort_buffer_bytes {
+        Some(bytes) => bytes,
+        // Half of what is left to the maps, half to the reducers' copies.
+        None => (free / 2 / slots * RECORD_LEN as u64 / (RECORD_LEN as u64 + 16))
+            .clamp(1 << 20, DEFAULT_MAP_SORT_BUFFER),
+    };
+    let sort_buffer = (sort_buffer.min(split_bytes) / RECORD_LEN as u64).max(1) * RECORD_LEN as u64;
+    let minimum_bytes = fixed_bytes + slots * with_entries((1 << 20).min(split_bytes));
+    let maps_bytes = slots * with_entries(sort_buffer);
+    if fixed_bytes + maps_bytes > config.memory_bytes {
+        return Err(EngineError::BudgetTooSmall {
+            budget_bytes: config.memory_bytes,
+            minimum_bytes,
+            what: format!(
+                "{slots} map sort buffers of {sort_buffer} bytes (--map-sort-buffer) and the write buffers"
+            ),
+        });
+    }
+    // The maps' sort buffers come from a budget of their own, so reducers copying map
+    // outputs early can never take the memory a map task needs.
+    let budget = MemoryBudget::new(config.memory_bytes - maps_bytes);
+    let fixed = budget
+        .try_reserve(fixed_bytes)
+        .ok_or(EngineError::BudgetTooSmall {
+            budget_bytes: config.memory_bytes,
+            minimum_bytes,
+            what: "the write buffers".into(),
+        })?;
+    let dirs = spill_dirs(config)
+        .iter()
+        .map(|d| JobTempDir::create(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(mapreduce::MapReducePlan {
+        map_budget: MemoryBudget::new(maps_bytes),
+        budget,
+        sort_buffer_bytes: sort_buffer as usize,
+        block_bytes: sizes.block_bytes,
+        dirs,
+        writer_options: WriterOptions {
+            io: config.spill_io,
+            direct: true,
+            compression: config.compression,
+            buffer_bytes: sizes.spill_buffer_bytes,
+            queue_depth: 2,
+        },
+        minimum_bytes,
+        _fixed: fixed,
+    })
+}
+
 /// A sort that finished and passed its integrity check, its output durable under the temp
 /// name; [`FinishedSort::publish`] makes it visible. Dropping it removes the output.
 #[derive(Debug)]
@@ -728,10 +812,28 @@ pub fn run_uncommitted(
     let in_memory_bytes = size
         .saturating_add(records.saturating_mul(16))
         .saturating_add(MemoryPlan::for_budget(config.memory_bytes, config).fixed_bytes);
-    let external = if in_memory_bytes <= config.memory_bytes {
+    let fits = in_memory_bytes <= config.memory_bytes;
+    let mapreduce_mode = config.mode == ExecutionMode::MapReduce;
+    let split_bytes = (config.split_bytes / RECORD_LEN as u64).max(1) * RECORD_LEN as u64;
+    if mapreduce_mode && size.div_ceil(split_bytes) > MAX_SUBTASKS as u64 {
+        return Err(EngineError::InvalidJob {
+            reason: format!(
+                "--split-bytes {split_bytes} makes {} map tasks of this {size}-byte input; at most {MAX_SUBTASKS} (use --split-bytes {} or more)",
+                size.div_ceil(split_bytes),
+                size.div_ceil(MAX_SUBTASKS as u64).div_ceil(RECORD_LEN as u64) * RECORD_LEN as u64
+            ),
+        });
+    }
+    // `mapreduce` always sorts in map tasks and merges in reducers: a plan of its own.
+    let external = if fits || mapreduce_mode {
         None
     } else {
         Some(external_plan(config, size)?)
+    };
+    let mapreduce = if mapreduce_mode {
+        Some(mapreduce_plan(config, split_bytes)?)
+    } else {
+        None
     };
     let target = OutputTarget::create(
         &config.output,
@@ -788,27 +890,29 @@ pub fn run_uncommitted(
         sizes.write_chunk_bytes,
     );
     info!(
-        plan = if external.is_some() {
-            "out-of-core"
-        } else {
-            "in-memory"
-        },
+        plan = if !fits { "out-of-core" } else { "in-memory" },
         budget = config.memory_bytes,
         "chose plan"
     );
     progress
         .out_of_core
-        .store(external.is_some(), Ordering::Relaxed);
+        .store(!fits || mapreduce_mode, Ordering::Relaxed);
     let recheck = match spool {
         None => input.try_clone().ok(),
         Some(_) => None,
     };
-    let input = match external {
-        None => Input::Mapped(input::map_input(&input, size, &shown_input)?),
-        Some(_) => Input::Read(input),
+    let input = if fits {
+        Input::Mapped(input::map_input(&input, size, &shown_input)?)
+    } else {
+        Input::Read(input)
     };
-    let split_bytes = (config.split_bytes / RECORD_LEN as u64).max(1) * RECORD_LEN as u64;
     let splits = Arc::new(crate::source::SplitEnumerator::for_range(size, split_bytes));
+    // `mapreduce`: one map task per split, `--maps` of them at once.
+    let map_tasks = if mapreduce_mode {
+        splits.len().max(1)
+    } else {
+        config.maps
+    };
     progress.set_stage(Stage::Run);
     let shared = Arc::new(SortShared {
         input_path: shown_input.clone(),
@@ -816,7 +920,11 @@ pub fn run_uncommitted(
         buckets,
         pool: BufferPool::new(
             buffer_bytes,
-            config.maps * config.reducers * (config.credits_per_channel + 1),
+            if mapreduce_mode {
+                0
+            } else {
+                config.maps * config.reducers * (config.credits_per_channel + 1)
+            },
         ),
         output: (0..config.reducers)
             .map(|r| target.file(r).clone())
@@ -826,22 +934,40 @@ pub fn run_uncommitted(
         write_chunk_bytes,
         progress: progress.clone(),
         external: external.map(|(plan, _)| plan),
+        mapreduce,
     });
 
     let mut graph = JobGraph::new("terasort");
     let map_shared = shared.clone();
-    let map = graph.add_vertex("map", config.maps, move |_| {
-        Box::new(map::MapTask {
-            shared: map_shared.clone(),
-        })
-    });
+    let map = graph.add_vertex(
+        "map",
+        map_tasks,
+        move |_| -> Box<dyn crate::task::Invokable> {
+            if map_shared.mapreduce.is_some() {
+                Box::new(mapreduce::SortingMapTask {
+                    shared: map_shared.clone(),
+                })
+            } else {
+                Box::new(map::MapTask {
+                    shared: map_shared.clone(),
+                })
+            }
+        },
+    );
     graph.vertices[map.0].splits = Some(splits);
+    if mapreduce_mode {
+        graph.vertices[map.0].slots = Some(config.maps);
+    }
     let reduce_shared = shared.clone();
     let reduce = graph.add_vertex(
         "sort",
         config.reducers,
         move |_| -> Box<dyn crate::task::Invokable> {
-            if reduce_shared.external.is_some() {
+            if reduce_shared.mapreduce.is_some() {
+                Box::new(mapreduce::MergingReduceTask {
+                    shared: reduce_shared.clone(),
+                })
+            } else if reduce_shared.external.is_some() {
                 Box::new(external::ExternalReduceTask {
                     shared: reduce_shared.clone(),
                 })
@@ -854,7 +980,7 @@ pub fn run_uncommitted(
     );
     // The mode is the partition type of the one exchange; the scheduler does the rest.
     let exchange = match (config.mode, &shared.external, config.hybrid_wait) {
-        (ExecutionMode::Staged, _, _) => ResultPartitionType::Blocking,
+        (ExecutionMode::Staged | ExecutionMode::MapReduce, _, _) => ResultPartitionType::Blocking,
         (ExecutionMode::Pipelined, Some(_), Some(_)) => ResultPartitionType::Hybrid,
         (ExecutionMode::Pipelined, _, _) => ResultPartitionType::Pipelined,
     };
@@ -865,15 +991,18 @@ pub fn run_uncommitted(
         exchange,
     );
     edge.credits_per_channel = config.credits_per_channel;
-    edge.record_bytes = if shared.external.is_some() {
+    edge.record_bytes = if shared.external.is_some() || mapreduce_mode {
         RECORD_LEN
     } else {
         map::ENTRY_BYTES
     };
+    if mapreduce_mode {
+        edge.slow_start = config.slowstart;
+    }
     // Where spilling partitions write: the out-of-core plan's job folders, or (staged, in
     // memory) job folders of their own.
     let staged_dirs = match (&shared.external, exchange) {
-        (None, ResultPartitionType::Blocking) => spill_dirs(config)
+        (None, ResultPartitionType::Blocking) if !mapreduce_mode => spill_dirs(config)
             .iter()
             .map(|d| JobTempDir::create(d))
             .collect::<Result<Vec<_>, _>>()?,
@@ -886,7 +1015,10 @@ pub fn run_uncommitted(
                 .iter()
                 .map(|d| d.path().to_path_buf())
                 .collect(),
-            None => staged_dirs.iter().map(|d| d.path().to_path_buf()).collect(),
+            None => match &shared.mapreduce {
+                Some(plan) => plan.dirs.iter().map(|d| d.path().to_path_buf()).collect(),
+                None => staged_dirs.iter().map(|d| d.path().to_path_buf()).collect(),
+            },
         },
         writer_options: match &shared.external {
             Some(plan) => plan.writer_options,

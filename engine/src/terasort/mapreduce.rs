@@ -1,0 +1,337 @@
+//! The `mapreduce` execution style (Hadoop's): sorting maps and merging reducers over a
+//! blocking exchange with slow start.
+//!
+//! ```text
+//! map task (one per split, `--maps` at once):
+//!   read the split into the sort buffer ──full──► sort, spill run k (one segment, by partition)
+//!   end of split: one run → it is the map output; more → merge them, partition by partition,
+//!                 into one more segment: the map output, sorted within each partition
+//!   publish: one notice per partition (reducer) of that segment, when the task is committed
+//! reduce task (deployed once `--slowstart` of the map tasks finished):
+//!   copy: each finished map's segment of its partition, decoded into memory while the budget
+//!         allows (Hadoop's in-memory shuffle), else left in the file for the merge to read
+//!   after the last map: merge every map's run (ties in map order = input order) into the
+//!         output at the range's final offset
+//! ```
+//!
+//! The sort buffer, the runs and the merge are the out-of-core reducer's ([`Arena`],
+//! [`Spiller`], [`merge_cursors`]): one external sorter on both sides.
+
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use shuffle::spill::SegmentFileReader;
+use shuffle::{Received, SpilledBuffer};
+
+use super::external::{
+    merge_cursors, merge_runs, unlinked_spill_file, Arena, Cursor, RunCursor, Spiller,
+};
+use super::partitioner::{RangePartitioner, KEY_SPACE_END};
+use super::reduce::output_range;
+use super::{Input, ProgressStep, SortShared};
+use crate::graph::Distribution;
+use crate::memory::{MemoryBudget, Reservation};
+use crate::record::{Checksum, RECORD_LEN};
+use crate::task::{
+    spawn_blocking, BoxFuture, Invokable, Span, SpanKind, SubtaskContext, SubtaskReport,
+};
+use crate::tempdir::JobTempDir;
+use crate::EngineError;
+
+/// Memory and folders of a `mapreduce` sort.
+#[derive(Debug)]
+pub(super) struct MapReducePlan {
+    /// The map slots' sort buffers.
+    pub(super) map_budget: Arc<MemoryBudget>,
+    /// Everything else: write buffers, reducers' in-memory copies.
+    pub(super) budget: Arc<MemoryBudget>,
+    /// Bytes of records per map task's sort buffer (`--map-sort-buffer`).
+    pub(super) sort_buffer_bytes: usize,
+    /// Raw bytes per block of map outputs.
+    pub(super) block_bytes: usize,
+    /// Where map outputs go, used round-robin by map tasks.
+    pub(super) dirs: Vec<JobTempDir>,
+    pub(super) writer_options: shuffle::spill::WriterOptions,
+    /// The smallest budget the job runs with (for messages).
+    pub(super) minimum_bytes: u64,
+    /// The fixed share of the budget (write buffers), held for the whole job.
+    pub(super) _fixed: Reservation,
+}
+
+impl SortShared {
+    fn mapreduce_plan(&self) -> Result<&MapReducePlan, EngineError> {
+        self.mapreduce
+            .as_ref()
+            .ok_or_else(|| EngineError::Internal {
+                what: "a mapreduce task without a mapreduce plan".into(),
+            })
+    }
+}
+
+/// One map task: one split, sorted and spilled, its runs merged into one map output.
+pub(super) struct SortingMapTask {
+    pub(super) shared: Arc<SortShared>,
+}
+
+impl Invokable for SortingMapTask {
+    fn invoke(
+        self: Box<Self>,
+        mut ctx: SubtaskContext,
+    ) -> BoxFuture<Result<SubtaskReport, EngineError>> {
+        Box::pin(async move {
+            let shared = self.shared;
+            let plan = shared.mapreduce_plan()?;
+            let mut report = ctx.report();
+            let ranges = match ctx.distributions.first() {
+                Some(Distribution::Range(boundaries)) => {
+                    RangePartitioner::new(0, KEY_SPACE_END, boundaries.to_vec())
+                }
+                other => {
+                    return Err(EngineError::Internal {
+                        what: format!("the map's output edge is not range-partitioned: {other:?}"),
+                    })
+                }
+            };
+            let reducers = ctx.outputs[0].num_subpartitions();
+            let splits = ctx.splits.clone().ok_or_else(|| EngineError::Internal {
+                what: "the map vertex has no splits".into(),
+            })?;
+            // A map task is one split, as in Hadoop.
+            let split = splits.next(ctx.subtask);
+            let mut arena =
+                Arena::new(&plan.map_budget, plan.sort_buffer_bytes).ok_or_else(|| {
+                    EngineError::BudgetTooSmall {
+                        budget_bytes: plan.map_budget.limit_bytes() + plan.budget.limit_bytes(),
+                        minimum_bytes: plan.minimum_bytes,
+                        what: "a map task's sort buffer (--map-sort-buffer)".into(),
+                    }
+                })?;
+            let dir = plan.dirs[ctx.subtask % plan.dirs.len()].path();
+            let path = dir.join(format!("map-{}-{}.out", ctx.subtask, ctx.attempt));
+            let mut spiller = Spiller::new(
+                unlinked_spill_file(&path, plan.writer_options)?,
+                plan.block_bytes,
+                ctx.job_start,
+            );
+            let mut counts = vec![0u64; reducers];
+            let mut checksum = Checksum::default();
+            let chunk_bytes = shared.read_chunk_bytes as u64;
+            if let Some(crate::source::FileSplit { start, end }) = split {
+                let mut pos = start;
+                while pos < end {
+                    let n = (end - pos).min(chunk_bytes).min(arena.remaining() as u64) as usize;
+                    let at = arena.bytes.len();
+                    match &shared.input {
+                        Input::Mapped(map) => arena
+                            .bytes
+                            .extend_from_slice(&map[pos as usize..pos as usize + n]),
+                        Input::Read(file) => {
+                            arena.bytes.resize(at + n, 0);
+                            file.read_exact_at(&mut arena.bytes[at..], pos)
+                                .map_err(|source| EngineError::InputUnreadable {
+                                    path: shared.input_path.clone(),
+                                    source,
+                                })?;
+                        }
+                    }
+                    checksum.add_records(&arena.bytes[at..]);
+                    pos += n as u64;
+                    shared
+                        .progress
+                        .read_bytes
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    if arena.remaining() < RECORD_LEN {
+                        spill(&mut spiller, &mut arena, &ranges, &mut counts)?;
+                    }
+                }
+            }
+            if arena.records() > 0 || spiller.runs.is_empty() {
+                spill(&mut spiller, &mut arena, &ranges, &mut counts)?;
+            }
+            drop(arena);
+            if spiller.runs.len() > 1 {
+                // Hadoop's merge of a map's spills: partition by partition into one segment.
+                let merge_start = spiller.now_us();
+                let runs = spiller.runs.clone();
+                let reader = spiller.writer.reader(runs.clone())?;
+                let mut run = spiller.run_writer();
+                let mut merged = 0;
+                for partition in 0..reducers as u32 {
+                    run.set_partition(partition)?;
+                    merged += merge_runs(&reader, &runs, partition, 1 << 20, |record| {
+                        run.push(record)
+                    })?;
+                }
+                run.seal()?;
+                spiller.record_span(SpanKind::Merge, merge_start, merged);
+                report.spill_read_bytes = merged;
+            }
+            let output = spiller
+                .runs
+                .last()
+                .cloned()
+                .expect("a map task spills at least one run");
+            let out = &mut ctx.outputs[0];
+            out.publish_segment(&path, Arc::new(spiller.writer.read_handle()?), &output)?;
+            out.finish()?;
+            report.records_in = checksum.records;
+            report.bytes_in = checksum.records * RECORD_LEN as u64;
+            report.records_out = checksum.records;
+            report.bytes_out = checksum.records * RECORD_LEN as u64;
+            report.checksum_in = Some(checksum);
+            report.partition_records = counts;
+            report.spill_written_bytes = spiller.written_bytes;
+            report.spilled_runs = spiller.runs_written;
+            report.spans = std::mem::take(&mut spiller.spans);
+            report.end_us = ctx.now_us();
+            Ok(report)
+        })
+    }
+}
+
+/// Sorts the sort buffer, spills it as one run partitioned by range and empties it.
+fn spill(
+    spiller: &mut Spiller,
+    arena: &mut Arena,
+    ranges: &RangePartitioner,
+    counts: &mut [u64],
+) -> Result<(), EngineError> {
+    tokio::task::block_in_place(|| {
+        spiller.spill_partitioned(arena, |key| {
+            let partition = ranges.partition(key);
+            counts[partition] += 1;
+            partition as u32
+        })
+    })?;
+    arena.bytes.clear();
+    Ok(())
+}
+
+/// One reduce task: copies the map outputs of its partition as they finish, merges them once
+/// the last one has.
+pub(super) struct MergingReduceTask {
+    pub(super) shared: Arc<SortShared>,
+}
+
+/// One map's run of this reducer's partition.
+enum Copied {
+    /// Decoded into memory, holding its share of the budget.
+    Memory {
+        records: Vec<u8>,
+        _held: Reservation,
+    },
+    /// Left in the map's file, read by the merge.
+    File(SpilledBuffer),
+}
+
+impl Invokable for MergingReduceTask {
+    fn invoke(
+        self: Box<Self>,
+        mut ctx: SubtaskContext,
+    ) -> BoxFuture<Result<SubtaskReport, EngineError>> {
+        Box::pin(async move {
+            let shared = self.shared;
+            let plan = shared.mapreduce_plan()?;
+            let mut report = ctx.report();
+            // The copy phase: map outputs arrive as their tasks are committed.
+            let mut copied: Vec<(usize, Copied)> = Vec::new();
+            let (mut records, mut copied_bytes) = (0u64, 0u64);
+            let gate = &mut ctx.inputs[0];
+            while let Some((channel, received)) = gate.next_received().await? {
+                let Received::Spilled(spilled) = received else {
+                    return Err(EngineError::Internal {
+                        what: "a mapreduce reducer received a buffer, not a map output".into(),
+                    });
+                };
+                records += spilled.bytes / RECORD_LEN as u64;
+                let run = match plan.budget.try_reserve(spilled.bytes) {
+                    Some(reservation) => {
+                        let bytes = tokio::task::block_in_place(|| -> Result<_, EngineError> {
+                            let reader = spilled.open()?;
+                            let mut bytes = Vec::with_capacity(spilled.bytes as usize);
+                            for block in reader
+                                .partition_blocks(spilled.segment.segment, spilled.partition)?
+                            {
+                                bytes.extend_from_slice(&block?.payload);
+                            }
+                            Ok(bytes)
+                        })?;
+                        copied_bytes += bytes.len() as u64;
+                        Copied::Memory {
+                            records: bytes,
+                            _held: reservation,
+                        }
+                    }
+                    None => Copied::File(spilled),
+                };
+                copied.push((channel.0, run));
+            }
+            report.records_in = records;
+            report.bytes_in = records * RECORD_LEN as u64;
+            report.spans.push(
+                Span::new(SpanKind::Receive, report.start_us, ctx.now_us())
+                    .with_volume(copied_bytes, copied_bytes / RECORD_LEN as u64),
+            );
+            let (file, start, len) = output_range(&shared, &mut ctx, records).await?;
+            // Ties in map order: input order, as the other styles give.
+            copied.sort_by_key(|(map, _)| *map);
+            let write_chunk_bytes = shared.write_chunk_bytes;
+            let progress = shared.progress.clone();
+            let merge_start = ctx.now_us();
+            let (checksum, read_bytes) =
+                spawn_blocking(move || -> Result<(Checksum, u64), EngineError> {
+                    let readers = copied
+                        .iter()
+                        .map(|(_, run)| match run {
+                            Copied::File(spilled) => spilled.open().map(Some),
+                            Copied::Memory { .. } => Ok(None),
+                        })
+                        .collect::<Result<Vec<Option<SegmentFileReader>>, _>>()?;
+                    let cursors = copied
+                        .iter()
+                        .zip(&readers)
+                        .map(|((_, run), reader)| match (run, reader) {
+                            (Copied::Memory { records, .. }, _) => {
+                                Ok(Cursor::Memory { records, at: 0 })
+                            }
+                            (Copied::File(spilled), Some(reader)) => RunCursor::open(
+                                reader,
+                                &spilled.segment,
+                                spilled.partition,
+                                1 << 20,
+                            )
+                            .map(Cursor::Run),
+                            (Copied::File(_), None) => unreachable!("every file run has a reader"),
+                        })
+                        .collect::<Result<Vec<_>, EngineError>>()?;
+                    let mut writer = file.range_writer(start, len, write_chunk_bytes);
+                    let mut written = ProgressStep::new(&progress.written_bytes);
+                    let mut checksum = Checksum::default();
+                    let read_bytes = merge_cursors(cursors, |record| {
+                        checksum.add_record(record);
+                        written.add(RECORD_LEN as u64);
+                        writer.write(record)
+                    })?;
+                    writer.finish()?;
+                    Ok((checksum, read_bytes))
+                })
+                .await??;
+            let end = ctx.now_us();
+            report.spans.push(
+                Span::new(SpanKind::SortWrite, merge_start, end)
+                    .with_volume(checksum.records * RECORD_LEN as u64, checksum.records),
+            );
+            report.spans.push(
+                Span::new(SpanKind::Merge, merge_start, end)
+                    .with_volume(read_bytes, read_bytes / RECORD_LEN as u64),
+            );
+            report.spill_read_bytes = copied_bytes + read_bytes;
+            report.records_out = checksum.records;
+            report.bytes_out = checksum.records * RECORD_LEN as u64;
+            report.checksum_out = Some(checksum);
+            report.end_us = ctx.now_us();
+            Ok(report)
+        })
+    }
+}
