@@ -463,12 +463,51 @@ fn absurd_flags_fail_cleanly_before_any_file_is_created() {
         let run = f.millrace(["sort", "in", "out", "--hybrid-wait-ms", wait]);
         assert_eq!(run.code, Some(2), "{run}");
     }
+    // Mapreduce's flags: out of range, or a plan no map task could run, is one line and
+    // nothing written.
+    let mapreduce = |extra: &[&str]| {
+        let mut args = vec!["sort", "in", "out", "--mode", "mapreduce"];
+        args.extend_from_slice(extra);
+        f.millrace(args)
+    };
+    for extra in [
+        &["--slowstart", "2"][..],
+        &["--slowstart", "-1"],
+        &["--slowstart", "NaN"],
+        &["--map-sort-buffer", "0"],
+        &["--split-bytes", "1"],
+    ] {
+        let run = mapreduce(extra);
+        assert_eq!(run.code, Some(2), "{run}");
+        assert!(!run.stderr.contains("panicked"), "{run}");
+    }
+    assert_error(
+        &mapreduce(&["--map-sort-buffer", "100"]),
+        &["--map-sort-buffer 100", "runs", "use at least"],
+    );
+    f.gen(&[], "40k", "in40k");
+    assert_error(
+        &f.millrace([
+            "sort",
+            "in40k",
+            "out",
+            "--mode",
+            "mapreduce",
+            "--split-bytes",
+            "100",
+        ]),
+        &["--split-bytes 100", "40000 map tasks", "at most 32768"],
+    );
+    assert_error(
+        &f.millrace(["sort", "in", "out", "--slowstart", "0.5"]),
+        &["--mode mapreduce only"],
+    );
     for count in ["1000000000000000000000G", "-5", "1e6"] {
         let run = f.millrace(["gen", count, "g"]);
         assert_eq!(run.code, Some(2), "{run}");
         assert!(!run.stderr.contains("panicked"), "{run}");
     }
-    assert_entries(&f.dir, &["in"]);
+    assert_entries(&f.dir, &["in", "in40k"]);
 }
 
 /// `gen` larger than the free space is refused before a byte is written.

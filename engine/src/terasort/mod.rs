@@ -697,6 +697,19 @@ fn mapreduce_plan(
             .clamp(1 << 20, DEFAULT_MAP_SORT_BUFFER),
     };
     let sort_buffer = (sort_buffer.min(split_bytes) / RECORD_LEN as u64).max(1) * RECORD_LEN as u64;
+    // A map task merges its runs in one pass: at most MAX_FAN_IN of them.
+    let smallest = split_bytes
+        .div_ceil(external::MAX_FAN_IN as u64)
+        .div_ceil(RECORD_LEN as u64)
+        * RECORD_LEN as u64;
+    if sort_buffer < smallest {
+        return Err(EngineError::InvalidJob {
+            reason: format!(
+                "--map-sort-buffer {sort_buffer} would spill more than {} runs per {split_bytes}-byte split; use at least {smallest}",
+                external::MAX_FAN_IN
+            ),
+        });
+    }
     let minimum_bytes = fixed_bytes + slots * with_entries((1 << 20).min(split_bytes));
     let maps_bytes = slots * with_entries(sort_buffer);
     if fixed_bytes + maps_bytes > config.memory_bytes {
@@ -831,7 +844,11 @@ pub fn run_uncommitted(
         Some(external_plan(config, size)?)
     };
     let mapreduce = if mapreduce_mode {
-        Some(mapreduce_plan(config, split_bytes)?)
+        // No map task holds more than its split, nor more than the input.
+        Some(mapreduce_plan(
+            config,
+            split_bytes.min(size.max(RECORD_LEN as u64)),
+        )?)
     } else {
         None
     };
