@@ -16,9 +16,14 @@
 //!    OUT, validated the same way (on gensort ASCII lines the whole-line order is key order).
 //!    Skipped with a reason when `sort` is missing or is not GNU sort.
 //!
+//! With [`BenchConfig::extra_modes`] (`--modes`), every run sorts once more per mode
+//! (`--mode staged`, …) right after the pipelined sort, validated the same way.
+//!
 //! Every output is deleted right after it is measured, and each input after its case unless
 //! [`BenchConfig::keep`].
-//! Medians are reported, and the sort's peak RSS is the largest seen.
+//! Medians are reported along with every raw run, and the sort's peak RSS is the largest seen.
+//! Each sort's timeline gives its map–reduce overlap (the share of the reduce side's time
+//! that ran while maps ran, `docs/formats.md`).
 //!
 //! # The out-of-core case
 //!
@@ -39,22 +44,36 @@
 //!    - the **sort**: `millrace sort INPUT OUTPUT --json --memory B --spill-dir DIR
 //!      --spill-io E --compress C`, with its spill folder inside the bench's work folder;
 //!      the output is validated as above and both outputs are deleted before the next step.
+//!    - with the [`OOC_MODES_VARIANT`] (default) variant only, the sort once more per extra mode
+//!      (`--mode staged`, …), so that a mode adds one sort per run and not one per variant.
 //! 3. Per variant: sort/floor (target ≤ [`OOC_TARGET_RATIO`]), bytes read and written per
-//!    phase as the job counts them, peak RSS against the budget; then io_uring against pwrite
-//!    and lz4 on against off.
+//!    phase as the job counts them, peak RSS against the budget; then io_uring against pwrite,
+//!    lz4 on against off, and each extra mode against pipelined.
 //!
 //! # Files
 //!
 //! ```text
-//! <dir>/bench-report.json                    the JSON report of the last successful bench
-//! <dir>/bench-timeline-<size>-<format>.json  its last sort run's --timeline, per case
-//! <dir>/bench-timeline-<size>-ooc-<variant>.json  the same for out-of-core variants
+//! <dir>/bench-report.json                    the JSON report of the last successful bench:
+//!                                            machine, commit, medians and every raw run
+//! <dir>/bench-report.md                      the same as Markdown (what stdout shows): a summary
+//!                                            row per case × tool/mode, then details
+//! <dir>/bench-timeline-<size>-<format>.json  its last pipelined sort run's --timeline, per case
+//! <dir>/bench-timeline-<size>-<format>-<mode>.json   the same per extra mode (--modes)
+//! <dir>/bench-timeline-<size>-ooc-<variant>.json     the same for out-of-core variants
+//! <dir>/bench-timeline-<size>-ooc-default-<mode>.json  and the out-of-core extra modes
+//! <dir>/bench-timeline-….svg                 each timeline drawn: a lane per subtask (maps, then
+//!                                            reducers) and one for the job, colored by phase
+//! <dir>/bench-times-<size>-<format>.svg      wall time per tool and mode of one case, and its floor
+//! <dir>/bench-times-<size>-ooc.svg           the same per out-of-core variant and mode
 //! <dir>/millrace-job-PID-…/                inputs and outputs of one bench (a WorkDir)
 //! <dir>/millrace-job-PID-…/spill/          spill folder of the out-of-core sorts and floors
 //! <dir>/millrace-job-PID-…/millrace        the binary every sort runs, copied at the start
 //! ```
 //!
-//! Timelines are written inside `millrace-job-PID-…/` and moved out only when the whole bench succeeds.
+//! Timelines and pictures are written inside `millrace-job-PID-…/` and moved out only when the
+//! whole bench succeeds; then the bench removes the `bench-timeline-*` and `bench-times-*`
+//! files (`.json`, `.svg`) that earlier benches left and this one did not write, so the folder
+//! describes one bench. The pictures are drawn by `svg.rs` (plotters, SVG backend only).
 //!
 //! The `millrace-job-PID-…` folder is private to one bench, so concurrent benches in the same `--dir`
 //! do not collide; dropping its [`WorkDir`] removes what it holds (except kept inputs) also when
