@@ -11,12 +11,15 @@
 //! Every lane and bar label is an SVG `<text>` holding exactly the label (`map 0`,
 //! `millrace pipelined`), so tests and scripts can find them.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::config::{BASE_MODE, OOC_MODES_VARIANT};
 use super::report::{CaseReport, GnuSort, OutOfCoreReport};
-use super::timeline::{SpanName, Timeline, TimelineSpan};
+use super::timeline::{Timeline, TimelineSpan};
+use engine::task::SpanKind;
+use engine::timeline::PhaseKind;
 
 /// Width of every picture, in pixels.
 const WIDTH: u32 = 1000;
@@ -61,20 +64,25 @@ enum Band {
     Bottom,
 }
 
+/// The paint of each span kind; spans of other kinds are [`Paint::Other`].
+const SPAN_PAINTS: [(SpanKind, Paint); 9] = [
+    (SpanKind::Receive, Paint::Receive),
+    (SpanKind::SortWrite, Paint::SortWrite),
+    (SpanKind::DiskBusy, Paint::DiskBusy),
+    (SpanKind::WaitingForDisk, Paint::WaitingForDisk),
+    (SpanKind::Spill, Paint::Spill),
+    (SpanKind::Cascade, Paint::Cascade),
+    (SpanKind::Merge, Paint::Merge),
+    (SpanKind::Sample, Paint::Sample),
+    (SpanKind::Commit, Paint::Commit),
+];
+
 impl Paint {
-    fn of_span(name: SpanName) -> Self {
-        match name {
-            SpanName::Receive => Self::Receive,
-            SpanName::SortWrite => Self::SortWrite,
-            SpanName::DiskBusy => Self::DiskBusy,
-            SpanName::WaitingForDisk => Self::WaitingForDisk,
-            SpanName::Spill => Self::Spill,
-            SpanName::Cascade => Self::Cascade,
-            SpanName::Merge => Self::Merge,
-            SpanName::Sample => Self::Sample,
-            SpanName::Commit => Self::Commit,
-            SpanName::Other => Self::Other,
-        }
+    fn of_span(span: &TimelineSpan) -> Self {
+        SPAN_PAINTS
+            .iter()
+            .find(|(kind, _)| span.is(*kind))
+            .map_or(Self::Other, |&(_, paint)| paint)
     }
 
     fn name(self) -> &'static str {
@@ -131,7 +139,7 @@ struct Piece {
 impl Piece {
     fn of_span(span: &TimelineSpan) -> Self {
         Self {
-            paint: Paint::of_span(span.name),
+            paint: Paint::of_span(span),
             start_us: span.start_us,
             end_us: span.end_us,
         }
@@ -193,7 +201,7 @@ pub(super) fn timeline_svg(timeline: &Timeline, title: &str) -> Drawn<String> {
         .map(|p| (p.name().to_owned(), p.color()))
         .chain(
             timeline
-                .phase(super::timeline::PhaseName::Map)
+                .phase(PhaseKind::Map)
                 .map(|_| ("last map ends".to_owned(), RED)),
         )
         .collect();
@@ -207,21 +215,7 @@ pub(super) fn timeline_svg(timeline: &Timeline, title: &str) -> Drawn<String> {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
         root.fill(&WHITE).map_err(text_error)?;
         let (top, bottom) = root.split_vertically(TITLE_PX + plot_px + X_AXIS_PX);
-        let mut chart = ChartBuilder::on(&top)
-            .caption(title, ("sans-serif", 18))
-            .margin_right(20)
-            .x_label_area_size(X_AXIS_PX)
-            .y_label_area_size(LABEL_PX)
-            .build_cartesian_2d(0f64..wall_s, 0f64..n)
-            .map_err(text_error)?;
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_labels(0)
-            .light_line_style(LIGHT_GRID)
-            .x_desc("seconds since the job started")
-            .draw()
-            .map_err(text_error)?;
+        let mut chart = frame(&top, title, wall_s, n, "seconds since the job started")?;
         // Lane 0 at the top.
         let y_of = |lane: usize| n - lane as f64;
         for (lane, (_, pieces)) in lanes.iter().enumerate() {
@@ -244,7 +238,7 @@ pub(super) fn timeline_svg(timeline: &Timeline, title: &str) -> Drawn<String> {
             });
             chart.draw_series(rects).map_err(text_error)?;
         }
-        if let Some(map) = timeline.phase(super::timeline::PhaseName::Map) {
+        if let Some(map) = timeline.phase(PhaseKind::Map) {
             let x = map.end_us as f64 / 1e6;
             chart
                 .draw_series(std::iter::once(PathElement::new(
@@ -380,21 +374,7 @@ pub(super) fn times_svg(title: &str, bars: &[Bar], reference_s: Option<f64>) -> 
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
         root.fill(&WHITE).map_err(text_error)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
-            .margin_right(20)
-            .x_label_area_size(X_AXIS_PX)
-            .y_label_area_size(LABEL_PX)
-            .build_cartesian_2d(0f64..x_max, 0f64..n)
-            .map_err(text_error)?;
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_labels(0)
-            .light_line_style(LIGHT_GRID)
-            .x_desc("seconds (median wall time)")
-            .draw()
-            .map_err(text_error)?;
+        let mut chart = frame(&root, title, x_max, n, "seconds (median wall time)")?;
         let y_of = |i: usize| n - i as f64;
         let finite = |s: f64| if s.is_finite() { s } else { 0.0 };
         chart
@@ -440,6 +420,33 @@ pub(super) fn times_svg(title: &str, bars: &[Bar], reference_s: Option<f64>) -> 
         root.present().map_err(text_error)?;
     }
     Ok(svg)
+}
+
+/// The chart both pictures use: a caption, x in seconds from 0 to `x_max` with a grid and
+/// `x_desc`, `lanes` rows of y (labelled by [`draw_labels`], not by the axis).
+fn frame<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    x_max: f64,
+    lanes: f64,
+    x_desc: &str,
+) -> Drawn<ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 18))
+        .margin_right(20)
+        .x_label_area_size(X_AXIS_PX)
+        .y_label_area_size(LABEL_PX)
+        .build_cartesian_2d(0f64..x_max, 0f64..lanes)
+        .map_err(text_error)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(0)
+        .light_line_style(LIGHT_GRID)
+        .x_desc(x_desc)
+        .draw()
+        .map_err(text_error)?;
+    Ok(chart)
 }
 
 /// Lane or bar labels, right-aligned just left of the plot at `(x, y)` (the lane's middle at

@@ -2,69 +2,24 @@
 //! (the fields the pictures and the map–reduce overlap need; others are ignored), and the
 //! overlap itself.
 //!
-//! The engine's [`engine::timeline::Timeline`] only serializes; this is its reading side, and
-//! it accepts phase and span names it does not know (a newer engine), as [`PhaseName::Other`]
-//! and [`SpanName::Other`].
+//! The engine's [`engine::timeline::Timeline`] only serializes; this is its reading side.
+//! Names stay strings, compared with the engine's own [`PhaseKind::as_str`] and
+//! [`SpanKind::as_str`], so a name a newer engine adds is read, not refused.
 
 use std::fs;
 use std::path::Path;
 
+use engine::task::SpanKind;
+use engine::timeline::PhaseKind;
 use serde::Deserialize;
 
 use super::BenchError;
 
-/// The kinds of job phase (`phases[].name`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-pub enum PhaseName {
-    #[serde(rename = "sample")]
-    Sample,
-    #[serde(rename = "map")]
-    Map,
-    #[serde(rename = "shuffle")]
-    Shuffle,
-    #[serde(rename = "spill")]
-    Spill,
-    #[serde(rename = "sort+write")]
-    SortWrite,
-    #[serde(rename = "merge")]
-    Merge,
-    #[serde(rename = "commit")]
-    Commit,
-    /// A phase this bench does not know.
-    #[serde(other)]
-    Other,
-}
-
-/// The kinds of span inside a subtask or the job (`spans[].name`, `job_spans[].name`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-pub enum SpanName {
-    #[serde(rename = "receive")]
-    Receive,
-    #[serde(rename = "sort+write")]
-    SortWrite,
-    #[serde(rename = "disk busy")]
-    DiskBusy,
-    #[serde(rename = "waiting for disk")]
-    WaitingForDisk,
-    #[serde(rename = "spill")]
-    Spill,
-    #[serde(rename = "cascade")]
-    Cascade,
-    #[serde(rename = "merge")]
-    Merge,
-    #[serde(rename = "sample")]
-    Sample,
-    #[serde(rename = "commit")]
-    Commit,
-    /// A span this bench does not know.
-    #[serde(other)]
-    Other,
-}
-
 /// One phase: the hull of one kind of work over all subtasks.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct TimelinePhase {
-    pub name: PhaseName,
+    /// A [`PhaseKind`] name: `map`, `shuffle`, …
+    pub name: String,
     pub start_us: u64,
     pub end_us: u64,
     /// Inside other phases (`spill`, `merge`).
@@ -75,7 +30,8 @@ pub struct TimelinePhase {
 /// One interval inside a subtask or the job.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct TimelineSpan {
-    pub name: SpanName,
+    /// A [`SpanKind`] name: `receive`, `spill`, …
+    pub name: String,
     pub start_us: u64,
     pub end_us: u64,
 }
@@ -125,9 +81,9 @@ impl Timeline {
         })
     }
 
-    /// The first phase called `name`.
-    pub fn phase(&self, name: PhaseName) -> Option<&TimelinePhase> {
-        self.phases.iter().find(|p| p.name == name)
+    /// The first phase of kind `kind`.
+    pub fn phase(&self, kind: PhaseKind) -> Option<&TimelinePhase> {
+        self.phases.iter().find(|p| p.name == kind.as_str())
     }
 
     /// The map–reduce overlap: the share of the reduce side's time that ran while maps ran.
@@ -139,12 +95,14 @@ impl Timeline {
     /// of the reduce work is hidden behind the maps. `None` without a map phase or a reduce
     /// side of positive length.
     pub fn map_reduce_overlap(&self) -> Option<f64> {
-        let map = self.phase(PhaseName::Map)?;
+        let map = self.phase(PhaseKind::Map)?;
         let reduce = union(
             self.phases
                 .iter()
                 .filter(|p| {
-                    !p.nested && matches!(p.name, PhaseName::Shuffle | PhaseName::SortWrite)
+                    !p.nested
+                        && (p.name == PhaseKind::Shuffle.as_str()
+                            || p.name == PhaseKind::SortWrite.as_str())
                 })
                 .map(|p| (p.start_us, p.end_us)),
         );
@@ -172,6 +130,13 @@ impl Timeline {
         let mut lanes: Vec<&TimelineSubtask> = self.subtasks.iter().collect();
         lanes.sort_by_key(|s| (rank(&s.vertex), s.subtask, s.attempt));
         lanes
+    }
+}
+
+impl TimelineSpan {
+    /// Whether the span is of kind `kind`.
+    pub fn is(&self, kind: SpanKind) -> bool {
+        self.name == kind.as_str()
     }
 }
 
@@ -247,14 +212,14 @@ mod tests {
         let t = Timeline::parse(PIPELINED.as_bytes()).unwrap();
         assert_eq!(t.mode, "pipelined");
         assert_eq!(t.phases.len(), 5);
-        assert_eq!(t.job_spans[1].name, SpanName::Commit);
+        assert!(t.job_spans[1].is(SpanKind::Commit));
         let labels: Vec<String> = t.lanes().iter().map(|s| s.label()).collect();
         assert_eq!(
             labels,
             ["sort 0", "map 0", "map 1"],
             "first vertex seen first"
         );
-        assert_eq!(t.subtasks[0].spans[3].name, SpanName::Other);
+        assert_eq!(t.subtasks[0].spans[3].name, "something new");
     }
 
     #[test]
@@ -264,8 +229,8 @@ mod tests {
         let expected = (152_495 - 8544) as f64 / (424_887 - 8544) as f64;
         assert!((t.map_reduce_overlap().unwrap() - expected).abs() < 1e-12);
 
-        let phase = |name, start_us, end_us| TimelinePhase {
-            name,
+        let phase = |kind: PhaseKind, start_us, end_us| TimelinePhase {
+            name: kind.as_str().to_owned(),
             start_us,
             end_us,
             nested: false,
@@ -274,9 +239,9 @@ mod tests {
             mode: "staged".into(),
             wall_us: 100,
             phases: vec![
-                phase(PhaseName::Map, 0, 40),
-                phase(PhaseName::Shuffle, 41, 60),
-                phase(PhaseName::SortWrite, 55, 100),
+                phase(PhaseKind::Map, 0, 40),
+                phase(PhaseKind::Shuffle, 41, 60),
+                phase(PhaseKind::SortWrite, 55, 100),
             ],
             job_spans: Vec::new(),
             subtasks: Vec::new(),
@@ -285,19 +250,19 @@ mod tests {
         // Two reduce phases with a gap: the gap is not reduce time.
         let gap = Timeline {
             phases: vec![
-                phase(PhaseName::Map, 0, 50),
-                phase(PhaseName::Shuffle, 10, 30),
-                phase(PhaseName::SortWrite, 40, 80),
+                phase(PhaseKind::Map, 0, 50),
+                phase(PhaseKind::Shuffle, 10, 30),
+                phase(PhaseKind::SortWrite, 40, 80),
                 TimelinePhase {
                     nested: true,
-                    ..phase(PhaseName::Spill, 0, 100)
+                    ..phase(PhaseKind::Spill, 0, 100)
                 },
             ],
             ..staged.clone()
         };
         assert_eq!(gap.map_reduce_overlap(), Some(30.0 / 60.0));
         let no_map = Timeline {
-            phases: vec![phase(PhaseName::Shuffle, 0, 10)],
+            phases: vec![phase(PhaseKind::Shuffle, 0, 10)],
             ..staged
         };
         assert_eq!(no_map.map_reduce_overlap(), None);
