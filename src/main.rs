@@ -313,17 +313,19 @@ struct BenchArgs {
     /// Run ASCII inputs too (binary always runs).
     #[arg(long)]
     ascii: bool,
-    /// Execution modes to sort every in-memory case with (pipelined always runs; each
-    /// output validated), compared in their own table.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "pipelined")]
-    modes: Vec<ModeArg>,
+    /// Execution modes to sort every case with, any that sort --mode takes (pipelined always
+    /// runs; each output validated; out of core with the default variant), side by side.
+    #[arg(long, value_delimiter = ',', default_value = "pipelined",
+          value_parser = clap::builder::PossibleValuesParser::new(bench_sort::bench::SORT_MODES))]
+    modes: Vec<String>,
     /// Folder for benchmark data (git-ignored); deleted afterwards unless --keep.
     #[arg(value_parser = PathArg, long, default_value = "bench-data")]
     dir: PathBuf,
     /// Keep the generated data.
     #[arg(long)]
     keep: bool,
-    /// Print the report as JSON only (it is always written to DIR/bench-report.json).
+    /// Print the report as JSON only (it is always written to DIR/bench-report.json, with
+    /// bench-report.md and SVG pictures).
     #[arg(long)]
     json: bool,
     /// Floor and sort runs per case, interleaved; medians are reported.
@@ -1084,12 +1086,8 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         out_of_core,
         extra_modes: args
             .modes
-            .iter()
-            .filter_map(|m| match m {
-                ModeArg::Pipelined => None,
-                ModeArg::Staged => Some("staged".to_string()),
-                ModeArg::MapReduce => Some("mapreduce".to_string()),
-            })
+            .into_iter()
+            .filter(|m| m != bench::BASE_MODE)
             .collect(),
     };
     let report = bench::run(&config, &|line| eprintln!("{line}")).context("bench sort failed")?;
@@ -1102,4 +1100,21 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         write!(stdout, "{}", report.to_markdown())?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `bench --modes` takes exactly what `sort --mode` takes: a mode added to `ModeArg` must
+    /// be added to `bench::SORT_MODES` too.
+    #[test]
+    fn bench_modes_are_the_sort_modes() {
+        let sort_modes: Vec<String> = ModeArg::value_variants()
+            .iter()
+            .filter_map(|m| m.to_possible_value())
+            .map(|v| v.get_name().to_owned())
+            .collect();
+        assert_eq!(sort_modes, bench_sort::bench::SORT_MODES);
+    }
 }

@@ -253,9 +253,18 @@ fn bench_compares_modes_in_one_run() {
     ]);
     assert_eq!(run.code, Some(0), "{run}");
     assert!(run.stderr.contains("sort --mode staged"), "{run}");
-    assert!(run.stdout.contains("| 20k binary | pipelined |"), "{run}");
-    assert!(run.stdout.contains("| 20k binary | staged |"), "{run}");
-    assert!(run.stdout.contains("| 20k binary | mapreduce |"), "{run}");
+    assert!(
+        run.stdout.contains("| 20k binary | millrace | pipelined |"),
+        "{run}"
+    );
+    assert!(
+        run.stdout.contains("| 20k binary | millrace | staged |"),
+        "{run}"
+    );
+    assert!(
+        run.stdout.contains("| 20k binary | millrace | mapreduce |"),
+        "{run}"
+    );
     let report: serde_json::Value = serde_json::from_slice(&f.read("b/bench-report.json")).unwrap();
     assert_eq!(report["cases"][0]["modes"][0]["mode"], "staged");
     assert!(report["cases"][0]["modes"][0]["sort_s"].as_f64().unwrap() > 0.0);

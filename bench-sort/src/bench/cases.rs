@@ -6,14 +6,15 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use engine::output::IoMode;
-use engine::record::RECORD_LEN;
+use engine::record::{Checksum, RECORD_LEN};
 use engine::spill::IoEngine;
 
 use super::child::{gnu_sort_once, sort_once};
 use super::config::RSS_TOLERANCE;
+use super::config::{BASE_MODE, OOC_MODES_VARIANT};
 use super::floor;
 use super::machine::{check_free_space, cores};
-use super::report::{comparisons, gb, mib, variant_report};
+use super::report::{comparisons, gb, map_reduce_overlap, mib, variant_report};
 use super::work::{remove, remove_leftovers, WorkDir};
 use super::{
     median, size_label, BenchConfig, BenchError, CaseReport, FloorRun, GnuSort, ModeReport,
@@ -26,6 +27,15 @@ const FLOOR_CHUNK_BYTES: usize = 8 << 20;
 
 /// Bytes per read when warming the page cache.
 const WARM_READ_BYTES: usize = 8 << 20;
+
+/// The last run's `--timeline` of one case and mode: written in the work folder, moved next
+/// to the report (and drawn) when the whole bench succeeds.
+pub(super) struct KeptTimeline {
+    pub(super) work: PathBuf,
+    pub(super) to: PathBuf,
+    /// What ran: `10M binary pipelined`, `160M ooc default staged`.
+    pub(super) what: String,
+}
 
 fn format_name(format: Format) -> &'static str {
     match format {
@@ -41,7 +51,7 @@ pub(super) fn run_case(
     format: Format,
     gnu: &Result<String, String>,
     progress: &dyn Fn(&str),
-) -> Result<(CaseReport, PathBuf), BenchError> {
+) -> Result<(CaseReport, Vec<KeptTimeline>), BenchError> {
     let size = size_label(records);
     let format_name = format_name(format);
     let case = format!("{size} {format_name}");
@@ -116,7 +126,6 @@ pub(super) fn run_case(
                 &generated,
             );
             remove(&out)?;
-            remove(&mode_timeline)?;
             let sorted = sorted?;
             progress(&format!(
                 "sort --mode {mode} {run}/{} {case}: {:.2} s, output valid",
@@ -180,19 +189,35 @@ pub(super) fn run_case(
         ),
         peak_rss_bytes: sort_runs.iter().filter_map(|r| r.peak_rss_bytes).max(),
         overlap_ratio: of_runs(|r| r.overlap_ratio),
+        map_reduce_overlap: map_reduce_overlap(&sort_runs),
         map_shuffle_overlap_ms: of_runs(|r| r.map_shuffle_overlap_ms),
         modes: config
             .extra_modes
             .iter()
             .zip(&mode_runs)
-            .map(|(mode, runs)| ModeReport::new(mode, runs, floor_s, sort_s, bytes))
+            .map(|(mode, runs)| {
+                let to = config
+                    .dir
+                    .join(format!("bench-timeline-{stem}-{mode}.json"));
+                ModeReport::new(mode, runs, (floor_s, sort_s), bytes, to)
+            })
             .collect(),
         floor_runs_s,
         sort_runs,
         gnu_sort,
         timeline,
     };
-    Ok((report, work_timeline))
+    let mut timelines = vec![KeptTimeline {
+        work: work_timeline,
+        to: report.timeline.clone(),
+        what: format!("{case} {BASE_MODE}"),
+    }];
+    timelines.extend(report.modes.iter().map(|m| KeptTimeline {
+        work: work.file(&format!("{stem}.{}.timeline.json", m.mode)),
+        to: m.timeline.clone(),
+        what: format!("{case} {}", m.mode),
+    }));
+    Ok((report, timelines))
 }
 
 /// The out-of-core case: generate, then per run every variant's two-pass floor and sort.
@@ -201,7 +226,7 @@ pub(super) fn run_out_of_core(
     ooc: &OutOfCoreConfig,
     work: &mut WorkDir,
     progress: &dyn Fn(&str),
-) -> Result<OutOfCoreReport, BenchError> {
+) -> Result<(OutOfCoreReport, Vec<KeptTimeline>), BenchError> {
     let size = size_label(ooc.records);
     let stem = format!("{size}-ooc");
     let input = work.file(&format!("{stem}.in"));
@@ -246,6 +271,7 @@ pub(super) fn run_out_of_core(
     let spill = spill_dir.to_string_lossy().into_owned();
     let mut floors: Vec<Vec<FloorRun>> = vec![Vec::new(); OOC_VARIANTS.len()];
     let mut sorts: Vec<Vec<SortRun>> = vec![Vec::new(); OOC_VARIANTS.len()];
+    let mut mode_sorts: Vec<Vec<SortRun>> = vec![Vec::new(); config.extra_modes.len()];
     for run in 1..=config.runs {
         for i in rotated(OOC_VARIANTS.len(), run - 1) {
             let variant = &OOC_VARIANTS[i];
@@ -292,37 +318,26 @@ pub(super) fn run_out_of_core(
             ));
             floors[i].push(floor);
 
-            let out = work.file(&format!("{stem}.sort.out"));
             let timeline = work.file(&format!("{stem}-{name}.timeline.json"));
             let mut flags = vec!["--memory", memory.as_str(), "--spill-dir", spill.as_str()];
             flags.extend(variant.sort_flags());
-            let sorted = sort_once(config, &input, &out, &timeline, &flags, &generated);
-            remove(&out)?;
-            remove_leftovers(&spill_dir, progress)?;
-            let sorted = sorted?;
-            if sorted.plan.as_deref() != Some("out-of-core") {
-                return Err(BenchError::WrongPlan {
-                    input,
-                    plan: sorted.plan.unwrap_or_else(|| "unreported".to_owned()),
-                });
-            }
-            let rss = sorted.peak_rss_bytes.map_or("unknown".to_owned(), mib);
-            progress(&format!(
-                "sort {run}/{} {stem} {name}: {:.2} s (process {:.2} s), peak RSS {rss} MiB, \
-                 {} runs, output valid",
-                config.runs,
-                sorted.wall_s,
-                sorted.process_s,
-                sorted.io.map_or(0, |io| io.spilled_runs),
-            ));
-            if let Some(peak) = sorted.peak_rss_bytes {
-                if peak as f64 > ooc.memory_bytes as f64 * (1.0 + RSS_TOLERANCE) {
-                    progress(&format!(
-                        "  note: peak RSS {} MiB is more than {:.0}% above the {} MiB budget",
-                        mib(peak),
-                        RSS_TOLERANCE * 100.0,
-                        mib(ooc.memory_bytes)
-                    ));
+            let sort = OocSort {
+                input: &input,
+                spill_dir: &spill_dir,
+                generated: &generated,
+                budget_bytes: ooc.memory_bytes,
+            };
+            let label = format!("{run}/{} {stem} {name}", config.runs);
+            let sorted = sort.run(config, work, &flags, &timeline, &label, progress)?;
+            // The other modes right after, with this variant only: same machine state.
+            if name == OOC_MODES_VARIANT {
+                for (m, mode) in config.extra_modes.iter().enumerate() {
+                    let timeline = work.file(&format!("{stem}-{name}-{mode}.timeline.json"));
+                    let mut flags = flags.clone();
+                    flags.extend(["--mode", mode.as_str()]);
+                    let label = format!("--mode {mode} {label}");
+                    mode_sorts[m]
+                        .push(sort.run(config, work, &flags, &timeline, &label, progress)?);
                 }
             }
             sorts[i].push(sorted);
@@ -355,7 +370,38 @@ pub(super) fn run_out_of_core(
             )
         })
         .collect();
-    Ok(OutOfCoreReport {
+    let base = variants
+        .iter()
+        .find(|v| v.variant == OOC_MODES_VARIANT)
+        .expect("OOC_MODES_VARIANT is one of OOC_VARIANTS");
+    let modes: Vec<ModeReport> = config
+        .extra_modes
+        .iter()
+        .zip(&mode_sorts)
+        .map(|(mode, runs)| {
+            let to = config.dir.join(format!(
+                "bench-timeline-{stem}-{OOC_MODES_VARIANT}-{mode}.json"
+            ));
+            ModeReport::new(mode, runs, (base.floor_s, base.sort_s), bytes, to)
+        })
+        .collect();
+    let mut timelines: Vec<KeptTimeline> = variants
+        .iter()
+        .map(|v| KeptTimeline {
+            work: work.file(&format!("{stem}-{}.timeline.json", v.variant)),
+            to: v.timeline.clone(),
+            what: format!("{size} ooc {} {BASE_MODE}", v.variant),
+        })
+        .collect();
+    timelines.extend(modes.iter().map(|m| KeptTimeline {
+        work: work.file(&format!(
+            "{stem}-{OOC_MODES_VARIANT}-{}.timeline.json",
+            m.mode
+        )),
+        to: m.timeline.clone(),
+        what: format!("{size} ooc {OOC_MODES_VARIANT} {}", m.mode),
+    }));
+    let report = OutOfCoreReport {
         size,
         records: ooc.records,
         bytes,
@@ -365,7 +411,60 @@ pub(super) fn run_out_of_core(
         runs: config.runs,
         comparisons: comparisons(&variants),
         variants,
-    })
+        modes,
+    };
+    Ok((report, timelines))
+}
+
+/// One out-of-core sort of the generated input: the flags differ per variant and mode.
+struct OocSort<'a> {
+    input: &'a Path,
+    spill_dir: &'a Path,
+    generated: &'a Checksum,
+    budget_bytes: u64,
+}
+
+impl OocSort<'_> {
+    /// Sorts with `flags`, checks the output and the plan, reports it as `sort LABEL: …`.
+    fn run(
+        &self,
+        config: &BenchConfig,
+        work: &WorkDir,
+        flags: &[&str],
+        timeline: &Path,
+        label: &str,
+        progress: &dyn Fn(&str),
+    ) -> Result<SortRun, BenchError> {
+        let out = work.file("ooc.sort.out");
+        let sorted = sort_once(config, self.input, &out, timeline, flags, self.generated);
+        remove(&out)?;
+        remove_leftovers(self.spill_dir, progress)?;
+        let sorted = sorted?;
+        if sorted.plan.as_deref() != Some("out-of-core") {
+            return Err(BenchError::WrongPlan {
+                input: self.input.to_path_buf(),
+                plan: sorted.plan.unwrap_or_else(|| "unreported".to_owned()),
+            });
+        }
+        let rss = sorted.peak_rss_bytes.map_or("unknown".to_owned(), mib);
+        progress(&format!(
+            "sort {label}: {:.2} s (process {:.2} s), peak RSS {rss} MiB, {} runs, output valid",
+            sorted.wall_s,
+            sorted.process_s,
+            sorted.io.map_or(0, |io| io.spilled_runs),
+        ));
+        if let Some(peak) = sorted.peak_rss_bytes {
+            if peak as f64 > self.budget_bytes as f64 * (1.0 + RSS_TOLERANCE) {
+                progress(&format!(
+                    "  note: peak RSS {} MiB is more than {:.0}% above the {} MiB budget",
+                    mib(peak),
+                    RSS_TOLERANCE * 100.0,
+                    mib(self.budget_bytes)
+                ));
+            }
+        }
+        Ok(sorted)
+    }
 }
 
 /// `0..n` starting at `by % n`: run `r` starts with variant `r`, so that over `n` runs each

@@ -11,6 +11,7 @@ use engine::record::Checksum;
 use serde::{Deserialize, Serialize};
 
 use super::machine::cores;
+use super::timeline::Timeline;
 use super::{BenchConfig, BenchError, SortRun};
 use crate::valsort;
 
@@ -111,11 +112,13 @@ pub(super) fn sort_once(
         });
     }
     check_output(TOOL, out, generated)?;
+    let map_reduce_overlap = Timeline::read(timeline)?.map_reduce_overlap();
     Ok(SortRun {
         wall_s: report.wall_ms / 1e3,
         process_s,
         peak_rss_bytes: report.peak_rss_bytes,
         overlap_ratio: report.overlap_ratio,
+        map_reduce_overlap,
         map_shuffle_overlap_ms: report.map_shuffle_overlap_ms,
         phases: report.phases,
         plan: report.plan,

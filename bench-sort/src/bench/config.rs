@@ -26,8 +26,9 @@ pub struct BenchConfig {
     pub millrace_exe: PathBuf,
     /// The out-of-core case, run after the others; `None` to skip it.
     pub out_of_core: Option<OutOfCoreConfig>,
-    /// Execution modes sorted besides `pipelined` in every in-memory case (`staged`), each
-    /// run after the pipelined sort of the same run, on the same input.
+    /// Execution modes sorted besides `pipelined` (from [`SORT_MODES`]: `staged`, …), each
+    /// run after the pipelined sort of the same run, on the same input: in every in-memory
+    /// case, and out of core with the default variant.
     pub extra_modes: Vec<String>,
 }
 
@@ -90,9 +91,34 @@ impl BenchConfig {
         if self.runs == 0 {
             return Err(invalid("--runs must be at least 1"));
         }
+        for (i, mode) in self.extra_modes.iter().enumerate() {
+            if !SORT_MODES.contains(&mode.as_str()) {
+                return Err(invalid(&format!(
+                    "unknown mode {mode:?}; millrace sort --mode takes {}",
+                    SORT_MODES.join(", ")
+                )));
+            }
+            if mode == BASE_MODE || self.extra_modes[..i].contains(mode) {
+                return Err(invalid(&format!(
+                    "mode {mode:?} is given twice ({BASE_MODE} always runs)"
+                )));
+            }
+        }
         Ok(())
     }
 }
+
+/// The values `millrace sort --mode` takes, which `--modes` accepts. The bench passes them to
+/// the sort as they are; add a mode here when the sort gets one (`ExecutionMode::as_str`;
+/// a test of the CLI checks that this list and `sort --mode` agree).
+pub const SORT_MODES: &[&str] = &["pipelined", "staged", "mapreduce"];
+
+/// The mode every case always sorts with, which the others are compared with.
+pub const BASE_MODE: &str = "pipelined";
+
+/// The out-of-core variant the other modes (`--modes`) run with: one variant, so that a mode
+/// adds one sort per run, not one per variant.
+pub const OOC_MODES_VARIANT: &str = "default";
 
 /// Most records per bench case (10^13 records = 1 PB; sizes stay far from u64 overflow).
 const MAX_BENCH_RECORDS: u64 = 10_000_000_000_000;
@@ -213,6 +239,28 @@ mod tests {
             parse_record_counts(&["0".into()]),
             Err(BenchError::NoRecords { input }) if input == "0"
         ));
+    }
+
+    #[test]
+    fn config_checks_modes() {
+        let mut config = BenchConfig {
+            records: vec![10],
+            ascii: false,
+            dir: PathBuf::from("unused"),
+            keep: false,
+            runs: 1,
+            millrace_exe: PathBuf::from("unused"),
+            out_of_core: None,
+            extra_modes: vec!["staged".into()],
+        };
+        assert!(config.check().is_ok());
+        for bad in [&["fast"][..], &["pipelined"], &["staged", "staged"]] {
+            config.extra_modes = bad.iter().map(|m| m.to_string()).collect();
+            assert!(
+                matches!(config.check(), Err(BenchError::InvalidConfig { .. })),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

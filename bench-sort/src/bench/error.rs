@@ -136,6 +136,22 @@ pub enum BenchError {
         /// Why parsing failed.
         source: serde_json::Error,
     },
+    /// A sort's `--timeline` file is not the JSON timeline the bench reads.
+    #[error("cannot read the sort timeline {}", path.display())]
+    Timeline {
+        /// The timeline file.
+        path: PathBuf,
+        /// Why parsing failed.
+        source: serde_json::Error,
+    },
+    /// A picture could not be drawn.
+    #[error("cannot draw the picture {what}: {reason}")]
+    Picture {
+        /// Which picture.
+        what: String,
+        /// Why.
+        reason: String,
+    },
     /// Reading a sorted output for validation failed.
     #[error("cannot validate the output of {tool}")]
     Validate {

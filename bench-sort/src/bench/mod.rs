@@ -16,9 +16,14 @@
 //!    OUT, validated the same way (on gensort ASCII lines the whole-line order is key order).
 //!    Skipped with a reason when `sort` is missing or is not GNU sort.
 //!
+//! With [`BenchConfig::extra_modes`] (`--modes`), every run sorts once more per mode
+//! (`--mode staged`, …) right after the pipelined sort, validated the same way.
+//!
 //! Every output is deleted right after it is measured, and each input after its case unless
 //! [`BenchConfig::keep`].
-//! Medians are reported, and the sort's peak RSS is the largest seen.
+//! Medians are reported along with every raw run, and the sort's peak RSS is the largest seen.
+//! Each sort's timeline gives its map–reduce overlap (the share of the reduce side's time
+//! that ran while maps ran, `docs/formats.md`).
 //!
 //! # The out-of-core case
 //!
@@ -39,22 +44,36 @@
 //!    - the **sort**: `millrace sort INPUT OUTPUT --json --memory B --spill-dir DIR
 //!      --spill-io E --compress C`, with its spill folder inside the bench's work folder;
 //!      the output is validated as above and both outputs are deleted before the next step.
+//!    - with the [`OOC_MODES_VARIANT`] (default) variant only, the sort once more per extra mode
+//!      (`--mode staged`, …), so that a mode adds one sort per run and not one per variant.
 //! 3. Per variant: sort/floor (target ≤ [`OOC_TARGET_RATIO`]), bytes read and written per
-//!    phase as the job counts them, peak RSS against the budget; then io_uring against pwrite
-//!    and lz4 on against off.
+//!    phase as the job counts them, peak RSS against the budget; then io_uring against pwrite,
+//!    lz4 on against off, and each extra mode against pipelined.
 //!
 //! # Files
 //!
 //! ```text
-//! <dir>/bench-report.json                    the JSON report of the last successful bench
-//! <dir>/bench-timeline-<size>-<format>.json  its last sort run's --timeline, per case
-//! <dir>/bench-timeline-<size>-ooc-<variant>.json  the same for out-of-core variants
+//! <dir>/bench-report.json                    the JSON report of the last successful bench:
+//!                                            machine, commit, medians and every raw run
+//! <dir>/bench-report.md                      the same as Markdown (what stdout shows): a summary
+//!                                            row per case × tool/mode, then details
+//! <dir>/bench-timeline-<size>-<format>.json  its last pipelined sort run's --timeline, per case
+//! <dir>/bench-timeline-<size>-<format>-<mode>.json   the same per extra mode (--modes)
+//! <dir>/bench-timeline-<size>-ooc-<variant>.json     the same for out-of-core variants
+//! <dir>/bench-timeline-<size>-ooc-default-<mode>.json  and the out-of-core extra modes
+//! <dir>/bench-timeline-….svg                 each timeline drawn: a lane per subtask (maps, then
+//!                                            reducers) and one for the job, colored by phase
+//! <dir>/bench-times-<size>-<format>.svg      wall time per tool and mode of one case, and its floor
+//! <dir>/bench-times-<size>-ooc.svg           the same per out-of-core variant and mode
 //! <dir>/millrace-job-PID-…/                inputs and outputs of one bench (a WorkDir)
 //! <dir>/millrace-job-PID-…/spill/          spill folder of the out-of-core sorts and floors
 //! <dir>/millrace-job-PID-…/millrace        the binary every sort runs, copied at the start
 //! ```
 //!
-//! Timelines are written inside `millrace-job-PID-…/` and moved out only when the whole bench succeeds.
+//! Timelines and pictures are written inside `millrace-job-PID-…/` and moved out only when the
+//! whole bench succeeds; then the bench removes the `bench-timeline-*` and `bench-times-*`
+//! files (`.json`, `.svg`) that earlier benches left and this one did not write, so the folder
+//! describes one bench. The pictures are drawn by `svg.rs` (plotters, SVG backend only).
 //!
 //! The `millrace-job-PID-…` folder is private to one bench, so concurrent benches in the same `--dir`
 //! do not collide; dropping its [`WorkDir`] removes what it holds (except kept inputs) also when
@@ -70,9 +89,12 @@ mod error;
 pub mod floor;
 mod machine;
 mod report;
+mod svg;
+mod timeline;
 mod work;
 
 use std::fs;
+use std::path::{Path, PathBuf};
 
 use engine::paths;
 use engine::record::RECORD_LEN;
@@ -81,30 +103,42 @@ use crate::gensort::Format;
 
 pub use child::{ChildIo, ChildPhase, ChildReport};
 pub use config::{
-    parse_record_counts, size_label, BenchConfig, OocVariant, OutOfCoreConfig, OOC_TARGET_RATIO,
-    OOC_VARIANTS,
+    parse_record_counts, size_label, BenchConfig, OocVariant, OutOfCoreConfig, BASE_MODE,
+    OOC_MODES_VARIANT, OOC_TARGET_RATIO, OOC_VARIANTS, SORT_MODES,
 };
 pub use error::BenchError;
 pub use machine::Machine;
 pub use report::{
     median, BenchReport, CaseReport, Comparison, FloorRun, GnuSort, ModeReport, OocVariantReport,
-    OutOfCoreReport, SortRun,
+    OutOfCoreReport, Picture, SortRun,
 };
 
-use cases::{run_case, run_out_of_core};
+use cases::{run_case, run_out_of_core, KeptTimeline};
 use child::gnu_sort_version;
 use machine::{check_free_space, free_bytes, git_commit};
 use work::WorkDir;
 
-/// Runs the bench and writes `<dir>/bench-report.json`; `progress` gets one short line per
-/// step.
+/// The report's names in the bench folder.
+const REPORT_JSON: &str = "bench-report.json";
+const REPORT_MARKDOWN: &str = "bench-report.md";
+
+/// Runs the bench and writes `<dir>/bench-report.json`, `bench-report.md`, the timelines and
+/// the pictures (see [Files](self#files)); `progress` gets one short line per step.
 pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport, BenchError> {
     config.check()?;
-    // The report's name must be usable before minutes are spent (checked again at the end).
-    let report_path = config.dir.join("bench-report.json");
+    // The report's names must be usable before minutes are spent (checked again at the end).
     if config.dir.is_dir() {
-        let report = paths::Write::new("bench report", &report_path, paths::OutputKind::File);
-        paths::check(&[], &[report], true).map_err(|source| BenchError::Output {
+        let reports: Vec<paths::Write> = [REPORT_JSON, REPORT_MARKDOWN]
+            .iter()
+            .map(|name| {
+                paths::Write::new(
+                    "bench report",
+                    config.dir.join(name),
+                    paths::OutputKind::File,
+                )
+            })
+            .collect();
+        paths::check(&[], &reports, true).map_err(|source| BenchError::Output {
             source: Box::new(source),
         })?;
     }
@@ -148,7 +182,7 @@ pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport,
         Err("no ASCII cases".to_owned())
     };
     let mut cases = Vec::new();
-    let mut timelines = Vec::new();
+    let mut timelines: Vec<KeptTimeline> = Vec::new();
     for &records in &config.records {
         let formats: &[Format] = if config.ascii {
             &[Format::Binary, Format::Ascii]
@@ -156,25 +190,20 @@ pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport,
             &[Format::Binary]
         };
         for &format in formats {
-            let (case, timeline) = run_case(config, &mut work, records, format, &gnu, progress)?;
-            timelines.push((timeline, case.timeline.clone()));
+            let (case, kept) = run_case(config, &mut work, records, format, &gnu, progress)?;
+            timelines.extend(kept);
             cases.push(case);
         }
     }
     let out_of_core = match &config.out_of_core {
         None => None,
         Some(ooc) => {
-            let report = run_out_of_core(config, ooc, &mut work, progress)?;
-            timelines.extend(report.variants.iter().map(|v| {
-                (
-                    work.file(&format!("{}-ooc-{}.timeline.json", report.size, v.variant)),
-                    v.timeline.clone(),
-                )
-            }));
+            let (report, kept) = run_out_of_core(config, ooc, &mut work, progress)?;
+            timelines.extend(kept);
             Some(report)
         }
     };
-    let report = BenchReport {
+    let mut report = BenchReport {
         machine: Machine::detect(&config.dir),
         commit,
         unix_time_s: std::time::SystemTime::now()
@@ -183,45 +212,167 @@ pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport,
         runs: config.runs,
         cases,
         out_of_core,
+        pictures: Vec::new(),
     };
+    // Files moved from the work folder next to the report: timelines and pictures.
+    let moves = draw_pictures(config, &work, &timelines, &mut report)?;
     // The bench replaces its own earlier reports in its folder, but never writes through a
     // link or into a device or FIFO that stands under one of their names.
-    let path = config.dir.join("bench-report.json");
-    let mut outputs: Vec<paths::Write> = timelines
+    let path = config.dir.join(REPORT_JSON);
+    let markdown_path = config.dir.join(REPORT_MARKDOWN);
+    let mut outputs: Vec<paths::Write> = moves
         .iter()
-        .map(|(_, to)| paths::Write::new("bench timeline", to, paths::OutputKind::File))
+        .map(|(_, to)| paths::Write::new("bench file", to, paths::OutputKind::File))
         .collect();
-    outputs.push(paths::Write::new(
-        "bench report",
-        &path,
-        paths::OutputKind::File,
-    ));
+    for report_path in [&path, &markdown_path] {
+        outputs.push(paths::Write::new(
+            "bench report",
+            report_path,
+            paths::OutputKind::File,
+        ));
+    }
     paths::check(&[], &outputs, true).map_err(|source| BenchError::Output {
         source: Box::new(source),
     })?;
-    for (from, to) in &timelines {
+    for (from, to) in &moves {
         fs::rename(from, to).map_err(|source| BenchError::Io {
-            op: "move the sort timeline to",
+            op: "move the bench file to",
             path: to.clone(),
             source,
         })?;
     }
-    engine::output::PendingFile::with_bytes(
-        &path,
-        "bench report",
-        true,
-        (report.to_json() + "\n").as_bytes(),
-    )
-    .and_then(engine::output::PendingFile::publish)
-    .map_err(|source| BenchError::Report {
-        path: path.clone(),
-        source,
-    })?;
-    progress(&format!("report written to {}", path.display()));
+    for (report_path, text) in [
+        (&path, report.to_json()),
+        (&markdown_path, report.to_markdown()),
+    ] {
+        engine::output::PendingFile::with_bytes(
+            report_path,
+            "bench report",
+            true,
+            (text + "\n").as_bytes(),
+        )
+        .and_then(engine::output::PendingFile::publish)
+        .map_err(|source| BenchError::Report {
+            path: report_path.clone(),
+            source,
+        })?;
+    }
+    let kept: Vec<&Path> = moves.iter().map(|(_, to)| to.as_path()).collect();
+    remove_stale_files(&config.dir, &kept, progress);
+    progress(&format!(
+        "report written to {} and {}, with {} pictures",
+        path.display(),
+        markdown_path.display(),
+        report.pictures.len()
+    ));
     if config.keep {
         progress(&format!("inputs kept in {}", work.path.display()));
     }
     Ok(report)
+}
+
+/// Draws a timeline picture per kept timeline and a times picture per case into the work
+/// folder, lists them in `report.pictures`, and returns every (work file, final name) to move
+/// next to the report, timelines included.
+fn draw_pictures(
+    config: &BenchConfig,
+    work: &WorkDir,
+    timelines: &[KeptTimeline],
+    report: &mut BenchReport,
+) -> Result<Vec<(PathBuf, PathBuf)>, BenchError> {
+    let mut moves = Vec::new();
+    let mut pictures = Vec::new();
+    let mut write = |what: String, svg: Result<String, String>, work_file: PathBuf, to: PathBuf| {
+        let svg = svg.map_err(|reason| BenchError::Picture {
+            what: what.clone(),
+            reason,
+        })?;
+        fs::write(&work_file, svg).map_err(|source| BenchError::Io {
+            op: "write the picture",
+            path: work_file.clone(),
+            source,
+        })?;
+        moves.push((work_file, to.clone()));
+        pictures.push(Picture { what, path: to });
+        Ok::<(), BenchError>(())
+    };
+    for case in &report.cases {
+        let name = format!("{} {}", case.size, case.format);
+        let stem = format!("{}-{}", case.size, case.format);
+        write(
+            format!("times {name}"),
+            svg::times_svg(
+                &format!(
+                    "{name}: wall time per tool and mode (median of {})",
+                    config.runs
+                ),
+                &svg::case_bars(case),
+                Some(case.floor_s),
+            ),
+            work.file(&format!("{stem}.times.svg")),
+            config.dir.join(format!("bench-times-{stem}.svg")),
+        )?;
+    }
+    if let Some(ooc) = &report.out_of_core {
+        write(
+            format!("times {} ooc", ooc.size),
+            svg::times_svg(
+                &format!(
+                    "{} out of core: wall time per variant and mode (median of {}), each against its two-pass floor",
+                    ooc.size, config.runs
+                ),
+                &svg::ooc_bars(ooc),
+                None,
+            ),
+            work.file(&format!("{}-ooc.times.svg", ooc.size)),
+            config.dir.join(format!("bench-times-{}-ooc.svg", ooc.size)),
+        )?;
+    }
+    for kept in timelines {
+        let timeline = timeline::Timeline::read(&kept.work)?;
+        let title = format!(
+            "{}: millrace sort timeline, {:.2} s",
+            kept.what,
+            timeline.wall_us as f64 / 1e6
+        );
+        write(
+            format!("timeline {}", kept.what),
+            svg::timeline_svg(&timeline, &title),
+            kept.work.with_extension("svg"),
+            kept.to.with_extension("svg"),
+        )?;
+    }
+    moves.extend(timelines.iter().map(|k| (k.work.clone(), k.to.clone())));
+    report.pictures = pictures;
+    Ok(moves)
+}
+
+/// Removes timelines and pictures of earlier benches from `dir` (regular files named
+/// `bench-timeline-*` or `bench-times-*`, `.json` or `.svg`, that this bench did not write),
+/// so that the folder holds one bench. Failures are reported, not fatal.
+fn remove_stale_files(dir: &Path, kept: &[&Path], progress: &dyn Fn(&str)) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = (name.starts_with("bench-timeline-") || name.starts_with("bench-times-"))
+            && (name.ends_with(".json") || name.ends_with(".svg"));
+        let path = entry.path();
+        if !ours || kept.contains(&path.as_path()) {
+            continue;
+        }
+        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        if let Err(error) = fs::remove_file(&path) {
+            progress(&format!(
+                "  note: cannot remove {} of an earlier bench: {error}",
+                path.display()
+            ));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::config::{OocVariant, OOC_TARGET_RATIO, RSS_TOLERANCE};
+use super::config::{OocVariant, BASE_MODE, OOC_MODES_VARIANT, OOC_TARGET_RATIO, RSS_TOLERANCE};
 use super::{ChildIo, ChildPhase, Machine};
 
 /// The whole report: machine, cases, and where it was written.
@@ -24,6 +24,16 @@ pub struct BenchReport {
     pub cases: Vec<CaseReport>,
     /// The out-of-core case, when it ran.
     pub out_of_core: Option<OutOfCoreReport>,
+    /// The SVG pictures written next to the report.
+    pub pictures: Vec<Picture>,
+}
+
+/// One SVG picture of the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Picture {
+    /// What it shows: `timeline 10M binary pipelined`, `times 10M binary`.
+    pub what: String,
+    pub path: PathBuf,
 }
 
 /// The out-of-core case: every variant against its own two-pass floor.
@@ -45,6 +55,9 @@ pub struct OutOfCoreReport {
     pub variants: Vec<OocVariantReport>,
     /// io_uring against pwrite, lz4 on against off.
     pub comparisons: Vec<Comparison>,
+    /// The other execution modes (`--modes`) with the default variant, each against its
+    /// floor and pipelined sort.
+    pub modes: Vec<ModeReport>,
 }
 
 /// One out-of-core variant (medians over the runs).
@@ -77,6 +90,8 @@ pub struct OocVariantReport {
     pub peak_rss_bytes: Option<u64>,
     /// `peak_rss_bytes / memory budget`.
     pub rss_budget_ratio: Option<f64>,
+    /// Median map–reduce overlap of the sort runs (see `docs/formats.md`).
+    pub map_reduce_overlap: Option<f64>,
     /// The job's bytes per phase, of the last run.
     pub io: ChildIo,
     /// Median length of each of the job's phases, in seconds, in the job's order.
@@ -155,6 +170,9 @@ pub struct CaseReport {
     pub peak_rss_bytes: Option<u64>,
     /// Median of Σ phase lengths ÷ wall.
     pub overlap_ratio: f64,
+    /// Median share of the reduce side's time that ran while maps ran (see
+    /// `docs/formats.md`).
+    pub map_reduce_overlap: Option<f64>,
     /// Median time reducers received while maps ran.
     pub map_shuffle_overlap_ms: f64,
     /// Every floor run, in order.
@@ -179,15 +197,41 @@ pub struct ModeReport {
     pub sort_floor_ratio: f64,
     pub mb_per_s: f64,
     pub cpu_s_per_gb: Option<f64>,
+    /// Largest peak RSS over the runs.
+    pub peak_rss_bytes: Option<u64>,
     pub overlap_ratio: f64,
+    /// Median map–reduce overlap (see `docs/formats.md`).
+    pub map_reduce_overlap: Option<f64>,
     /// `sort_s` ÷ the pipelined sort's: how much longer this mode takes.
     pub vs_pipelined: f64,
     pub runs: Vec<SortRun>,
+    /// The last run's `--timeline` file.
+    pub timeline: PathBuf,
 }
 
 impl ModeReport {
+    fn summary_row(&self, case: String, floor_s: f64) -> SummaryRow<'_> {
+        SummaryRow {
+            case,
+            tool: "millrace",
+            mode: &self.mode,
+            wall_s: self.sort_s,
+            floor_s,
+            vs_pipelined: Some(self.vs_pipelined),
+            cpu_s_per_gb: self.cpu_s_per_gb,
+            peak_rss_bytes: self.peak_rss_bytes,
+            map_reduce_overlap: self.map_reduce_overlap,
+        }
+    }
+
     /// Medians of `runs` against the case's floor and pipelined sort times.
-    pub fn new(mode: &str, runs: &[SortRun], floor_s: f64, pipelined_s: f64, bytes: u64) -> Self {
+    pub fn new(
+        mode: &str,
+        runs: &[SortRun],
+        (floor_s, pipelined_s): (f64, f64),
+        bytes: u64,
+        timeline: PathBuf,
+    ) -> Self {
         let of = |f: fn(&SortRun) -> f64| {
             median(&runs.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)
         };
@@ -203,9 +247,12 @@ impl ModeReport {
                     .filter_map(|r| r.cpu_s_per_gb)
                     .collect::<Vec<_>>(),
             ),
+            peak_rss_bytes: runs.iter().filter_map(|r| r.peak_rss_bytes).max(),
             overlap_ratio: of(|r| r.overlap_ratio),
+            map_reduce_overlap: map_reduce_overlap(runs),
             vs_pipelined: sort_s / pipelined_s,
             runs: runs.to_vec(),
+            timeline,
         }
     }
 }
@@ -219,6 +266,8 @@ pub struct SortRun {
     pub process_s: f64,
     pub peak_rss_bytes: Option<u64>,
     pub overlap_ratio: f64,
+    /// Share of the reduce side's time that ran while maps ran, from the run's timeline.
+    pub map_reduce_overlap: Option<f64>,
     pub map_shuffle_overlap_ms: f64,
     pub phases: Vec<ChildPhase>,
     /// `in-memory` or `out-of-core`, when the job reports it.
@@ -252,9 +301,55 @@ pub enum GnuSort {
     },
 }
 
-/// A CPU s/GB cell: two decimals, or a dash when the sort did not report it.
+/// A CPU s/GB or overlap cell: two decimals, or a dash when there is no figure.
 fn cpu(value: Option<f64>) -> String {
     value.map_or("—".to_owned(), |v| format!("{v:.2}"))
+}
+
+/// A peak RSS cell: MiB, or a dash.
+fn rss(bytes: Option<u64>) -> String {
+    bytes.map_or("—".to_owned(), mib)
+}
+
+/// The median map–reduce overlap of the runs that have one.
+pub(super) fn map_reduce_overlap(runs: &[SortRun]) -> Option<f64> {
+    median(
+        &runs
+            .iter()
+            .filter_map(|r| r.map_reduce_overlap)
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// One row of the summary table: one case with one tool and mode.
+struct SummaryRow<'a> {
+    case: String,
+    tool: &'a str,
+    mode: &'a str,
+    wall_s: f64,
+    floor_s: f64,
+    /// ÷ the pipelined sort of the same case, when it means something.
+    vs_pipelined: Option<f64>,
+    cpu_s_per_gb: Option<f64>,
+    peak_rss_bytes: Option<u64>,
+    map_reduce_overlap: Option<f64>,
+}
+
+impl SummaryRow<'_> {
+    fn markdown(&self) -> String {
+        format!(
+            "| {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {} |\n",
+            self.case,
+            self.tool,
+            self.mode,
+            self.wall_s,
+            self.wall_s / self.floor_s,
+            cpu(self.vs_pipelined),
+            cpu(self.cpu_s_per_gb),
+            rss(self.peak_rss_bytes),
+            cpu(self.map_reduce_overlap),
+        )
+    }
 }
 
 /// The median of `values` (the mean of the middle two for an even count); `None` if empty.
@@ -292,7 +387,8 @@ impl BenchReport {
             out += &format!("commit: {commit}\n");
         }
         out += &format!("runs per case: {} (medians; GNU sort once)\n\n", self.runs);
-        out += "| case | records | floor s | sort s | sort/floor | MB/s | CPU s/GB | peak RSS MiB | overlap | sort process s | GNU sort s | GNU/millrace |\n";
+        out += &self.summary_markdown();
+        out += "\n| case | records | floor s | sort s | sort/floor | MB/s | CPU s/GB | peak RSS MiB | Σ phases/wall | sort process s | GNU sort s | GNU/millrace |\n";
         out += "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
         for case in &self.cases {
             let (gnu_s, speedup) = match &case.gnu_sort {
@@ -321,39 +417,8 @@ impl BenchReport {
         }
         out +=
             "\nfloor = copy through the sort's I/O path (durable); sort s = the job's wall time; \
-                peak RSS includes mapped input pages; overlap = Σ phase lengths ÷ wall; \
+                peak RSS includes mapped input pages; Σ phases/wall = Σ phase lengths ÷ wall; \
                 GNU/millrace = GNU sort (process + fsync) ÷ millrace sort process s\n";
-        if self.cases.iter().any(|c| !c.modes.is_empty()) {
-            out += "\n| case | mode | sort s | sort/floor | MB/s | CPU s/GB | overlap | ÷ pipelined |\n";
-            out += "|---|---|--:|--:|--:|--:|--:|--:|\n";
-            for case in &self.cases {
-                out += &format!(
-                    "| {} {} | pipelined | {:.2} | {:.2} | {:.0} | {} | {:.2} | 1.00 |\n",
-                    case.size,
-                    case.format,
-                    case.sort_s,
-                    case.sort_floor_ratio,
-                    case.mb_per_s,
-                    cpu(case.cpu_s_per_gb),
-                    case.overlap_ratio
-                );
-                for m in &case.modes {
-                    out += &format!(
-                        "| {} {} | {} | {:.2} | {:.2} | {:.0} | {} | {:.2} | {:.2} |\n",
-                        case.size,
-                        case.format,
-                        m.mode,
-                        m.sort_s,
-                        m.sort_floor_ratio,
-                        m.mb_per_s,
-                        cpu(m.cpu_s_per_gb),
-                        m.overlap_ratio,
-                        m.vs_pipelined
-                    );
-                }
-            }
-            out += "\nmodes: the same job graph with a pipelined or blocking exchange; ÷ pipelined = this mode's sort s ÷ the pipelined sort s of the same case\n";
-        }
         for case in &self.cases {
             if let Some(GnuSort::Skipped { reason }) = &case.gnu_sort {
                 out += &format!(
@@ -366,7 +431,94 @@ impl BenchReport {
             out += "\n";
             out += &ooc.to_markdown();
         }
+        if !self.pictures.is_empty() {
+            out += "\npictures (SVG, next to this report):\n\n";
+            for p in &self.pictures {
+                let name = p.path.file_name().map_or_else(
+                    || p.path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                out += &format!("- {}: ![{}]({name})\n", p.what, p.what);
+            }
+        }
         out
+    }
+
+    /// The summary table: one row per case and tool or mode, with what the columns mean.
+    pub fn summary_markdown(&self) -> String {
+        let mut out = String::from(
+            "| case | tool | mode | wall s | ÷ floor | ÷ pipelined | CPU s/GB | peak RSS MiB | overlap |\n\
+             |---|---|---|--:|--:|--:|--:|--:|--:|\n",
+        );
+        for row in self.summary_rows() {
+            out += &row.markdown();
+        }
+        out += "\nwall s = median of the runs (millrace: the job's wall time; GNU sort: process \
+                and fsync, once); ÷ floor = wall ÷ the case's floor (out of core: the variant's \
+                two-pass floor); ÷ pipelined = wall ÷ the pipelined sort's; overlap = share of \
+                the reduce side's time (shuffle ∪ sort+write) that ran while maps ran, from the \
+                timeline (0 when reducers start after the last map)\n";
+        out
+    }
+
+    fn summary_rows(&self) -> Vec<SummaryRow<'_>> {
+        let mut rows = Vec::new();
+        for case in &self.cases {
+            let name = format!("{} {}", case.size, case.format);
+            rows.push(SummaryRow {
+                case: name.clone(),
+                tool: "millrace",
+                mode: BASE_MODE,
+                wall_s: case.sort_s,
+                floor_s: case.floor_s,
+                vs_pipelined: Some(1.0),
+                cpu_s_per_gb: case.cpu_s_per_gb,
+                peak_rss_bytes: case.peak_rss_bytes,
+                map_reduce_overlap: case.map_reduce_overlap,
+            });
+            rows.extend(
+                case.modes
+                    .iter()
+                    .map(|m| m.summary_row(name.clone(), case.floor_s)),
+            );
+            if let Some(GnuSort::Measured { wall_s, .. }) = &case.gnu_sort {
+                rows.push(SummaryRow {
+                    case: name.clone(),
+                    tool: "GNU sort",
+                    mode: "—",
+                    wall_s: *wall_s,
+                    floor_s: case.floor_s,
+                    vs_pipelined: None,
+                    cpu_s_per_gb: None,
+                    peak_rss_bytes: None,
+                    map_reduce_overlap: None,
+                });
+            }
+        }
+        if let Some(ooc) = &self.out_of_core {
+            for v in &ooc.variants {
+                let name = format!("{} ooc {}", ooc.size, v.variant);
+                rows.push(SummaryRow {
+                    case: name.clone(),
+                    tool: "millrace",
+                    mode: BASE_MODE,
+                    wall_s: v.sort_s,
+                    floor_s: v.floor_s,
+                    vs_pipelined: Some(1.0),
+                    cpu_s_per_gb: v.cpu_s_per_gb,
+                    peak_rss_bytes: v.peak_rss_bytes,
+                    map_reduce_overlap: v.map_reduce_overlap,
+                });
+                if v.variant == OOC_MODES_VARIANT {
+                    rows.extend(
+                        ooc.modes
+                            .iter()
+                            .map(|m| m.summary_row(name.clone(), v.floor_s)),
+                    );
+                }
+            }
+        }
+        rows
     }
 
     /// The report as pretty JSON.
@@ -484,6 +636,24 @@ impl OutOfCoreReport {
             }
             out += "\n";
         }
+        if let Some(default) = self
+            .variants
+            .iter()
+            .find(|v| v.variant == OOC_MODES_VARIANT)
+        {
+            for m in &self.modes {
+                out += &format!(
+                    "{} vs {BASE_MODE} ({OOC_MODES_VARIANT} variant): sort {:.2} s vs {:.2} s \
+                     ({:.2}× {BASE_MODE}), sort/floor {:.2} vs {:.2}\n",
+                    m.mode,
+                    m.sort_s,
+                    default.sort_s,
+                    m.vs_pipelined,
+                    m.sort_floor_ratio,
+                    default.sort_floor_ratio,
+                );
+            }
+        }
         out += "\nfloor = the input written to segment files and read back into the output with \
                 the variant's spill engine and compression (write + read + write + read, durable); \
                 sort s = the job's wall time; phases overlap (map and shuffle run together); \
@@ -579,6 +749,7 @@ pub(super) fn variant_report(
         ),
         peak_rss_bytes,
         rss_budget_ratio: peak_rss_bytes.map(|b| b as f64 / memory_bytes as f64),
+        map_reduce_overlap: map_reduce_overlap(&sort_runs),
         io: sort_runs.last().and_then(|r| r.io).unwrap_or_default(),
         phases_s,
         floor_runs,
@@ -624,6 +795,7 @@ mod tests {
             cpu_s_per_gb: Some(1.5),
             peak_rss_bytes: Some(1536 << 20),
             overlap_ratio: 1.234,
+            map_reduce_overlap: Some(0.35),
             map_shuffle_overlap_ms: 300.0,
             floor_runs_s: vec![0.5],
             sort_runs: Vec::new(),
@@ -661,6 +833,7 @@ mod tests {
                 ),
             ],
             out_of_core: None,
+            pictures: Vec::new(),
         }
     }
 
@@ -674,11 +847,13 @@ mod tests {
         );
         assert_eq!(lines[1], "commit: 0b7a9c1");
         assert_eq!(lines[2], "runs per case: 3 (medians; GNU sort once)");
-        let rows: Vec<&str> = lines
-            .iter()
-            .copied()
-            .filter(|l| l.starts_with('|'))
-            .collect();
+        // The summary, then the cases table.
+        assert!(
+            lines[4].starts_with("| case | tool | mode | wall s |"),
+            "{text}"
+        );
+        let details = &text[text.find("| case | records |").expect("the cases table")..];
+        let rows: Vec<&str> = details.lines().filter(|l| l.starts_with('|')).collect();
         assert_eq!(rows.len(), 5);
         let columns = rows[0].matches('|').count();
         assert!(rows.iter().all(|r| r.matches('|').count() == columns));
@@ -730,6 +905,7 @@ mod tests {
             process_s: wall_s + 0.5,
             peak_rss_bytes: Some(rss),
             overlap_ratio: 1.2,
+            map_reduce_overlap: Some(0.5),
             map_shuffle_overlap_ms: 0.0,
             phases: vec![
                 phase("map", 0.0, wall_s * 500.0),
@@ -807,6 +983,7 @@ mod tests {
             runs: 1,
             comparisons: comparisons(&variants),
             variants,
+            modes: Vec::new(),
         }
     }
 
@@ -873,11 +1050,11 @@ mod tests {
         );
     }
 
-    /// Other modes get their own table, one row per case and mode, against pipelined.
+    /// The summary has one row per case and tool or mode, with ratios to the floor and to
+    /// pipelined; out of core, per variant, and the modes after the default variant.
     #[test]
-    fn modes_table_compares_with_pipelined() {
+    fn summary_has_one_row_per_case_and_tool_or_mode() {
         let mut report = sample_report();
-        assert!(!report.to_markdown().contains("÷ pipelined"));
         let case = &mut report.cases[0];
         case.modes = vec![ModeReport {
             mode: "staged".into(),
@@ -885,21 +1062,72 @@ mod tests {
             sort_floor_ratio: 3.0,
             mb_per_s: 666.7,
             cpu_s_per_gb: Some(1.8),
+            peak_rss_bytes: Some(1024 << 20),
             overlap_ratio: 1.0,
+            map_reduce_overlap: Some(0.0),
             vs_pipelined: 1.2,
             runs: Vec::new(),
+            timeline: PathBuf::from("bench-timeline-10M-binary-staged.json"),
         }];
+        let mut ooc = ooc_report("uring");
+        ooc.modes = vec![ModeReport {
+            sort_s: 99.0,
+            sort_floor_ratio: 99.0 / 80.0,
+            vs_pipelined: 1.1,
+            ..report.cases[0].modes[0].clone()
+        }];
+        report.out_of_core = Some(ooc);
+        report.pictures = vec![Picture {
+            what: "timeline 10M binary pipelined".into(),
+            path: PathBuf::from("dir/bench-timeline-10M-binary.svg"),
+        }];
+        let summary = report.summary_markdown();
+        let rows: Vec<&str> = summary.lines().filter(|l| l.starts_with('|')).collect();
+        // Header and rule; 10M binary pipelined, staged; 10M ascii pipelined, GNU sort;
+        // 10M ascii (skipped GNU sort) pipelined; 4 variants + staged after default.
+        assert_eq!(
+            rows.len(),
+            2 + 2 + 2 + 1 + OOC_VARIANTS.len() + 1,
+            "{summary}"
+        );
+        assert_eq!(
+            rows[0],
+            "| case | tool | mode | wall s | ÷ floor | ÷ pipelined | CPU s/GB | peak RSS MiB | overlap |"
+        );
+        assert_eq!(
+            &rows[2..4],
+            [
+                "| 10M binary | millrace | pipelined | 1.25 | 2.50 | 1.00 | 1.50 | 1536 | 0.35 |",
+                "| 10M binary | millrace | staged | 1.50 | 3.00 | 1.20 | 1.80 | 1024 | 0.00 |",
+            ]
+        );
+        assert_eq!(
+            rows[5],
+            "| 10M ascii | GNU sort | — | 9.00 | 18.00 | — | — | — | — |"
+        );
+        assert_eq!(
+            &rows[7..9],
+            [
+                "| 160M ooc default | millrace | pipelined | 90.00 | 1.12 | 1.00 | 2.50 | 2048 | 0.50 |",
+                "| 160M ooc default | millrace | staged | 99.00 | 1.24 | 1.10 | 1.80 | 1024 | 0.00 |",
+            ]
+        );
+        assert!(rows[9].starts_with("| 160M ooc pwrite | millrace | pipelined |"));
         let markdown = report.to_markdown();
         assert!(
-            markdown
-                .contains("| 10M binary | pipelined | 1.25 | 2.50 | 800 | 1.50 | 1.23 | 1.00 |"),
-            "{markdown}"
+            markdown.contains(&summary),
+            "the summary is part of the report"
         );
-        assert!(
-            markdown.contains("| 10M binary | staged | 1.50 | 3.00 | 667 | 1.80 | 1.00 | 1.20 |"),
-            "{markdown}"
-        );
+        assert!(markdown.contains(
+            "staged vs pipelined (default variant): sort 99.00 s vs 90.00 s (1.10× pipelined)"
+        ));
+        assert!(markdown.contains(
+            "- timeline 10M binary pipelined: ![timeline 10M binary pipelined](bench-timeline-10M-binary.svg)"
+        ));
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(json["cases"][0]["modes"][0]["mode"], "staged");
+        assert_eq!(json["out_of_core"]["modes"][0]["sort_s"], 99.0);
+        assert_eq!(json["cases"][0]["map_reduce_overlap"], 0.35);
+        assert_eq!(json["pictures"][0]["what"], "timeline 10M binary pipelined");
     }
 }
