@@ -100,6 +100,8 @@ impl EngineError {
             | Self::DiskFull { .. }
             | Self::TooMany { .. }
             | Self::InvalidJob { .. } => ErrorDomain::User,
+            // A full disk stays full for the next attempt: the user's to fix, not retried.
+            Self::Spill(error) if error.is_disk_full() => ErrorDomain::User,
             Self::Io { .. } | Self::Shuffle(_) | Self::Spill(_) | Self::Injected { .. } => {
                 ErrorDomain::Io
             }

@@ -234,16 +234,26 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
+    spawn_blocking_handle(work)
+        .await
+        .map_err(|e| EngineError::Internal {
+            what: format!("a blocking task failed: {e}"),
+        })
+}
+
+/// Starts `work` on a blocking thread like [`spawn_blocking`] and returns its handle, for
+/// work a subtask awaits later (a spill running while the next arena fills).
+pub fn spawn_blocking_handle<T, F>(work: F) -> tokio::task::JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
     // Counted for the job, so a restart can wait until an aborted attempt's blocking work
     // (which an abort cannot stop) has ended and given back its memory.
     let guard = BLOCKING.try_with(|count| InFlight::new(count.clone())).ok();
     tokio::task::spawn_blocking(move || {
         let _guard = guard;
         work()
-    })
-    .await
-    .map_err(|e| EngineError::Internal {
-        what: format!("a blocking task failed: {e}"),
     })
 }
 

@@ -578,7 +578,7 @@ impl Intake {
                 };
                 let mut full = std::mem::replace(&mut self.filling, empty);
                 let mut spiller = spiller;
-                self.spilling = Some(tokio::task::spawn_blocking(move || {
+                self.spilling = Some(crate::task::spawn_blocking_handle(move || {
                     spiller.spill(&full)?;
                     full.bytes.clear();
                     Ok((full, spiller))
