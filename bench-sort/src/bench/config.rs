@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use engine::record::RECORD_LEN;
 use engine::spill::{Compression, IoEngine};
 
-use super::BenchError;
+use super::{BenchError, Peer};
 use crate::gensort;
 
 /// What to measure; built and validated by the CLI.
@@ -29,6 +29,11 @@ pub struct BenchConfig {
     /// Execution modes sorted besides `pipelined` in every in-memory case (`staged`), each
     /// run after the pipelined sort of the same run, on the same input.
     pub extra_modes: Vec<String>,
+    /// Other tools to run on the same inputs ([`Peer::ALL`] order); a line peer makes the
+    /// ASCII cases run even without [`BenchConfig::ascii`].
+    pub peers: Vec<Peer>,
+    /// Where the peers' venv and classes live; `None`: `MILLRACE_PEERS_DIR`, else `<dir>/peers`.
+    pub peers_dir: Option<PathBuf>,
 }
 
 /// The out-of-core case: an input much larger than the sort's memory budget.
@@ -226,6 +231,8 @@ mod tests {
             millrace_exe: PathBuf::from("unused"),
             out_of_core: None,
             extra_modes: Vec::new(),
+            peers: Vec::new(),
+            peers_dir: None,
         };
         assert!(matches!(
             config.check(),
@@ -244,6 +251,8 @@ mod tests {
             millrace_exe: PathBuf::from("unused"),
             out_of_core: None,
             extra_modes: Vec::new(),
+            peers: Vec::new(),
+            peers_dir: None,
         };
         assert!(config.check().is_err(), "nothing to measure");
         let ooc = OutOfCoreConfig {

@@ -69,6 +69,7 @@ mod config;
 mod error;
 pub mod floor;
 mod machine;
+mod peers;
 mod report;
 mod work;
 
@@ -86,6 +87,7 @@ pub use config::{
 };
 pub use error::BenchError;
 pub use machine::Machine;
+pub use peers::{Peer, PeerReport, PeerRun, PEERS_DIR_ENV};
 pub use report::{
     median, BenchReport, CaseReport, Comparison, FloorRun, GnuSort, ModeReport, OocVariantReport,
     OutOfCoreReport, SortRun,
@@ -94,6 +96,7 @@ pub use report::{
 use cases::{run_case, run_out_of_core};
 use child::gnu_sort_version;
 use machine::{check_free_space, free_bytes, git_commit};
+use peers::Peers;
 use work::WorkDir;
 
 /// Runs the bench and writes `<dir>/bench-report.json`; `progress` gets one short line per
@@ -142,21 +145,31 @@ pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport,
             });
         }
     }
-    let gnu = if config.ascii {
-        gnu_sort_version()
-    } else {
-        Err("no ASCII cases".to_owned())
-    };
+    let peers_dir = config
+        .peers_dir
+        .clone()
+        .unwrap_or_else(|| peers::peers_dir(&config.dir));
+    let peers = Peers::prepare(&config.peers, &peers_dir, progress)?;
+    // GNU sort runs once per ASCII case as before, unless it is a peer (then `runs` times).
+    let gnu = (config.ascii && !peers.asks(Peer::GnuSort)).then(gnu_sort_version);
     let mut cases = Vec::new();
     let mut timelines = Vec::new();
     for &records in &config.records {
-        let formats: &[Format] = if config.ascii {
+        let formats: &[Format] = if config.ascii || peers.want(Format::Ascii) {
             &[Format::Binary, Format::Ascii]
         } else {
             &[Format::Binary]
         };
         for &format in formats {
-            let (case, timeline) = run_case(config, &mut work, records, format, &gnu, progress)?;
+            let (case, timeline) = run_case(
+                config,
+                &mut work,
+                records,
+                format,
+                gnu.as_ref(),
+                &peers,
+                progress,
+            )?;
             timelines.push((timeline, case.timeline.clone()));
             cases.push(case);
         }
@@ -245,6 +258,8 @@ mod tests {
                 millrace_exe: PathBuf::from("/bin/false"),
                 out_of_core: None,
                 extra_modes: Vec::new(),
+                peers: Vec::new(),
+                peers_dir: None,
             };
             let result = run(&config, &|_| {});
             assert!(
@@ -293,6 +308,8 @@ mod tests {
                 memory_bytes: 4 << 20,
             }),
             extra_modes: Vec::new(),
+            peers: Vec::new(),
+            peers_dir: None,
         };
         let lines = std::sync::Mutex::new(Vec::new());
         let result = run(&config, &|line| lines.lock().unwrap().push(line.to_owned()));

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::config::{OocVariant, OOC_TARGET_RATIO, RSS_TOLERANCE};
+use super::peers::{self, PeerReport};
 use super::{ChildIo, ChildPhase, Machine};
 
 /// The whole report: machine, cases, and where it was written.
@@ -167,6 +168,8 @@ pub struct CaseReport {
     pub timeline: PathBuf,
     /// The other execution modes (`--modes`), each over the same runs.
     pub modes: Vec<ModeReport>,
+    /// The asked `--peers` that sort this case's format.
+    pub peers: Vec<PeerReport>,
 }
 
 /// One execution mode besides `pipelined` in one case (medians over the runs).
@@ -227,6 +230,10 @@ pub struct SortRun {
     pub io: Option<ChildIo>,
     /// CPU seconds (user + system) per GB of input, when the job reports it.
     pub cpu_s_per_gb: Option<f64>,
+    /// CPU seconds (user + system) of the process as the bench measured it (`wait4`).
+    pub harness_cpu_s: Option<f64>,
+    /// Peak RSS of the process as the bench measured it (`wait4`), beside the job's own.
+    pub harness_peak_rss_bytes: Option<u64>,
 }
 
 /// GNU sort on one ASCII case.
@@ -354,6 +361,7 @@ impl BenchReport {
             }
             out += "\nmodes: the same job graph with a pipelined or blocking exchange; ÷ pipelined = this mode's sort s ÷ the pipelined sort s of the same case\n";
         }
+        out += &peers::markdown(&self.cases);
         for case in &self.cases {
             if let Some(GnuSort::Skipped { reason }) = &case.gnu_sort {
                 out += &format!(
@@ -630,6 +638,7 @@ mod tests {
             gnu_sort,
             timeline: PathBuf::from("bench-data/bench-timeline-10M-binary.json"),
             modes: Vec::new(),
+            peers: Vec::new(),
         };
         BenchReport {
             machine: Machine {
@@ -747,6 +756,8 @@ mod tests {
                 writes_per_byte: 2.0,
             }),
             cpu_s_per_gb: Some(2.5),
+            harness_cpu_s: Some(wall_s * 2.0),
+            harness_peak_rss_bytes: Some(rss + (1 << 20)),
         }
     }
 
