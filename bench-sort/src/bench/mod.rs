@@ -15,6 +15,12 @@
 //! 3. ASCII only, once: `LC_ALL=C sort --parallel=CORES -S 50% -o OUT INPUT`, then an fsync of
 //!    OUT, validated the same way (on gensort ASCII lines the whole-line order is key order).
 //!    Skipped with a reason when `sort` is missing or is not GNU sort.
+//!    (With `gnu-sort` among the peers it runs as a peer instead, `runs` times.)
+//! 4. With [`BenchConfig::peers`], in each run after the sorts: every installed peer of the
+//!    case's format ([`Peer::format`]), spawned through `scripts/peers/run.sh`, timed to a
+//!    durable output, CPU seconds and peak RSS from `wait4`, validated (see `peers.rs`); a line
+//!    peer makes the ASCII cases run without `--ascii` too. The peers are set up once before the
+//!    first case; one that cannot be installed is reported as skipped with the install step.
 //!
 //! Every output is deleted right after it is measured, and each input after its case unless
 //! [`BenchConfig::keep`].
@@ -52,6 +58,8 @@
 //! <dir>/millrace-job-PID-…/                inputs and outputs of one bench (a WorkDir)
 //! <dir>/millrace-job-PID-…/spill/          spill folder of the out-of-core sorts and floors
 //! <dir>/millrace-job-PID-…/millrace        the binary every sort runs, copied at the start
+//! <dir>/peers/                               the peers' venv, compiled classes and scripts
+//!                                            (MILLRACE_PEERS_DIR instead when set); kept
 //! ```
 //!
 //! Timelines are written inside `millrace-job-PID-…/` and moved out only when the whole bench succeeds.
