@@ -318,6 +318,13 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "pipelined",
           value_parser = clap::builder::PossibleValuesParser::new(bench_sort::bench::SORT_MODES))]
     modes: Vec<String>,
+    /// Other tools to run `--runs` times on the same inputs, measured and validated like the
+    /// sort: gnu-sort, duckdb, polars (ASCII lines; their ASCII cases run without --ascii too),
+    /// hadoop, spark, flink (binary TeraSorts). Installed on first use into MILLRACE_PEERS_DIR
+    /// (default DIR/peers) by scripts/peers/run.sh; a peer that cannot be installed is
+    /// reported as skipped with the install step.
+    #[arg(long, value_delimiter = ',', value_name = "PEER,...")]
+    peers: Vec<String>,
     /// Folder for benchmark data (git-ignored); deleted afterwards unless --keep.
     #[arg(value_parser = PathArg, long, default_value = "bench-data")]
     dir: PathBuf,
@@ -1089,6 +1096,8 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
             .into_iter()
             .filter(|m| m != bench::BASE_MODE)
             .collect(),
+        peers: bench::Peer::parse_list(&args.peers)?,
+        peers_dir: None,
     };
     let report = bench::run(&config, &|line| eprintln!("{line}")).context("bench sort failed")?;
     let mut stdout = std::io::stdout().lock();

@@ -14,11 +14,13 @@ use super::config::RSS_TOLERANCE;
 use super::config::{BASE_MODE, OOC_MODES_VARIANT};
 use super::floor;
 use super::machine::{check_free_space, cores};
+use super::peers::Peers;
 use super::report::{comparisons, gb, map_reduce_overlap, mib, variant_report};
 use super::work::{remove, remove_leftovers, WorkDir};
 use super::{
     median, size_label, BenchConfig, BenchError, CaseReport, FloorRun, GnuSort, ModeReport,
-    OocVariantReport, OutOfCoreConfig, OutOfCoreReport, SortRun, OOC_VARIANTS,
+    OocVariantReport, OutOfCoreConfig, OutOfCoreReport, Peer, PeerReport, PeerRun, SortRun,
+    OOC_VARIANTS,
 };
 use crate::gensort::{self, Format, GenSpec};
 
@@ -49,7 +51,8 @@ pub(super) fn run_case(
     work: &mut WorkDir,
     records: u64,
     format: Format,
-    gnu: &Result<String, String>,
+    gnu: Option<&Result<String, String>>,
+    peers: &Peers,
     progress: &dyn Fn(&str),
 ) -> Result<(CaseReport, Vec<KeptTimeline>), BenchError> {
     let size = size_label(records);
@@ -88,6 +91,8 @@ pub(super) fn run_case(
     let mut floor_runs_s = Vec::with_capacity(config.runs);
     let mut sort_runs = Vec::with_capacity(config.runs);
     let mut mode_runs: Vec<Vec<SortRun>> = Vec::new();
+    let ready_peers = peers.ready(format);
+    let mut peer_runs: Vec<Vec<PeerRun>> = vec![Vec::new(); ready_peers.len()];
     for run in 1..=config.runs {
         let out = work.file(&format!("{stem}.floor.out"));
         let copied = floor::copy_file(&input, &out, IoMode::Auto, cores(), FLOOR_CHUNK_BYTES)
@@ -136,6 +141,23 @@ pub(super) fn run_case(
             }
             mode_runs[m].push(sorted);
         }
+
+        // The peers, after the sorts of the same run.
+        for (p, &peer) in ready_peers.iter().enumerate() {
+            let name = peer.name();
+            progress(&format!("{name} {run}/{} {case}…", config.runs));
+            let out = work.file(&format!("{stem}.{name}.out"));
+            let log = work.file(&format!("{stem}.{name}.log"));
+            let measured = peers.run_once(peer, &input, &out, &log, &generated)?;
+            progress(&format!(
+                "{name} {run}/{} {case}: {:.2} s, {:.1} CPU s, peak RSS {} MiB, output valid",
+                config.runs,
+                measured.wall_s,
+                measured.cpu_s,
+                mib(measured.peak_rss_bytes)
+            ));
+            peer_runs[p].push(measured);
+        }
     }
 
     let floor_s = median(&floor_runs_s).expect("runs >= 1, checked by BenchConfig::check");
@@ -146,12 +168,17 @@ pub(super) fn run_case(
     let sort_s = of_runs(|r| r.wall_s);
     let sort_process_s = of_runs(|r| r.process_s);
 
+    let peer_reports = peers.reports(format, peer_runs, floor_s, sort_process_s, bytes);
     let gnu_sort = match (format, gnu) {
         (Format::Binary, _) => None,
-        (Format::Ascii, Err(reason)) => Some(GnuSort::Skipped {
+        (Format::Ascii, None) => peer_reports
+            .iter()
+            .find(|p| p.peer() == Peer::GnuSort.name())
+            .map(PeerReport::to_gnu_sort),
+        (Format::Ascii, Some(Err(reason))) => Some(GnuSort::Skipped {
             reason: reason.clone(),
         }),
-        (Format::Ascii, Ok(version)) => {
+        (Format::Ascii, Some(Ok(version))) => {
             progress(&format!("GNU sort {case}…"));
             let out = work.file(&format!("{stem}.gnu.out"));
             let measured = gnu_sort_once(&input, &out, &generated);
@@ -206,6 +233,7 @@ pub(super) fn run_case(
         sort_runs,
         gnu_sort,
         timeline,
+        peers: peer_reports,
     };
     let mut timelines = vec![KeptTimeline {
         work: work_timeline,

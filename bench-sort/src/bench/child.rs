@@ -2,9 +2,9 @@
 //! with `--json`) and GNU sort, each output validated against the generated records.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use engine::record::Checksum;
@@ -71,21 +71,21 @@ pub(super) fn sort_once(
 ) -> Result<SortRun, BenchError> {
     const TOOL: &str = "millrace sort";
     let started = Instant::now();
-    let child = Command::new(&config.millrace_exe)
-        .arg("sort")
-        .arg(input)
-        .arg(out)
-        .arg("--force")
-        .arg("--json")
-        .arg("--timeline")
-        .arg(timeline)
-        .args(flags)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| BenchError::Spawn {
-            program: config.millrace_exe.clone(),
-            source,
-        })?;
+    let (child, usage) = output_with_usage(
+        Command::new(&config.millrace_exe)
+            .arg("sort")
+            .arg(input)
+            .arg(out)
+            .arg("--force")
+            .arg("--json")
+            .arg("--timeline")
+            .arg(timeline)
+            .args(flags),
+    )
+    .map_err(|source| BenchError::Spawn {
+        program: config.millrace_exe.clone(),
+        source,
+    })?;
     let process_s = started.elapsed().as_secs_f64();
     if !child.status.success() {
         return Err(BenchError::ChildFailed {
@@ -124,7 +124,57 @@ pub(super) fn sort_once(
         plan: report.plan,
         io: report.io,
         cpu_s_per_gb: report.cpu_s_per_gb,
+        harness_cpu_s: Some(usage.cpu_s),
+        harness_peak_rss_bytes: Some(usage.peak_rss_bytes),
     })
+}
+
+/// What `wait4` says a reaped child and the descendants it waited for used.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Usage {
+    /// User + system CPU seconds.
+    pub(super) cpu_s: f64,
+    /// `ru_maxrss`: the peak RSS of the largest single process of the tree.
+    pub(super) peak_rss_bytes: u64,
+}
+
+/// Like [`Command::output`] (stdin null; stdout and stderr captured unless the command set
+/// them), and the child's resource usage from `wait4`.
+pub(super) fn output_with_usage(command: &mut Command) -> io::Result<(Output, Usage)> {
+    use wait4::Wait4;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // stderr on a thread, so that neither pipe can fill up while the other is read.
+    let stderr = child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    });
+    let mut stdout = Vec::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        pipe.read_to_end(&mut stdout)?;
+    }
+    let stderr = stderr
+        .map(|thread| thread.join().unwrap_or_default())
+        .unwrap_or_default();
+    let used = child.wait4()?;
+    let usage = Usage {
+        cpu_s: (used.rusage.utime + used.rusage.stime).as_secs_f64(),
+        peak_rss_bytes: used.rusage.maxrss,
+    };
+    Ok((
+        Output {
+            status: used.status,
+            stdout,
+            stderr,
+        },
+        usage,
+    ))
 }
 
 /// The first line of `sort --version` if it is GNU sort, else why GNU sort is skipped.
@@ -199,6 +249,16 @@ pub(super) fn gnu_sort_once(
 fn check_output(tool: &'static str, out: &Path, generated: &Checksum) -> Result<(), BenchError> {
     let summary = valsort::validate_path(out, &|_| {})
         .map_err(|source| BenchError::Validate { tool, source })?;
+    check_summary(tool, out, &summary, generated)
+}
+
+/// Checks the validation `summary` of `out`: sorted by key, and the generated records.
+pub(super) fn check_summary(
+    tool: &'static str,
+    out: &Path,
+    summary: &valsort::Summary,
+    generated: &Checksum,
+) -> Result<(), BenchError> {
     let wrong = |what: String| BenchError::WrongOutput {
         tool,
         path: out.to_path_buf(),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use engine::record::RECORD_LEN;
 use engine::spill::{Compression, IoEngine};
 
-use super::BenchError;
+use super::{BenchError, Peer};
 use crate::gensort;
 
 /// What to measure; built and validated by the CLI.
@@ -30,6 +30,11 @@ pub struct BenchConfig {
     /// run after the pipelined sort of the same run, on the same input: in every in-memory
     /// case, and out of core with the default variant.
     pub extra_modes: Vec<String>,
+    /// Other tools to run on the same inputs ([`Peer::ALL`] order); a line peer makes the
+    /// ASCII cases run even without [`BenchConfig::ascii`].
+    pub peers: Vec<Peer>,
+    /// Where the peers' venv and classes live; `None`: `MILLRACE_PEERS_DIR`, else `<dir>/peers`.
+    pub peers_dir: Option<PathBuf>,
 }
 
 /// The out-of-core case: an input much larger than the sort's memory budget.
@@ -251,7 +256,9 @@ mod tests {
             runs: 1,
             millrace_exe: PathBuf::from("unused"),
             out_of_core: None,
-            extra_modes: vec!["staged".into()],
+            extra_modes: vec!["staged".into(), "mapreduce".into()],
+            peers: Vec::new(),
+            peers_dir: None,
         };
         assert!(config.check().is_ok());
         for bad in [&["fast"][..], &["pipelined"], &["staged", "staged"]] {
@@ -274,6 +281,8 @@ mod tests {
             millrace_exe: PathBuf::from("unused"),
             out_of_core: None,
             extra_modes: Vec::new(),
+            peers: Vec::new(),
+            peers_dir: None,
         };
         assert!(matches!(
             config.check(),
@@ -292,6 +301,8 @@ mod tests {
             millrace_exe: PathBuf::from("unused"),
             out_of_core: None,
             extra_modes: Vec::new(),
+            peers: Vec::new(),
+            peers_dir: None,
         };
         assert!(config.check().is_err(), "nothing to measure");
         let ooc = OutOfCoreConfig {

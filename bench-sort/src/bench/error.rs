@@ -160,6 +160,21 @@ pub enum BenchError {
         /// Why.
         source: ValidateError,
     },
+    /// A `--peers` name is not a peer.
+    #[error("unknown peer {name:?} in --peers; the peers are: {valid}")]
+    UnknownPeer {
+        /// The name as given.
+        name: String,
+        /// The valid names, comma-separated.
+        valid: String,
+    },
+    /// `scripts/peers/run.sh setup PEER` failed for another reason than a missing install.
+    #[error("the setup of peer {peer} failed ({status}); its stderr ends with:\n{stderr_tail}")]
+    PeerSetup {
+        peer: &'static str,
+        status: String,
+        stderr_tail: String,
+    },
     /// A sorted output is not the input in key order; the numbers of this case are void.
     #[error(
         "the output of {tool} ({}) is not the generated input in key order: {what}",

@@ -15,6 +15,12 @@
 //! 3. ASCII only, once: `LC_ALL=C sort --parallel=CORES -S 50% -o OUT INPUT`, then an fsync of
 //!    OUT, validated the same way (on gensort ASCII lines the whole-line order is key order).
 //!    Skipped with a reason when `sort` is missing or is not GNU sort.
+//!    (With `gnu-sort` among the peers it runs as a peer instead, `runs` times.)
+//! 4. With [`BenchConfig::peers`], in each run after the sorts: every installed peer of the
+//!    case's format ([`Peer::format`]), spawned through `scripts/peers/run.sh`, timed to a
+//!    durable output, CPU seconds and peak RSS from `wait4`, validated (see `peers.rs`); a line
+//!    peer makes the ASCII cases run without `--ascii` too. The peers are set up once before the
+//!    first case; one that cannot be installed is reported as skipped with the install step.
 //!
 //! With [`BenchConfig::extra_modes`] (`--modes`), every run sorts once more per mode
 //! (`--mode staged`, …) right after the pipelined sort, validated the same way.
@@ -68,6 +74,8 @@
 //! <dir>/millrace-job-PID-…/                inputs and outputs of one bench (a WorkDir)
 //! <dir>/millrace-job-PID-…/spill/          spill folder of the out-of-core sorts and floors
 //! <dir>/millrace-job-PID-…/millrace        the binary every sort runs, copied at the start
+//! <dir>/peers/                               the peers' venv, compiled classes and scripts
+//!                                            (MILLRACE_PEERS_DIR instead when set); kept
 //! ```
 //!
 //! Timelines and pictures are written inside `millrace-job-PID-…/` and moved out only when the
@@ -88,6 +96,7 @@ mod config;
 mod error;
 pub mod floor;
 mod machine;
+mod peers;
 mod report;
 mod svg;
 mod timeline;
@@ -108,6 +117,7 @@ pub use config::{
 };
 pub use error::BenchError;
 pub use machine::Machine;
+pub use peers::{Peer, PeerReport, PeerRun, PEERS_DIR_ENV};
 pub use report::{
     median, BenchReport, CaseReport, Comparison, FloorRun, GnuSort, ModeReport, OocVariantReport,
     OutOfCoreReport, Picture, SortRun,
@@ -116,6 +126,7 @@ pub use report::{
 use cases::{run_case, run_out_of_core, KeptTimeline};
 use child::gnu_sort_version;
 use machine::{check_free_space, free_bytes, git_commit};
+use peers::Peers;
 use work::WorkDir;
 
 /// The report's names in the bench folder.
@@ -176,21 +187,31 @@ pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport,
             });
         }
     }
-    let gnu = if config.ascii {
-        gnu_sort_version()
-    } else {
-        Err("no ASCII cases".to_owned())
-    };
+    let peers_dir = config
+        .peers_dir
+        .clone()
+        .unwrap_or_else(|| peers::peers_dir(&config.dir));
+    let peers = Peers::prepare(&config.peers, &peers_dir, progress)?;
+    // GNU sort runs once per ASCII case as before, unless it is a peer (then `runs` times).
+    let gnu = (config.ascii && !peers.asks(Peer::GnuSort)).then(gnu_sort_version);
     let mut cases = Vec::new();
     let mut timelines: Vec<KeptTimeline> = Vec::new();
     for &records in &config.records {
-        let formats: &[Format] = if config.ascii {
+        let formats: &[Format] = if config.ascii || peers.want(Format::Ascii) {
             &[Format::Binary, Format::Ascii]
         } else {
             &[Format::Binary]
         };
         for &format in formats {
-            let (case, kept) = run_case(config, &mut work, records, format, &gnu, progress)?;
+            let (case, kept) = run_case(
+                config,
+                &mut work,
+                records,
+                format,
+                gnu.as_ref(),
+                &peers,
+                progress,
+            )?;
             timelines.extend(kept);
             cases.push(case);
         }
@@ -396,6 +417,8 @@ mod tests {
                 millrace_exe: PathBuf::from("/bin/false"),
                 out_of_core: None,
                 extra_modes: Vec::new(),
+                peers: Vec::new(),
+                peers_dir: None,
             };
             let result = run(&config, &|_| {});
             assert!(
@@ -444,6 +467,8 @@ mod tests {
                 memory_bytes: 4 << 20,
             }),
             extra_modes: Vec::new(),
+            peers: Vec::new(),
+            peers_dir: None,
         };
         let lines = std::sync::Mutex::new(Vec::new());
         let result = run(&config, &|line| lines.lock().unwrap().push(line.to_owned()));

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::config::{OocVariant, BASE_MODE, OOC_MODES_VARIANT, OOC_TARGET_RATIO, RSS_TOLERANCE};
+use super::peers::{self, PeerReport};
 use super::{ChildIo, ChildPhase, Machine};
 
 /// The whole report: machine, cases, and where it was written.
@@ -185,6 +186,8 @@ pub struct CaseReport {
     pub timeline: PathBuf,
     /// The other execution modes (`--modes`), each over the same runs.
     pub modes: Vec<ModeReport>,
+    /// The asked `--peers` that sort this case's format.
+    pub peers: Vec<PeerReport>,
 }
 
 /// One execution mode besides `pipelined` in one case (medians over the runs).
@@ -276,6 +279,10 @@ pub struct SortRun {
     pub io: Option<ChildIo>,
     /// CPU seconds (user + system) per GB of input, when the job reports it.
     pub cpu_s_per_gb: Option<f64>,
+    /// CPU seconds (user + system) of the process as the bench measured it (`wait4`).
+    pub harness_cpu_s: Option<f64>,
+    /// Peak RSS of the process as the bench measured it (`wait4`), beside the job's own.
+    pub harness_peak_rss_bytes: Option<u64>,
 }
 
 /// GNU sort on one ASCII case.
@@ -419,6 +426,7 @@ impl BenchReport {
             "\nfloor = copy through the sort's I/O path (durable); sort s = the job's wall time; \
                 peak RSS includes mapped input pages; Σ phases/wall = Σ phase lengths ÷ wall; \
                 GNU/millrace = GNU sort (process + fsync) ÷ millrace sort process s\n";
+        out += &peers::markdown(&self.cases);
         for case in &self.cases {
             if let Some(GnuSort::Skipped { reason }) = &case.gnu_sort {
                 out += &format!(
@@ -481,6 +489,28 @@ impl BenchReport {
                     .iter()
                     .map(|m| m.summary_row(name.clone(), case.floor_s)),
             );
+            for peer in &case.peers {
+                if let PeerReport::Measured {
+                    peer,
+                    wall_s,
+                    cpu_s_per_gb,
+                    peak_rss_bytes,
+                    ..
+                } = peer
+                {
+                    rows.push(SummaryRow {
+                        case: name.clone(),
+                        tool: peer,
+                        mode: "—",
+                        wall_s: *wall_s,
+                        floor_s: case.floor_s,
+                        vs_pipelined: Some(*wall_s / case.sort_s.max(1e-9)),
+                        cpu_s_per_gb: Some(*cpu_s_per_gb),
+                        peak_rss_bytes: Some(*peak_rss_bytes),
+                        map_reduce_overlap: None,
+                    });
+                }
+            }
             if let Some(GnuSort::Measured { wall_s, .. }) = &case.gnu_sort {
                 rows.push(SummaryRow {
                     case: name.clone(),
@@ -802,6 +832,7 @@ mod tests {
             gnu_sort,
             timeline: PathBuf::from("bench-data/bench-timeline-10M-binary.json"),
             modes: Vec::new(),
+            peers: Vec::new(),
         };
         BenchReport {
             machine: Machine {
@@ -923,6 +954,8 @@ mod tests {
                 writes_per_byte: 2.0,
             }),
             cpu_s_per_gb: Some(2.5),
+            harness_cpu_s: Some(wall_s * 2.0),
+            harness_peak_rss_bytes: Some(rss + (1 << 20)),
         }
     }
 

@@ -317,6 +317,16 @@ pub(super) fn case_bars(case: &CaseReport) -> Vec<Bar> {
         kind: BarKind::MillraceMode,
         floor_s: case.floor_s,
     }));
+    for peer in &case.peers {
+        if let super::PeerReport::Measured { peer, wall_s, .. } = peer {
+            bars.push(Bar {
+                label: (*peer).to_string(),
+                seconds: *wall_s,
+                kind: BarKind::Other,
+                floor_s: case.floor_s,
+            });
+        }
+    }
     if let Some(GnuSort::Measured { wall_s, .. }) = &case.gnu_sort {
         bars.push(Bar {
             label: "GNU sort".into(),
