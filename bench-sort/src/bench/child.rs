@@ -112,13 +112,16 @@ pub(super) fn sort_once(
         });
     }
     check_output(TOOL, out, generated)?;
-    let map_reduce_overlap = Timeline::read(timeline)?.map_reduce_overlap();
+    let timeline = Timeline::read(timeline)?;
+    let (map_reduce_overlap, first_pass_s) =
+        (timeline.map_reduce_overlap(), timeline.first_pass_s());
     Ok(SortRun {
         wall_s: report.wall_ms / 1e3,
         process_s,
         peak_rss_bytes: report.peak_rss_bytes,
         overlap_ratio: report.overlap_ratio,
         map_reduce_overlap,
+        first_pass_s,
         map_shuffle_overlap_ms: report.map_shuffle_overlap_ms,
         phases: report.phases,
         plan: report.plan,

@@ -79,6 +79,10 @@ pub struct OocVariantReport {
     pub floor_s: f64,
     pub floor_pass1_s: f64,
     pub floor_pass2_s: f64,
+    /// Median first pass of the sort (see [`SortRun::first_pass_s`]).
+    pub first_pass_s: Option<f64>,
+    /// `first_pass_s / floor_pass1_s` (target ≤ 1.3).
+    pub first_pass_floor_ratio: Option<f64>,
     /// `sort_s / floor_s`.
     pub sort_floor_ratio: f64,
     /// `sort_floor_ratio <= OOC_TARGET_RATIO`.
@@ -271,6 +275,9 @@ pub struct SortRun {
     pub overlap_ratio: f64,
     /// Share of the reduce side's time that ran while maps ran, from the run's timeline.
     pub map_reduce_overlap: Option<f64>,
+    /// Seconds until the last reducer started sorting/merging into the output (the first
+    /// pass out of core), from the run's timeline.
+    pub first_pass_s: Option<f64>,
     pub map_shuffle_overlap_ms: f64,
     pub phases: Vec<ChildPhase>,
     /// `in-memory` or `out-of-core`, when the job reports it.
@@ -619,8 +626,8 @@ impl OutOfCoreReport {
                 v.io.spilled_runs,
             );
         }
-        out += "\n| variant | sample s | map s | shuffle s | sort+write s | commit s | floor pass 1 s | floor pass 2 s | input read GB | map-spilled GB | output written GB | floor spill on disk GB |\n";
-        out += "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+        out += "\n| variant | sample s | map s | shuffle s | sort+write s | commit s | floor pass 1 s | floor pass 2 s | sort 1st pass s | ÷ floor pass 1 | input read GB | map-spilled GB | output written GB | floor spill on disk GB |\n";
+        out += "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
         for v in &self.variants {
             let phase = |name: &str| {
                 v.phases_s
@@ -633,7 +640,7 @@ impl OutOfCoreReport {
                 .last()
                 .map_or("—".to_owned(), |f| gb(f.spill_file_bytes));
             out += &format!(
-                "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {on_disk} |\n",
+                "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {on_disk} |\n",
                 v.variant,
                 phase("sample"),
                 phase("map"),
@@ -642,6 +649,8 @@ impl OutOfCoreReport {
                 phase("commit"),
                 v.floor_pass1_s,
                 v.floor_pass2_s,
+                cpu(v.first_pass_s),
+                cpu(v.first_pass_floor_ratio),
                 gb(v.io.input_read_bytes),
                 gb(v.io.hybrid_spilled_bytes),
                 gb(v.io.output_written_bytes),
@@ -744,6 +753,12 @@ pub(super) fn variant_report(
     let sort_s = med(sort_runs.iter().map(|r| r.wall_s).collect());
     let sort_floor_ratio = sort_s / floor_s;
     let peak_rss_bytes = sort_runs.iter().filter_map(|r| r.peak_rss_bytes).max();
+    let first_pass_s = median(
+        &sort_runs
+            .iter()
+            .filter_map(|r| r.first_pass_s)
+            .collect::<Vec<_>>(),
+    );
     // Phase names in the job's order, as the first run reports them.
     let phases_s = sort_runs
         .first()
@@ -768,6 +783,9 @@ pub(super) fn variant_report(
         floor_s,
         floor_pass1_s: med(floor_runs.iter().map(|f| f.pass1_s).collect()),
         floor_pass2_s: med(floor_runs.iter().map(|f| f.pass2_s).collect()),
+        first_pass_s,
+        first_pass_floor_ratio: first_pass_s
+            .map(|s| s / med(floor_runs.iter().map(|f| f.pass1_s).collect())),
         sort_floor_ratio,
         meets_target: sort_floor_ratio <= OOC_TARGET_RATIO,
         mb_per_s: bytes as f64 / sort_s / 1e6,
@@ -937,6 +955,7 @@ mod tests {
             peak_rss_bytes: Some(rss),
             overlap_ratio: 1.2,
             map_reduce_overlap: Some(0.5),
+            first_pass_s: Some(wall_s / 2.0),
             map_shuffle_overlap_ms: 0.0,
             phases: vec![
                 phase("map", 0.0, wall_s * 500.0),
@@ -990,6 +1009,8 @@ mod tests {
         assert_eq!(v.peak_rss_bytes, Some((2 << 30) + (400 << 20)));
         assert!((v.rss_budget_ratio.unwrap() - (2048.0 + 400.0) / 2048.0).abs() < 1e-12);
         assert_eq!(v.floor_pass1_s, 28.0);
+        assert_eq!(v.first_pass_s, Some(45.0));
+        assert!((v.first_pass_floor_ratio.unwrap() - 45.0 / 28.0).abs() < 1e-12);
         assert_eq!(
             v.phases_s,
             [("map".to_owned(), 45.0), ("sort+write".to_owned(), 45.0)]
@@ -1063,7 +1084,7 @@ mod tests {
         assert!(rows[4].contains("| 1.20 ✓ |"), "{}", rows[4]);
         assert!(
             rows[8].starts_with(
-                "| default | — | 45.00 | — | 45.00 | — | 32.00 | 48.00 | 16.00 | 0.25 | 16.00 | 9.00 |"
+                "| default | — | 45.00 | — | 45.00 | — | 32.00 | 48.00 | 45.00 | 1.41 | 16.00 | 0.25 | 16.00 | 9.00 |"
             ),
             "{}",
             rows[8]

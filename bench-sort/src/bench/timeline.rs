@@ -117,6 +117,20 @@ impl Timeline {
         Some(during_maps as f64 / total as f64)
     }
 
+    /// The sort's first pass, in seconds from the job's start: until the last reducer began
+    /// sorting and writing (in memory) or merging into the output (out of core), i.e. until
+    /// every record was read, shuffled and, out of core, spilled in a run. `None` without a
+    /// `sort+write` span.
+    pub fn first_pass_s(&self) -> Option<f64> {
+        self.subtasks
+            .iter()
+            .flat_map(|s| &s.spans)
+            .filter(|span| span.is(SpanKind::SortWrite))
+            .map(|span| span.start_us)
+            .max()
+            .map(|us| us as f64 / 1e6)
+    }
+
     /// The subtasks in lane order: vertices in the order they first appear (maps, then
     /// reducers), then by subtask and attempt.
     pub fn lanes(&self) -> Vec<&TimelineSubtask> {
