@@ -165,6 +165,8 @@ pub struct ExchangeMetrics {
     pub bytes: u64,
     /// Time a producer waited for credit (back-pressure), in nanoseconds.
     pub backpressure_ns: u64,
+    /// Hybrid: buffers spilled at once because their consumer was under memory pressure.
+    pub pressure_spills: u64,
     /// Buffers spilled instead of sent (hybrid), and their bytes.
     pub spilled_buffers: u64,
     pub spilled_bytes: u64,
@@ -185,7 +187,8 @@ pub fn pipelined(
         let credits: Vec<_> = (0..producers)
             .map(|_| Arc::new(Semaphore::new(credits_per_channel)))
             .collect();
-        senders.push((tx, credits.clone()));
+        let (pressure, pressure_rx) = tokio::sync::watch::channel(false);
+        senders.push((tx, credits.clone(), pressure_rx));
         gates.push(InputGate {
             consumer,
             queue: rx,
@@ -193,6 +196,7 @@ pub fn pipelined(
             open_channels: producers,
             ended: vec![false; producers],
             metrics: ExchangeMetrics::default(),
+            pressure,
         });
     }
     let partitions = (0..producers)
@@ -201,12 +205,13 @@ pub fn pipelined(
             subpartitions: senders
                 .iter()
                 .enumerate()
-                .map(|(consumer, (tx, credits))| ResultSubpartition {
+                .map(|(consumer, (tx, credits, pressure))| ResultSubpartition {
                     producer,
                     consumer,
                     credits: credits[producer].clone(),
                     queue: tx.clone(),
                     finished: false,
+                    pressure: pressure.clone(),
                 })
                 .collect(),
             metrics: ExchangeMetrics::default(),
@@ -351,6 +356,7 @@ impl BlockingStore {
             open_channels: self.producers,
             ended: vec![false; self.producers],
             metrics: ExchangeMetrics::default(),
+            pressure: tokio::sync::watch::channel(false).0,
         })
     }
 }
@@ -415,6 +421,8 @@ pub struct ResultSubpartition {
     credits: Arc<Semaphore>,
     queue: mpsc::UnboundedSender<(ChannelIndex, Event)>,
     finished: bool,
+    /// Whether the consumer is under memory pressure (see [`InputGate::set_under_pressure`]).
+    pressure: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for ResultPartition {
@@ -577,7 +585,9 @@ impl ResultPartition {
 
     /// Sends a buffer to one consumer if a credit arrives within `patience`; otherwise gives
     /// the buffer back (`Ok(Some(buffer))`), so the producer can spill it instead of stalling
-    /// on this one consumer (the hybrid partition type).
+    /// on this one consumer (the hybrid partition type). Two triggers: the time (`patience`
+    /// passed without credit) and memory pressure (the consumer said it has no memory to take
+    /// buffers for a while: then the buffer comes back at once, without waiting).
     pub async fn emit_within(
         &mut self,
         subpartition: usize,
@@ -588,8 +598,22 @@ impl ResultPartition {
         match sub.credits.try_acquire() {
             Ok(permit) => permit.forget(),
             Err(_) => {
+                if *sub.pressure.borrow() {
+                    self.metrics.pressure_spills += 1;
+                    return Ok(Some(buffer));
+                }
                 let waited = Instant::now();
-                let acquired = tokio::time::timeout(patience, sub.credits.acquire()).await;
+                let pressure = &mut sub.pressure;
+                let acquired = tokio::select! {
+                    acquired = tokio::time::timeout(patience, sub.credits.acquire()) => acquired,
+                    // A closed watch (the gate is gone) is not pressure: the credit wait
+                    // reports the consumer gone instead.
+                    Ok(_) = pressure.wait_for(|under| *under) => {
+                        self.metrics.backpressure_ns += waited.elapsed().as_nanos() as u64;
+                        self.metrics.pressure_spills += 1;
+                        return Ok(Some(buffer));
+                    }
+                };
                 self.metrics.backpressure_ns += waited.elapsed().as_nanos() as u64;
                 match acquired {
                     Err(_) => return Ok(Some(buffer)),
@@ -700,6 +724,8 @@ pub struct InputGate {
     open_channels: usize,
     ended: Vec<bool>,
     metrics: ExchangeMetrics,
+    /// Tells this consumer's producers whether it is under memory pressure.
+    pressure: tokio::sync::watch::Sender<bool>,
 }
 
 impl InputGate {
@@ -761,6 +787,13 @@ impl InputGate {
             }
         }
         Ok(None)
+    }
+
+    /// Says whether this consumer is under memory pressure: it cannot take buffers for a
+    /// while (its memory is full and it is spilling). Hybrid producers then spill buffers for
+    /// it at once instead of waiting their patience for credit.
+    pub fn set_under_pressure(&self, under: bool) {
+        self.pressure.send_replace(under);
     }
 
     /// Whether every channel has delivered end-of-partition.

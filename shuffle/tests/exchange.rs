@@ -437,3 +437,47 @@ proptest::proptest! {
         }
     }
 }
+
+/// Hybrid's memory-pressure trigger: a consumer that says it has no memory gets the buffers
+/// spilled at once, whether the producer was about to wait or already waiting — far sooner
+/// than the producer's patience — and in order with the ones sent before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_spills_at_once_for_a_consumer_under_memory_pressure() {
+    use shuffle::ResultPartitionType;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut partitions, mut gates) = shuffle::exchange(
+        ResultPartitionType::Hybrid,
+        1,
+        1,
+        1,
+        Some(target(dir.path(), 60_000)),
+    )
+    .unwrap();
+    let mut partition = partitions.pop().unwrap();
+    let started = std::time::Instant::now();
+    // The one credit takes the first buffer.
+    assert!(partition.send(0, buffer(0, 8)).await.unwrap().is_none());
+    // Already waiting when the pressure starts.
+    let gate = gates.pop().unwrap();
+    let (pressured, gate) = tokio::join!(partition.send(0, buffer(1, 8)), async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        gate.set_under_pressure(true);
+        gate
+    });
+    assert!(pressured.unwrap().is_some(), "spilled under pressure");
+    // Under pressure before it would wait.
+    assert!(partition.send(0, buffer(2, 8)).await.unwrap().is_some());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "no patience spent"
+    );
+    assert_eq!(partition.metrics().pressure_spills, 2);
+    partition.finish().unwrap();
+    let mut gate = gate;
+    gate.set_under_pressure(false);
+    let received = drain(&mut gate).await;
+    assert_eq!(
+        received,
+        [(0, vec![0; 8]), (0, vec![1; 8]), (0, vec![2; 8])]
+    );
+}
