@@ -9,22 +9,20 @@
 //! that is deployed all or nothing, and later the unit of failover. Regions joined by blocking
 //! edges run one after the other.
 
-use std::fmt;
 use std::sync::Arc;
 
 use shuffle::ResultPartitionType;
 
-use crate::task::Invokable;
+use crate::operator::OperatorDescriptor;
 use crate::EngineError;
 
 /// Index of a vertex in its [`JobGraph`], in the order vertices were added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct VertexId(pub usize);
 
-/// Makes the code of subtask `i` of a vertex.
-pub type InvokableFactory = Box<dyn Fn(usize) -> Box<dyn Invokable> + Send + Sync>;
-
-/// One operator chain, run as `parallelism` subtasks.
+/// One operator chain, run as `parallelism` subtasks, each built from the vertex's
+/// descriptor by the process's [`crate::operator::OperatorRegistry`].
+#[derive(Debug)]
 pub struct JobVertex {
     pub name: String,
     pub parallelism: usize,
@@ -34,23 +32,8 @@ pub struct JobVertex {
     /// tasks); the rest wait for a running one to finish. Only for vertices whose edges are
     /// all blocking: a pipelined region is deployed whole. `None`: all at once.
     pub slots: Option<usize>,
-    factory: InvokableFactory,
-}
-
-impl JobVertex {
-    /// The code of subtask `subtask`.
-    pub fn instantiate(&self, subtask: usize) -> Box<dyn Invokable> {
-        (self.factory)(subtask)
-    }
-}
-
-impl fmt::Debug for JobVertex {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JobVertex")
-            .field("name", &self.name)
-            .field("parallelism", &self.parallelism)
-            .finish_non_exhaustive()
-    }
+    /// What its subtasks run: plain, serializable data (no closure, no handle).
+    pub operator: OperatorDescriptor,
 }
 
 /// Which consumer subtasks a producer's records go to.
@@ -115,19 +98,19 @@ impl JobGraph {
         }
     }
 
-    /// Adds a vertex whose subtask `i` runs `factory(i)`.
+    /// Adds a vertex whose subtasks run `operator`.
     pub fn add_vertex(
         &mut self,
         name: impl Into<String>,
         parallelism: usize,
-        factory: impl Fn(usize) -> Box<dyn Invokable> + Send + Sync + 'static,
+        operator: OperatorDescriptor,
     ) -> VertexId {
         self.vertices.push(JobVertex {
             name: name.into(),
             parallelism,
             splits: None,
             slots: None,
-            factory: Box::new(factory),
+            operator,
         });
         VertexId(self.vertices.len() - 1)
     }

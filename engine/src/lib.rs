@@ -7,6 +7,7 @@ pub mod cleanup;
 mod error;
 pub mod graph;
 pub mod memory;
+pub mod operator;
 pub mod output;
 pub mod paths;
 pub mod process;

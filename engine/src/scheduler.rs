@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info};
 
 use crate::graph::{JobGraph, VertexId};
+use crate::operator::{OperatorRegistry, TaskResources};
 use crate::task::{micros_since, SubtaskContext, SubtaskReport};
 use crate::EngineError;
 
@@ -39,7 +40,9 @@ pub struct JobResult {
 
 /// What the scheduler needs besides the graph: where exchanges that spill (hybrid, blocking)
 /// write (the job's temp folders, one per disk, used round-robin by producers) and how, how
-/// many attempts a subtask or region gets, and the attempts to fail on purpose (tests).
+/// many attempts a subtask or region gets, the attempts to fail on purpose (tests), and how
+/// subtasks are made: the registry that turns vertex descriptors into code, and the
+/// resources this process hands every subtask.
 #[derive(Clone, Debug, Default)]
 pub struct JobEnv {
     pub spill_dirs: Vec<PathBuf>,
@@ -50,6 +53,10 @@ pub struct JobEnv {
     pub max_attempts: u32,
     /// Attempts to fail on purpose (tests; see [`injected_failures`]).
     pub fail_attempts: Vec<(String, usize, u32)>,
+    /// Kind → factory of the operators this process can run.
+    pub registry: Arc<OperatorRegistry>,
+    /// What this process gives every subtask (see [`TaskResources`]).
+    pub resources: Arc<TaskResources>,
 }
 
 /// Where a subtask is in its life.
@@ -412,7 +419,13 @@ pub fn execute(
                 .map(|&source| count_senders[source].subscribe())
                 .collect(),
             job_start,
+            resources: env.resources.clone(),
         })
+    };
+    // The code of subtask `subtask` of vertex `v`, from its descriptor.
+    let instantiate = |v: usize, subtask: usize| {
+        env.registry
+            .instantiate(&graph.vertices[v].operator, &env.resources, subtask)
     };
     runtime.block_on(async {
         let mut running = JoinSet::new();
@@ -460,12 +473,13 @@ pub fn execute(
                 let now = vertex.slots.unwrap_or(usize::MAX).min(vertex.parallelism);
                 queued[v].extend(now..vertex.parallelism);
                 for subtask in 0..now {
-                    ready.push((v, context(v, subtask, attempt)?));
+                    // Every subtask is made before the first starts: a kind this process
+                    // cannot run fails the region before any of it runs.
+                    ready.push((v, instantiate(v, subtask)?, context(v, subtask, attempt)?));
                 }
             }
-            for (v, ctx) in ready {
+            for (v, invokable, ctx) in ready {
                 execution.set_attempt(v, ctx.subtask, attempt);
-                let invokable = graph.vertices[v].instantiate(ctx.subtask);
                 spawn(running, v, ctx, invokable);
             }
             Ok(())
@@ -525,10 +539,9 @@ pub fn execute(
                         None
                     };
                     if let Some(next) = next {
-                        match context(v, next, 0) {
-                            Ok(ctx) => {
+                        match context(v, next, 0).and_then(|ctx| Ok((instantiate(v, next)?, ctx))) {
+                            Ok((invokable, ctx)) => {
                                 execution.set_attempt(v, next, 0);
-                                let invokable = graph.vertices[v].instantiate(next);
                                 spawn(&mut running, v, ctx, invokable);
                             }
                             Err(error) => {
@@ -554,10 +567,11 @@ pub fn execute(
                         && attempt + 1 < max_attempts;
                     if retry {
                         info!(vertex = %graph.vertices[v].name, subtask, attempt, %error, "subtask attempt failed; retrying");
-                        match context(v, subtask, attempt + 1) {
-                            Ok(ctx) => {
+                        match context(v, subtask, attempt + 1)
+                            .and_then(|ctx| Ok((instantiate(v, subtask)?, ctx)))
+                        {
+                            Ok((invokable, ctx)) => {
                                 execution.set_attempt(v, subtask, attempt + 1);
-                                let invokable = graph.vertices[v].instantiate(subtask);
                                 spawn(&mut running, v, ctx, invokable);
                                 continue;
                             }
@@ -663,8 +677,52 @@ pub fn execute(
 mod tests {
     use super::*;
     use crate::graph::Distribution;
+    use crate::operator::OperatorDescriptor;
     use crate::task::{BoxFuture, Invokable};
     use shuffle::{Buffer, ResultPartitionType};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    /// The test operators: `test.numbers` (subtask `i` sends byte `i`), `test.slow-numbers`
+    /// (the same after a pause, counted in [`RUNNING`] and [`MOST`]) and `test.count` (counts
+    /// the bytes it receives; fails in the subtasks its arguments list).
+    fn registry() -> Arc<OperatorRegistry> {
+        let mut registry = OperatorRegistry::new();
+        registry
+            .register("test.numbers", |_, _, subtask| {
+                Ok(Box::new(Numbers(subtask as u8)))
+            })
+            .register("test.slow-numbers", |_, _, subtask| {
+                Ok(Box::new(SlowNumbers {
+                    value: subtask as u8,
+                }))
+            })
+            .register("test.count", |descriptor, _, subtask| {
+                let OperatorDescriptor::Generic { args, .. } = descriptor else {
+                    return Err(descriptor.mismatch("test.count"));
+                };
+                Ok(Box::new(Count {
+                    fail: args.contains(&(subtask as u64)),
+                }))
+            });
+        Arc::new(registry)
+    }
+
+    fn numbers() -> OperatorDescriptor {
+        OperatorDescriptor::generic("test.numbers", [])
+    }
+
+    /// Counts; fails in subtasks `fail`.
+    fn count(fail: &[u64]) -> OperatorDescriptor {
+        OperatorDescriptor::generic("test.count", fail)
+    }
+
+    /// A job environment with the test operators.
+    fn test_env() -> JobEnv {
+        JobEnv {
+            registry: registry(),
+            ..JobEnv::default()
+        }
+    }
 
     struct Numbers(u8);
     impl Invokable for Numbers {
@@ -690,23 +748,25 @@ mod tests {
         }
     }
 
+    /// `test.slow-numbers` subtasks running now, and the most that ran at once (one test
+    /// uses them).
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    static MOST: AtomicUsize = AtomicUsize::new(0);
+
     /// Like [`Numbers`], after a pause, counting how many run at once.
     struct SlowNumbers {
         value: u8,
-        running: Arc<std::sync::atomic::AtomicUsize>,
-        most: Arc<std::sync::atomic::AtomicUsize>,
     }
     impl Invokable for SlowNumbers {
         fn invoke(
             self: Box<Self>,
             ctx: SubtaskContext,
         ) -> BoxFuture<Result<SubtaskReport, EngineError>> {
-            use std::sync::atomic::Ordering::SeqCst;
             Box::pin(async move {
-                let now = self.running.fetch_add(1, SeqCst) + 1;
-                self.most.fetch_max(now, SeqCst);
+                let now = RUNNING.fetch_add(1, SeqCst) + 1;
+                MOST.fetch_max(now, SeqCst);
                 tokio::time::sleep(Duration::from_millis(40)).await;
-                self.running.fetch_sub(1, SeqCst);
+                RUNNING.fetch_sub(1, SeqCst);
                 Box::new(Numbers(self.value)).invoke(ctx).await
             })
         }
@@ -761,8 +821,8 @@ mod tests {
     #[test]
     fn runs_all_subtasks_and_reports_them_in_order() {
         let mut graph = JobGraph::new("test");
-        let a = graph.add_vertex("numbers", 3, |i| Box::new(Numbers(i as u8)));
-        let b = graph.add_vertex("count", 2, |_| Box::new(Count { fail: false }));
+        let a = graph.add_vertex("numbers", 3, numbers());
+        let b = graph.add_vertex("count", 2, count(&[]));
         graph.connect(
             a,
             b,
@@ -770,7 +830,7 @@ mod tests {
             ResultPartitionType::Pipelined,
         );
         assert_eq!(graph.pipelined_regions(), vec![vec![a, b]]);
-        let result = execute(graph, &runtime(), Instant::now(), &JobEnv::default()).unwrap();
+        let result = execute(graph, &runtime(), Instant::now(), &test_env()).unwrap();
         let names: Vec<_> = result
             .subtasks
             .iter()
@@ -797,25 +857,25 @@ mod tests {
     #[test]
     fn first_root_cause_wins() {
         let mut graph = JobGraph::new("test");
-        let a = graph.add_vertex("numbers", 2, |i| Box::new(Numbers(i as u8)));
-        let b = graph.add_vertex("count", 2, |i| Box::new(Count { fail: i == 1 }));
+        let a = graph.add_vertex("numbers", 2, numbers());
+        let b = graph.add_vertex("count", 2, count(&[1]));
         graph.connect(
             a,
             b,
             Distribution::Broadcast,
             ResultPartitionType::Pipelined,
         );
-        let error = execute(graph, &runtime(), Instant::now(), &JobEnv::default()).unwrap_err();
+        let error = execute(graph, &runtime(), Instant::now(), &test_env()).unwrap_err();
         assert!(matches!(error, EngineError::InvalidJob { .. }), "{error}");
     }
 
     #[test]
     fn rejects_zero_parallelism_and_backward_edges() {
         let mut graph = JobGraph::new("bad");
-        let a = graph.add_vertex("a", 0, |_| Box::new(Count { fail: false }));
+        let a = graph.add_vertex("a", 0, count(&[]));
         assert!(graph.validate().is_err());
         graph.vertices[0].parallelism = 1;
-        let b = graph.add_vertex("b", 1, |_| Box::new(Count { fail: false }));
+        let b = graph.add_vertex("b", 1, count(&[]));
         graph.connect(
             b,
             a,
@@ -834,13 +894,13 @@ mod tests {
     fn blocking_edge_runs_its_consumers_after_every_producer() {
         let dir = tempfile::tempdir().unwrap();
         let mut graph = JobGraph::new("test");
-        let a = graph.add_vertex("numbers", 3, |i| Box::new(Numbers(i as u8)));
-        let b = graph.add_vertex("count", 2, |_| Box::new(Count { fail: false }));
+        let a = graph.add_vertex("numbers", 3, numbers());
+        let b = graph.add_vertex("count", 2, count(&[]));
         graph.connect(a, b, Distribution::Broadcast, ResultPartitionType::Blocking);
         assert_eq!(graph.pipelined_regions(), vec![vec![a], vec![b]]);
         let env = JobEnv {
             spill_dirs: vec![dir.path().to_path_buf()],
-            ..JobEnv::default()
+            ..test_env()
         };
         let result = execute(graph, &runtime(), Instant::now(), &env).unwrap();
         let last_producer_end = result.subtasks[..3].iter().map(|r| r.end_us).max().unwrap();
@@ -869,28 +929,23 @@ mod tests {
     #[test]
     fn slots_limit_producers_and_slow_start_deploys_consumers_early() {
         let dir = tempfile::tempdir().unwrap();
-        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut graph = JobGraph::new("test");
-        let (r, m) = (running.clone(), most.clone());
-        let a = graph.add_vertex("numbers", 6, move |i| {
-            Box::new(SlowNumbers {
-                value: i as u8,
-                running: r.clone(),
-                most: m.clone(),
-            })
-        });
+        let a = graph.add_vertex(
+            "numbers",
+            6,
+            OperatorDescriptor::generic("test.slow-numbers", []),
+        );
         graph.vertices[a.0].slots = Some(2);
-        let b = graph.add_vertex("count", 2, |_| Box::new(Count { fail: false }));
+        let b = graph.add_vertex("count", 2, count(&[]));
         graph
             .connect(a, b, Distribution::Broadcast, ResultPartitionType::Blocking)
             .slow_start = 0.25;
         let env = JobEnv {
             spill_dirs: vec![dir.path().to_path_buf()],
-            ..JobEnv::default()
+            ..test_env()
         };
         let result = execute(graph, &runtime(), Instant::now(), &env).unwrap();
-        assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(MOST.load(SeqCst), 2);
         let mut ends: Vec<u64> = result.subtasks[..6].iter().map(|r| r.end_us).collect();
         ends.sort_unstable();
         for consumer in &result.subtasks[6..] {
@@ -907,9 +962,9 @@ mod tests {
 
         // Slots on a vertex of a pipelined region are refused.
         let mut graph = JobGraph::new("slots");
-        let a = graph.add_vertex("a", 2, |i| Box::new(Numbers(i as u8)));
+        let a = graph.add_vertex("a", 2, numbers());
         graph.vertices[a.0].slots = Some(1);
-        let b = graph.add_vertex("b", 2, |_| Box::new(Count { fail: false }));
+        let b = graph.add_vertex("b", 2, count(&[]));
         graph.connect(
             a,
             b,
@@ -919,19 +974,46 @@ mod tests {
         assert!(graph.validate().is_err());
     }
 
+    /// A vertex whose kind the registry does not know fails the job before any subtask
+    /// runs, with an error that names the kind.
+    #[test]
+    fn an_unknown_operator_kind_is_a_clear_error() {
+        let mut graph = JobGraph::new("test");
+        let a = graph.add_vertex("numbers", 2, numbers());
+        let b = graph.add_vertex(
+            "mystery",
+            2,
+            OperatorDescriptor::generic("test.mystery", []),
+        );
+        graph.connect(
+            a,
+            b,
+            Distribution::Broadcast,
+            ResultPartitionType::Pipelined,
+        );
+        let error = execute(graph, &runtime(), Instant::now(), &test_env()).unwrap_err();
+        assert!(matches!(error, EngineError::InvalidJob { .. }), "{error}");
+        let text = error.to_string();
+        assert!(text.contains("\"test.mystery\""), "{text}");
+        assert!(
+            text.contains("test.numbers"),
+            "names the known kinds: {text}"
+        );
+    }
+
     /// A blocking edge needs somewhere to write, and may not close a pipelined cycle.
     #[test]
     fn blocking_edges_are_checked() {
         let mut graph = JobGraph::new("test");
-        let a = graph.add_vertex("numbers", 1, |i| Box::new(Numbers(i as u8)));
-        let b = graph.add_vertex("count", 1, |_| Box::new(Count { fail: false }));
+        let a = graph.add_vertex("numbers", 1, numbers());
+        let b = graph.add_vertex("count", 1, count(&[]));
         graph.connect(a, b, Distribution::Forward, ResultPartitionType::Blocking);
-        let error = execute(graph, &runtime(), Instant::now(), &JobEnv::default());
+        let error = execute(graph, &runtime(), Instant::now(), &test_env());
         assert!(error.is_err());
 
         let mut graph = JobGraph::new("cycle");
-        let a = graph.add_vertex("a", 1, |i| Box::new(Numbers(i as u8)));
-        let b = graph.add_vertex("b", 1, |_| Box::new(Count { fail: false }));
+        let a = graph.add_vertex("a", 1, numbers());
+        let b = graph.add_vertex("b", 1, count(&[]));
         graph.connect(a, b, Distribution::Forward, ResultPartitionType::Pipelined);
         graph.connect(a, b, Distribution::Forward, ResultPartitionType::Blocking);
         let error = ExecutionGraph::new(&graph).unwrap_err();
@@ -941,8 +1023,8 @@ mod tests {
         );
 
         let mut graph = JobGraph::new("forward");
-        let a = graph.add_vertex("a", 2, |i| Box::new(Numbers(i as u8)));
-        let b = graph.add_vertex("b", 3, |_| Box::new(Count { fail: false }));
+        let a = graph.add_vertex("a", 2, numbers());
+        let b = graph.add_vertex("b", 3, count(&[]));
         graph.connect(a, b, Distribution::Forward, ResultPartitionType::Pipelined);
         assert!(graph.validate().is_err());
     }
@@ -955,8 +1037,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let graph = || {
             let mut graph = JobGraph::new("test");
-            let a = graph.add_vertex("numbers", 3, |i| Box::new(Numbers(i as u8)));
-            let b = graph.add_vertex("count", 2, |_| Box::new(Count { fail: false }));
+            let a = graph.add_vertex("numbers", 3, numbers());
+            let b = graph.add_vertex("count", 2, count(&[]));
             graph.connect(a, b, Distribution::Broadcast, ResultPartitionType::Blocking);
             graph
         };
@@ -967,7 +1049,7 @@ mod tests {
                 .iter()
                 .map(|(v, s, a)| (v.to_string(), *s, *a))
                 .collect(),
-            ..JobEnv::default()
+            ..test_env()
         };
         let result = execute(
             graph(),
@@ -999,8 +1081,8 @@ mod tests {
     fn pipelined_regions_restart_whole() {
         let graph = || {
             let mut graph = JobGraph::new("test");
-            let a = graph.add_vertex("numbers", 2, |i| Box::new(Numbers(i as u8)));
-            let b = graph.add_vertex("count", 2, |_| Box::new(Count { fail: false }));
+            let a = graph.add_vertex("numbers", 2, numbers());
+            let b = graph.add_vertex("count", 2, count(&[]));
             graph.connect(
                 a,
                 b,
@@ -1015,7 +1097,7 @@ mod tests {
                 .iter()
                 .map(|(v, s, a)| (v.to_string(), *s, *a))
                 .collect(),
-            ..JobEnv::default()
+            ..test_env()
         };
         let result = execute(
             graph(),

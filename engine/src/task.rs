@@ -56,6 +56,9 @@ pub struct SubtaskContext {
     pub input_counts: Vec<tokio::sync::watch::Receiver<Option<std::sync::Arc<Vec<u64>>>>>,
     /// When the job started; timeline times count from here.
     pub job_start: Instant,
+    /// What the process gives every subtask of the job: budgets, spill folders, the buffer
+    /// pool, progress counters, the opened input and output files.
+    pub resources: std::sync::Arc<crate::operator::TaskResources>,
 }
 
 impl SubtaskContext {

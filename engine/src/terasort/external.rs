@@ -28,8 +28,9 @@ use shuffle::spill::{PartitionBlocks, SegmentFileReader, SegmentFileWriter, Segm
 use shuffle::Received;
 
 use super::merge::{merge_key, LoserTree, EXHAUSTED};
+use super::operators::ExternalSortConfig;
 use super::reduce::output_range;
-use super::{ProgressStep, SortShared};
+use super::ProgressStep;
 use crate::memory::{MemoryBudget, Reservation};
 use crate::output::RangeWriter;
 use crate::record::{key80, Checksum, RECORD_LEN};
@@ -69,7 +70,7 @@ fn fan_in(memory_bytes: usize, block_bytes: usize) -> usize {
 const ENTRY_BYTES: u64 = 16;
 
 pub(super) struct ExternalReduceTask {
-    pub(super) shared: Arc<SortShared>,
+    pub(super) config: ExternalSortConfig,
 }
 
 /// Records received and not yet spilled, with the budget they hold.
@@ -413,24 +414,19 @@ impl Invokable for ExternalReduceTask {
         mut ctx: SubtaskContext,
     ) -> BoxFuture<Result<SubtaskReport, EngineError>> {
         Box::pin(async move {
-            let shared = self.shared;
+            let plan = self.config;
+            let resources = ctx.resources.clone();
             let me = ctx.subtask;
             let mut report = ctx.report();
-            let plan = shared
-                .external
-                .as_ref()
-                .ok_or_else(|| EngineError::Internal {
-                    what: "external reducer without a spill plan".into(),
-                })?;
-            let budget = plan.budget.clone();
+            let budget = resources.memory("terasort.external-sort")?.clone();
             let arena_bytes = plan.arena_bytes;
             let too_small = || EngineError::BudgetTooSmall {
                 budget_bytes: budget.limit_bytes(),
                 minimum_bytes: plan.minimum_bytes,
                 what: "a reducer's sort arena".into(),
             };
-            let spill_path = plan.spill_dirs[me % plan.spill_dirs.len()]
-                .path()
+            let spill_path = resources
+                .spill_dir(me, "terasort.external-sort")?
                 .join(format!("sort-{me}.runs"));
             let spiller = Some(Spiller::new(
                 unlinked_spill_file(&spill_path, plan.writer_options)?,
@@ -452,7 +448,7 @@ impl Invokable for ExternalReduceTask {
                 match received {
                     Received::Buffer(buffer) => {
                         intake.absorb(buffer.as_bytes()).await?;
-                        shared.pool.recycle(buffer);
+                        resources.pool.recycle(buffer);
                     }
                     Received::Spilled(spilled) => {
                         // A map spilled this buffer (we were busy, or the exchange is
@@ -478,14 +474,14 @@ impl Invokable for ExternalReduceTask {
                     .with_volume(report.bytes_in, records),
             );
 
-            let (file, start, len) = output_range(&shared, &mut ctx, records).await?;
-            let write_chunk_bytes = shared.write_chunk_bytes;
+            let (file, start, len) = output_range(plan.parts, &mut ctx, records).await?;
+            let write_chunk_bytes = plan.write_chunk_bytes;
             // Read-ahead per run: the arenas' share of the budget, spread over the runs.
             let runs = spiller.runs.len() as u64 + 1;
             let read_ahead_bytes =
                 (2 * arena_bytes as u64 / runs.min(MAX_FAN_IN as u64)).clamp(256 << 10, 16 << 20);
             let merge_start = ctx.now_us();
-            let progress = shared.progress.clone();
+            let progress = resources.progress.clone();
             let (checksum, spiller, read_bytes) =
                 spawn_blocking(move || -> Result<(Checksum, Spiller, u64), EngineError> {
                     let mut writer: RangeWriter = file.range_writer(start, len, write_chunk_bytes);

@@ -20,20 +20,20 @@
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use shuffle::Buffer;
 
+use super::operators::{MapConfig, Payload as PayloadKind};
 use super::partitioner::{RangePartitioner, KEY_SPACE_END};
 use super::sorter::{entry, Entry};
-use super::{Input, SortShared};
 use crate::graph::Distribution;
+use crate::operator::InputData;
 use crate::record::{key80, Checksum, RECORD_LEN};
 use crate::task::{BoxFuture, Invokable, SubtaskContext, SubtaskReport};
 use crate::EngineError;
 
 pub(super) struct MapTask {
-    pub(super) shared: Arc<SortShared>,
+    pub(super) config: MapConfig,
 }
 
 impl Invokable for MapTask {
@@ -42,18 +42,20 @@ impl Invokable for MapTask {
         mut ctx: SubtaskContext,
     ) -> BoxFuture<Result<SubtaskReport, EngineError>> {
         Box::pin(async move {
-            let shared = self.shared;
+            let config = self.config;
+            let resources = ctx.resources.clone();
+            let input = resources.input("terasort.map")?;
+            let pool = &resources.pool;
             let mut report = ctx.report();
             let out = &mut ctx.outputs[0];
-            let mut buffers: Vec<Buffer> = (0..out.num_subpartitions())
-                .map(|_| shared.pool.take())
-                .collect();
+            let mut buffers: Vec<Buffer> =
+                (0..out.num_subpartitions()).map(|_| pool.take()).collect();
             let mut checksum = Checksum::default();
             // Records sent to each reducer: the runtime sums them into output offsets.
             let mut sent = vec![0u64; out.num_subpartitions()];
-            let payload_bytes = match &shared.input {
-                Input::Mapped(_) => Entries::BYTES,
-                Input::Read(_) => Records::BYTES,
+            let payload_bytes = match config.payload {
+                PayloadKind::Entries => Entries::BYTES,
+                PayloadKind::Records => Records::BYTES,
             };
             // The edge says where each record goes.
             let ranges = match ctx.distributions.first() {
@@ -66,10 +68,10 @@ impl Invokable for MapTask {
                     })
                 }
             };
-            let chunk_bytes = shared.read_chunk_bytes as u64;
-            let mut read_buffer = match &shared.input {
-                Input::Mapped(_) => Vec::new(),
-                Input::Read(_) => vec![0u8; shared.read_chunk_bytes],
+            let chunk_bytes = config.read_chunk_bytes as u64;
+            let mut read_buffer = match &input.data {
+                InputData::Mapped(_) => Vec::new(),
+                InputData::Read(_) => vec![0u8; config.read_chunk_bytes],
             };
             let splits = ctx.splits.clone().ok_or_else(|| EngineError::Internal {
                 what: "the map vertex has no splits".into(),
@@ -78,12 +80,12 @@ impl Invokable for MapTask {
                 let mut pos = start;
                 while pos < end {
                     let n = (end - pos).min(chunk_bytes) as usize;
-                    let chunk: &[u8] = match &shared.input {
-                        Input::Mapped(map) => &map[pos as usize..pos as usize + n],
-                        Input::Read(file) => {
+                    let chunk: &[u8] = match &input.data {
+                        InputData::Mapped(map) => &map[pos as usize..pos as usize + n],
+                        InputData::Read(file) => {
                             file.read_exact_at(&mut read_buffer[..n], pos)
                                 .map_err(|source| EngineError::InputUnreadable {
-                                    path: shared.input_path.clone(),
+                                    path: input.path.clone(),
                                     source,
                                 })?;
                             &read_buffer[..n]
@@ -93,15 +95,15 @@ impl Invokable for MapTask {
                     while done < chunk.len() {
                         let first = (pos + done as u64) / RECORD_LEN as u64;
                         let ranges = &ranges;
-                        let (consumed, full) = match &shared.input {
-                            Input::Mapped(_) => partition_until_full::<Entries>(
+                        let (consumed, full) = match config.payload {
+                            PayloadKind::Entries => partition_until_full::<Entries>(
                                 &chunk[done..],
                                 first,
                                 ranges,
                                 &mut buffers,
                                 &mut checksum,
                             ),
-                            Input::Read(_) => partition_until_full::<Records>(
+                            PayloadKind::Records => partition_until_full::<Records>(
                                 &chunk[done..],
                                 first,
                                 ranges,
@@ -111,16 +113,15 @@ impl Invokable for MapTask {
                         };
                         done += consumed;
                         if let Some(reducer) = full {
-                            let buffer =
-                                std::mem::replace(&mut buffers[reducer], shared.pool.take());
+                            let buffer = std::mem::replace(&mut buffers[reducer], pool.take());
                             sent[reducer] += (buffer.len() / payload_bytes) as u64;
                             if let Some(free) = out.send(reducer, buffer).await? {
-                                shared.pool.recycle(free);
+                                pool.recycle(free);
                             }
                         }
                     }
                     pos += n as u64;
-                    shared
+                    resources
                         .progress
                         .read_bytes
                         .fetch_add(n as u64, Ordering::Relaxed);
@@ -129,9 +130,9 @@ impl Invokable for MapTask {
             for (reducer, buffer) in buffers.into_iter().enumerate() {
                 sent[reducer] += (buffer.len() / payload_bytes) as u64;
                 if buffer.is_empty() {
-                    shared.pool.recycle(buffer);
+                    pool.recycle(buffer);
                 } else if let Some(free) = out.send(reducer, buffer).await? {
-                    shared.pool.recycle(free);
+                    pool.recycle(free);
                 }
             }
             report.spill_written_bytes = out.spilled_bytes();

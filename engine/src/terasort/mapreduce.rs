@@ -27,11 +27,13 @@ use shuffle::{Received, SpilledBuffer};
 use super::external::{
     merge_cursors, merge_runs, unlinked_spill_file, Arena, Cursor, RunCursor, Spiller,
 };
+use super::operators::{MergingReduceConfig, SortingMapConfig};
 use super::partitioner::{RangePartitioner, KEY_SPACE_END};
 use super::reduce::output_range;
-use super::{Input, ProgressStep, SortShared};
+use super::ProgressStep;
 use crate::graph::Distribution;
 use crate::memory::{MemoryBudget, Reservation};
+use crate::operator::InputData;
 use crate::record::{Checksum, RECORD_LEN};
 use crate::task::{
     spawn_blocking, BoxFuture, Invokable, Span, SpanKind, SubtaskContext, SubtaskReport,
@@ -59,19 +61,9 @@ pub(super) struct MapReducePlan {
     pub(super) _fixed: Reservation,
 }
 
-impl SortShared {
-    fn mapreduce_plan(&self) -> Result<&MapReducePlan, EngineError> {
-        self.mapreduce
-            .as_ref()
-            .ok_or_else(|| EngineError::Internal {
-                what: "a mapreduce task without a mapreduce plan".into(),
-            })
-    }
-}
-
 /// One map task: one split, sorted and spilled, its runs merged into one map output.
 pub(super) struct SortingMapTask {
-    pub(super) shared: Arc<SortShared>,
+    pub(super) config: SortingMapConfig,
 }
 
 impl Invokable for SortingMapTask {
@@ -80,8 +72,16 @@ impl Invokable for SortingMapTask {
         mut ctx: SubtaskContext,
     ) -> BoxFuture<Result<SubtaskReport, EngineError>> {
         Box::pin(async move {
-            let shared = self.shared;
-            let plan = shared.mapreduce_plan()?;
+            let plan = self.config;
+            let resources = ctx.resources.clone();
+            let input = resources.input("terasort.sorting-map")?;
+            let map_budget =
+                resources
+                    .map_memory
+                    .as_ref()
+                    .ok_or_else(|| EngineError::Internal {
+                        what: "a map task without the map slots' budget".into(),
+                    })?;
             let mut report = ctx.report();
             let ranges = match ctx.distributions.first() {
                 Some(Distribution::Range(boundaries)) => {
@@ -99,15 +99,15 @@ impl Invokable for SortingMapTask {
             })?;
             // A map task is one split, as in Hadoop.
             let split = splits.next(ctx.subtask);
-            let mut arena =
-                Arena::new(&plan.map_budget, plan.sort_buffer_bytes).ok_or_else(|| {
-                    EngineError::BudgetTooSmall {
-                        budget_bytes: plan.map_budget.limit_bytes() + plan.budget.limit_bytes(),
-                        minimum_bytes: plan.minimum_bytes,
-                        what: "a map task's sort buffer (--map-sort-buffer)".into(),
-                    }
-                })?;
-            let dir = plan.dirs[ctx.subtask % plan.dirs.len()].path();
+            let mut arena = Arena::new(map_budget, plan.sort_buffer_bytes).ok_or_else(|| {
+                EngineError::BudgetTooSmall {
+                    budget_bytes: map_budget.limit_bytes()
+                        + resources.memory.as_ref().map_or(0, |b| b.limit_bytes()),
+                    minimum_bytes: plan.minimum_bytes,
+                    what: "a map task's sort buffer (--map-sort-buffer)".into(),
+                }
+            })?;
+            let dir = resources.spill_dir(ctx.subtask, "terasort.sorting-map")?;
             let path = dir.join(format!("map-{}-{}.out", ctx.subtask, ctx.attempt));
             let mut spiller = Spiller::new(
                 unlinked_spill_file(&path, plan.writer_options)?,
@@ -116,28 +116,28 @@ impl Invokable for SortingMapTask {
             );
             let mut counts = vec![0u64; reducers];
             let mut checksum = Checksum::default();
-            let chunk_bytes = shared.read_chunk_bytes as u64;
+            let chunk_bytes = plan.read_chunk_bytes as u64;
             if let Some(crate::source::FileSplit { start, end }) = split {
                 let mut pos = start;
                 while pos < end {
                     let n = (end - pos).min(chunk_bytes).min(arena.remaining() as u64) as usize;
                     let at = arena.bytes.len();
-                    match &shared.input {
-                        Input::Mapped(map) => arena
+                    match &input.data {
+                        InputData::Mapped(map) => arena
                             .bytes
                             .extend_from_slice(&map[pos as usize..pos as usize + n]),
-                        Input::Read(file) => {
+                        InputData::Read(file) => {
                             arena.bytes.resize(at + n, 0);
                             file.read_exact_at(&mut arena.bytes[at..], pos)
                                 .map_err(|source| EngineError::InputUnreadable {
-                                    path: shared.input_path.clone(),
+                                    path: input.path.clone(),
                                     source,
                                 })?;
                         }
                     }
                     checksum.add_records(&arena.bytes[at..]);
                     pos += n as u64;
-                    shared
+                    resources
                         .progress
                         .read_bytes
                         .fetch_add(n as u64, Ordering::Relaxed);
@@ -211,7 +211,7 @@ fn spill(
 /// One reduce task: copies the map outputs of its partition as they finish, merges them once
 /// the last one has.
 pub(super) struct MergingReduceTask {
-    pub(super) shared: Arc<SortShared>,
+    pub(super) config: MergingReduceConfig,
 }
 
 /// One map's run of this reducer's partition.
@@ -231,8 +231,9 @@ impl Invokable for MergingReduceTask {
         mut ctx: SubtaskContext,
     ) -> BoxFuture<Result<SubtaskReport, EngineError>> {
         Box::pin(async move {
-            let shared = self.shared;
-            let plan = shared.mapreduce_plan()?;
+            let config = self.config;
+            let resources = ctx.resources.clone();
+            let budget = resources.memory("terasort.merging-reduce")?;
             let mut report = ctx.report();
             // The copy phase: map outputs arrive as their tasks are committed.
             let mut copied: Vec<(usize, Copied)> = Vec::new();
@@ -245,7 +246,7 @@ impl Invokable for MergingReduceTask {
                     });
                 };
                 records += spilled.bytes / RECORD_LEN as u64;
-                let run = match plan.budget.try_reserve(spilled.bytes) {
+                let run = match budget.try_reserve(spilled.bytes) {
                     Some(reservation) => {
                         let bytes = tokio::task::block_in_place(|| -> Result<_, EngineError> {
                             let reader = spilled.open()?;
@@ -273,11 +274,11 @@ impl Invokable for MergingReduceTask {
                 Span::new(SpanKind::Receive, report.start_us, ctx.now_us())
                     .with_volume(copied_bytes, copied_bytes / RECORD_LEN as u64),
             );
-            let (file, start, len) = output_range(&shared, &mut ctx, records).await?;
+            let (file, start, len) = output_range(config.parts, &mut ctx, records).await?;
             // Ties in map order: input order, as the other styles give.
             copied.sort_by_key(|(map, _)| *map);
-            let write_chunk_bytes = shared.write_chunk_bytes;
-            let progress = shared.progress.clone();
+            let write_chunk_bytes = config.write_chunk_bytes;
+            let progress = resources.progress.clone();
             let merge_start = ctx.now_us();
             let (checksum, read_bytes) =
                 spawn_blocking(move || -> Result<(Checksum, u64), EngineError> {

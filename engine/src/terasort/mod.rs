@@ -16,10 +16,16 @@ pub mod input;
 mod map;
 mod mapreduce;
 pub mod merge;
+mod operators;
 pub mod partitioner;
 mod reduce;
 mod sample;
 pub mod sorter;
+
+pub use operators::{
+    register_operators, ExternalSortConfig, InMemorySortConfig, MapConfig, MergingReduceConfig,
+    Payload, ReducerRange, SortingMapConfig,
+};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +39,7 @@ use tracing::info;
 
 use crate::graph::{Distribution, JobGraph, VertexId};
 use crate::memory::{MemoryBudget, Reservation};
+use crate::operator::{InputData, JobInput, OperatorDescriptor, OperatorRegistry, TaskResources};
 use crate::output::{IoMode, OutputTarget};
 use crate::record::{Checksum, RECORD_LEN};
 use crate::scheduler;
@@ -41,7 +48,7 @@ use crate::task::{micros_since, Span};
 use crate::tempdir::JobTempDir;
 use crate::timeline::{PhaseKind, Timeline};
 use crate::EngineError;
-use partitioner::{boundaries_from_samples, RangePartitioner, KEY_SPACE_END};
+use partitioner::{boundaries_from_samples, KEY_SPACE_END};
 
 /// How the exchange between map and reduce runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -510,25 +517,6 @@ impl SortReport {
     }
 }
 
-/// State shared by the subtasks of one sort.
-#[derive(Debug)]
-struct SortShared {
-    input_path: PathBuf,
-    input: Input,
-    buckets: Vec<RangePartitioner>,
-    pool: BufferPool,
-    output: Vec<crate::output::OutputFile>,
-    /// Whether each reducer writes its own part file.
-    parts: bool,
-    read_chunk_bytes: usize,
-    write_chunk_bytes: usize,
-    progress: Arc<Progress>,
-    /// Set when the sort spills (out-of-core plan).
-    external: Option<ExternalPlan>,
-    /// Set in `mapreduce` mode.
-    mapreduce: Option<mapreduce::MapReducePlan>,
-}
-
 /// Memory and spill settings of an out-of-core sort.
 #[derive(Debug)]
 struct ExternalPlan {
@@ -589,27 +577,6 @@ impl MemoryPlan {
             spill_buffer_bytes,
             block_bytes,
             fixed_bytes,
-        }
-    }
-}
-
-/// How maps read the input.
-#[derive(Debug)]
-enum Input {
-    /// Mapped: maps read keys from it, reducers copy records out of it (in-memory plan).
-    Mapped(shuffle::MappedFile),
-    /// Read with `pread` in chunks; records travel through the exchange (out-of-core plan).
-    Read(std::fs::File),
-}
-
-impl SortShared {
-    /// The mapped input, for reducers of the in-memory plan.
-    fn mapped_input(&self) -> Result<&[u8], EngineError> {
-        match &self.input {
-            Input::Mapped(map) => Ok(map),
-            Input::Read(_) => Err(EngineError::Internal {
-                what: "in-memory reducer without a mapped input".into(),
-            }),
         }
     }
 }
@@ -870,7 +837,7 @@ pub fn run_uncommitted(
     let sample_count = (fine_ranges * 16).clamp(1_000, 1 << 20);
     let samples = sample::sample_keys(&input, &shown_input, records, sample_count)?;
     let reducer_bounds = boundaries_from_samples(&samples, config.reducers);
-    let buckets = (0..config.reducers)
+    let ranges: Vec<ReducerRange> = (0..config.reducers)
         .map(|r| {
             let lo = if r == 0 { 0 } else { reducer_bounds[r - 1] };
             let hi = reducer_bounds.get(r).copied().unwrap_or(KEY_SPACE_END);
@@ -879,11 +846,11 @@ pub fn run_uncommitted(
                 .copied()
                 .filter(|&k| k >= lo && k < hi)
                 .collect();
-            RangePartitioner::new(
+            ReducerRange {
                 lo,
                 hi,
-                boundaries_from_samples(&inside, buckets_per_reducer),
-            )
+                buckets: boundaries_from_samples(&inside, buckets_per_reducer),
+            }
         })
         .collect();
     let sample_us = micros_since(job_start);
@@ -918,10 +885,13 @@ pub fn run_uncommitted(
         None => input.try_clone().ok(),
         Some(_) => None,
     };
-    let input = if fits {
-        Input::Mapped(input::map_input(&input, size, &shown_input)?)
-    } else {
-        Input::Read(input)
+    let input = JobInput {
+        path: shown_input.clone(),
+        data: if fits {
+            InputData::Mapped(input::map_input(&input, size, &shown_input)?)
+        } else {
+            InputData::Read(input)
+        },
     };
     let splits = Arc::new(crate::source::SplitEnumerator::for_range(size, split_bytes));
     // `mapreduce`: one map task per split, `--maps` of them at once.
@@ -931,74 +901,69 @@ pub fn run_uncommitted(
         config.maps
     };
     progress.set_stage(Stage::Run);
-    let shared = Arc::new(SortShared {
-        input_path: shown_input.clone(),
-        input,
-        buckets,
-        pool: BufferPool::new(
-            buffer_bytes,
-            if mapreduce_mode {
-                0
-            } else {
-                config.maps * config.reducers * (config.credits_per_channel + 1)
-            },
+    let parts = target.has_parts();
+    let spill_writer_options = WriterOptions {
+        io: config.spill_io,
+        direct: true,
+        compression: config.compression,
+        buffer_bytes: sizes.spill_buffer_bytes,
+        queue_depth: 2,
+    };
+    // What each vertex runs, as plain data: sizes, ranges, options. Everything a subtask
+    // needs beside that comes from the process's resources.
+    let (map_operator, sort_operator) = match (&mapreduce, &external) {
+        (Some(plan), _) => (
+            OperatorDescriptor::TeraSortSortingMap(SortingMapConfig {
+                read_chunk_bytes,
+                sort_buffer_bytes: plan.sort_buffer_bytes,
+                block_bytes: plan.block_bytes,
+                writer_options: plan.writer_options,
+                minimum_bytes: plan.minimum_bytes,
+            }),
+            OperatorDescriptor::TeraSortMergingReduce(MergingReduceConfig {
+                write_chunk_bytes,
+                parts,
+            }),
         ),
-        output: (0..config.reducers)
-            .map(|r| target.file(r).clone())
-            .collect(),
-        parts: target.has_parts(),
-        read_chunk_bytes,
-        write_chunk_bytes,
-        progress: progress.clone(),
-        external: external.map(|(plan, _)| plan),
-        mapreduce,
-    });
+        (None, Some((plan, _))) => (
+            OperatorDescriptor::TeraSortMap(MapConfig {
+                read_chunk_bytes,
+                payload: Payload::Records,
+            }),
+            OperatorDescriptor::TeraSortExternalSort(ExternalSortConfig {
+                arena_bytes: plan.arena_bytes,
+                minimum_bytes: plan.minimum_bytes,
+                block_bytes: plan.block_bytes,
+                writer_options: plan.writer_options,
+                write_chunk_bytes,
+                parts,
+            }),
+        ),
+        (None, None) => (
+            OperatorDescriptor::TeraSortMap(MapConfig {
+                read_chunk_bytes,
+                payload: Payload::Entries,
+            }),
+            OperatorDescriptor::TeraSortSort(InMemorySortConfig {
+                ranges,
+                write_chunk_bytes,
+                parts,
+            }),
+        ),
+    };
+    let out_of_core = external.is_some();
 
     let mut graph = JobGraph::new("terasort");
-    let map_shared = shared.clone();
-    let map = graph.add_vertex(
-        "map",
-        map_tasks,
-        move |_| -> Box<dyn crate::task::Invokable> {
-            if map_shared.mapreduce.is_some() {
-                Box::new(mapreduce::SortingMapTask {
-                    shared: map_shared.clone(),
-                })
-            } else {
-                Box::new(map::MapTask {
-                    shared: map_shared.clone(),
-                })
-            }
-        },
-    );
+    let map = graph.add_vertex("map", map_tasks, map_operator);
     graph.vertices[map.0].splits = Some(splits);
     if mapreduce_mode {
         graph.vertices[map.0].slots = Some(config.maps);
     }
-    let reduce_shared = shared.clone();
-    let reduce = graph.add_vertex(
-        "sort",
-        config.reducers,
-        move |_| -> Box<dyn crate::task::Invokable> {
-            if reduce_shared.mapreduce.is_some() {
-                Box::new(mapreduce::MergingReduceTask {
-                    shared: reduce_shared.clone(),
-                })
-            } else if reduce_shared.external.is_some() {
-                Box::new(external::ExternalReduceTask {
-                    shared: reduce_shared.clone(),
-                })
-            } else {
-                Box::new(reduce::ReduceTask {
-                    shared: reduce_shared.clone(),
-                })
-            }
-        },
-    );
+    let reduce = graph.add_vertex("sort", config.reducers, sort_operator);
     // The mode is the partition type of the one exchange; the scheduler does the rest.
-    let exchange = match (config.mode, &shared.external, config.hybrid_wait) {
+    let exchange = match (config.mode, out_of_core, config.hybrid_wait) {
         (ExecutionMode::Staged | ExecutionMode::MapReduce, _, _) => ResultPartitionType::Blocking,
-        (ExecutionMode::Pipelined, Some(_), Some(_)) => ResultPartitionType::Hybrid,
+        (ExecutionMode::Pipelined, true, Some(_)) => ResultPartitionType::Hybrid,
         (ExecutionMode::Pipelined, _, _) => ResultPartitionType::Pipelined,
     };
     let edge = graph.connect(
@@ -1008,7 +973,7 @@ pub fn run_uncommitted(
         exchange,
     );
     edge.credits_per_channel = config.credits_per_channel;
-    edge.record_bytes = if shared.external.is_some() || mapreduce_mode {
+    edge.record_bytes = if out_of_core || mapreduce_mode {
         RECORD_LEN
     } else {
         map::ENTRY_BYTES
@@ -1018,38 +983,54 @@ pub fn run_uncommitted(
     }
     // Where spilling partitions write: the out-of-core plan's job folders, or (staged, in
     // memory) job folders of their own.
-    let staged_dirs = match (&shared.external, exchange) {
+    let staged_dirs = match (&external, exchange) {
         (None, ResultPartitionType::Blocking) if !mapreduce_mode => spill_dirs(config)
             .iter()
             .map(|d| JobTempDir::create(d))
             .collect::<Result<Vec<_>, _>>()?,
         _ => Vec::new(),
     };
-    let env = scheduler::JobEnv {
-        spill_dirs: match &shared.external {
-            Some(plan) => plan
-                .spill_dirs
-                .iter()
-                .map(|d| d.path().to_path_buf())
-                .collect(),
-            None => match &shared.mapreduce {
-                Some(plan) => plan.dirs.iter().map(|d| d.path().to_path_buf()).collect(),
-                None => staged_dirs.iter().map(|d| d.path().to_path_buf()).collect(),
-            },
+    let job_dirs: Vec<PathBuf> = match (&external, &mapreduce) {
+        (Some((plan, _)), _) => plan.spill_dirs.iter(),
+        (None, Some(plan)) => plan.dirs.iter(),
+        (None, None) => staged_dirs.iter(),
+    }
+    .map(|d| d.path().to_path_buf())
+    .collect();
+    // What this process gives every subtask: budgets, folders, pool, counters, open files.
+    let resources = Arc::new(TaskResources {
+        memory: match (&external, &mapreduce) {
+            (Some((plan, _)), _) => Some(plan.budget.clone()),
+            (None, Some(plan)) => Some(plan.budget.clone()),
+            (None, None) => None,
         },
-        writer_options: match &shared.external {
-            Some(plan) => plan.writer_options,
-            None => WriterOptions {
-                io: config.spill_io,
-                direct: true,
-                compression: config.compression,
-                buffer_bytes: sizes.spill_buffer_bytes,
-                queue_depth: 2,
+        map_memory: mapreduce.as_ref().map(|plan| plan.map_budget.clone()),
+        spill_dirs: job_dirs.clone(),
+        pool: BufferPool::new(
+            buffer_bytes,
+            if mapreduce_mode {
+                0
+            } else {
+                config.maps * config.reducers * (config.credits_per_channel + 1)
             },
+        ),
+        progress: progress.clone(),
+        input: Some(input),
+        outputs: (0..config.reducers)
+            .map(|r| target.file(r).clone())
+            .collect(),
+    });
+    let env = scheduler::JobEnv {
+        spill_dirs: job_dirs,
+        writer_options: match &external {
+            Some((plan, _)) => plan.writer_options,
+            None => spill_writer_options,
         },
         hybrid_patience: config.hybrid_wait.unwrap_or_default(),
         max_attempts: config.max_attempts,
         fail_attempts: scheduler::injected_failures(),
+        registry: Arc::new(OperatorRegistry::with_builtins()),
+        resources,
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -1148,7 +1129,7 @@ pub fn run_uncommitted(
         sample_us,
         peak_rss_bytes: crate::process::peak_rss_bytes(),
         cpu_s: crate::process::cpu_seconds() - cpu_start,
-        plan: if shared.external.is_some() {
+        plan: if out_of_core {
             "out-of-core"
         } else {
             "in-memory"

@@ -5,11 +5,10 @@
 //! reducers have received everything; each reducer publishes its count when its input ends and
 //! waits only for its predecessors' counts (part files need no wait: each starts at 0).
 
-use std::sync::Arc;
-
 use super::map::ENTRY_BYTES;
+use super::partitioner::RangePartitioner;
 use super::sorter::{position, Entry, EntrySorter};
-use super::{ProgressStep, SortShared};
+use super::ProgressStep;
 use crate::output::WriteStats;
 use crate::record::{prefetch_record, Checksum, RECORD_LEN};
 use crate::task::SpanKind;
@@ -21,7 +20,11 @@ use shuffle::Received;
 const PREFETCH_AHEAD: usize = 16;
 
 pub(super) struct ReduceTask {
-    pub(super) shared: Arc<SortShared>,
+    /// This reducer's range, split into sort buckets.
+    pub(super) buckets: RangePartitioner,
+    pub(super) write_chunk_bytes: usize,
+    /// Whether this reducer writes its own part file.
+    pub(super) parts: bool,
 }
 
 impl Invokable for ReduceTask {
@@ -30,10 +33,14 @@ impl Invokable for ReduceTask {
         mut ctx: SubtaskContext,
     ) -> BoxFuture<Result<SubtaskReport, EngineError>> {
         Box::pin(async move {
-            let shared = self.shared;
-            let me = ctx.subtask;
+            let ReduceTask {
+                buckets,
+                write_chunk_bytes,
+                parts,
+            } = *self;
+            let resources = ctx.resources.clone();
             let mut report = ctx.report();
-            let mut sorter = EntrySorter::new(shared.buckets[me].clone());
+            let mut sorter = EntrySorter::new(buckets);
             let gate = &mut ctx.inputs[0];
             let add = |sorter: &mut EntrySorter, bytes: &[u8]| {
                 sorter.add(bytes.chunks_exact(ENTRY_BYTES).map(|bytes| {
@@ -47,7 +54,7 @@ impl Invokable for ReduceTask {
                 match received {
                     Received::Buffer(buffer) => {
                         add(&mut sorter, buffer.as_bytes());
-                        shared.pool.recycle(buffer);
+                        resources.pool.recycle(buffer);
                     }
                     // A buffer its map wrote to a segment file (blocking or hybrid exchange):
                     // read from the mapped file.
@@ -73,17 +80,15 @@ impl Invokable for ReduceTask {
                     .with_volume(received.bytes, records),
             );
 
-            let (file, start, len) = output_range(&shared, &mut ctx, records).await?;
+            let (file, start, len) = output_range(parts, &mut ctx, records).await?;
 
             let sort_start = ctx.now_us();
-            let write_chunk_bytes = shared.write_chunk_bytes;
-            let progress = shared.clone();
             let (checksum, write_stats) =
                 spawn_blocking(move || -> Result<(Checksum, WriteStats), EngineError> {
                     let mut writer = file.range_writer(start, len, write_chunk_bytes);
                     let mut checksum = Checksum::default();
-                    let mut written = ProgressStep::new(&progress.progress.written_bytes);
-                    let input = progress.mapped_input()?;
+                    let mut written = ProgressStep::new(&resources.progress.written_bytes);
+                    let input = resources.input("terasort.sort")?.mapped()?;
                     let record_at = |entry: Entry| {
                         let at = position(entry) as usize * RECORD_LEN;
                         &input[at..at + RECORD_LEN]
@@ -133,12 +138,12 @@ impl Invokable for ReduceTask {
 /// Publishes this reducer's record count and returns where its range goes: the file, the
 /// byte offset (after the ranges before it, or 0 in a part file) and the length.
 pub(super) async fn output_range(
-    shared: &SortShared,
+    parts: bool,
     ctx: &mut SubtaskContext,
     records: u64,
 ) -> Result<(crate::output::OutputFile, u64, u64), EngineError> {
     let me = ctx.subtask;
-    let file = shared.output[me].clone();
+    let file = ctx.resources.output(me, &ctx.vertex)?.clone();
     let len = records * RECORD_LEN as u64;
     // What the maps sent to every reducer, summed by the runtime once they all finished.
     let counts = ctx.input_partition_counts(0).await?;
@@ -150,7 +155,7 @@ pub(super) async fn output_range(
             ),
         });
     }
-    let start = if shared.parts {
+    let start = if parts {
         if len > 0 {
             file.preallocate(len)?;
         }
