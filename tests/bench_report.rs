@@ -57,7 +57,7 @@ fn bench_writes_json_markdown_and_svg_pictures() {
         "--runs",
         "1",
         "--modes",
-        "pipelined,staged",
+        "pipelined,staged,mapreduce",
         "--out-of-core",
         "--ooc-records",
         "100k",
@@ -71,11 +71,13 @@ fn bench_writes_json_markdown_and_svg_pictures() {
     let timelines = [
         "20k-binary",
         "20k-binary-staged",
+        "20k-binary-mapreduce",
         "100k-ooc-default",
         "100k-ooc-pwrite",
         "100k-ooc-no-lz4",
         "100k-ooc-lz4",
         "100k-ooc-default-staged",
+        "100k-ooc-default-mapreduce",
     ];
     let mut expected = vec![
         "bench-report.json".to_owned(),
@@ -112,9 +114,11 @@ fn bench_writes_json_markdown_and_svg_pictures() {
         assert_eq!(v["floor_runs"].as_array().unwrap().len(), 1, "{v}");
         assert_eq!(v["sort_runs"].as_array().unwrap().len(), 1, "{v}");
     }
-    assert_eq!(ooc["modes"][0]["mode"], "staged");
-    assert_eq!(ooc["modes"][0]["runs"][0]["plan"], "out-of-core");
-    assert_eq!(report["pictures"].as_array().unwrap().len(), 9);
+    for (i, mode) in ["staged", "mapreduce"].into_iter().enumerate() {
+        assert_eq!(ooc["modes"][i]["mode"], mode);
+        assert_eq!(ooc["modes"][i]["runs"][0]["plan"], "out-of-core", "{mode}");
+    }
+    assert_eq!(report["pictures"].as_array().unwrap().len(), 11);
 
     // Markdown: the stdout report, and one summary row per case × tool/mode.
     let markdown = String::from_utf8(f.read("b/bench-report.md")).unwrap();
@@ -123,7 +127,7 @@ fn bench_writes_json_markdown_and_svg_pictures() {
     let keys: BTreeSet<(String, &str, &str)> =
         rows.iter().map(|r| (r[0].to_owned(), r[1], r[2])).collect();
     let mut want = BTreeSet::new();
-    for mode in ["pipelined", "staged"] {
+    for mode in ["pipelined", "staged", "mapreduce"] {
         want.insert(("20k binary".to_owned(), "millrace", mode));
         want.insert(("100k ooc default".to_owned(), "millrace", mode));
     }

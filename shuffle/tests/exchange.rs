@@ -481,3 +481,75 @@ async fn hybrid_spills_at_once_for_a_consumer_under_memory_pressure() {
         [(0, vec![0; 8]), (0, vec![1; 8]), (0, vec![2; 8])]
     );
 }
+
+/// A blocking partition published from a producer's own file (a `mapreduce` map output)
+/// reaches its consumers per partition; if the file is damaged or cut short by the time the
+/// consumer reads it, the read is an error naming the file — never wrong bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_blocking_partition_is_an_error_when_read() {
+    use shuffle::spill::{Compression, SegmentFileWriter, WriterOptions};
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("map-0.out");
+    let options = WriterOptions {
+        direct: false,
+        compression: Compression::None,
+        ..Default::default()
+    };
+    let mut writer = SegmentFileWriter::create(&path, options).unwrap();
+    writer.append_records(0, 4, &[1u8; 4000]).unwrap();
+    writer.append_records(1, 4, &[2u8; 4000]).unwrap();
+    let segment = writer.seal_segment().unwrap();
+    let read_handle = std::sync::Arc::new(writer.read_handle().unwrap());
+    writer.finish().unwrap();
+
+    let store = shuffle::blocking(1, 2, target(dir.path(), 0));
+    let mut partition = store.partition(0, 0, None);
+    partition
+        .publish_segment(&path, read_handle, &segment)
+        .unwrap();
+    partition.finish().unwrap();
+    store.commit(0, 0);
+    // Intact: each consumer gets exactly its partition.
+    for consumer in 0..2u8 {
+        let mut gate = store.gate(consumer as usize).unwrap();
+        assert_eq!(
+            drain(&mut gate).await,
+            [(0, vec![consumer + 1; 4000])],
+            "consumer {consumer}"
+        );
+    }
+    let read = |consumer: usize| {
+        let store = store.clone();
+        async move {
+            let mut gate = store.gate(consumer).unwrap();
+            let Some((_, shuffle::Received::Spilled(spilled))) =
+                gate.next_received().await.unwrap()
+            else {
+                panic!("a spilled notice");
+            };
+            let reader = spilled.open()?;
+            let blocks = reader.partition_blocks(spilled.segment.segment, spilled.partition)?;
+            shuffle::spill::collect_payloads(blocks)
+        }
+    };
+    // One flipped byte in partition 1's payload.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let at = segment.partition(1).unwrap().offset + 100;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
+    let error = read(1).await.unwrap_err().to_string();
+    assert!(
+        error.contains("map-0.out") && error.contains("partition 1"),
+        "{error}"
+    );
+    // Cut short: an error too, before anything is mapped.
+    file.set_len(segment.offset + 10).unwrap();
+    let error = read(0).await.unwrap_err().to_string();
+    assert!(error.contains("map-0.out"), "{error}");
+}

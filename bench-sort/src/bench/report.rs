@@ -400,7 +400,24 @@ impl BenchReport {
         if let Some(commit) = &self.commit {
             out += &format!("commit: {commit}\n");
         }
-        out += &format!("runs per case: {} (medians; GNU sort once)\n\n", self.runs);
+        let gnu_peer = self.cases.iter().flat_map(|c| &c.peers).any(|p| {
+            matches!(
+                p,
+                PeerReport::Measured {
+                    peer: "gnu-sort",
+                    ..
+                }
+            )
+        });
+        out += &format!(
+            "runs per case: {} (medians; GNU sort {})\n\n",
+            self.runs,
+            if gnu_peer {
+                "as a peer, every run"
+            } else {
+                "once"
+            }
+        );
         out += &self.summary_markdown();
         out += "\n| case | records | floor s | sort s | sort/floor | MB/s | CPU s/GB | peak RSS MiB | Σ phases/wall | sort process s | GNU sort s | GNU/millrace |\n";
         out += "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
@@ -518,7 +535,17 @@ impl BenchReport {
                     });
                 }
             }
-            if let Some(GnuSort::Measured { wall_s, .. }) = &case.gnu_sort {
+            let gnu_peer = case.peers.iter().any(|p| {
+                matches!(
+                    p,
+                    PeerReport::Measured {
+                        peer: "gnu-sort",
+                        ..
+                    }
+                )
+            });
+            // GNU sort as a peer has its own row above.
+            if let (Some(GnuSort::Measured { wall_s, .. }), false) = (&case.gnu_sort, gnu_peer) {
                 rows.push(SummaryRow {
                     case: name.clone(),
                     tool: "GNU sort",

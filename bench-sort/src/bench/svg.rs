@@ -327,7 +327,8 @@ pub(super) fn case_bars(case: &CaseReport) -> Vec<Bar> {
             });
         }
     }
-    if let Some(GnuSort::Measured { wall_s, .. }) = &case.gnu_sort {
+    let gnu_peer = bars.iter().any(|b| b.label == "gnu-sort");
+    if let (Some(GnuSort::Measured { wall_s, .. }), false) = (&case.gnu_sort, gnu_peer) {
         bars.push(Bar {
             label: "GNU sort".into(),
             seconds: *wall_s,

@@ -1129,7 +1129,8 @@ pub fn run_uncommitted(
         sample_us,
         peak_rss_bytes: crate::process::peak_rss_bytes(),
         cpu_s: crate::process::cpu_seconds() - cpu_start,
-        plan: if out_of_core {
+        // Mapreduce always spills map outputs; its plan says whether the input fit the budget.
+        plan: if out_of_core || !fits {
             "out-of-core"
         } else {
             "in-memory"
