@@ -61,6 +61,12 @@ pub(super) struct MapReducePlan {
     pub(super) _fixed: Reservation,
 }
 
+/// Read-ahead per map output a reducer merges from its file, at most and at least.
+const MERGE_READ_AHEAD: u64 = 256 << 10;
+const MIN_READ_AHEAD: u64 = 16 << 10;
+/// Pages the kernel maps around each fault (`fault_around_bytes`).
+const FAULT_AROUND: u64 = 64 << 10;
+
 /// One map task: one split, sorted and spilled, its runs merged into one map output.
 pub(super) struct SortingMapTask {
     pub(super) config: SortingMapConfig,
@@ -235,6 +241,30 @@ impl Invokable for MergingReduceTask {
             let resources = ctx.resources.clone();
             let budget = resources.memory("terasort.merging-reduce")?;
             let mut report = ctx.report();
+            // Each reducer gets its share for its merge and as much for its in-memory copies
+            // (together 3/4 of what the write buffers leave), so no reducer's copies can take
+            // another's merge memory. The merge's: for each map's run read from its file, the read-ahead, the
+            // kernel's fault-around and a decoded block.
+            let maps = ctx.inputs[0].num_channels() as u64;
+            let block = config.block_bytes as u64;
+            let share = config.share_bytes;
+            let per_map = share / maps.max(1);
+            let read_ahead = per_map
+                .saturating_sub(FAULT_AROUND + block)
+                .clamp(MIN_READ_AHEAD, MERGE_READ_AHEAD);
+            let merge_bytes = maps * (read_ahead + FAULT_AROUND + block);
+            let merge_memory =
+                budget
+                    .try_reserve(merge_bytes)
+                    .ok_or_else(|| EngineError::BudgetTooSmall {
+                        budget_bytes: budget.limit_bytes(),
+                        minimum_bytes: ctx.parallelism as u64
+                            * maps
+                            * (MIN_READ_AHEAD + FAULT_AROUND + block)
+                            * 8
+                            / 3,
+                        what: format!("{} reducers' merges of {maps} map outputs", ctx.parallelism),
+                    })?;
             // The copy phase: map outputs arrive as their tasks are committed.
             let mut copied: Vec<(usize, Copied)> = Vec::new();
             let (mut records, mut copied_bytes) = (0u64, 0u64);
@@ -246,15 +276,31 @@ impl Invokable for MergingReduceTask {
                     });
                 };
                 records += spilled.bytes / RECORD_LEN as u64;
-                let run = match budget.try_reserve(spilled.bytes) {
+                let copy = (copied_bytes + spilled.bytes <= share)
+                    .then(|| budget.try_reserve(spilled.bytes))
+                    .flatten();
+                let run = match copy {
                     Some(reservation) => {
                         let bytes = tokio::task::block_in_place(|| -> Result<_, EngineError> {
                             let reader = spilled.open()?;
+                            let segment = spilled.segment.segment;
                             let mut bytes = Vec::with_capacity(spilled.bytes as usize);
-                            for block in reader
-                                .partition_blocks(spilled.segment.segment, spilled.partition)?
-                            {
-                                bytes.extend_from_slice(&block?.payload);
+                            // The file's pages are dropped from this process as they are
+                            // copied, so a copy holds its bytes once, not twice.
+                            let mut at = spilled
+                                .segment
+                                .partition(spilled.partition)
+                                .map_or(0, |p| p.offset);
+                            let mut released = at / 4096 * 4096;
+                            for block in reader.partition_blocks(segment, spilled.partition)? {
+                                let block = block?;
+                                bytes.extend_from_slice(&block.payload);
+                                at += block.encoded_len() as u64;
+                                let done = at / 4096 * 4096;
+                                if done >= released + (4 << 20) {
+                                    reader.release(segment, released, done - released)?;
+                                    released = done;
+                                }
                             }
                             Ok(bytes)
                         })?;
@@ -300,7 +346,7 @@ impl Invokable for MergingReduceTask {
                                 reader,
                                 &spilled.segment,
                                 spilled.partition,
-                                1 << 20,
+                                read_ahead,
                             )
                             .map(Cursor::Run),
                             (Copied::File(_), None) => unreachable!("every file run has a reader"),
@@ -315,6 +361,7 @@ impl Invokable for MergingReduceTask {
                         writer.write(record)
                     })?;
                     writer.finish()?;
+                    drop(merge_memory);
                     Ok((checksum, read_bytes))
                 })
                 .await??;

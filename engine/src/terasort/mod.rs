@@ -923,6 +923,9 @@ pub fn run_uncommitted(
             OperatorDescriptor::TeraSortMergingReduce(MergingReduceConfig {
                 write_chunk_bytes,
                 parts,
+                block_bytes: plan.block_bytes,
+                share_bytes: (plan.budget.limit_bytes() - plan.budget.used_bytes()) / 8 * 3
+                    / config.reducers as u64,
             }),
         ),
         (None, Some((plan, _))) => (

@@ -97,6 +97,11 @@ pub struct SortingMapConfig {
 pub struct MergingReduceConfig {
     pub write_chunk_bytes: usize,
     pub parts: bool,
+    /// Raw bytes per block of the map outputs (what a merge cursor decodes at a time).
+    pub block_bytes: usize,
+    /// This reducer's share of the budget for its merge, and as much for its in-memory
+    /// copies: 3/8 of what the write buffers leave, divided among the reducers.
+    pub share_bytes: u64,
 }
 
 /// Registers TeraSort's operators.
@@ -257,6 +262,8 @@ mod tests {
             OperatorDescriptor::TeraSortMergingReduce(MergingReduceConfig {
                 write_chunk_bytes: 4096,
                 parts: true,
+                block_bytes: 1 << 20,
+                share_bytes: u64::MAX,
             }),
             OperatorDescriptor::generic("tool.echo", [0, u64::MAX]),
         ]
