@@ -24,9 +24,8 @@ use std::sync::atomic::Ordering;
 use shuffle::Buffer;
 
 use super::operators::{MapConfig, Payload as PayloadKind};
-use super::partitioner::{RangePartitioner, KEY_SPACE_END};
+use super::partitioner::RangePartitioner;
 use super::sorter::{entry, Entry};
-use crate::graph::Distribution;
 use crate::operator::InputData;
 use crate::record::{key80, Checksum, RECORD_LEN};
 use crate::task::{BoxFuture, Invokable, SubtaskContext, SubtaskReport};
@@ -58,16 +57,7 @@ impl Invokable for MapTask {
                 PayloadKind::Records => Records::BYTES,
             };
             // The edge says where each record goes.
-            let ranges = match ctx.distributions.first() {
-                Some(Distribution::Range(boundaries)) => {
-                    RangePartitioner::new(0, KEY_SPACE_END, boundaries.to_vec())
-                }
-                other => {
-                    return Err(EngineError::Internal {
-                        what: format!("the map's output edge is not range-partitioned: {other:?}"),
-                    })
-                }
-            };
+            let ranges = RangePartitioner::of_output(&ctx.distributions)?;
             let chunk_bytes = config.read_chunk_bytes as u64;
             let mut read_buffer = match &input.data {
                 InputData::Mapped(_) => Vec::new(),

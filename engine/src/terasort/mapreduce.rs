@@ -28,10 +28,9 @@ use super::external::{
     merge_cursors, merge_runs, unlinked_spill_file, Arena, Cursor, RunCursor, Spiller,
 };
 use super::operators::{MergingReduceConfig, SortingMapConfig};
-use super::partitioner::{RangePartitioner, KEY_SPACE_END};
+use super::partitioner::RangePartitioner;
 use super::reduce::output_range;
 use super::ProgressStep;
-use crate::graph::Distribution;
 use crate::memory::{MemoryBudget, Reservation};
 use crate::operator::InputData;
 use crate::record::{Checksum, RECORD_LEN};
@@ -89,16 +88,7 @@ impl Invokable for SortingMapTask {
                         what: "a map task without the map slots' budget".into(),
                     })?;
             let mut report = ctx.report();
-            let ranges = match ctx.distributions.first() {
-                Some(Distribution::Range(boundaries)) => {
-                    RangePartitioner::new(0, KEY_SPACE_END, boundaries.to_vec())
-                }
-                other => {
-                    return Err(EngineError::Internal {
-                        what: format!("the map's output edge is not range-partitioned: {other:?}"),
-                    })
-                }
-            };
+            let ranges = RangePartitioner::of_output(&ctx.distributions)?;
             let reducers = ctx.outputs[0].num_subpartitions();
             let splits = ctx.splits.clone().ok_or_else(|| EngineError::Internal {
                 what: "the map vertex has no splits".into(),

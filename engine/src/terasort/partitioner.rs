@@ -30,6 +30,21 @@ pub struct RangePartitioner {
 }
 
 impl RangePartitioner {
+    /// The ranges of a map's first output edge (`distributions` of its context), which must
+    /// be range-partitioned.
+    pub(crate) fn of_output(
+        distributions: &[crate::graph::Distribution],
+    ) -> Result<Self, crate::EngineError> {
+        match distributions.first() {
+            Some(crate::graph::Distribution::Range(boundaries)) => {
+                Ok(Self::new(0, KEY_SPACE_END, boundaries.to_vec()))
+            }
+            other => Err(crate::EngineError::Internal {
+                what: format!("the map's output edge is not range-partitioned: {other:?}"),
+            }),
+        }
+    }
+
     /// A partitioner for keys in `[lo, hi)` with the given sorted boundaries (duplicates
     /// allowed; they make empty ranges).
     pub fn new(lo: Key, hi: Key, boundaries: Vec<Key>) -> Self {
