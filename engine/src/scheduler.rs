@@ -85,7 +85,10 @@ pub struct ExecutionVertex {
 /// The job expanded into subtasks and regions.
 #[derive(Debug)]
 pub struct ExecutionGraph {
+    /// Every subtask, vertex by vertex, subtasks in order.
     pub vertices: Vec<ExecutionVertex>,
+    /// Index in `vertices` of each job vertex's subtask 0.
+    first: Vec<usize>,
     /// Vertices of each pipelined region.
     pub regions: Vec<Vec<VertexId>>,
     /// For each region, the regions whose blocking partitions it consumes, with the share
@@ -136,8 +139,18 @@ impl ExecutionGraph {
                 region: region_of[v],
             })
             .collect();
+        let first = graph
+            .vertices
+            .iter()
+            .scan(0, |next, vertex| {
+                let at = *next;
+                *next += vertex.parallelism;
+                Some(at)
+            })
+            .collect();
         Ok(Self {
             vertices,
+            first,
             regions,
             depends_on,
         })
@@ -168,31 +181,23 @@ impl ExecutionGraph {
     }
 
     fn finished(&self, region: usize) -> bool {
-        self.vertices
-            .iter()
-            .filter(|v| v.region == region)
-            .all(|v| v.state == ExecutionState::Finished)
+        let (finished, total) = self.finished_count(region);
+        finished == total
+    }
+
+    /// Subtask `subtask` of job vertex `vertex`.
+    fn subtask_mut(&mut self, vertex: usize, subtask: usize) -> &mut ExecutionVertex {
+        &mut self.vertices[self.first[vertex] + subtask]
     }
 
     fn set_attempt(&mut self, vertex: usize, subtask: usize, attempt: u32) {
-        if let Some(v) = self
-            .vertices
-            .iter_mut()
-            .find(|v| v.vertex.0 == vertex && v.subtask == subtask)
-        {
-            v.attempt = attempt;
-            v.state = ExecutionState::Deployed;
-        }
+        let v = self.subtask_mut(vertex, subtask);
+        v.attempt = attempt;
+        v.state = ExecutionState::Deployed;
     }
 
     fn set_state(&mut self, vertex: usize, subtask: usize, state: ExecutionState) {
-        if let Some(v) = self
-            .vertices
-            .iter_mut()
-            .find(|v| v.vertex.0 == vertex && v.subtask == subtask)
-        {
-            v.state = state;
-        }
+        self.subtask_mut(vertex, subtask).state = state;
     }
 }
 
