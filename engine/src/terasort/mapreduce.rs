@@ -74,116 +74,123 @@ pub(super) struct SortingMapTask {
 impl Invokable for SortingMapTask {
     fn invoke(
         self: Box<Self>,
-        mut ctx: SubtaskContext,
+        ctx: SubtaskContext,
     ) -> BoxFuture<Result<SubtaskReport, EngineError>> {
-        Box::pin(async move {
-            let plan = self.config;
-            let resources = ctx.resources.clone();
-            let input = resources.input("terasort.sorting-map")?;
-            let map_budget =
-                resources
-                    .map_memory
-                    .as_ref()
-                    .ok_or_else(|| EngineError::Internal {
-                        what: "a map task without the map slots' budget".into(),
-                    })?;
-            let mut report = ctx.report();
-            let ranges = RangePartitioner::of_output(&ctx.distributions)?;
-            let reducers = ctx.outputs[0].num_subpartitions();
-            let splits = ctx.splits.clone().ok_or_else(|| EngineError::Internal {
-                what: "the map vertex has no splits".into(),
-            })?;
-            // A map task is one split, as in Hadoop.
-            let split = splits.next(ctx.subtask);
-            let mut arena = Arena::new(map_budget, plan.sort_buffer_bytes).ok_or_else(|| {
-                EngineError::BudgetTooSmall {
-                    budget_bytes: map_budget.limit_bytes()
-                        + resources.memory.as_ref().map_or(0, |b| b.limit_bytes()),
-                    minimum_bytes: plan.minimum_bytes,
-                    what: "a map task's sort buffer (--map-sort-buffer)".into(),
-                }
-            })?;
-            let dir = resources.spill_dir(ctx.subtask, "terasort.sorting-map")?;
-            let path = dir.join(format!("map-{}-{}.out", ctx.subtask, ctx.attempt));
-            let mut spiller = Spiller::new(
-                unlinked_spill_file(&path, plan.writer_options)?,
-                plan.block_bytes,
-                ctx.job_start,
-            );
-            let mut counts = vec![0u64; reducers];
-            let mut checksum = Checksum::default();
-            let chunk_bytes = plan.read_chunk_bytes as u64;
-            if let Some(crate::source::FileSplit { start, end }) = split {
-                let mut pos = start;
-                while pos < end {
-                    let n = (end - pos).min(chunk_bytes).min(arena.remaining() as u64) as usize;
-                    let at = arena.bytes.len();
-                    match &input.data {
-                        InputData::Mapped(map) => arena
-                            .bytes
-                            .extend_from_slice(&map[pos as usize..pos as usize + n]),
-                        InputData::Read(file) => {
-                            arena.bytes.resize(at + n, 0);
-                            file.read_exact_at(&mut arena.bytes[at..], pos)
-                                .map_err(|source| EngineError::InputUnreadable {
-                                    path: input.path.clone(),
-                                    source,
-                                })?;
-                        }
-                    }
-                    checksum.add_records(&arena.bytes[at..]);
-                    pos += n as u64;
-                    resources
-                        .progress
-                        .read_bytes
-                        .fetch_add(n as u64, Ordering::Relaxed);
-                    if arena.remaining() < RECORD_LEN {
-                        spill(&mut spiller, &mut arena, &ranges, &mut counts)?;
-                    }
+        // Reading, sorting, spilling and merging a split never waits for another subtask:
+        // all of it runs on a blocking thread, off the runtime's workers.
+        Box::pin(async move { spawn_blocking(move || sort_split(self.config, ctx)).await? })
+    }
+}
+
+/// A map task's whole work: its split read into the sort buffer, sorted and spilled by
+/// partition, the runs merged into one map output, published.
+fn sort_split(
+    plan: SortingMapConfig,
+    mut ctx: SubtaskContext,
+) -> Result<SubtaskReport, EngineError> {
+    let resources = ctx.resources.clone();
+    let input = resources.input("terasort.sorting-map")?;
+    let map_budget = resources
+        .map_memory
+        .as_ref()
+        .ok_or_else(|| EngineError::Internal {
+            what: "a map task without the map slots' budget".into(),
+        })?;
+    let mut report = ctx.report();
+    let ranges = RangePartitioner::of_output(&ctx.distributions)?;
+    let reducers = ctx.outputs[0].num_subpartitions();
+    let splits = ctx.splits.clone().ok_or_else(|| EngineError::Internal {
+        what: "the map vertex has no splits".into(),
+    })?;
+    // A map task is one split, as in Hadoop.
+    let split = splits.next(ctx.subtask);
+    let mut arena = Arena::new(map_budget, plan.sort_buffer_bytes).ok_or_else(|| {
+        EngineError::BudgetTooSmall {
+            budget_bytes: map_budget.limit_bytes()
+                + resources.memory.as_ref().map_or(0, |b| b.limit_bytes()),
+            minimum_bytes: plan.minimum_bytes,
+            what: "a map task's sort buffer (--map-sort-buffer)".into(),
+        }
+    })?;
+    let dir = resources.spill_dir(ctx.subtask, "terasort.sorting-map")?;
+    let path = dir.join(format!("map-{}-{}.out", ctx.subtask, ctx.attempt));
+    let mut spiller = Spiller::new(
+        unlinked_spill_file(&path, plan.writer_options)?,
+        plan.block_bytes,
+        ctx.job_start,
+    );
+    let mut counts = vec![0u64; reducers];
+    let mut checksum = Checksum::default();
+    let chunk_bytes = plan.read_chunk_bytes as u64;
+    if let Some(crate::source::FileSplit { start, end }) = split {
+        let mut pos = start;
+        while pos < end {
+            let n = (end - pos).min(chunk_bytes).min(arena.remaining() as u64) as usize;
+            let at = arena.bytes.len();
+            match &input.data {
+                InputData::Mapped(map) => arena
+                    .bytes
+                    .extend_from_slice(&map[pos as usize..pos as usize + n]),
+                InputData::Read(file) => {
+                    arena.bytes.resize(at + n, 0);
+                    file.read_exact_at(&mut arena.bytes[at..], pos)
+                        .map_err(|source| EngineError::InputUnreadable {
+                            path: input.path.clone(),
+                            source,
+                        })?;
                 }
             }
-            if arena.records() > 0 || spiller.runs.is_empty() {
+            checksum.add_records(&arena.bytes[at..]);
+            pos += n as u64;
+            resources
+                .progress
+                .read_bytes
+                .fetch_add(n as u64, Ordering::Relaxed);
+            if arena.remaining() < RECORD_LEN {
                 spill(&mut spiller, &mut arena, &ranges, &mut counts)?;
             }
-            drop(arena);
-            if spiller.runs.len() > 1 {
-                // Hadoop's merge of a map's spills: partition by partition into one segment.
-                let merge_start = spiller.now_us();
-                let runs = spiller.runs.clone();
-                let reader = spiller.writer.reader(runs.clone())?;
-                let mut run = spiller.run_writer();
-                let mut merged = 0;
-                for partition in 0..reducers as u32 {
-                    run.set_partition(partition)?;
-                    merged += merge_runs(&reader, &runs, partition, 1 << 20, |record| {
-                        run.push(record)
-                    })?;
-                }
-                run.seal()?;
-                spiller.record_span(SpanKind::Merge, merge_start, merged);
-                report.spill_read_bytes = merged;
-            }
-            let output = spiller
-                .runs
-                .last()
-                .cloned()
-                .expect("a map task spills at least one run");
-            let out = &mut ctx.outputs[0];
-            out.publish_segment(&path, Arc::new(spiller.writer.read_handle()?), &output)?;
-            out.finish()?;
-            report.records_in = checksum.records;
-            report.bytes_in = checksum.records * RECORD_LEN as u64;
-            report.records_out = checksum.records;
-            report.bytes_out = checksum.records * RECORD_LEN as u64;
-            report.checksum_in = Some(checksum);
-            report.partition_records = counts;
-            report.spill_written_bytes = spiller.written_bytes;
-            report.spilled_runs = spiller.runs_written;
-            report.spans = std::mem::take(&mut spiller.spans);
-            report.end_us = ctx.now_us();
-            Ok(report)
-        })
+        }
     }
+    if arena.records() > 0 || spiller.runs.is_empty() {
+        spill(&mut spiller, &mut arena, &ranges, &mut counts)?;
+    }
+    drop(arena);
+    if spiller.runs.len() > 1 {
+        // Hadoop's merge of a map's spills: partition by partition into one segment.
+        let merge_start = spiller.now_us();
+        let runs = spiller.runs.clone();
+        let reader = spiller.writer.reader(runs.clone())?;
+        let mut run = spiller.run_writer();
+        let mut merged = 0;
+        for partition in 0..reducers as u32 {
+            run.set_partition(partition)?;
+            merged += merge_runs(&reader, &runs, partition, 1 << 20, |record| {
+                run.push(record)
+            })?;
+        }
+        run.seal()?;
+        spiller.record_span(SpanKind::Merge, merge_start, merged);
+        report.spill_read_bytes = merged;
+    }
+    let output = spiller
+        .runs
+        .last()
+        .cloned()
+        .expect("a map task spills at least one run");
+    let out = &mut ctx.outputs[0];
+    out.publish_segment(&path, Arc::new(spiller.writer.read_handle()?), &output)?;
+    out.finish()?;
+    report.records_in = checksum.records;
+    report.bytes_in = checksum.records * RECORD_LEN as u64;
+    report.records_out = checksum.records;
+    report.bytes_out = checksum.records * RECORD_LEN as u64;
+    report.checksum_in = Some(checksum);
+    report.partition_records = counts;
+    report.spill_written_bytes = spiller.written_bytes;
+    report.spilled_runs = spiller.runs_written;
+    report.spans = std::mem::take(&mut spiller.spans);
+    report.end_us = ctx.now_us();
+    Ok(report)
 }
 
 /// Sorts the sort buffer, spills it as one run partitioned by range and empties it.
@@ -193,12 +200,10 @@ fn spill(
     ranges: &RangePartitioner,
     counts: &mut [u64],
 ) -> Result<(), EngineError> {
-    tokio::task::block_in_place(|| {
-        spiller.spill_partitioned(arena, |key| {
-            let partition = ranges.partition(key);
-            counts[partition] += 1;
-            partition as u32
-        })
+    spiller.spill_partitioned(arena, |key| {
+        let partition = ranges.partition(key);
+        counts[partition] += 1;
+        partition as u32
     })?;
     arena.bytes.clear();
     Ok(())
