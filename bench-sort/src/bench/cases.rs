@@ -15,7 +15,9 @@ use super::config::{BASE_MODE, OOC_MODES_VARIANT};
 use super::floor;
 use super::machine::{check_free_space, cores};
 use super::peers::Peers;
-use super::report::{comparisons, gb, map_reduce_overlap, mib, variant_report};
+use super::report::{
+    comparisons, gb, map_reduce_overlap, median_of, mib, peak_rss, variant_report,
+};
 use super::work::{remove, remove_leftovers, WorkDir};
 use super::{
     median, size_label, BenchConfig, BenchError, CaseReport, FloorRun, GnuSort, ModeReport,
@@ -66,21 +68,7 @@ pub(super) fn run_case(
         "generating {case} ({:.1} GB)…",
         bytes as f64 / 1e9
     ));
-    let spec = GenSpec {
-        format,
-        skew: false,
-        start: 0,
-        records,
-    };
-    let generated = gensort::generate_to_file(&spec, &input, &|_| {}).map_err(|source| {
-        BenchError::Generate {
-            path: input.clone(),
-            source,
-        }
-    })?;
-    if config.keep {
-        work.keep(&input);
-    }
+    let generated = generate(config, work, &input, format, records)?;
     progress(&format!("warming the page cache with {case}…"));
     warm(&input)?;
 
@@ -208,13 +196,8 @@ pub(super) fn run_case(
         sort_process_s,
         sort_floor_ratio: sort_s / floor_s,
         mb_per_s: bytes as f64 / sort_s / 1e6,
-        cpu_s_per_gb: median(
-            &sort_runs
-                .iter()
-                .filter_map(|r| r.cpu_s_per_gb)
-                .collect::<Vec<_>>(),
-        ),
-        peak_rss_bytes: sort_runs.iter().filter_map(|r| r.peak_rss_bytes).max(),
+        cpu_s_per_gb: median_of(&sort_runs, |r| r.cpu_s_per_gb),
+        peak_rss_bytes: peak_rss(&sort_runs),
         overlap_ratio: of_runs(|r| r.overlap_ratio),
         map_reduce_overlap: map_reduce_overlap(&sort_runs),
         map_shuffle_overlap_ms: of_runs(|r| r.map_shuffle_overlap_ms),
@@ -271,21 +254,7 @@ pub(super) fn run_out_of_core(
         bytes as f64 / 1e9,
         free_bytes_before as f64 / 1e9
     ));
-    let spec = GenSpec {
-        format: Format::Binary,
-        skew: false,
-        start: 0,
-        records: ooc.records,
-    };
-    let generated = gensort::generate_to_file(&spec, &input, &|_| {}).map_err(|source| {
-        BenchError::Generate {
-            path: input.clone(),
-            source,
-        }
-    })?;
-    if config.keep {
-        work.keep(&input);
-    }
+    let generated = generate(config, work, &input, Format::Binary, ooc.records)?;
     // The generator leaves gigabytes of dirty pages; flush them now, or their writeback
     // would slow down whichever variant runs first.
     File::open(&input)
@@ -526,4 +495,31 @@ mod tests {
         assert_eq!(order(3), [3, 0, 1, 2]);
         assert_eq!(order(4), order(0));
     }
+}
+
+/// Generates `records` gensort records of `format` into `input` (kept with `--keep`); returns
+/// their checksum, which every output must match.
+fn generate(
+    config: &BenchConfig,
+    work: &mut WorkDir,
+    input: &std::path::Path,
+    format: Format,
+    records: u64,
+) -> Result<Checksum, BenchError> {
+    let spec = GenSpec {
+        format,
+        skew: false,
+        start: 0,
+        records,
+    };
+    let generated = gensort::generate_to_file(&spec, input, &|_| {}).map_err(|source| {
+        BenchError::Generate {
+            path: input.to_path_buf(),
+            source,
+        }
+    })?;
+    if config.keep {
+        work.keep(input);
+    }
+    Ok(generated)
 }

@@ -248,13 +248,8 @@ impl ModeReport {
             sort_s,
             sort_floor_ratio: sort_s / floor_s,
             mb_per_s: bytes as f64 / sort_s / 1e6,
-            cpu_s_per_gb: median(
-                &runs
-                    .iter()
-                    .filter_map(|r| r.cpu_s_per_gb)
-                    .collect::<Vec<_>>(),
-            ),
-            peak_rss_bytes: runs.iter().filter_map(|r| r.peak_rss_bytes).max(),
+            cpu_s_per_gb: median_of(runs, |r| r.cpu_s_per_gb),
+            peak_rss_bytes: peak_rss(runs),
             overlap_ratio: of(|r| r.overlap_ratio),
             map_reduce_overlap: map_reduce_overlap(runs),
             vs_pipelined: sort_s / pipelined_s,
@@ -325,14 +320,19 @@ fn rss(bytes: Option<u64>) -> String {
     bytes.map_or("—".to_owned(), mib)
 }
 
+/// The median of `figure` over the runs that have it.
+pub(super) fn median_of(runs: &[SortRun], figure: fn(&SortRun) -> Option<f64>) -> Option<f64> {
+    median(&runs.iter().filter_map(figure).collect::<Vec<_>>())
+}
+
+/// The largest peak RSS over the runs.
+pub(super) fn peak_rss(runs: &[SortRun]) -> Option<u64> {
+    runs.iter().filter_map(|r| r.peak_rss_bytes).max()
+}
+
 /// The median map–reduce overlap of the runs that have one.
 pub(super) fn map_reduce_overlap(runs: &[SortRun]) -> Option<f64> {
-    median(
-        &runs
-            .iter()
-            .filter_map(|r| r.map_reduce_overlap)
-            .collect::<Vec<_>>(),
-    )
+    median_of(runs, |r| r.map_reduce_overlap)
 }
 
 /// One row of the summary table: one case with one tool and mode.
@@ -779,13 +779,8 @@ pub(super) fn variant_report(
     let floor_s = med(floor_runs.iter().map(|f| f.wall_s).collect());
     let sort_s = med(sort_runs.iter().map(|r| r.wall_s).collect());
     let sort_floor_ratio = sort_s / floor_s;
-    let peak_rss_bytes = sort_runs.iter().filter_map(|r| r.peak_rss_bytes).max();
-    let first_pass_s = median(
-        &sort_runs
-            .iter()
-            .filter_map(|r| r.first_pass_s)
-            .collect::<Vec<_>>(),
-    );
+    let peak_rss_bytes = peak_rss(&sort_runs);
+    let first_pass_s = median_of(&sort_runs, |r| r.first_pass_s);
     // Phase names in the job's order, as the first run reports them.
     let phases_s = sort_runs
         .first()
@@ -816,12 +811,7 @@ pub(super) fn variant_report(
         sort_floor_ratio,
         meets_target: sort_floor_ratio <= OOC_TARGET_RATIO,
         mb_per_s: bytes as f64 / sort_s / 1e6,
-        cpu_s_per_gb: median(
-            &sort_runs
-                .iter()
-                .filter_map(|r| r.cpu_s_per_gb)
-                .collect::<Vec<_>>(),
-        ),
+        cpu_s_per_gb: median_of(&sort_runs, |r| r.cpu_s_per_gb),
         peak_rss_bytes,
         rss_budget_ratio: peak_rss_bytes.map(|b| b as f64 / memory_bytes as f64),
         map_reduce_overlap: map_reduce_overlap(&sort_runs),
