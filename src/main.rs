@@ -263,8 +263,9 @@ struct SortArgs {
     map_sort_buffer: Option<u64>,
     /// --mode mapreduce: the share of map tasks that must have finished before reducers start
     /// copying map outputs (like mapreduce.job.reduce.slowstart.completedmaps), 0 to 1.
-    #[arg(long, value_name = "SHARE", default_value_t = 0.05, value_parser = parse_share)]
-    slowstart: f64,
+    /// Default 0.05.
+    #[arg(long, value_name = "SHARE", value_parser = parse_share)]
+    slowstart: Option<f64>,
     /// Write one part file per reducer (part-00000, …) into the OUTPUT folder.
     #[arg(long)]
     parts: bool,
@@ -782,7 +783,7 @@ fn sort_config(args: &SortArgs, input: PathBuf, output: PathBuf) -> Result<SortC
         ModeArg::MapReduce => ExecutionMode::MapReduce,
     };
     if config.mode != ExecutionMode::MapReduce
-        && (args.map_sort_buffer.is_some() || args.slowstart != 0.05)
+        && (args.map_sort_buffer.is_some() || args.slowstart.is_some())
     {
         bail!("--map-sort-buffer and --slowstart apply to --mode mapreduce only");
     }
@@ -794,7 +795,9 @@ fn sort_config(args: &SortArgs, input: PathBuf, output: PathBuf) -> Result<SortC
         bail!("--split-bytes must be at least one record (100 bytes)");
     }
     config.split_bytes = args.split_bytes;
-    config.slowstart = args.slowstart;
+    if let Some(share) = args.slowstart {
+        config.slowstart = share;
+    }
     if let Some(reducers) = args.reducers {
         config.reducers = reducers;
     }
