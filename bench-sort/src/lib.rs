@@ -1,5 +1,6 @@
 //! gensort-identical generation, valsort-compatible validation and the benchmark runner.
-#![forbid(unsafe_code)]
+//! **Invariant:** `unsafe` only in `bench::child::die_with_parent` (one `pre_exec` hook).
+#![deny(unsafe_code)]
 
 pub mod bench;
 pub mod gensort;

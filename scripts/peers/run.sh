@@ -190,7 +190,10 @@ run() {
       export SPARK_LOCAL_IP=127.0.0.1
       rm -rf "$output" "$tmp"
       mkdir -p "$tmp"
-      java "${jvm_flags[@]}" -cp "$classes:$jars/*" "$(class_of "$peer")" "$input" "$output" "$tmp" || status=$?
+      # The JVM dies with this script (which dies with the bench) rather than outliving it.
+      local die=()
+      command -v setpriv >/dev/null 2>&1 && die=(setpriv --pdeathsig KILL)
+      "${die[@]}" java "${jvm_flags[@]}" -cp "$classes:$jars/*" "$(class_of "$peer")" "$input" "$output" "$tmp" || status=$?
       rm -rf "$tmp"
       return "$status"
       ;;

@@ -132,6 +132,24 @@ pub(super) fn sort_once(
     })
 }
 
+/// Makes `command`'s child get SIGKILL when the bench dies, however it dies (`kill -9`
+/// included), so no sort or peer outlives the bench and writes into a folder the next bench
+/// sweeps. (The kernel sends it when the thread that spawned the child exits; the bench
+/// spawns from the thread that runs it.)
+#[allow(unsafe_code)]
+pub(super) fn die_with_parent(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: it makes one `prctl` system call through rustix,
+    // allocating nothing and taking no lock.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(io::Error::from)
+        })
+    }
+}
+
 /// What `wait4` says a reaped child and the descendants it waited for used.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) struct Usage {
@@ -145,7 +163,7 @@ pub(super) struct Usage {
 /// them), and the child's resource usage from `wait4`.
 pub(super) fn output_with_usage(command: &mut Command) -> io::Result<(Output, Usage)> {
     use wait4::Wait4;
-    let mut child = command
+    let mut child = die_with_parent(command)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -211,7 +229,7 @@ pub(super) fn gnu_sort_once(
     const TOOL: &str = "GNU sort";
     let parallel = format!("--parallel={}", cores());
     let mut command = Command::new("sort");
-    command
+    die_with_parent(&mut command)
         .env("LC_ALL", "C")
         .args([parallel.as_str(), "-S", "50%", "-o"])
         .arg(out)

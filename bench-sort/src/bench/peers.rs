@@ -256,7 +256,7 @@ impl Peers {
 
     fn command(&self) -> Command {
         let mut command = Command::new("bash");
-        command
+        super::child::die_with_parent(&mut command)
             .arg(&self.script)
             .env(PEERS_DIR_ENV, &self.dir)
             .stdin(Stdio::null());
