@@ -672,7 +672,8 @@ fn mapreduce_plan(
     if sort_buffer < smallest {
         return Err(EngineError::InvalidJob {
             reason: format!(
-                "--map-sort-buffer {sort_buffer} would spill more than {} runs per {split_bytes}-byte split; use at least {smallest}",
+                "--map-sort-buffer {} (whole records: {sort_buffer} bytes) would spill more than {} runs per {split_bytes}-byte split; use at least {smallest}",
+                config.map_sort_buffer_bytes.unwrap_or(sort_buffer),
                 external::MAX_FAN_IN
             ),
         });
@@ -680,11 +681,13 @@ fn mapreduce_plan(
     let minimum_bytes = fixed_bytes + slots * with_entries((1 << 20).min(split_bytes));
     let maps_bytes = slots * with_entries(sort_buffer);
     if fixed_bytes + maps_bytes > config.memory_bytes {
+        // What this job needs, and the largest sort buffer the budget holds.
+        let fits = free / slots / (RECORD_LEN as u64 + 16) * RECORD_LEN as u64;
         return Err(EngineError::BudgetTooSmall {
             budget_bytes: config.memory_bytes,
-            minimum_bytes,
+            minimum_bytes: fixed_bytes + maps_bytes,
             what: format!(
-                "{slots} map sort buffers of {sort_buffer} bytes (--map-sort-buffer) and the write buffers"
+                "{slots} map sort buffers of {sort_buffer} bytes (--map-sort-buffer; at most {fits} fit) and the write buffers"
             ),
         });
     }
@@ -798,7 +801,8 @@ pub fn run_uncommitted(
     if mapreduce_mode && size.div_ceil(split_bytes) > MAX_SUBTASKS as u64 {
         return Err(EngineError::InvalidJob {
             reason: format!(
-                "--split-bytes {split_bytes} makes {} map tasks of this {size}-byte input; at most {MAX_SUBTASKS} (use --split-bytes {} or more)",
+                "--split-bytes {} makes {} map tasks of this {size}-byte input; at most {MAX_SUBTASKS} (use --split-bytes {} or more)",
+                config.split_bytes,
                 size.div_ceil(split_bytes),
                 size.div_ceil(MAX_SUBTASKS as u64).div_ceil(RECORD_LEN as u64) * RECORD_LEN as u64
             ),
