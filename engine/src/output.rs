@@ -10,22 +10,22 @@
 //! file:   |..head..|=========== aligned body (O_DIRECT) ===========|..tail..|
 //!          buffered pwrite                                          buffered pwrite
 //! ```
-//! A [`RangeWriter`] owns the byte range `[start, start + len)` of one file.
-//! It fills 4 KiB-aligned chunks whose file offsets are aligned too, and an I/O thread writes
-//! each chunk's aligned middle with `O_DIRECT` (measured here: 2.1 GB/s vs 1.1 GB/s through
-//! the page cache plus fsync); the partial pages at both ends of the range go through the page
-//! cache, because a neighbour range shares them.
+//! A [`RangeWriter`] owns the byte range `[start, start + len)` of one file and writes it
+//! through the shuffle's [`DirectWriter`]: 4 KiB-aligned chunks whose file offsets are
+//! aligned too, each chunk's aligned middle written with `O_DIRECT` by an I/O thread
+//! (io_uring or `pwrite`; measured here: 2.1 GB/s vs 1.1 GB/s through the page cache plus
+//! fsync); the partial pages at both ends of the range go through the page cache, because a
+//! neighbour range shares them.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use rustix::fs::RenameFlags;
+use shuffle::spill::{DirectFile, DirectWriter, IoEngine, SpillError};
 use tracing::debug;
 
 use crate::tempdir::{parent_of, JobTempDir};
@@ -521,7 +521,12 @@ impl OutputFile {
     }
 
     /// A writer for the range `[start, start + len)` of this file.
-    pub fn range_writer(&self, start: u64, len: u64, chunk_bytes: usize) -> RangeWriter {
+    pub fn range_writer(
+        &self,
+        start: u64,
+        len: u64,
+        chunk_bytes: usize,
+    ) -> Result<RangeWriter, EngineError> {
         RangeWriter::new(self, start, len, chunk_bytes)
     }
 }
@@ -549,244 +554,92 @@ fn preallocate(file: &File, path: &Path, bytes: u64) -> Result<(), EngineError> 
     }
 }
 
-/// A chunk of memory whose usable part starts at a 4 KiB-aligned address.
-struct Chunk {
-    memory: Vec<u8>,
-    base: usize,
-    /// File offset of the chunk's first byte (aligned).
-    file_offset: u64,
-    /// Bytes filled, counted from the chunk's first byte.
-    fill: usize,
-    /// Bytes at the start that belong to a neighbour range and must not be written.
-    skip: usize,
-}
-
-impl Chunk {
-    fn new(capacity: usize) -> Self {
-        let memory = vec![0u8; capacity + ALIGN];
-        let base = (ALIGN - memory.as_ptr() as usize % ALIGN) % ALIGN;
-        Self {
-            memory,
-            base,
-            file_offset: 0,
-            fill: 0,
-            skip: 0,
-        }
-    }
-
-    fn bytes_mut(&mut self, capacity: usize) -> &mut [u8] {
-        &mut self.memory[self.base..self.base + capacity]
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.memory[self.base..self.base + self.fill]
-    }
-}
-
 /// Where a [`RangeWriter`]'s time went.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriteStats {
-    /// Time the I/O thread spent in write calls.
+    /// Time the I/O thread had writes in progress.
     pub io_busy_us: u64,
     /// Time the filling side waited for a free chunk (the disk was the bottleneck).
     pub wait_for_io_us: u64,
 }
 
-/// Writes one range of an output file, in order, through an I/O thread.
+/// Writes one range of an output file, in order, through the shuffle's [`DirectWriter`]
+/// (the same aligned buffers, I/O thread and direct I/O as spill files).
 pub struct RangeWriter {
-    wait_for_io: std::time::Duration,
+    inner: DirectWriter,
+    /// The path the user asked for (named in errors).
     path: PathBuf,
-    chunk_bytes: usize,
-    chunk: Chunk,
     end: u64,
-    to_io: Option<SyncSender<Chunk>>,
-    free: Receiver<Chunk>,
-    io_thread: Option<JoinHandle<Result<std::time::Duration, EngineError>>>,
 }
 
 impl RangeWriter {
-    fn new(file: &OutputFile, start: u64, len: u64, chunk_bytes: usize) -> Self {
-        let chunk_bytes = chunk_bytes.max(ALIGN) / ALIGN * ALIGN;
-        let (to_io, from_writer) = sync_channel::<Chunk>(2);
-        let (to_writer, free) = sync_channel::<Chunk>(4);
-        for _ in 0..2 {
-            let _ = to_writer.send(Chunk::new(chunk_bytes));
-        }
-        let (buffered, direct, path) = (
-            file.buffered.clone(),
-            file.direct.clone(),
-            file.shown.clone(),
-        );
-        let io_path = path.clone();
-        let range_end = start + len;
-        let io_thread = std::thread::Builder::new()
-            .name("millrace-write".into())
-            .spawn(move || {
-                let mut busy = std::time::Duration::ZERO;
-                for chunk in from_writer {
-                    let started = std::time::Instant::now();
-                    write_chunk(&chunk, &buffered, direct.as_deref(), &io_path, range_end)?;
-                    busy += started.elapsed();
-                    let _ = to_writer.send(chunk);
-                }
-                Ok(busy)
-            })
-            .expect("the OS can start a thread");
-        let mut chunk = Chunk::new(chunk_bytes);
-        chunk.file_offset = start / ALIGN as u64 * ALIGN as u64;
-        chunk.skip = (start - chunk.file_offset) as usize;
-        chunk.fill = chunk.skip;
-        Self {
-            wait_for_io: std::time::Duration::ZERO,
-            path,
-            chunk_bytes,
-            chunk,
+    fn new(
+        file: &OutputFile,
+        start: u64,
+        len: u64,
+        chunk_bytes: usize,
+    ) -> Result<Self, EngineError> {
+        let target = DirectFile {
+            path: file.shown.clone(),
+            buffered: file.buffered.clone(),
+            direct: file.direct.clone(),
+        };
+        // pwrite: measured on 1 GB in-memory sorts (7 runs each, medians) 0.90 s against
+        // 0.93 s with io_uring; the output has few large writes, where the two are level.
+        let inner = DirectWriter::new(target, start, IoEngine::Pwrite, chunk_bytes, 2)?;
+        Ok(Self {
+            inner,
+            path: file.shown.clone(),
             end: start + len,
-            to_io: Some(to_io),
-            free,
-            io_thread: Some(io_thread),
-        }
+        })
     }
 
     /// Appends bytes at the next position of the range.
     #[inline]
-    pub fn write(&mut self, mut bytes: &[u8]) -> Result<(), EngineError> {
-        while !bytes.is_empty() {
-            let capacity = self.chunk_bytes;
-            let fill = self.chunk.fill;
-            let n = bytes.len().min(capacity - fill);
-            self.chunk.bytes_mut(capacity)[fill..fill + n].copy_from_slice(&bytes[..n]);
-            self.chunk.fill += n;
-            bytes = &bytes[n..];
-            if self.chunk.fill == capacity {
-                self.flush_chunk()?;
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), EngineError> {
+        self.inner.write(bytes).map_err(|e| self.error(e))
+    }
+
+    /// The output's own error for a failed write: a full disk names what is still to be
+    /// written to this range.
+    fn error(&self, error: SpillError) -> EngineError {
+        let unwritten = self.end.saturating_sub(self.inner.position());
+        match error {
+            SpillError::DiskFull { needed_bytes, .. } => EngineError::DiskFull {
+                path: self.path.clone(),
+                needed_bytes: needed_bytes + unwritten,
+            },
+            SpillError::Io {
+                operation, source, ..
+            } => {
+                let source = match source.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                };
+                EngineError::io(operation, &self.path, unwritten, source)
             }
-        }
-        Ok(())
-    }
-
-    fn flush_chunk(&mut self) -> Result<(), EngineError> {
-        let waited = std::time::Instant::now();
-        let next = match self.free.recv() {
-            Ok(chunk) => chunk,
-            Err(_) => return Err(self.io_failure()),
-        };
-        self.wait_for_io += waited.elapsed();
-        let mut full = std::mem::replace(&mut self.chunk, next);
-        self.chunk.file_offset = full.file_offset + self.chunk_bytes as u64;
-        self.chunk.fill = 0;
-        self.chunk.skip = 0;
-        let sender = self.to_io.as_ref().expect("the sender lives until finish");
-        if let Err(returned) = sender.send(full) {
-            full = returned.0;
-            drop(full);
-            return Err(self.io_failure());
-        }
-        Ok(())
-    }
-
-    fn io_failure(&mut self) -> EngineError {
-        self.to_io = None;
-        match self.io_thread.take().map(|t| t.join()) {
-            Some(Ok(Err(error))) => error,
-            Some(Ok(Ok(_))) => EngineError::Internal {
-                what: format!("the write thread for {} stopped early", self.path.display()),
-            },
-            _ => EngineError::Internal {
-                what: format!("the write thread for {} stopped", self.path.display()),
-            },
+            other => EngineError::Spill(other),
         }
     }
 
     /// Writes what is left and waits for the I/O thread; checks that exactly the range was
     /// written.
     pub fn finish(mut self) -> Result<WriteStats, EngineError> {
-        let written_end = self.chunk.file_offset + self.chunk.fill as u64;
+        let written_end = self.inner.position();
         if written_end != self.end {
             return Err(EngineError::Internal {
                 what: format!(
-                    "{}: range ends at {} but {} bytes were written up to {written_end}",
+                    "{}: range ends at {} but bytes were written up to {written_end}",
                     self.path.display(),
                     self.end,
-                    written_end
                 ),
             });
         }
-        if self.chunk.fill > self.chunk.skip {
-            let last = std::mem::replace(
-                &mut self.chunk,
-                Chunk {
-                    memory: Vec::new(),
-                    base: 0,
-                    file_offset: 0,
-                    fill: 0,
-                    skip: 0,
-                },
-            );
-            if self
-                .to_io
-                .as_ref()
-                .expect("the sender lives until finish")
-                .send(last)
-                .is_err()
-            {
-                return Err(self.io_failure());
-            }
-        }
-        self.to_io = None;
-        let waited = std::time::Instant::now();
-        match self.io_thread.take().map(|t| t.join()) {
-            Some(Ok(result)) => result.map(|busy| WriteStats {
-                io_busy_us: busy.as_micros() as u64,
-                wait_for_io_us: (self.wait_for_io + waited.elapsed()).as_micros() as u64,
-            }),
-            _ => Err(EngineError::Internal {
-                what: format!("the write thread for {} panicked", self.path.display()),
-            }),
-        }
-    }
-}
-
-impl Drop for RangeWriter {
-    fn drop(&mut self) {
-        self.to_io = None;
-        if let Some(thread) = self.io_thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Writes a chunk's bytes `[skip, fill)`: unaligned ends through the page cache, the aligned
-/// middle directly when a direct handle exists.
-fn write_chunk(
-    chunk: &Chunk,
-    buffered: &File,
-    direct: Option<&File>,
-    path: &Path,
-    range_end: u64,
-) -> Result<(), EngineError> {
-    let bytes = chunk.bytes();
-    let (from, to) = (chunk.skip, chunk.fill);
-    let body_from = from.div_ceil(ALIGN) * ALIGN;
-    let body_to = to / ALIGN * ALIGN;
-    let write = |file: &File, a: usize, b: usize| -> Result<(), EngineError> {
-        if a < b {
-            file.write_all_at(&bytes[a..b], chunk.file_offset + a as u64)
-                .map_err(|e| {
-                    // What is still to be written from here to the end of this range.
-                    let needed = range_end.saturating_sub(chunk.file_offset + a as u64);
-                    EngineError::io("write", path, needed, e)
-                })?;
-        }
-        Ok(())
-    };
-    match direct {
-        Some(direct) if body_from < body_to => {
-            write(buffered, from, body_from)?;
-            write(direct, body_from, body_to)?;
-            write(buffered, body_to, to)
-        }
-        _ => write(buffered, from, to),
+        self.inner.flush().map_err(|e| self.error(e))?;
+        Ok(WriteStats {
+            io_busy_us: self.inner.busy().as_micros() as u64,
+            wait_for_io_us: self.inner.waited().as_micros() as u64,
+        })
     }
 }
 
@@ -808,7 +661,10 @@ mod tests {
             let expected: Vec<u8> = (0..total).map(|i| (i * 7 % 251) as u8).collect();
             let cuts = [0u64, 100, 4096 * 3 + 7, 30_000, total];
             for w in cuts.windows(2) {
-                let mut writer = target.file(0).range_writer(w[0], w[1] - w[0], 8192);
+                let mut writer = target
+                    .file(0)
+                    .range_writer(w[0], w[1] - w[0], 8192)
+                    .unwrap();
                 for piece in expected[w[0] as usize..w[1] as usize].chunks(333) {
                     writer.write(piece).unwrap();
                 }

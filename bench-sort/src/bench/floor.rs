@@ -46,7 +46,7 @@ pub fn copy_file(
                 let file = target.file(0).clone();
                 let map = &map;
                 scope.spawn(move || -> Result<(), EngineError> {
-                    let mut writer = file.range_writer(start, end - start, chunk_bytes);
+                    let mut writer = file.range_writer(start, end - start, chunk_bytes)?;
                     for piece in map[start as usize..end as usize].chunks(1 << 20) {
                         writer.write(piece)?;
                     }
@@ -180,7 +180,7 @@ pub fn two_pass_floor(
     let work: Vec<_> = ranges.iter().zip(&spilled).collect();
     let read = in_parallel(&work, |_, (&(start, end), (path, segments, ..))| {
         let reader = SegmentFileReader::with_segments(path, segments.iter().cloned())?;
-        let mut writer = target.file(0).range_writer(start, end - start, 8 << 20);
+        let mut writer = target.file(0).range_writer(start, end - start, 8 << 20)?;
         let mut read = 0;
         for segment in segments {
             read += copy_segment(&reader, segment, &mut writer)?;

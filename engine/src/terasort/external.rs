@@ -134,12 +134,10 @@ pub(super) struct Spiller {
 }
 
 impl Spiller {
-    /// Appends records to the open run (partition 0) through a staging block.
+    /// Appends records to the open run (partition 0), straight into the write buffer.
     pub(super) fn run_writer(&mut self) -> RunWriter<'_> {
-        let block_bytes = self.block_bytes;
         RunWriter {
             spiller: self,
-            staging: Vec::with_capacity(block_bytes),
             partition: 0,
         }
     }
@@ -184,7 +182,7 @@ impl Spiller {
         let (start_us, written_before) = (self.now_us(), self.written_bytes);
         let mut run = self.run_writer();
         arena.emit_sorted(|record| {
-            run.set_partition(partition_of(key80(record)))?;
+            run.set_partition(partition_of(key80(record)));
             run.push(record)
         })?;
         run.seal()?;
@@ -200,7 +198,6 @@ impl Spiller {
 /// One run being written.
 pub(super) struct RunWriter<'a> {
     spiller: &'a mut Spiller,
-    staging: Vec<u8>,
     /// The partition records are appended to; it may only grow.
     partition: u32,
 }
@@ -208,33 +205,22 @@ pub(super) struct RunWriter<'a> {
 impl RunWriter<'_> {
     /// Appends the following records to `partition` (not below the current one).
     #[inline]
-    pub(super) fn set_partition(&mut self, partition: u32) -> Result<(), EngineError> {
-        if partition != self.partition {
-            self.flush()?;
-            self.partition = partition;
-        }
-        Ok(())
+    pub(super) fn set_partition(&mut self, partition: u32) {
+        self.partition = partition;
     }
 
+    /// Copies one record into the run's write buffer (blocks of at most `block_bytes`).
+    #[inline]
     pub(super) fn push(&mut self, record: &[u8]) -> Result<(), EngineError> {
-        self.staging.extend_from_slice(record);
-        if self.staging.len() + RECORD_LEN > self.staging.capacity() {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), EngineError> {
-        self.spiller
+        let spiller = &mut *self.spiller;
+        spiller
             .writer
-            .append_records(self.partition, RECORD_LEN, &self.staging)?;
-        self.spiller.written_bytes += self.staging.len() as u64;
-        self.staging.clear();
+            .push_record(self.partition, record, spiller.block_bytes)?;
+        spiller.written_bytes += record.len() as u64;
         Ok(())
     }
 
-    pub(super) fn seal(mut self) -> Result<(), EngineError> {
-        self.flush()?;
+    pub(super) fn seal(self) -> Result<(), EngineError> {
         let index = self.spiller.writer.seal_segment()?;
         self.spiller.runs.push(index);
         self.spiller.runs_written += 1;
@@ -484,7 +470,8 @@ impl Invokable for ExternalReduceTask {
             let progress = resources.progress.clone();
             let (checksum, spiller, read_bytes) =
                 spawn_blocking(move || -> Result<(Checksum, Spiller, u64), EngineError> {
-                    let mut writer: RangeWriter = file.range_writer(start, len, write_chunk_bytes);
+                    let mut writer: RangeWriter =
+                        file.range_writer(start, len, write_chunk_bytes)?;
                     let mut written = ProgressStep::new(&progress.written_bytes);
                     let mut checksum = Checksum::default();
                     let mut read_bytes = 0;

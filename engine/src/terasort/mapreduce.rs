@@ -163,7 +163,7 @@ fn sort_split(
         let mut run = spiller.run_writer();
         let mut merged = 0;
         for partition in 0..reducers as u32 {
-            run.set_partition(partition)?;
+            run.set_partition(partition);
             merged += merge_runs(&reader, &runs, partition, 1 << 20, |record| {
                 run.push(record)
             })?;
@@ -347,7 +347,7 @@ impl Invokable for MergingReduceTask {
                             (Copied::File(_), None) => unreachable!("every file run has a reader"),
                         })
                         .collect::<Result<Vec<_>, EngineError>>()?;
-                    let mut writer = file.range_writer(start, len, write_chunk_bytes);
+                    let mut writer = file.range_writer(start, len, write_chunk_bytes)?;
                     let mut written = ProgressStep::new(&progress.written_bytes);
                     let mut checksum = Checksum::default();
                     let read_bytes = merge_cursors(cursors, |record| {

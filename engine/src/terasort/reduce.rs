@@ -85,7 +85,7 @@ impl Invokable for ReduceTask {
             let sort_start = ctx.now_us();
             let (checksum, write_stats) =
                 spawn_blocking(move || -> Result<(Checksum, WriteStats), EngineError> {
-                    let mut writer = file.range_writer(start, len, write_chunk_bytes);
+                    let mut writer = file.range_writer(start, len, write_chunk_bytes)?;
                     let mut checksum = Checksum::default();
                     let mut written = ProgressStep::new(&resources.progress.written_bytes);
                     let input = resources.input("terasort.sort")?.mapped()?;

@@ -48,16 +48,43 @@ impl AlignedBuf {
         self.len
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     pub(crate) fn is_full(&self) -> bool {
         self.len == self.capacity
     }
 
     pub(crate) fn clear(&mut self) {
         self.len = 0;
+    }
+
+    /// Starts filling at `len` (bytes before it are not meant to be written); `len` is at most
+    /// the capacity.
+    pub(crate) fn start_at(&mut self, len: usize) {
+        assert!(len <= self.capacity, "start_at beyond the capacity");
+        self.len = len;
+    }
+
+    /// Bytes that still fit.
+    pub(crate) fn spare(&self) -> usize {
+        self.capacity - self.len
+    }
+
+    /// Extends the filled part by `n` bytes (at most [`Self::spare`]) and returns them, to be
+    /// written in place.
+    pub(crate) fn extend(&mut self, n: usize) -> &mut [u8] {
+        assert!(n <= self.spare(), "extend beyond the capacity");
+        let at = self.base + self.len;
+        self.len += n;
+        &mut self.memory[at..at + n]
+    }
+
+    /// The filled bytes from `from` on, to be rewritten in place.
+    pub(crate) fn filled_mut(&mut self, from: usize) -> &mut [u8] {
+        &mut self.memory[self.base + from..self.base + self.len]
+    }
+
+    /// Forgets the filled bytes from `len` on.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
     }
 
     /// Copies as much of `bytes` as fits; returns how much.

@@ -14,9 +14,11 @@
 //! - [`block`]: the block codec (header layout, checksums, compression), pure over `&[u8]`.
 //! - [`index`]: [`SegmentIndex`] per sealed segment (partition → offset, length, records,
 //!   blocks, CRC-32C of the range) and the optional sidecar [`FileIndex`].
-//! - `writer`: [`SegmentFileWriter`] fills 4 MiB aligned buffers and writes them on an I/O
-//!   thread (io_uring or `pwrite`, `O_DIRECT` when the file system allows), sealing segments
+//! - `writer`: [`SegmentFileWriter`] encodes blocks into a [`DirectWriter`], sealing segments
 //!   on request.
+//! - `direct`: [`DirectWriter`], the one writer of large files (spill segments here, job
+//!   output in the engine): 4 MiB aligned buffers written on an I/O thread (io_uring or
+//!   `pwrite`, `O_DIRECT` when the file system allows, unaligned range ends buffered).
 //! - `reader`: [`SegmentFileReader`] maps sealed segments read-only and yields blocks,
 //!   borrowed from the map when uncompressed; it can read while the writer appends.
 //!
@@ -31,6 +33,7 @@
 
 mod aligned;
 pub mod block;
+mod direct;
 mod error;
 pub mod index;
 mod io;
@@ -42,10 +45,11 @@ pub use block::{
     decode_block, encode_block, BlockEncoder, BlockError, BlockHeader, Codec, Compression,
     DecodedBlock, EncodedBlock, BLOCK_HEADER_BYTES, MAX_BLOCK_BYTES,
 };
+pub use direct::{DirectFile, DirectWriter, IoEngine};
 pub use error::SpillError;
 pub use index::{sidecar_path, FileIndex, IndexError, PartitionEntry, SegmentIndex, SEGMENT_ALIGN};
 pub use reader::{collect_payloads, PartitionBlocks, SegmentFileReader};
-pub use writer::{IoEngine, SegmentFileWriter, WriterOptions, WriterStats, BLOCK_RAW_BYTES};
+pub use writer::{SegmentFileWriter, WriterOptions, WriterStats, BLOCK_RAW_BYTES};
 
 /// Whether this process can use io_uring (probed once); `Err` says why not.
 pub fn uring_available() -> Result<(), String> {

@@ -10,7 +10,8 @@
 //!    (its heap memory does not move when the `AlignedBuf` value moves);
 //! 2. `Worker` drains the ring in `Drop` (on return, error or panic) before its buffers are
 //!    freed, and if the ring cannot be drained, it leaks the buffers instead of freeing them;
-//! 3. the pointer and length of every submission lie inside that buffer's filled bytes.
+//! 3. the pointer and length of every submission lie inside that buffer's filled bytes
+//!    (`[done, to)` with `to <= len`).
 //!
 //! The file descriptors need no such care: the kernel holds its own reference to the file of
 //! an in-flight request.
@@ -21,12 +22,13 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use io_uring::{opcode, types, IoUring};
 use tracing::debug;
 
 use super::aligned::AlignedBuf;
-use super::io::{Completion, Target, WriteRequest};
+use super::io::{write_unaligned_ends, Busy, Completion, Target, WriteRequest};
 use super::SpillError;
 
 /// Whether this process can set up an io_uring; tried once, the answer is kept.
@@ -52,7 +54,10 @@ struct InFlight {
     buf: AlignedBuf,
     /// File offset of the buffer's first byte.
     offset: u64,
-    /// Bytes already written (a short write is continued from here).
+    /// The buffer's bytes this write covers: `[from, to)`.
+    from: usize,
+    to: usize,
+    /// End of the bytes already written (a short write is continued from here).
     done: usize,
     /// Whether this attempt goes through the direct handle.
     direct: bool,
@@ -66,6 +71,9 @@ struct Worker {
     // State.
     in_flight: usize,
     reaped: Vec<(u64, i32)>,
+    busy: Busy,
+    /// When the worker last went from no write in flight to one.
+    busy_since: Option<Instant>,
 }
 
 /// Serves write requests until the writer hangs up, then waits for the writes in flight.
@@ -75,6 +83,7 @@ pub(crate) fn run(
     queue_depth: usize,
     requests: Receiver<WriteRequest>,
     completions: Sender<Completion>,
+    busy: Busy,
 ) {
     let mut worker = Worker {
         ring,
@@ -82,6 +91,8 @@ pub(crate) fn run(
         target,
         in_flight: 0,
         reaped: Vec::with_capacity(queue_depth),
+        busy,
+        busy_since: None,
     };
     let mut open = true;
     loop {
@@ -137,14 +148,28 @@ impl Worker {
             .iter()
             .position(Option::is_none)
             .expect("the caller starts a write only while a slot is free");
+        if self.in_flight == 0 {
+            self.busy_since = Some(Instant::now());
+        }
+        let body = write_unaligned_ends(&self.target, &request);
+        let (from, to, direct, result) = match body {
+            Ok(body) => (body.from, body.to, body.direct, Ok(())),
+            Err(e) => (0, 0, false, Err(e)),
+        };
         self.slots[slot] = Some(InFlight {
             buf: request.buf,
             offset: request.offset,
-            done: 0,
-            direct: self.target.direct.is_some(),
+            from,
+            to,
+            done: from,
+            direct,
         });
         self.in_flight += 1;
-        self.submit(slot, completions);
+        if from < to {
+            self.submit(slot, completions);
+        } else {
+            self.finish(slot, result, completions);
+        }
     }
 
     /// Queues the unwritten rest of `slot`'s buffer; on failure, completes it with the error.
@@ -156,7 +181,7 @@ impl Worker {
             (Some(direct), true) => direct.as_raw_fd(),
             _ => self.target.buffered.as_raw_fd(),
         };
-        let rest = &write.buf.as_slice()[write.done..];
+        let rest = &write.buf.as_slice()[write.done..write.to];
         let entry = opcode::Write::new(types::Fd(fd), rest.as_ptr(), rest.len() as u32)
             .offset(write.offset + write.done as u64)
             .build()
@@ -197,14 +222,14 @@ impl Worker {
         let Some(write) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        let len = write.buf.len();
+        let len = write.to;
         if result < 0 {
             let error = io::Error::from_raw_os_error(-result);
             match -result {
                 libc::EINTR | libc::EAGAIN => self.submit(slot, completions),
                 libc::EINVAL if write.direct => {
                     write.direct = false;
-                    write.done = 0;
+                    write.done = write.from;
                     self.target.refuse_direct(&error);
                     self.submit(slot, completions);
                 }
@@ -242,6 +267,11 @@ impl Worker {
     ) {
         if let Some(write) = self.slots[slot].take() {
             self.in_flight -= 1;
+            if self.in_flight == 0 {
+                if let Some(since) = self.busy_since.take() {
+                    self.busy.add(since);
+                }
+            }
             let _ = completions.send(Completion {
                 buf: Some(write.buf),
                 result,

@@ -40,39 +40,20 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use tracing::debug;
 
-use super::aligned::{AlignedBuf, ALIGN};
-use super::block::{BlockEncoder, Compression, BLOCK_HEADER_BYTES, MAX_BLOCK_BYTES};
+use super::block::{
+    BlockEncoder, BlockHeader, Codec, Compression, BLOCK_HEADER_BYTES, MAX_BLOCK_BYTES,
+};
+use super::direct::{DirectFile, DirectWriter, IoEngine};
 use super::index::{FileIndex, PartitionEntry, SegmentIndex};
-use super::io::{Backend, Completion, IoThread, Target, WriteRequest};
-use super::{uring, SpillError};
+use super::SpillError;
 
 /// Raw bytes per block that [`SegmentFileWriter::append_records`] aims for (1 MiB): large
 /// enough that the 32-byte header and the per-block checksum cost nothing, small enough that
 /// a reader decompresses into a modest buffer.
 pub const BLOCK_RAW_BYTES: usize = 1 << 20;
-
-/// Which system interface writes the file.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum IoEngine {
-    /// io_uring for files open with `O_DIRECT` when this process can set one up (probed
-    /// once), else `pwrite`.
-    ///
-    /// Measured on ext4 (virtual disk, kernel 6.18, 2 GB of 100-byte records in 4 MiB
-    /// writes, six runs each): with `O_DIRECT` the two are level (io_uring 1.7–2.6 GB/s,
-    /// `pwrite` 1.8–2.1 GB/s); through the page cache io_uring was never faster and in some
-    /// runs half as fast (0.47–0.94 GB/s against 0.56–1.26 GB/s), so buffered files use
-    /// `pwrite`.
-    #[default]
-    Auto,
-    /// io_uring or fail with [`SpillError::UringUnavailable`].
-    Uring,
-    /// `pwrite` on a dedicated thread.
-    Pwrite,
-}
 
 /// How a [`SegmentFileWriter`] writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,22 +107,17 @@ struct OpenSegment {
     partitions: Vec<PartitionEntry>,
 }
 
-/// Aligned buffers and the I/O thread that writes them.
-struct Sink {
-    // Configuration.
-    buffer_bytes: usize,
-    max_buffers: usize,
-    // Buffers.
-    current: AlignedBuf,
-    /// File offset of `current`'s first byte (always 4 KiB-aligned).
-    current_offset: u64,
-    free: Vec<AlignedBuf>,
-    allocated: usize,
-    in_flight: usize,
-    // Resources.
-    io: IoThread,
-    path: PathBuf,
-    waited: Duration,
+/// A block whose records are copied straight into the write buffer; its header is written
+/// when it closes (it never leaves the current buffer before then).
+struct FillingBlock {
+    partition: u32,
+    record_bytes: usize,
+    records: u32,
+    /// File offset of its header.
+    offset: u64,
+    /// Raw payload bytes so far, and at most.
+    len: usize,
+    capacity: usize,
 }
 
 /// Appends segments to one file; see the module documentation.
@@ -149,13 +125,13 @@ pub struct SegmentFileWriter {
     // Configuration.
     path: PathBuf,
     compression: Compression,
-    engine: IoEngine,
-    direct: bool,
     // Buffers.
     encoder: BlockEncoder,
-    sink: Sink,
+    sink: DirectWriter,
     // State.
     open: Option<OpenSegment>,
+    /// A block being filled in place by [`Self::push_record`].
+    filling: Option<FillingBlock>,
     sealed: Vec<SegmentIndex>,
     stats: WriterStats,
     poisoned: Option<SpillError>,
@@ -184,58 +160,25 @@ impl SegmentFileWriter {
                     source: Arc::new(e),
                 },
             })?;
-        let direct = if options.direct {
-            match OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(path)
-            {
-                Ok(file) => Some(file),
-                Err(error) => {
-                    debug!(path = %path.display(), %error, "no direct I/O for this spill file; writing through the page cache");
-                    None
-                }
-            }
-        } else {
-            None
-        };
         let read_handle = buffered.try_clone().map_err(|e| SpillError::Create {
             path: path.to_path_buf(),
             source: Arc::new(e),
         })?;
-        let queue_depth = options.queue_depth.clamp(1, 4);
-        let is_direct = direct.is_some();
-        let (backend, engine) = backend(options.io, queue_depth, path, is_direct)?;
-        let target = Target {
-            path: path.to_path_buf(),
-            buffered,
-            direct,
-        };
-        // Lengths of single writes must fit the u32 of an io_uring submission.
-        let buffer_bytes = options
-            .buffer_bytes
-            .clamp(ALIGN, 1 << 30)
-            .next_multiple_of(ALIGN);
-        let io = IoThread::spawn(backend, target, queue_depth)?;
+        let (file, _) = DirectFile::new(path, Arc::new(buffered), options.direct);
+        let sink = DirectWriter::new(
+            file,
+            0,
+            options.io,
+            options.buffer_bytes,
+            options.queue_depth,
+        )?;
         Ok(Self {
             path: path.to_path_buf(),
             compression: options.compression,
-            engine,
-            direct: is_direct,
             encoder: BlockEncoder::new(),
-            sink: Sink {
-                buffer_bytes,
-                max_buffers: queue_depth + 1,
-                current: AlignedBuf::new(buffer_bytes),
-                current_offset: 0,
-                free: Vec::new(),
-                allocated: 1,
-                in_flight: 0,
-                io,
-                path: path.to_path_buf(),
-                waited: Duration::ZERO,
-            },
+            sink,
             open: None,
+            filling: None,
             sealed: Vec::new(),
             stats: WriterStats::default(),
             poisoned: None,
@@ -284,12 +227,12 @@ impl SegmentFileWriter {
 
     /// The engine in use ([`IoEngine::Uring`] or [`IoEngine::Pwrite`], never `Auto`).
     pub fn io_engine(&self) -> IoEngine {
-        self.engine
+        self.sink.io_engine()
     }
 
     /// Whether the file was opened for direct I/O (a later write may still fall back).
     pub fn is_direct(&self) -> bool {
-        self.direct
+        self.sink.is_direct()
     }
 
     /// The segments sealed so far, in file order.
@@ -301,7 +244,7 @@ impl SegmentFileWriter {
     pub fn stats(&self) -> WriterStats {
         WriterStats {
             file_bytes: self.sink.position(),
-            wait_for_io_us: self.sink.waited.as_micros() as u64,
+            wait_for_io_us: self.sink.waited().as_micros() as u64,
             ..self.stats
         }
     }
@@ -313,7 +256,7 @@ impl SegmentFileWriter {
     /// times in a row.
     /// `raw` may be at most [`MAX_BLOCK_BYTES`]; empty appends of zero records are ignored.
     pub fn append(&mut self, partition: u32, records: u32, raw: &[u8]) -> Result<(), SpillError> {
-        self.check_poisoned()?;
+        self.close_filling()?;
         if raw.is_empty() && records == 0 {
             return Ok(());
         }
@@ -336,7 +279,7 @@ impl SegmentFileWriter {
         record_bytes: usize,
         raw: &[u8],
     ) -> Result<(), SpillError> {
-        self.check_poisoned()?;
+        self.close_filling()?;
         if record_bytes == 0
             || record_bytes > MAX_BLOCK_BYTES
             || !raw.len().is_multiple_of(record_bytes)
@@ -358,12 +301,113 @@ impl SegmentFileWriter {
         Ok(())
     }
 
+    /// Appends one record of `partition` to the open segment, copied straight into the write
+    /// buffer (no staging copy): records of one partition and size gather in a block of at
+    /// most `block_bytes` raw bytes (and [`MAX_BLOCK_BYTES`]), closed when it is full, when
+    /// the partition or record size changes, or by any other call that writes.
+    ///
+    /// The bytes are those [`Self::append_records`] would write for the same records, except
+    /// that blocks end where the write buffer does (a block never straddles two buffers, but
+    /// for a one-record block when fewer bytes than a header and a record are left).
+    pub fn push_record(
+        &mut self,
+        partition: u32,
+        record: &[u8],
+        block_bytes: usize,
+    ) -> Result<(), SpillError> {
+        if let Some(block) = &self.filling {
+            if block.partition != partition
+                || block.record_bytes != record.len()
+                || block.len + record.len() > block.capacity
+            {
+                self.close_filling()?;
+            }
+        }
+        if self.filling.is_none() {
+            self.check_poisoned()?;
+            if record.is_empty() || record.len() > MAX_BLOCK_BYTES {
+                return Err(self.misuse(format!(
+                    "a record of {} bytes (1 to {MAX_BLOCK_BYTES} allowed)",
+                    record.len()
+                )));
+            }
+            self.check_order(partition)?;
+            let room = self.sink.spare().saturating_sub(BLOCK_HEADER_BYTES);
+            let capacity = block_bytes.min(MAX_BLOCK_BYTES).min(room) / record.len() * record.len();
+            if capacity == 0 {
+                let result = self.put_block(partition, 1, record);
+                return self.poison_on_error(result);
+            }
+            let offset = self.sink.position();
+            self.sink.extend(BLOCK_HEADER_BYTES);
+            self.filling = Some(FillingBlock {
+                partition,
+                record_bytes: record.len(),
+                records: 0,
+                offset,
+                len: 0,
+                capacity,
+            });
+        }
+        let block = self.filling.as_mut().expect("a block is filling");
+        self.sink.extend(record.len()).copy_from_slice(record);
+        block.records += 1;
+        block.len += record.len();
+        if block.len + record.len() > block.capacity {
+            self.close_filling()?;
+        }
+        Ok(())
+    }
+
+    /// Closes the block [`Self::push_record`] is filling, if any: compresses it in place
+    /// when that pays, writes its header, indexes it; checks the writer is not poisoned.
+    fn close_filling(&mut self) -> Result<(), SpillError> {
+        self.check_poisoned()?;
+        let Some(block) = self.filling.take() else {
+            return Ok(());
+        };
+        let payload_at = block.offset + BLOCK_HEADER_BYTES as u64;
+        let payload = self.sink.unsubmitted_mut(payload_at);
+        // Compressed bytes replace the raw ones in place, so only when they are fewer (forced
+        // lz4 on incompressible data is stored raw here).
+        let (codec, stored_len) = match self.encoder.compressed(payload, self.compression) {
+            Some(stored) if stored.len() < payload.len() => {
+                let stored_len = stored.len();
+                payload[..stored_len].copy_from_slice(stored);
+                (Codec::Lz4, stored_len)
+            }
+            _ => (Codec::None, block.len),
+        };
+        self.sink.truncate(payload_at + stored_len as u64);
+        let payload = self.sink.unsubmitted_mut(payload_at);
+        let header = BlockHeader {
+            codec,
+            raw_len: block.len as u32,
+            stored_len: stored_len as u32,
+            records: block.records,
+            partition: block.partition,
+            payload_crc32c: crc32c::crc32c(payload),
+        }
+        .to_bytes();
+        self.sink.unsubmitted_mut(block.offset)[..BLOCK_HEADER_BYTES].copy_from_slice(&header);
+        self.index_block(
+            block.partition,
+            block.offset,
+            &header,
+            stored_len,
+            block.records,
+            block.len,
+        );
+        let result = self.sink.submit_if_full();
+        self.poison_on_error(result)
+    }
+
     /// Ends the open segment (an empty one if none is open): pads it to 4 KiB, waits until
     /// all of it is written, and returns its index.
     ///
     /// Once this returns, readers may map the segment.
     pub fn seal_segment(&mut self) -> Result<SegmentIndex, SpillError> {
-        self.check_poisoned()?;
+        self.close_filling()?;
         let position = self.sink.position();
         let segment = self.open.take().unwrap_or_else(|| OpenSegment {
             segment: self.sealed.len() as u32,
@@ -394,7 +438,7 @@ impl SegmentFileWriter {
     /// Seals the open segment, if any, waits for the I/O thread and returns the whole-file
     /// index (see [`FileIndex::write_sidecar`] to store it).
     pub fn finish(mut self) -> Result<FileIndex, SpillError> {
-        if self.open.is_some() {
+        if self.open.is_some() || self.filling.is_some() {
             self.seal_segment()?;
         }
         self.check_poisoned()?;
@@ -412,12 +456,26 @@ impl SegmentFileWriter {
                 path: self.path.clone(),
                 what: format!("encoding a checked block failed: {reason}"),
             })?;
-        self.sink.write(&block.header)?;
+        let (header, payload_len) = (block.header, block.payload.len());
+        self.sink.write(&header)?;
         self.sink.write(block.payload)?;
-        let header_crc = crc32c::crc32c(&block.header);
-        let payload_crc = u32::from_le_bytes(block.header[24..28].try_into().expect("4 bytes"));
-        let len = block.len() as u64;
-        let payload_len = block.payload.len();
+        self.index_block(partition, offset, &header, payload_len, records, raw.len());
+        Ok(())
+    }
+
+    /// Adds the block at `offset` to the open segment's index and the totals.
+    fn index_block(
+        &mut self,
+        partition: u32,
+        offset: u64,
+        header: &[u8; BLOCK_HEADER_BYTES],
+        payload_len: usize,
+        records: u32,
+        raw_len: usize,
+    ) {
+        let header_crc = crc32c::crc32c(header);
+        let payload_crc = u32::from_le_bytes(header[24..28].try_into().expect("4 bytes"));
+        let len = (BLOCK_HEADER_BYTES + payload_len) as u64;
         let segment = self.open.get_or_insert_with(|| OpenSegment {
             segment: self.sealed.len() as u32,
             offset,
@@ -442,10 +500,9 @@ impl SegmentFileWriter {
         entry.len += len;
         entry.records += u64::from(records);
         entry.blocks += 1;
-        self.stats.raw_bytes += raw.len() as u64;
+        self.stats.raw_bytes += raw_len as u64;
         self.stats.block_bytes += len;
         self.stats.blocks += 1;
-        Ok(())
     }
 
     fn check_order(&self, partition: u32) -> Result<(), SpillError> {
@@ -484,123 +541,5 @@ impl SegmentFileWriter {
             }
         }
         result
-    }
-}
-
-/// Picks the backend for `requested` (see [`IoEngine::Auto`] for the policy).
-fn backend(
-    requested: IoEngine,
-    queue_depth: usize,
-    path: &Path,
-    direct: bool,
-) -> Result<(Backend, IoEngine), SpillError> {
-    match requested {
-        IoEngine::Pwrite => Ok((Backend::Pwrite, IoEngine::Pwrite)),
-        IoEngine::Uring => {
-            uring::probe().map_err(|reason| SpillError::UringUnavailable { reason })?;
-            let ring = uring::ring(queue_depth).map_err(|e| SpillError::UringUnavailable {
-                reason: e.to_string(),
-            })?;
-            Ok((Backend::Uring(Box::new(ring)), IoEngine::Uring))
-        }
-        IoEngine::Auto => {
-            if !direct || uring::probe().is_err() {
-                return Ok((Backend::Pwrite, IoEngine::Pwrite));
-            }
-            match uring::ring(queue_depth) {
-                Ok(ring) => Ok((Backend::Uring(Box::new(ring)), IoEngine::Uring)),
-                Err(error) => {
-                    debug!(path = %path.display(), %error, "cannot set up an io_uring for this spill file; using pwrite");
-                    Ok((Backend::Pwrite, IoEngine::Pwrite))
-                }
-            }
-        }
-    }
-}
-
-impl Sink {
-    /// File offset of the next byte.
-    fn position(&self) -> u64 {
-        self.current_offset + self.current.len() as u64
-    }
-
-    fn write(&mut self, mut bytes: &[u8]) -> Result<(), SpillError> {
-        while !bytes.is_empty() {
-            let n = self.current.fill_from(bytes);
-            bytes = &bytes[n..];
-            if self.current.is_full() {
-                self.submit_current()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Pads the current buffer to 4 KiB, writes it, and waits for every write.
-    fn flush_padded(&mut self) -> Result<(), SpillError> {
-        if !self.current.is_empty() {
-            self.current.pad_to_align();
-            self.submit_current()?;
-        }
-        let started = Instant::now();
-        while self.in_flight > 0 {
-            self.wait_one()?;
-        }
-        self.waited += started.elapsed();
-        Ok(())
-    }
-
-    /// Sends the current buffer to the I/O thread and continues in a free one.
-    fn submit_current(&mut self) -> Result<(), SpillError> {
-        let full = std::mem::replace(&mut self.current, AlignedBuf::empty());
-        let offset = self.current_offset;
-        self.current_offset += full.len() as u64;
-        if self.io.submit(WriteRequest { buf: full, offset }).is_err() {
-            return Err(self.thread_gone());
-        }
-        self.in_flight += 1;
-        while let Some(completion) = self.io.poll() {
-            self.completed(completion)?;
-        }
-        self.current = match self.free.pop() {
-            Some(buf) => buf,
-            None if self.allocated < self.max_buffers => {
-                self.allocated += 1;
-                AlignedBuf::new(self.buffer_bytes)
-            }
-            None => {
-                let started = Instant::now();
-                while self.free.is_empty() {
-                    self.wait_one()?;
-                }
-                self.waited += started.elapsed();
-                self.free
-                    .pop()
-                    .expect("the loop ends when a buffer is free")
-            }
-        };
-        Ok(())
-    }
-
-    fn wait_one(&mut self) -> Result<(), SpillError> {
-        match self.io.wait() {
-            Some(completion) => self.completed(completion),
-            None => Err(self.thread_gone()),
-        }
-    }
-
-    fn completed(&mut self, completion: Completion) -> Result<(), SpillError> {
-        self.in_flight -= 1;
-        if let Some(mut buf) = completion.buf {
-            buf.clear();
-            self.free.push(buf);
-        }
-        completion.result
-    }
-
-    fn thread_gone(&self) -> SpillError {
-        SpillError::Internal {
-            path: self.path.clone(),
-            what: "the spill I/O thread stopped without reporting an error".into(),
-        }
     }
 }
