@@ -24,9 +24,6 @@ struct Append {
     len: usize,
     seed: u64,
     text: bool,
-    /// Pushed record by record (`push_record`) as records of this many bytes in blocks of at
-    /// most this many, instead of one `append`.
-    pushed: Option<(usize, usize)>,
 }
 
 /// A segment is a list of appends with ascending partitions.
@@ -88,23 +85,9 @@ fn write_layout(path: &Path, layout: &Layout, options: WriterOptions) -> (FileIn
     let mut expected = Expected::new();
     for (segment, appends) in layout.iter().enumerate() {
         for append in appends {
-            let mut raw = bytes(append);
-            let records = match append.pushed {
-                Some((record_bytes, block_bytes)) => {
-                    raw.truncate(raw.len() / record_bytes * record_bytes);
-                    for record in raw.chunks(record_bytes) {
-                        writer
-                            .push_record(append.partition, record, block_bytes)
-                            .unwrap();
-                    }
-                    (raw.len() / record_bytes) as u32
-                }
-                None => {
-                    let records = append.len as u32 / 10;
-                    writer.append(append.partition, records, &raw).unwrap();
-                    records
-                }
-            };
+            let raw = bytes(append);
+            let records = append.len as u32 / 10;
+            writer.append(append.partition, records, &raw).unwrap();
             if !raw.is_empty() || records > 0 {
                 let entry = expected
                     .entry((segment as u32, append.partition))
@@ -175,25 +158,18 @@ fn check(reader: &SegmentFileReader, expected: &Expected) {
 
 fn appends() -> impl Strategy<Value = Vec<Append>> {
     proptest::collection::vec(
-        (
-            0u32..12,
-            0usize..200_000,
-            any::<u64>(),
-            any::<bool>(),
-            proptest::option::of((1usize..300, 1usize..300_000)),
-        ),
+        (0u32..12, 0usize..200_000, any::<u64>(), any::<bool>()),
         0..8,
     )
     .prop_map(|mut appends| {
         appends.sort_by_key(|a| a.0);
         appends
             .into_iter()
-            .map(|(partition, len, seed, text, pushed)| Append {
+            .map(|(partition, len, seed, text)| Append {
                 partition,
                 len,
                 seed,
                 text,
-                pushed,
             })
             .collect()
     })
@@ -330,7 +306,6 @@ fn reads_sealed_segments_while_the_writer_appends() {
                 len: 700_000,
                 seed: u64::from(p) + 1,
                 text: p % 2 == 0,
-                pushed: None,
             })
             .collect();
         let mut expected0 = Expected::new();
@@ -360,7 +335,6 @@ fn reads_sealed_segments_while_the_writer_appends() {
                     len: 50_000,
                     seed: round * 31 + u64::from(partition),
                     text: round % 3 == 0,
-                    pushed: None,
                 };
                 let raw = bytes(&append);
                 writer.append(partition, 500, &raw).unwrap();
@@ -421,14 +395,12 @@ fn truncated_file_is_an_error_not_a_crash() {
             len: 10_000,
             seed: 1,
             text: false,
-            pushed: None,
         }],
         vec![Append {
             partition: 2,
             len: 300_000,
             seed: 2,
             text: false,
-            pushed: None,
         }],
     ];
     let (index, mut expected) = write_layout(&path, &layout, WriterOptions::default());
@@ -549,7 +521,6 @@ fn append_records_splits_on_record_boundaries() {
         len: 2_600_000,
         seed: 9,
         text: true,
-        pushed: None,
     });
     writer.append_records(7, 100, &raw).unwrap();
     assert!(matches!(
@@ -674,7 +645,6 @@ fn disk_full_names_the_file() {
             len: 64 << 10,
             seed: 3,
             text: false,
-            pushed: None,
         });
         let mut first_error = None;
         for _ in 0..64 {

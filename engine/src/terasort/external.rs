@@ -134,10 +134,12 @@ pub(super) struct Spiller {
 }
 
 impl Spiller {
-    /// Appends records to the open run (partition 0), straight into the write buffer.
+    /// Appends records to the open run (partition 0) through a staging block.
     pub(super) fn run_writer(&mut self) -> RunWriter<'_> {
+        let block_bytes = self.block_bytes;
         RunWriter {
             spiller: self,
+            staging: Vec::with_capacity(block_bytes),
             partition: 0,
         }
     }
@@ -182,7 +184,7 @@ impl Spiller {
         let (start_us, written_before) = (self.now_us(), self.written_bytes);
         let mut run = self.run_writer();
         arena.emit_sorted(|record| {
-            run.set_partition(partition_of(key80(record)));
+            run.set_partition(partition_of(key80(record)))?;
             run.push(record)
         })?;
         run.seal()?;
@@ -196,8 +198,17 @@ impl Spiller {
 }
 
 /// One run being written.
+///
+/// Records gather in a staging block (at most `block_bytes`, so it stays in the L2 cache) that
+/// the segment writer copies into its aligned write buffer in one sequential copy. Copying
+/// each record straight into the 4 MiB write buffer instead was measured slower (4 GB out of
+/// core with `--memory 1GiB`, `perf record`: +0.3 CPU-s in the spill, about +20%): the
+/// sorted emit reads the arena in random order, and scattered 100-byte stores into a buffer
+/// that is not in cache pay a read-for-ownership miss each, where the one large copy
+/// streams.
 pub(super) struct RunWriter<'a> {
     spiller: &'a mut Spiller,
+    staging: Vec<u8>,
     /// The partition records are appended to; it may only grow.
     partition: u32,
 }
@@ -205,22 +216,33 @@ pub(super) struct RunWriter<'a> {
 impl RunWriter<'_> {
     /// Appends the following records to `partition` (not below the current one).
     #[inline]
-    pub(super) fn set_partition(&mut self, partition: u32) {
-        self.partition = partition;
-    }
-
-    /// Copies one record into the run's write buffer (blocks of at most `block_bytes`).
-    #[inline]
-    pub(super) fn push(&mut self, record: &[u8]) -> Result<(), EngineError> {
-        let spiller = &mut *self.spiller;
-        spiller
-            .writer
-            .push_record(self.partition, record, spiller.block_bytes)?;
-        spiller.written_bytes += record.len() as u64;
+    pub(super) fn set_partition(&mut self, partition: u32) -> Result<(), EngineError> {
+        if partition != self.partition {
+            self.flush()?;
+            self.partition = partition;
+        }
         Ok(())
     }
 
-    pub(super) fn seal(self) -> Result<(), EngineError> {
+    pub(super) fn push(&mut self, record: &[u8]) -> Result<(), EngineError> {
+        self.staging.extend_from_slice(record);
+        if self.staging.len() + RECORD_LEN > self.staging.capacity() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), EngineError> {
+        self.spiller
+            .writer
+            .append_records(self.partition, RECORD_LEN, &self.staging)?;
+        self.spiller.written_bytes += self.staging.len() as u64;
+        self.staging.clear();
+        Ok(())
+    }
+
+    pub(super) fn seal(mut self) -> Result<(), EngineError> {
+        self.flush()?;
         let index = self.spiller.writer.seal_segment()?;
         self.spiller.runs.push(index);
         self.spiller.runs_written += 1;

@@ -163,7 +163,7 @@ fn sort_split(
         let mut run = spiller.run_writer();
         let mut merged = 0;
         for partition in 0..reducers as u32 {
-            run.set_partition(partition);
+            run.set_partition(partition)?;
             merged += merge_runs(&reader, &runs, partition, 1 << 20, |record| {
                 run.push(record)
             })?;

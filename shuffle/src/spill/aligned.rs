@@ -63,30 +63,6 @@ impl AlignedBuf {
         self.len = len;
     }
 
-    /// Bytes that still fit.
-    pub(crate) fn spare(&self) -> usize {
-        self.capacity - self.len
-    }
-
-    /// Extends the filled part by `n` bytes (at most [`Self::spare`]) and returns them, to be
-    /// written in place.
-    pub(crate) fn extend(&mut self, n: usize) -> &mut [u8] {
-        assert!(n <= self.spare(), "extend beyond the capacity");
-        let at = self.base + self.len;
-        self.len += n;
-        &mut self.memory[at..at + n]
-    }
-
-    /// The filled bytes from `from` on, to be rewritten in place.
-    pub(crate) fn filled_mut(&mut self, from: usize) -> &mut [u8] {
-        &mut self.memory[self.base + from..self.base + self.len]
-    }
-
-    /// Forgets the filled bytes from `len` on.
-    pub(crate) fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
-    }
-
     /// Copies as much of `bytes` as fits; returns how much.
     pub(crate) fn fill_from(&mut self, bytes: &[u8]) -> usize {
         let n = bytes.len().min(self.capacity - self.len);

@@ -317,9 +317,20 @@ impl BlockEncoder {
                 max_bytes: MAX_BLOCK_BYTES as u64,
             });
         }
-        let (codec, payload) = match self.compressed(raw, compression) {
-            Some(stored) => (Codec::Lz4, stored),
-            None => (Codec::None, raw),
+        let compress = match compression {
+            Compression::None => false,
+            Compression::Lz4 => true,
+            Compression::Auto => raw.len() >= AUTO_MIN_BYTES && self.samples_pay(raw),
+        };
+        let (codec, payload) = if compress {
+            let stored = self.lz4(raw);
+            if compression == Compression::Lz4 || pays(raw.len(), stored) {
+                (Codec::Lz4, &self.scratch[..stored])
+            } else {
+                (Codec::None, raw)
+            }
+        } else {
+            (Codec::None, raw)
         };
         let header = BlockHeader {
             codec,
@@ -333,22 +344,6 @@ impl BlockEncoder {
             header: header.to_bytes(),
             payload,
         })
-    }
-
-    /// `raw` compressed with lz4 if `compression` asks for it (`Auto`: when it saves 10%),
-    /// else `None` (store as is).
-    pub fn compressed(&mut self, raw: &[u8], compression: Compression) -> Option<&[u8]> {
-        let compress = match compression {
-            Compression::None => false,
-            Compression::Lz4 => true,
-            Compression::Auto => raw.len() >= AUTO_MIN_BYTES && self.samples_pay(raw),
-        };
-        if !compress {
-            return None;
-        }
-        let stored = self.lz4(raw);
-        (compression == Compression::Lz4 || pays(raw.len(), stored))
-            .then(|| &self.scratch[..stored])
     }
 
     /// Whether three sample windows of a large block compress by 10% (small blocks: yes,

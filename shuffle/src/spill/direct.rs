@@ -195,41 +195,6 @@ impl DirectWriter {
         Ok(())
     }
 
-    /// Bytes that can be appended before the current buffer goes to the I/O thread.
-    pub(crate) fn spare(&self) -> usize {
-        self.current.spare()
-    }
-
-    /// Appends `n` bytes (at most [`Self::spare`]) to be filled in place; never submits.
-    pub(crate) fn extend(&mut self, n: usize) -> &mut [u8] {
-        self.current.extend(n)
-    }
-
-    /// The bytes from file position `from` to [`Self::position`], still in the current
-    /// buffer (`from` must be at or after the buffer's first byte), to be rewritten in place.
-    pub(crate) fn unsubmitted_mut(&mut self, from: u64) -> &mut [u8] {
-        let at = from
-            .checked_sub(self.current_offset)
-            .expect("the bytes are still in the current buffer") as usize;
-        self.current.filled_mut(at)
-    }
-
-    /// Forgets what was appended from file position `at` on (in the current buffer).
-    pub(crate) fn truncate(&mut self, at: u64) {
-        let len = at
-            .checked_sub(self.current_offset)
-            .expect("the bytes are still in the current buffer") as usize;
-        self.current.truncate(len.max(self.current_skip));
-    }
-
-    /// Sends the current buffer to the I/O thread if it is full.
-    pub(crate) fn submit_if_full(&mut self) -> Result<(), SpillError> {
-        if self.current.is_full() {
-            self.submit_current()?;
-        }
-        Ok(())
-    }
-
     /// Zero-pads to the next 4 KiB boundary, writes everything and waits for it (the next
     /// byte then starts a fresh page, as segment files need).
     pub fn flush_padded(&mut self) -> Result<(), SpillError> {

@@ -43,9 +43,7 @@ use std::sync::Arc;
 
 use tracing::debug;
 
-use super::block::{
-    BlockEncoder, BlockHeader, Codec, Compression, BLOCK_HEADER_BYTES, MAX_BLOCK_BYTES,
-};
+use super::block::{BlockEncoder, Compression, BLOCK_HEADER_BYTES, MAX_BLOCK_BYTES};
 use super::direct::{DirectFile, DirectWriter, IoEngine};
 use super::index::{FileIndex, PartitionEntry, SegmentIndex};
 use super::SpillError;
@@ -107,19 +105,6 @@ struct OpenSegment {
     partitions: Vec<PartitionEntry>,
 }
 
-/// A block whose records are copied straight into the write buffer; its header is written
-/// when it closes (it never leaves the current buffer before then).
-struct FillingBlock {
-    partition: u32,
-    record_bytes: usize,
-    records: u32,
-    /// File offset of its header.
-    offset: u64,
-    /// Raw payload bytes so far, and at most.
-    len: usize,
-    capacity: usize,
-}
-
 /// Appends segments to one file; see the module documentation.
 pub struct SegmentFileWriter {
     // Configuration.
@@ -130,8 +115,6 @@ pub struct SegmentFileWriter {
     sink: DirectWriter,
     // State.
     open: Option<OpenSegment>,
-    /// A block being filled in place by [`Self::push_record`].
-    filling: Option<FillingBlock>,
     sealed: Vec<SegmentIndex>,
     stats: WriterStats,
     poisoned: Option<SpillError>,
@@ -178,7 +161,6 @@ impl SegmentFileWriter {
             encoder: BlockEncoder::new(),
             sink,
             open: None,
-            filling: None,
             sealed: Vec::new(),
             stats: WriterStats::default(),
             poisoned: None,
@@ -256,7 +238,7 @@ impl SegmentFileWriter {
     /// times in a row.
     /// `raw` may be at most [`MAX_BLOCK_BYTES`]; empty appends of zero records are ignored.
     pub fn append(&mut self, partition: u32, records: u32, raw: &[u8]) -> Result<(), SpillError> {
-        self.close_filling()?;
+        self.check_poisoned()?;
         if raw.is_empty() && records == 0 {
             return Ok(());
         }
@@ -279,7 +261,7 @@ impl SegmentFileWriter {
         record_bytes: usize,
         raw: &[u8],
     ) -> Result<(), SpillError> {
-        self.close_filling()?;
+        self.check_poisoned()?;
         if record_bytes == 0
             || record_bytes > MAX_BLOCK_BYTES
             || !raw.len().is_multiple_of(record_bytes)
@@ -301,113 +283,12 @@ impl SegmentFileWriter {
         Ok(())
     }
 
-    /// Appends one record of `partition` to the open segment, copied straight into the write
-    /// buffer (no staging copy): records of one partition and size gather in a block of at
-    /// most `block_bytes` raw bytes (and [`MAX_BLOCK_BYTES`]), closed when it is full, when
-    /// the partition or record size changes, or by any other call that writes.
-    ///
-    /// The bytes are those [`Self::append_records`] would write for the same records, except
-    /// that blocks end where the write buffer does (a block never straddles two buffers, but
-    /// for a one-record block when fewer bytes than a header and a record are left).
-    pub fn push_record(
-        &mut self,
-        partition: u32,
-        record: &[u8],
-        block_bytes: usize,
-    ) -> Result<(), SpillError> {
-        if let Some(block) = &self.filling {
-            if block.partition != partition
-                || block.record_bytes != record.len()
-                || block.len + record.len() > block.capacity
-            {
-                self.close_filling()?;
-            }
-        }
-        if self.filling.is_none() {
-            self.check_poisoned()?;
-            if record.is_empty() || record.len() > MAX_BLOCK_BYTES {
-                return Err(self.misuse(format!(
-                    "a record of {} bytes (1 to {MAX_BLOCK_BYTES} allowed)",
-                    record.len()
-                )));
-            }
-            self.check_order(partition)?;
-            let room = self.sink.spare().saturating_sub(BLOCK_HEADER_BYTES);
-            let capacity = block_bytes.min(MAX_BLOCK_BYTES).min(room) / record.len() * record.len();
-            if capacity == 0 {
-                let result = self.put_block(partition, 1, record);
-                return self.poison_on_error(result);
-            }
-            let offset = self.sink.position();
-            self.sink.extend(BLOCK_HEADER_BYTES);
-            self.filling = Some(FillingBlock {
-                partition,
-                record_bytes: record.len(),
-                records: 0,
-                offset,
-                len: 0,
-                capacity,
-            });
-        }
-        let block = self.filling.as_mut().expect("a block is filling");
-        self.sink.extend(record.len()).copy_from_slice(record);
-        block.records += 1;
-        block.len += record.len();
-        if block.len + record.len() > block.capacity {
-            self.close_filling()?;
-        }
-        Ok(())
-    }
-
-    /// Closes the block [`Self::push_record`] is filling, if any: compresses it in place
-    /// when that pays, writes its header, indexes it; checks the writer is not poisoned.
-    fn close_filling(&mut self) -> Result<(), SpillError> {
-        self.check_poisoned()?;
-        let Some(block) = self.filling.take() else {
-            return Ok(());
-        };
-        let payload_at = block.offset + BLOCK_HEADER_BYTES as u64;
-        let payload = self.sink.unsubmitted_mut(payload_at);
-        // Compressed bytes replace the raw ones in place, so only when they are fewer (forced
-        // lz4 on incompressible data is stored raw here).
-        let (codec, stored_len) = match self.encoder.compressed(payload, self.compression) {
-            Some(stored) if stored.len() < payload.len() => {
-                let stored_len = stored.len();
-                payload[..stored_len].copy_from_slice(stored);
-                (Codec::Lz4, stored_len)
-            }
-            _ => (Codec::None, block.len),
-        };
-        self.sink.truncate(payload_at + stored_len as u64);
-        let payload = self.sink.unsubmitted_mut(payload_at);
-        let header = BlockHeader {
-            codec,
-            raw_len: block.len as u32,
-            stored_len: stored_len as u32,
-            records: block.records,
-            partition: block.partition,
-            payload_crc32c: crc32c::crc32c(payload),
-        }
-        .to_bytes();
-        self.sink.unsubmitted_mut(block.offset)[..BLOCK_HEADER_BYTES].copy_from_slice(&header);
-        self.index_block(
-            block.partition,
-            block.offset,
-            &header,
-            stored_len,
-            block.records,
-            block.len,
-        );
-        let result = self.sink.submit_if_full();
-        self.poison_on_error(result)
-    }
-
     /// Ends the open segment (an empty one if none is open): pads it to 4 KiB, waits until
     /// all of it is written, and returns its index.
     ///
     /// Once this returns, readers may map the segment.
     pub fn seal_segment(&mut self) -> Result<SegmentIndex, SpillError> {
-        self.close_filling()?;
+        self.check_poisoned()?;
         let position = self.sink.position();
         let segment = self.open.take().unwrap_or_else(|| OpenSegment {
             segment: self.sealed.len() as u32,
@@ -438,7 +319,7 @@ impl SegmentFileWriter {
     /// Seals the open segment, if any, waits for the I/O thread and returns the whole-file
     /// index (see [`FileIndex::write_sidecar`] to store it).
     pub fn finish(mut self) -> Result<FileIndex, SpillError> {
-        if self.open.is_some() || self.filling.is_some() {
+        if self.open.is_some() {
             self.seal_segment()?;
         }
         self.check_poisoned()?;
