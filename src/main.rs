@@ -341,7 +341,7 @@ struct BenchArgs {
     runs: u32,
     /// Add the out-of-core case: a binary input far larger than --memory, sorted with spills
     /// against the two-pass disk floor; default, pwrite, no-lz4 and lz4 variants. Needs 3.3×
-    /// the input in free space (checked first).
+    /// the input in free space, 4.4× with staged or mapreduce in --modes (checked first).
     #[arg(long)]
     out_of_core: bool,
     /// Records of the out-of-core case (160M = 16 GB).

@@ -243,7 +243,7 @@ pub(super) fn run_out_of_core(
     let input = work.file(&format!("{stem}.in"));
     let spill_dir = work.file("spill");
     let bytes = ooc.bytes();
-    let free_bytes_before = check_free_space(&work.path, ooc)?;
+    let free_bytes_before = check_free_space(&work.path, ooc, !config.extra_modes.is_empty())?;
     fs::create_dir_all(&spill_dir).map_err(|source| BenchError::Io {
         op: "create the spill folder",
         path: spill_dir.clone(),

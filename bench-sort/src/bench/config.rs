@@ -52,10 +52,12 @@ impl OutOfCoreConfig {
         self.records.saturating_mul(RECORD_LEN as u64)
     }
 
-    /// Free space the case needs: input, spill and output at once (spills may not compress),
-    /// plus 10%.
-    pub fn needed_bytes(&self) -> u64 {
-        self.bytes().saturating_mul(3).saturating_mul(11) / 10
+    /// Free space the case needs, plus 10%: input, spill and output at once (spills may not
+    /// compress); with `blocking_modes` (`staged`, `mapreduce`) also the map outputs, which
+    /// stay on disk while the reducers spill their runs.
+    pub fn needed_bytes(&self, blocking_modes: bool) -> u64 {
+        let copies = if blocking_modes { 4 } else { 3 };
+        self.bytes().saturating_mul(copies).saturating_mul(11) / 10
     }
 }
 
@@ -310,7 +312,8 @@ mod tests {
             memory_bytes: 2 << 30,
         };
         assert_eq!(ooc.bytes(), 16_000_000_000);
-        assert_eq!(ooc.needed_bytes(), 52_800_000_000);
+        assert_eq!(ooc.needed_bytes(false), 52_800_000_000);
+        assert_eq!(ooc.needed_bytes(true), 70_400_000_000);
         config.out_of_core = Some(ooc);
         assert!(
             config.check().is_ok(),

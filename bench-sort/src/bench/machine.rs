@@ -128,15 +128,20 @@ fn unescape_mountinfo(field: &str) -> String {
 
 /// Checks that the file system of `dir` has room for the out-of-core case; returns the free
 /// bytes.
-pub(super) fn check_free_space(dir: &Path, ooc: &OutOfCoreConfig) -> Result<u64, BenchError> {
+pub(super) fn check_free_space(
+    dir: &Path,
+    ooc: &OutOfCoreConfig,
+    blocking_modes: bool,
+) -> Result<u64, BenchError> {
     let available_bytes = free_bytes(dir)?;
-    let needed_bytes = ooc.needed_bytes();
+    let needed_bytes = ooc.needed_bytes(blocking_modes);
     if available_bytes < needed_bytes {
         return Err(BenchError::NoSpace {
             dir: dir.to_path_buf(),
             what: format!(
-                "the out-of-core case ({:.1} GB of input, spill and output at once, plus 10%)",
-                ooc.bytes() as f64 / 1e9
+                "the out-of-core case ({:.1} GB of input, {}spill and output at once, plus 10%)",
+                ooc.bytes() as f64 / 1e9,
+                if blocking_modes { "map outputs, " } else { "" }
             ),
             needed_bytes,
             available_bytes,
@@ -207,7 +212,7 @@ mod tests {
             records: 1 << 50,
             memory_bytes: 2 << 30,
         };
-        let error = check_free_space(dir.path(), &huge).unwrap_err();
+        let error = check_free_space(dir.path(), &huge, true).unwrap_err();
         assert!(matches!(error, BenchError::NoSpace { .. }), "{error:?}");
         let text = error.to_string();
         assert!(

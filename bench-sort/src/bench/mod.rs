@@ -170,7 +170,7 @@ pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport,
     };
     if let Some(ooc) = &config.out_of_core {
         // Fail before spending minutes on the other cases.
-        check_free_space(&work.path, ooc)?;
+        check_free_space(&work.path, ooc, !config.extra_modes.is_empty())?;
     }
     // In memory, one case at a time holds its input, the floor's copy and the sort's output.
     if let Some(&largest) = config.records.iter().max() {
