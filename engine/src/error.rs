@@ -62,6 +62,8 @@ pub enum EngineError {
     Shuffle(ShuffleError),
     #[error(transparent)]
     Spill(#[from] shuffle::spill::SpillError),
+    #[error(transparent)]
+    Batch(#[from] crate::batch::BatchError),
     #[error("integrity check failed: {what}; this is a bug, please report it")]
     Integrity { what: String },
     /// A failure injected by the test hook `MILLRACE_FAIL_ATTEMPTS`.
@@ -99,7 +101,8 @@ impl EngineError {
             | Self::BudgetTooSmall { .. }
             | Self::DiskFull { .. }
             | Self::TooMany { .. }
-            | Self::InvalidJob { .. } => ErrorDomain::User,
+            | Self::InvalidJob { .. }
+            | Self::Batch(_) => ErrorDomain::User,
             // A full disk stays full for the next attempt: the user's to fix, not retried.
             Self::Spill(error) if error.is_disk_full() => ErrorDomain::User,
             Self::Io { .. } | Self::Shuffle(_) | Self::Spill(_) | Self::Injected { .. } => {

@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 //! **Invariant:** `unsafe` only in `record/crc32.rs` (CPU-feature dispatch, prefetch), `terasort/input.rs` (mapping the input) and `memory::cap_allocator_arenas` (one `mallopt` call).
 
+pub mod batch;
 pub mod cleanup;
 mod error;
 pub mod graph;

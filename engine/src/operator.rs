@@ -50,6 +50,12 @@ pub enum OperatorDescriptor {
     /// `mapreduce` reduce task: copies map outputs, merges them into its range.
     #[serde(rename = "terasort.merging-reduce")]
     TeraSortMergingReduce(terasort::MergingReduceConfig),
+    /// General batch job, map side: source, row operators, partial aggregate, hash partitions.
+    #[serde(rename = "batch.map")]
+    BatchMap(crate::batch::BatchMapConfig),
+    /// General batch job, reduce side: final aggregate, CSV part.
+    #[serde(rename = "batch.reduce")]
+    BatchReduce(crate::batch::BatchReduceConfig),
     /// An operator defined outside this enum (tests, tools): its kind and integer arguments
     /// that its factory reads.
     #[serde(rename = "generic")]
@@ -65,6 +71,8 @@ impl OperatorDescriptor {
             Self::TeraSortExternalSort(_) => "terasort.external-sort",
             Self::TeraSortSortingMap(_) => "terasort.sorting-map",
             Self::TeraSortMergingReduce(_) => "terasort.merging-reduce",
+            Self::BatchMap(_) => "batch.map",
+            Self::BatchReduce(_) => "batch.reduce",
             Self::Generic { kind, .. } => kind,
         }
     }
@@ -115,6 +123,7 @@ impl OperatorRegistry {
     pub fn with_builtins() -> Self {
         let mut registry = Self::new();
         terasort::register_operators(&mut registry);
+        crate::batch::register_operators(&mut registry);
         registry
     }
 

@@ -527,7 +527,20 @@ impl OutputFile {
         len: u64,
         chunk_bytes: usize,
     ) -> Result<RangeWriter, EngineError> {
-        RangeWriter::new(self, start, len, chunk_bytes)
+        RangeWriter::new(self, start, Some(len), chunk_bytes)
+    }
+
+    /// Empties the file (a retried attempt rewrites its part from the start).
+    pub fn truncate(&self) -> Result<(), EngineError> {
+        self.buffered
+            .set_len(0)
+            .map_err(|e| EngineError::io("truncate", &self.shown, 0, e))
+    }
+
+    /// A writer from the start of this file whose length is known only at the end (a part
+    /// file of rows).
+    pub fn writer(&self, chunk_bytes: usize) -> Result<RangeWriter, EngineError> {
+        RangeWriter::new(self, 0, None, chunk_bytes)
     }
 }
 
@@ -569,14 +582,15 @@ pub struct RangeWriter {
     inner: DirectWriter,
     /// The path the user asked for (named in errors).
     path: PathBuf,
-    end: u64,
+    /// Where the range ends, when it is fixed.
+    end: Option<u64>,
 }
 
 impl RangeWriter {
     fn new(
         file: &OutputFile,
         start: u64,
-        len: u64,
+        len: Option<u64>,
         chunk_bytes: usize,
     ) -> Result<Self, EngineError> {
         let target = DirectFile {
@@ -590,7 +604,7 @@ impl RangeWriter {
         Ok(Self {
             inner,
             path: file.shown.clone(),
-            end: start + len,
+            end: len.map(|len| start + len),
         })
     }
 
@@ -603,7 +617,9 @@ impl RangeWriter {
     /// The output's own error for a failed write: a full disk names what is still to be
     /// written to this range.
     fn error(&self, error: SpillError) -> EngineError {
-        let unwritten = self.end.saturating_sub(self.inner.position());
+        let unwritten = self
+            .end
+            .map_or(0, |end| end.saturating_sub(self.inner.position()));
         match error {
             SpillError::DiskFull { needed_bytes, .. } => EngineError::DiskFull {
                 path: self.path.clone(),
@@ -626,12 +642,11 @@ impl RangeWriter {
     /// written.
     pub fn finish(mut self) -> Result<WriteStats, EngineError> {
         let written_end = self.inner.position();
-        if written_end != self.end {
+        if let Some(end) = self.end.filter(|&end| end != written_end) {
             return Err(EngineError::Internal {
                 what: format!(
-                    "{}: range ends at {} but bytes were written up to {written_end}",
+                    "{}: range ends at {end} but bytes were written up to {written_end}",
                     self.path.display(),
-                    self.end,
                 ),
             });
         }

@@ -287,7 +287,8 @@ mod tests {
             let back: OperatorDescriptor = postcard::from_bytes(&bytes).unwrap();
             assert_eq!(back, descriptor);
         }
-        for kind in registry.kinds() {
+        // TeraSort's kinds here; `batch.*` in `crate::batch`'s own round-trip test.
+        for kind in registry.kinds().filter(|k| k.starts_with("terasort.")) {
             assert!(covered.contains(kind), "no descriptor of {kind} tested");
         }
     }

@@ -1,0 +1,699 @@
+//! Hash aggregation of Arrow batches, in two phases: a *partial* aggregate before the
+//! exchange (one per map subtask; it emits its groups' states when memory runs out and starts
+//! again, so map memory stays bounded) and a *final* aggregate after it (one per key group
+//! owner; merges the states of every partial aggregate of its keys).
+//!
+//! Group keys are normalized to comparable bytes with `arrow-row` (any key types, nulls
+//! included), so a group is a byte string in a hash map, as the sorter's keys are.
+//!
+//! ```text
+//! rows ──update──► partial states ──(exchange by key hash)──merge──► final states ──► rows
+//!                  keys + per call: count | sum | min | max | avg as (sum, count)
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::builder::{Float64Builder, Int64Builder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_row::{RowConverter, SortField};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use super::BatchError;
+
+/// An aggregate function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AggFunc {
+    /// Rows (no column) or non-null values of a column.
+    Count,
+    Sum,
+    Min,
+    Max,
+    /// Mean of the non-null values, as a float.
+    Avg,
+}
+
+/// One aggregate of a step: `func(column) AS name`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggCall {
+    #[serde(rename = "fn")]
+    pub func: AggFunc,
+    /// The column aggregated; `None` only for `count` (rows).
+    #[serde(default)]
+    pub column: Option<String>,
+    /// The output column's name.
+    #[serde(rename = "as")]
+    pub name: String,
+}
+
+/// Group by `keys`, computing `aggregates`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateSpec {
+    pub keys: Vec<String>,
+    pub aggregates: Vec<AggCall>,
+}
+
+/// The numeric kind of an aggregated column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Num {
+    Int,
+    Float,
+}
+
+/// A call resolved against the input schema.
+#[derive(Clone, Debug)]
+struct Call {
+    func: AggFunc,
+    column: Option<usize>,
+    num: Num,
+    name: String,
+}
+
+/// One group's state for one call.
+#[derive(Clone, Copy, Debug)]
+enum Acc {
+    Count(i64),
+    /// Min or max of integers.
+    Int(Option<i64>),
+    /// Sum of integers, wide so that no sum of i64 values can overflow it.
+    IntSum(Option<i128>),
+    Float(Option<f64>),
+    Avg(f64, i64),
+}
+
+impl AggregateSpec {
+    /// The schema of the partial states for an input of `input` schema, and the final
+    /// output's schema; errors name the column that is missing or has the wrong type.
+    pub fn schemas(&self, input: &Schema) -> Result<(SchemaRef, SchemaRef), BatchError> {
+        let (keys, calls) = self.resolve(input)?;
+        let key_fields: Vec<Field> = keys
+            .iter()
+            .map(|&k| input.field(k).clone().with_nullable(true))
+            .collect();
+        let mut partial = key_fields.clone();
+        let mut output = key_fields;
+        for call in &calls {
+            let value = match call.num {
+                Num::Int => DataType::Int64,
+                Num::Float => DataType::Float64,
+            };
+            match call.func {
+                AggFunc::Count => {
+                    partial.push(Field::new(&call.name, DataType::Int64, false));
+                    output.push(Field::new(&call.name, DataType::Int64, false));
+                }
+                AggFunc::Sum | AggFunc::Min | AggFunc::Max => {
+                    partial.push(Field::new(&call.name, value.clone(), true));
+                    output.push(Field::new(&call.name, value, true));
+                }
+                AggFunc::Avg => {
+                    partial.push(Field::new(
+                        format!("{}.sum", call.name),
+                        DataType::Float64,
+                        false,
+                    ));
+                    partial.push(Field::new(
+                        format!("{}.count", call.name),
+                        DataType::Int64,
+                        false,
+                    ));
+                    output.push(Field::new(&call.name, DataType::Float64, true));
+                }
+            }
+        }
+        Ok((
+            Arc::new(Schema::new(partial)),
+            Arc::new(Schema::new(output)),
+        ))
+    }
+
+    fn resolve(&self, input: &Schema) -> Result<(Vec<usize>, Vec<Call>), BatchError> {
+        let column = |name: &str| {
+            input.index_of(name).map_err(|_| BatchError::UnknownColumn {
+                column: name.to_string(),
+                available: input.fields().iter().map(|f| f.name().clone()).collect(),
+            })
+        };
+        if self.keys.is_empty() {
+            return Err(BatchError::Spec {
+                what: "an aggregate needs at least one key".into(),
+            });
+        }
+        let keys = self
+            .keys
+            .iter()
+            .map(|k| column(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut calls = Vec::new();
+        for call in &self.aggregates {
+            let index = match &call.column {
+                Some(name) => Some(column(name)?),
+                None if call.func == AggFunc::Count => None,
+                None => {
+                    return Err(BatchError::Spec {
+                        what: format!("aggregate {:?} needs a column", call.name),
+                    })
+                }
+            };
+            let num = match index.map(|i| input.field(i).data_type()) {
+                Some(DataType::Float64) => Num::Float,
+                Some(DataType::Int64) | None => Num::Int,
+                Some(_) if call.func == AggFunc::Count => Num::Int,
+                Some(other) => {
+                    return Err(BatchError::TypeMismatch {
+                        column: call.column.clone().unwrap_or_default(),
+                        found: other.to_string(),
+                        expected: format!("Int64 or Float64 for {:?}", call.func),
+                    })
+                }
+            };
+            calls.push(Call {
+                func: call.func,
+                column: index,
+                num,
+                name: call.name.clone(),
+            });
+        }
+        Ok((keys, calls))
+    }
+}
+
+/// Which side of the exchange an aggregate runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Input rows in, partial states out.
+    Partial,
+    /// Partial states in, final rows out.
+    Final,
+}
+
+/// A hash aggregate over batches of one schema.
+pub struct HashAggregate {
+    phase: Phase,
+    keys: Vec<usize>,
+    calls: Vec<Call>,
+    converter: RowConverter,
+    groups: HashMap<Box<[u8]>, usize>,
+    /// Group keys in first-seen order (normalized bytes).
+    order: Vec<Box<[u8]>>,
+    accs: Vec<Acc>,
+    partial_schema: SchemaRef,
+    output_schema: SchemaRef,
+    /// Bytes the groups hold, estimated (keys, states, map slots).
+    bytes: usize,
+}
+
+impl HashAggregate {
+    /// An aggregate of `spec` whose *original* input has schema `input` (the final phase
+    /// reads partial states of that input).
+    pub fn new(spec: &AggregateSpec, input: &Schema, phase: Phase) -> Result<Self, BatchError> {
+        let (keys, calls) = spec.resolve(input)?;
+        let (partial_schema, output_schema) = spec.schemas(input)?;
+        let fields = keys
+            .iter()
+            .map(|&k| SortField::new(input.field(k).data_type().clone()))
+            .collect();
+        let converter = RowConverter::new(fields).map_err(BatchError::arrow("key rows"))?;
+        let keys = match phase {
+            Phase::Partial => keys,
+            Phase::Final => (0..keys.len()).collect(),
+        };
+        Ok(Self {
+            phase,
+            keys,
+            calls,
+            converter,
+            groups: HashMap::new(),
+            order: Vec::new(),
+            accs: Vec::new(),
+            partial_schema,
+            output_schema,
+            bytes: 0,
+        })
+    }
+
+    /// The schema of what [`Self::emit`] returns.
+    pub fn output_schema(&self) -> SchemaRef {
+        match self.phase {
+            Phase::Partial => self.partial_schema.clone(),
+            Phase::Final => self.output_schema.clone(),
+        }
+    }
+
+    /// Groups held now.
+    pub fn groups(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Estimated bytes the groups hold.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Adds a batch: input rows (partial phase) or partial states (final phase).
+    pub fn push(&mut self, batch: &RecordBatch) -> Result<(), BatchError> {
+        let key_columns: Vec<ArrayRef> =
+            self.keys.iter().map(|&k| batch.column(k).clone()).collect();
+        let rows = self
+            .converter
+            .convert_columns(&key_columns)
+            .map_err(BatchError::arrow("key rows"))?;
+        let per_group = self.calls.len().max(1);
+        let mut group_of = Vec::with_capacity(batch.num_rows());
+        for row in rows.iter() {
+            let bytes = row.as_ref();
+            let group = match self.groups.get(bytes) {
+                Some(&g) => g,
+                None => {
+                    let g = self.order.len();
+                    let key: Box<[u8]> = bytes.into();
+                    self.bytes += 2 * key.len() + 64 + per_group * std::mem::size_of::<Acc>();
+                    self.groups.insert(key.clone(), g);
+                    self.order.push(key);
+                    for call in &self.calls {
+                        self.accs.push(Acc::empty(call));
+                    }
+                    g
+                }
+            };
+            group_of.push(group);
+        }
+        let n = self.calls.len();
+        match self.phase {
+            Phase::Partial => {
+                for (c, call) in self.calls.iter().enumerate() {
+                    let column = call.column.map(|i| batch.column(i).as_ref());
+                    for (row, &g) in group_of.iter().enumerate() {
+                        self.accs[g * n + c].update(call, column, row);
+                    }
+                }
+            }
+            Phase::Final => {
+                let mut at = self.keys.len();
+                for (c, call) in self.calls.iter().enumerate() {
+                    let width = if call.func == AggFunc::Avg { 2 } else { 1 };
+                    let states = &batch.columns()[at..at + width];
+                    at += width;
+                    for (row, &g) in group_of.iter().enumerate() {
+                        self.accs[g * n + c].merge(call, states, row);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every group as rows of [`Self::output_schema`] (batches of at most `batch_rows`), and
+    /// forgets them.
+    pub fn emit(&mut self, batch_rows: usize) -> Result<Vec<RecordBatch>, BatchError> {
+        let parser = self.converter.parser();
+        let n = self.calls.len();
+        let mut batches = Vec::new();
+        let groups = self.order.len();
+        for start in (0..groups).step_by(batch_rows.max(1)) {
+            let end = (start + batch_rows.max(1)).min(groups);
+            let mut columns = self
+                .converter
+                .convert_rows(self.order[start..end].iter().map(|k| parser.parse(k)))
+                .map_err(BatchError::arrow("group keys"))?;
+            for (c, call) in self.calls.iter().enumerate() {
+                let accs = (start..end).map(|g| self.accs[g * n + c]);
+                columns.extend(finish(call, accs, self.phase)?);
+            }
+            let batch = RecordBatch::try_new(self.output_schema(), columns)
+                .map_err(BatchError::arrow("aggregate output"))?;
+            batches.push(batch);
+        }
+        self.groups.clear();
+        self.order.clear();
+        self.accs.clear();
+        self.bytes = 0;
+        Ok(batches)
+    }
+}
+
+/// The columns of one call for a run of groups.
+fn finish(
+    call: &Call,
+    accs: impl Iterator<Item = Acc>,
+    phase: Phase,
+) -> Result<Vec<ArrayRef>, BatchError> {
+    let mut ints = Int64Builder::new();
+    let mut floats = Float64Builder::new();
+    let mut counts = Int64Builder::new();
+    for acc in accs {
+        match acc {
+            Acc::Count(n) => ints.append_value(n),
+            Acc::Int(v) => ints.append_option(v),
+            Acc::IntSum(v) => {
+                let v = v
+                    .map(i64::try_from)
+                    .transpose()
+                    .map_err(|_| BatchError::Overflow {
+                        column: call.name.clone(),
+                    })?;
+                ints.append_option(v)
+            }
+            Acc::Float(v) => floats.append_option(v),
+            Acc::Avg(sum, n) => match phase {
+                Phase::Partial => {
+                    floats.append_value(sum);
+                    counts.append_value(n);
+                }
+                Phase::Final => floats.append_option((n > 0).then(|| sum / n as f64)),
+            },
+        }
+    }
+    Ok(match (call.func, call.num) {
+        (AggFunc::Avg, _) if phase == Phase::Partial => {
+            vec![Arc::new(floats.finish()), Arc::new(counts.finish())]
+        }
+        (AggFunc::Avg, _) | (AggFunc::Sum | AggFunc::Min | AggFunc::Max, Num::Float) => {
+            vec![Arc::new(floats.finish())]
+        }
+        _ => vec![Arc::new(ints.finish())],
+    })
+}
+
+impl Acc {
+    fn empty(call: &Call) -> Self {
+        match (call.func, call.num) {
+            (AggFunc::Count, _) => Acc::Count(0),
+            (AggFunc::Avg, _) => Acc::Avg(0.0, 0),
+            (AggFunc::Sum, Num::Int) => Acc::IntSum(None),
+            (_, Num::Int) => Acc::Int(None),
+            (_, Num::Float) => Acc::Float(None),
+        }
+    }
+
+    /// Adds input row `row` of `column` (`None`: count rows).
+    fn update(&mut self, call: &Call, column: Option<&dyn Array>, row: usize) {
+        let Some(column) = column else {
+            if let Acc::Count(n) = self {
+                *n += 1;
+            }
+            return;
+        };
+        if column.is_null(row) {
+            return;
+        }
+        match self {
+            Acc::Count(n) => *n += 1,
+            Acc::Int(v) => {
+                let x = column.as_primitive::<Int64Type>().value(row);
+                *v = Some(combine(call.func, *v, x));
+            }
+            Acc::IntSum(v) => {
+                *v = Some(
+                    v.unwrap_or(0) + i128::from(column.as_primitive::<Int64Type>().value(row)),
+                );
+            }
+            Acc::Float(v) => {
+                let x = column.as_primitive::<Float64Type>().value(row);
+                *v = Some(combine(call.func, *v, x));
+            }
+            Acc::Avg(sum, n) => {
+                *sum += match call.num {
+                    Num::Int => column.as_primitive::<Int64Type>().value(row) as f64,
+                    Num::Float => column.as_primitive::<Float64Type>().value(row),
+                };
+                *n += 1;
+            }
+        }
+    }
+
+    /// Merges partial state row `row` (`states`: one column, two for avg).
+    fn merge(&mut self, call: &Call, states: &[ArrayRef], row: usize) {
+        let state = &states[0];
+        match self {
+            Acc::Count(n) => *n += state.as_primitive::<Int64Type>().value(row),
+            Acc::Avg(sum, n) => {
+                *sum += state.as_primitive::<Float64Type>().value(row);
+                *n += states[1].as_primitive::<Int64Type>().value(row);
+            }
+            _ if state.is_null(row) => {}
+            Acc::Int(v) => {
+                let x = state.as_primitive::<Int64Type>().value(row);
+                *v = Some(combine(call.func, *v, x));
+            }
+            Acc::IntSum(v) => {
+                *v =
+                    Some(v.unwrap_or(0) + i128::from(state.as_primitive::<Int64Type>().value(row)));
+            }
+            Acc::Float(v) => {
+                let x = state.as_primitive::<Float64Type>().value(row);
+                *v = Some(combine(call.func, *v, x));
+            }
+        }
+    }
+}
+
+/// `func` of an accumulated value and a new one.
+fn combine<T: PartialOrd + std::ops::Add<Output = T> + Copy>(
+    func: AggFunc,
+    acc: Option<T>,
+    x: T,
+) -> T {
+    match acc {
+        None => x,
+        Some(a) => match func {
+            AggFunc::Sum => a + x,
+            AggFunc::Min => {
+                if x < a {
+                    x
+                } else {
+                    a
+                }
+            }
+            AggFunc::Max => {
+                if x > a {
+                    x
+                } else {
+                    a
+                }
+            }
+            AggFunc::Count | AggFunc::Avg => a,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Float64Array, Int64Array, StringArray};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    type Row = (Option<String>, Option<i64>, Option<i64>, Option<f64>);
+
+    fn spec() -> AggregateSpec {
+        let call = |func, column: Option<&str>, name: &str| AggCall {
+            func,
+            column: column.map(str::to_string),
+            name: name.to_string(),
+        };
+        AggregateSpec {
+            keys: vec!["k".into(), "g".into()],
+            aggregates: vec![
+                call(AggFunc::Count, None, "rows"),
+                call(AggFunc::Count, Some("v"), "values"),
+                call(AggFunc::Sum, Some("v"), "sum"),
+                call(AggFunc::Min, Some("v"), "min"),
+                call(AggFunc::Max, Some("f"), "fmax"),
+                call(AggFunc::Avg, Some("v"), "avg"),
+            ],
+        }
+    }
+
+    fn batch(rows: &[Row]) -> RecordBatch {
+        RecordBatch::try_from_iter([
+            (
+                "k",
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+                )) as ArrayRef,
+            ),
+            (
+                "g",
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )) as ArrayRef,
+            ),
+            (
+                "v",
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+                )) as ArrayRef,
+            ),
+            (
+                "f",
+                Arc::new(Float64Array::from(
+                    rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+                )) as ArrayRef,
+            ),
+        ])
+        .unwrap()
+    }
+
+    /// The oracle: a plain fold over the rows, one output line per group as text.
+    fn oracle(rows: &[Row]) -> BTreeMap<String, String> {
+        let mut groups: BTreeMap<(Option<String>, Option<i64>), Vec<&Row>> = BTreeMap::new();
+        for row in rows {
+            groups.entry((row.0.clone(), row.1)).or_default().push(row);
+        }
+        groups
+            .into_iter()
+            .map(|((k, g), rows)| {
+                let values: Vec<i64> = rows.iter().filter_map(|r| r.2).collect();
+                let floats: Vec<f64> = rows.iter().filter_map(|r| r.3).collect();
+                let sum = (!values.is_empty()).then(|| values.iter().sum::<i64>());
+                let avg = (!values.is_empty())
+                    .then(|| values.iter().sum::<i64>() as f64 / values.len() as f64);
+                let fmax = floats.iter().copied().reduce(f64::max);
+                (
+                    format!("{k:?}|{g:?}"),
+                    format!(
+                        "{}|{}|{sum:?}|{:?}|{fmax:?}|{avg:?}",
+                        rows.len(),
+                        values.len(),
+                        values.iter().min()
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    fn lines(batches: &[RecordBatch]) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for b in batches {
+            let k = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+            let g = b.column(1).as_primitive::<Int64Type>();
+            let int = |c: usize, i: usize| {
+                let a = b.column(c).as_primitive::<Int64Type>();
+                (!a.is_null(i)).then(|| a.value(i))
+            };
+            let float = |c: usize, i: usize| {
+                let a = b.column(c).as_primitive::<Float64Type>();
+                (!a.is_null(i)).then(|| a.value(i))
+            };
+            for i in 0..b.num_rows() {
+                let key = format!(
+                    "{:?}|{:?}",
+                    (!k.is_null(i)).then(|| k.value(i).to_string()),
+                    (!g.is_null(i)).then(|| g.value(i))
+                );
+                let value = format!(
+                    "{}|{}|{:?}|{:?}|{:?}|{:?}",
+                    int(2, i).unwrap(),
+                    int(3, i).unwrap(),
+                    int(4, i),
+                    int(5, i),
+                    float(6, i),
+                    float(7, i)
+                );
+                assert!(
+                    out.insert(key.clone(), value).is_none(),
+                    "group {key} emitted twice"
+                );
+            }
+        }
+        out
+    }
+
+    fn rows() -> impl Strategy<Value = Vec<Row>> {
+        prop::collection::vec(
+            (
+                prop::option::weighted(0.9, "[ab]{0,2}"),
+                prop::option::weighted(0.9, 0i64..3),
+                prop::option::weighted(0.8, -1000i64..1000),
+                prop::option::weighted(0.8, -10.0f64..10.0),
+            ),
+            0..300,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Any split of the rows over partial aggregates (emitting early at random points, as
+        /// a map does when memory runs out) and any number of final aggregates fed by key hash
+        /// give the oracle's groups: heavy duplicates, null keys and null values included.
+        #[test]
+        fn two_phases_equal_the_oracle(
+            rows in rows(),
+            maps in 1usize..4,
+            reducers in 1usize..4,
+            flush_every in 0usize..50,
+        ) {
+            let spec = spec();
+            let input = batch(&[]).schema();
+            let mut finals: Vec<HashAggregate> = (0..reducers)
+                .map(|_| HashAggregate::new(&spec, &input, Phase::Final).unwrap())
+                .collect();
+            let key_types: Vec<SortField> = input.fields()[..2].iter().map(|f| SortField::new(f.data_type().clone())).collect();
+            let converter = RowConverter::new(key_types).unwrap();
+            let mut route = |partials: Vec<RecordBatch>| {
+                for p in partials {
+                    let keys = converter.convert_columns(&p.columns()[..2]).unwrap();
+                    for (i, owner) in crate::batch::consumers_of(&keys, 16, reducers).into_iter().enumerate() {
+                        finals[owner as usize].push(&p.slice(i, 1)).unwrap();
+                    }
+                }
+            };
+            for m in 0..maps {
+                let mut partial = HashAggregate::new(&spec, &input, Phase::Partial).unwrap();
+                let mine: Vec<Row> = rows.iter().skip(m).step_by(maps).cloned().collect();
+                for (i, chunk) in mine.chunks(7).enumerate() {
+                    partial.push(&batch(chunk)).unwrap();
+                    if flush_every > 0 && i % flush_every == 0 {
+                        route(partial.emit(5).unwrap());
+                    }
+                }
+                route(partial.emit(5).unwrap());
+            }
+            let output: Vec<RecordBatch> = finals.iter_mut().flat_map(|f| f.emit(4).unwrap()).collect();
+            prop_assert_eq!(lines(&output), oracle(&rows));
+        }
+    }
+
+    #[test]
+    fn errors_name_the_column() {
+        let input = batch(&[]).schema();
+        let mut bad = spec();
+        bad.keys = vec!["nope".into()];
+        let e = HashAggregate::new(&bad, &input, Phase::Partial)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("\"nope\"") && e.contains("k, g, v, f"), "{e}");
+        let mut bad = spec();
+        bad.aggregates[2].column = Some("k".into());
+        let e = HashAggregate::new(&bad, &input, Phase::Partial)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("\"k\"") && e.contains("Utf8"), "{e}");
+    }
+
+    #[test]
+    fn a_sum_past_i64_is_an_error_not_a_wrapped_value() {
+        let spec = AggregateSpec {
+            keys: vec!["k".into()],
+            aggregates: vec![AggCall {
+                func: AggFunc::Sum,
+                column: Some("v".into()),
+                name: "s".into(),
+            }],
+        };
+        let rows: Vec<Row> = vec![(Some("a".into()), None, Some(i64::MAX), None); 2];
+        let mut agg = HashAggregate::new(&spec, &batch(&[]).schema(), Phase::Partial).unwrap();
+        agg.push(&batch(&rows)).unwrap();
+        let e = agg.emit(10).unwrap_err().to_string();
+        assert!(e.contains("\"s\""), "{e}");
+    }
+}

@@ -1,0 +1,79 @@
+//! General batch jobs: Arrow record batches moving through the same runtime as TeraSort —
+//! the same job graph, scheduler, exchanges (pipelined, blocking), memory budget and output
+//! commit.
+//!
+//! - `codec`: a batch ↔ the bytes of one exchange buffer (Arrow IPC stream).
+//! - `aggregate`: the two-phase hash aggregate (partial before the exchange, final after).
+//! - `source`: text lines and CSV records from byte-range splits aligned to line ends.
+//! - `spec`: the TOML job spec, checked step by step, planned into a job graph; `explain`.
+//! - `operators`: the vertices' code (`batch.map`: source, row operators, partial aggregate,
+//!   hash partitioning; `batch.reduce`: final aggregate and the CSV sink) and [`run`].
+//!
+//! Group keys are hashed (CRC-32 of their normalized `arrow-row` bytes) into key groups, each
+//! owned by one consumer, as Flink does; equal keys always meet in one consumer.
+
+pub mod aggregate;
+mod codec;
+mod operators;
+mod source;
+pub mod spec;
+
+pub use codec::{decode, encode};
+pub use operators::{
+    plan, register_operators, run, BatchJobConfig, BatchJobResult, BatchMapConfig,
+    BatchReduceConfig,
+};
+pub use spec::{explain, JobSpec};
+
+/// What can go wrong in a batch job before or while it runs; each names the step, column or
+/// file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("job spec {path}: {reason}")]
+    BadSpec { path: String, reason: String },
+    #[error("{what}")]
+    Spec { what: String },
+    #[error("column {column:?} does not exist (the step's input has {})", available.join(", "))]
+    UnknownColumn {
+        column: String,
+        available: Vec<String>,
+    },
+    #[error("column {column:?} is {found}; expected {expected}")]
+    TypeMismatch {
+        column: String,
+        found: String,
+        expected: String,
+    },
+    #[error("the sum {column:?} does not fit a 64-bit integer")]
+    Overflow { column: String },
+    #[error("{file}: {what}")]
+    BadInput { file: String, what: String },
+    #[error("{what}: {reason}")]
+    Arrow { what: &'static str, reason: String },
+}
+
+impl BatchError {
+    /// Maps an Arrow error while doing `what`.
+    pub(crate) fn arrow(what: &'static str) -> impl Fn(arrow_schema::ArrowError) -> Self {
+        move |e| Self::Arrow {
+            what,
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// The consumer of each row: its key hashed into one of `key_groups` groups, each owned by
+/// one of `consumers` (Flink's `keyGroup * consumers / keyGroups`).
+pub(crate) fn consumers_of(
+    rows: &arrow_row::Rows,
+    key_groups: usize,
+    consumers: usize,
+) -> Vec<u32> {
+    let key_groups = key_groups.max(1);
+    rows.iter()
+        .map(|row| {
+            let group = crc32fast::hash(row.as_ref()) as usize % key_groups;
+            (group * consumers / key_groups) as u32
+        })
+        .collect()
+}
