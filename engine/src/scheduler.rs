@@ -228,6 +228,24 @@ pub fn injected_failures() -> Vec<(String, usize, u32)> {
         .collect()
 }
 
+/// Runs `graph` on a runtime of its own (a worker thread per core) and returns when every
+/// subtask ended; the runtime is shut down before this returns.
+pub fn run_job(
+    graph: JobGraph,
+    job_start: Instant,
+    env: &JobEnv,
+) -> Result<JobResult, EngineError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .thread_name("millrace-task")
+        .enable_all()
+        .build()
+        .map_err(|e| EngineError::Internal {
+            what: format!("cannot start the runtime: {e}"),
+        })?;
+    execute(graph, &runtime, job_start, env)
+}
+
 /// Runs `graph` to completion on `runtime`, region by region (see the module docs).
 ///
 /// A failed subtask whose edges are all blocking (its region is itself alone) is retried,

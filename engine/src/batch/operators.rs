@@ -204,10 +204,8 @@ impl Frames {
 
 struct MapTask(BatchMapConfig);
 
-/// What a map's blocking thread hands the async side.
-enum ToSend {
-    Frame(usize, Vec<u8>),
-}
+/// What a map's blocking thread hands the async side: a frame for one consumer.
+type ToSend = (usize, Vec<u8>);
 
 impl Invokable for MapTask {
     fn invoke(
@@ -235,7 +233,7 @@ impl Invokable for MapTask {
             });
             let out = &mut ctx.outputs[0];
             let mut partition_records = vec![0u64; consumers];
-            while let Some(ToSend::Frame(consumer, bytes)) = rx.recv().await {
+            while let Some((consumer, bytes)) = rx.recv().await {
                 report.bytes_out += bytes.len() as u64;
                 partition_records[consumer] += 1;
                 out.send(consumer, Buffer::from(bytes)).await?;
@@ -304,10 +302,7 @@ fn map_splits(
                 }
                 let part = arrow_select::take::take_record_batch(&batch, &indices)
                     .map_err(BatchError::arrow("partition a batch"))?;
-                if tx
-                    .blocking_send(ToSend::Frame(consumer, frame(&part)?))
-                    .is_err()
-                {
+                if tx.blocking_send((consumer, frame(&part)?)).is_err() {
                     return Err(EngineError::Internal {
                         what: "the map's sender stopped".into(),
                     });
@@ -596,16 +591,7 @@ pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
         resources,
         ..JobEnv::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
-        .thread_name("millrace-task")
-        .enable_all()
-        .build()
-        .map_err(|e| EngineError::Internal {
-            what: format!("cannot start the runtime: {e}"),
-        })?;
-    let result = scheduler::execute(graph, &runtime, job_start, &env)?;
-    drop(runtime);
+    let result = scheduler::run_job(graph, job_start, &env)?;
     drop(job_dir);
     let of = |v: usize| result.subtasks.iter().filter(move |s| s.vertex_id == v);
     let rows_in = of(map_vertex.0).map(|s| s.records_in).sum();

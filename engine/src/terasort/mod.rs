@@ -1040,20 +1040,7 @@ pub fn run_uncommitted(
         resources,
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
-        )
-        .thread_name("millrace-task")
-        .enable_all()
-        .build()
-        .map_err(|e| EngineError::Internal {
-            what: format!("cannot start the runtime: {e}"),
-        })?;
-    let result = scheduler::execute(graph, &runtime, job_start, &env)?;
-    drop(runtime);
+    let result = scheduler::run_job(graph, job_start, &env)?;
     drop(staged_dirs);
 
     // The job checks itself before anything becomes visible: what the maps read and what
