@@ -286,3 +286,47 @@ fn bad_specs_and_inputs_fail_with_one_line_and_leave_nothing() {
     assert_error(&run, &["memory", "--memory"]);
     assert_entries(&f.dir, &["bad.csv", "in.txt", "job.toml"]);
 }
+
+/// A map attempt and a reducer attempt that fail once each: the job retries them and the
+/// result is still the oracle's, counted once (staged: the subtask alone; pipelined: the
+/// region).
+#[test]
+fn failed_attempts_are_retried_and_counted_once() {
+    let f = Fixture::new();
+    let input = text(5_000, 3);
+    f.write("in.txt", input.as_bytes());
+    f.write("wc.toml", WORDCOUNT.as_bytes());
+    let expected = word_oracle(&input);
+    for mode in ["staged", "pipelined"] {
+        let (mut cmd, shown) = f.command([
+            "run",
+            "wc.toml",
+            "--force",
+            "--json",
+            "--mode",
+            mode,
+            "--parallelism",
+            "2",
+        ]);
+        cmd.env("MILLRACE_FAIL_ATTEMPTS", "map/0/0,reduce/1/0");
+        let run = util::run_with_timeout(cmd, shown, util::DEFAULT_TIMEOUT);
+        assert_eq!(run.code, Some(0), "{run}");
+        let doc = run.json();
+        assert_eq!(doc["rows_in"], 5_000, "{mode}: rows counted once");
+        let got: BTreeMap<String, u64> = read_parts(&f, "out", "word,n")
+            .iter()
+            .map(|line| {
+                let (w, n) = line.split_once(',').unwrap();
+                (w.to_string(), n.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(got, expected, "{mode}");
+        // Attempts past --max-attempts fail the job with the injected cause, and no output.
+        let (mut cmd, shown) = f.command(["run", "wc.toml", "--mode", mode, "--max-attempts", "1"]);
+        cmd.env("MILLRACE_FAIL_ATTEMPTS", "reduce/0/0");
+        fs::remove_dir_all(f.path("out")).unwrap();
+        let run = util::run_with_timeout(cmd, shown, util::DEFAULT_TIMEOUT);
+        assert_error(&run, &["injected", "reduce"]);
+        assert_entries(&f.dir, &["in.txt", "wc.toml"]);
+    }
+}
