@@ -183,6 +183,94 @@ sink = { csv = { path = "out" } }
     }
 }
 
+/// Filter and project before the aggregate: the oracle applies the same predicate by hand.
+#[test]
+fn filter_and_project_before_the_aggregate_equal_the_oracle() {
+    let f = Fixture::new();
+    let mut rng = SplitMix(5);
+    let mut csv = String::from("id,region,qty,price,note\n");
+    let mut oracle: BTreeMap<String, (u64, i64)> = BTreeMap::new();
+    for i in 0..8_000 {
+        let region = ["north", "south", "east", "west"][(rng.next_u64() % 4) as usize];
+        let qty = (rng.next_u64() % 30) as i64 - 5;
+        let price = (rng.next_u64() % 1000) as f64 / 8.0;
+        let note = if rng.next_u64().is_multiple_of(3) {
+            ""
+        } else {
+            "gift wrap"
+        };
+        csv.push_str(&format!("{i},{region},{qty},{price},{note}\n"));
+        // qty > 0 AND region IN (north, south) AND NOT (price < 10) AND note contains "wrap"
+        if qty > 0
+            && (region == "north" || region == "south")
+            && price >= 10.0
+            && note.contains("wrap")
+        {
+            let e = oracle.entry(region.to_string()).or_default();
+            e.0 += 1;
+            e.1 += qty;
+        }
+    }
+    f.write("sales.csv", csv.as_bytes());
+    f.write(
+        "f.toml",
+        br#"
+[[step]]
+name = "sales"
+source = { csv = { path = "sales.csv" } }
+[[step]]
+name = "keep"
+filter = { and = [
+  { gt = { column = "qty", value = 0 } },
+  { in = { column = "region", values = ["north", "south"] } },
+  { not = { lt = { column = "price", value = 10 } } },
+  { contains = { column = "note", substring = "wrap" } },
+] }
+[[step]]
+name = "narrow"
+project = { columns = ["region", "qty"] }
+[[step]]
+name = "agg"
+aggregate = { keys = ["region"], aggregates = [{ fn = "count", as = "n" }, { fn = "sum", column = "qty", as = "qty" }] }
+[[step]]
+name = "out"
+sink = { csv = { path = "out" } }
+"#,
+    );
+    for mode in ["pipelined", "staged", "mapreduce"] {
+        f.ok(["run", "f.toml", "--force", "--mode", mode]);
+        let got: BTreeMap<String, (u64, i64)> = read_parts(&f, "out", "region,n,qty")
+            .iter()
+            .map(|line| {
+                let v: Vec<&str> = line.split(',').collect();
+                (
+                    v[0].to_string(),
+                    (v[1].parse().unwrap(), v[2].parse().unwrap()),
+                )
+            })
+            .collect();
+        assert_eq!(got, oracle, "{mode}");
+    }
+    let run = f.ok(["explain", "f.toml"]);
+    assert!(
+        run.stdout
+            .contains("keep (filter) → narrow (project) → agg (partial aggregate)"),
+        "{}",
+        run.stdout
+    );
+    // A filter comparing a text column with a number.
+    let spec = fs::read_to_string(f.path("f.toml")).unwrap();
+    let bad = spec.replace(
+        "{ gt = { column = \"qty\", value = 0 } }",
+        "{ gt = { column = \"region\", value = 0 } }",
+    );
+    f.write("bad.toml", bad.as_bytes());
+    assert_error(
+        &f.millrace(["run", "bad.toml"]),
+        &["\"keep\"", "\"region\"", "Utf8"],
+    );
+}
+
 #[test]
 fn the_examples_run_in_every_mode_with_the_same_result() {
     let f = Fixture::new();

@@ -14,6 +14,7 @@
 
 pub mod aggregate;
 mod codec;
+pub mod filter;
 mod operators;
 mod source;
 pub mod spec;

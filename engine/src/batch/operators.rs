@@ -110,6 +110,17 @@ pub fn register_operators(registry: &mut OperatorRegistry) {
 /// Applies a row operator to a batch.
 fn apply(op: &RowOp, batch: &RecordBatch) -> Result<RecordBatch, BatchError> {
     match op {
+        RowOp::Filter(predicate) => predicate.filter(batch),
+        RowOp::Project { columns } => {
+            let schema = batch.schema();
+            let indices = columns
+                .iter()
+                .map(|c| schema.index_of(c).map_err(BatchError::arrow("project")))
+                .collect::<Result<Vec<_>, _>>()?;
+            batch
+                .project(&indices)
+                .map_err(BatchError::arrow("project"))
+        }
         RowOp::Tokenize { column, name } => {
             let lines = batch
                 .column(*column)

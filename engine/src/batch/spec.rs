@@ -29,6 +29,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::{AggregateSpec, Phase};
+use super::filter::Predicate;
 use super::source::SourceSpec;
 use super::BatchError;
 
@@ -76,9 +77,9 @@ pub struct Step {
     pub tokenize: Option<TokenizeSpec>,
     pub aggregate: Option<AggregateSpec>,
     pub sink: Option<SinkSpec>,
+    pub filter: Option<Predicate>,
+    pub project: Option<ProjectSpec>,
     // Operators of the spec schema that this build does not run yet: named in the error.
-    pub filter: Option<toml::Value>,
-    pub project: Option<toml::Value>,
     pub join: Option<toml::Value>,
     pub sort: Option<toml::Value>,
     pub limit: Option<toml::Value>,
@@ -95,6 +96,13 @@ pub struct TokenizeSpec {
 
 fn word() -> String {
     "word".into()
+}
+
+/// Keep these columns, in this order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSpec {
+    pub columns: Vec<String>,
 }
 
 /// Where the result goes.
@@ -118,6 +126,8 @@ impl SinkSpec {
 #[serde(rename_all = "lowercase")]
 pub enum RowOp {
     Tokenize { column: usize, name: String },
+    Filter(Predicate),
+    Project { columns: Vec<String> },
 }
 
 /// A spec checked against its data: what the job graph is planned from.
@@ -191,12 +201,11 @@ impl JobSpec {
             let given: Vec<&str> = kinds.iter().filter(|k| k.1).map(|k| k.0).collect();
             match given.as_slice() {
                 [_] => {}
-                [] => {
-                    return Err(at(
-                        step,
-                        "no operator (give one of source, tokenize, aggregate, sink)".into(),
-                    ))
-                }
+                [] => return Err(at(
+                    step,
+                    "no operator (give one of source, filter, project, tokenize, aggregate, sink)"
+                        .into(),
+                )),
                 many => {
                     return Err(at(
                         step,
@@ -204,11 +213,11 @@ impl JobSpec {
                     ))
                 }
             }
-            if let Some(kind) = ["filter", "project", "join", "sort", "limit"]
+            if let Some(kind) = ["join", "sort", "limit"]
                 .into_iter()
                 .find(|k| given.contains(k))
             {
-                return Err(at(step, format!("{kind} steps are not supported by this build yet (source, tokenize, aggregate and sink are)")));
+                return Err(at(step, format!("{kind} steps are not supported by this build yet (source, filter, project, tokenize, aggregate and sink are)")));
             }
         }
         let mut steps = self.steps.iter();
@@ -228,7 +237,49 @@ impl JobSpec {
             if sink.is_some() {
                 return Err(at(step, "steps after the sink".into()));
             }
-            if let Some(t) = &step.tokenize {
+            let row_op = step.tokenize.is_some() || step.filter.is_some() || step.project.is_some();
+            if row_op && aggregate.is_some() {
+                return Err(at(
+                    step,
+                    "row operators after the aggregate are not supported yet".into(),
+                ));
+            }
+            if let Some(p) = &step.filter {
+                p.check(&schema).map_err(|e| at(step, e.to_string()))?;
+                ops.push((step.name.clone(), RowOp::Filter(p.clone())));
+            } else if let Some(p) = &step.project {
+                let indices = p
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        schema.index_of(c).map_err(|_| {
+                            at(
+                                step,
+                                BatchError::UnknownColumn {
+                                    column: c.clone(),
+                                    available: schema
+                                        .fields()
+                                        .iter()
+                                        .map(|f| f.name().clone())
+                                        .collect(),
+                                }
+                                .to_string(),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                schema = std::sync::Arc::new(
+                    schema
+                        .project(&indices)
+                        .map_err(|e| at(step, e.to_string()))?,
+                );
+                ops.push((
+                    step.name.clone(),
+                    RowOp::Project {
+                        columns: p.columns.clone(),
+                    },
+                ));
+            } else if let Some(t) = &step.tokenize {
                 if aggregate.is_some() {
                     return Err(at(
                         step,
@@ -352,6 +403,8 @@ pub fn explain(plan: &Plan, parallelism: usize) -> String {
     let chain: Vec<String> = std::iter::once(format!("{} (source)", plan.source_step))
         .chain(plan.ops.iter().map(|(name, op)| match op {
             RowOp::Tokenize { .. } => format!("{name} (tokenize)"),
+            RowOp::Filter(_) => format!("{name} (filter)"),
+            RowOp::Project { .. } => format!("{name} (project)"),
         }))
         .chain([format!("{} (partial aggregate)", plan.aggregate_step)])
         .collect();
