@@ -61,6 +61,17 @@ fn read_parts(f: &Fixture, folder: &str, header: &str) -> Vec<String> {
     rows
 }
 
+/// The word counts in the `out` folder of a `WORDCOUNT` run.
+fn word_counts(f: &Fixture) -> BTreeMap<String, u64> {
+    read_parts(f, "out", "word,n")
+        .iter()
+        .map(|line| {
+            let (w, n) = line.split_once(',').unwrap();
+            (w.to_string(), n.parse().unwrap())
+        })
+        .collect()
+}
+
 const WORDCOUNT: &str = r#"
 name = "wc"
 [[step]]
@@ -110,13 +121,7 @@ fn word_count_equals_the_oracle_in_every_mode_and_budget() {
                     "4 MiB must force early partial flushes: {doc}"
                 );
             }
-            let got: BTreeMap<String, u64> = read_parts(&f, "out", "word,n")
-                .iter()
-                .map(|line| {
-                    let (w, n) = line.split_once(',').unwrap();
-                    (w.to_string(), n.parse().unwrap())
-                })
-                .collect();
+            let got = word_counts(&f);
             assert_eq!(got, expected, "{mode} with {memory}");
             assert_eq!(
                 fs::read_dir(f.path("out")).unwrap().count(),
@@ -401,13 +406,7 @@ fn failed_attempts_are_retried_and_counted_once() {
         assert_eq!(run.code, Some(0), "{run}");
         let doc = run.json();
         assert_eq!(doc["rows_in"], 5_000, "{mode}: rows counted once");
-        let got: BTreeMap<String, u64> = read_parts(&f, "out", "word,n")
-            .iter()
-            .map(|line| {
-                let (w, n) = line.split_once(',').unwrap();
-                (w.to_string(), n.parse().unwrap())
-            })
-            .collect();
+        let got = word_counts(&f);
         assert_eq!(got, expected, "{mode}");
         // Attempts past --max-attempts fail the job with the injected cause, and no output.
         let (mut cmd, shown) = f.command(["run", "wc.toml", "--mode", mode, "--max-attempts", "1"]);

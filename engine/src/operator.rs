@@ -33,7 +33,7 @@ use crate::terasort;
 use crate::EngineError;
 
 /// What a vertex runs: its operator's kind and configuration, as plain serializable data.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum OperatorDescriptor {
     /// TeraSort map: reads splits, range-partitions entries (in memory) or records.
     #[serde(rename = "terasort.map")]

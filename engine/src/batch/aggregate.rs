@@ -199,9 +199,9 @@ pub struct HashAggregate {
     keys: Vec<usize>,
     calls: Vec<Call>,
     converter: RowConverter,
+    /// Normalized key bytes → group index (groups numbered in first-seen order).
     groups: HashMap<Box<[u8]>, usize>,
-    /// Group keys in first-seen order (normalized bytes).
-    order: Vec<Box<[u8]>>,
+    /// Per group, one state per call: group `g`'s are `accs[g * calls..][..calls]`.
     accs: Vec<Acc>,
     partial_schema: SchemaRef,
     output_schema: SchemaRef,
@@ -230,7 +230,6 @@ impl HashAggregate {
             calls,
             converter,
             groups: HashMap::new(),
-            order: Vec::new(),
             accs: Vec::new(),
             partial_schema,
             output_schema,
@@ -248,7 +247,7 @@ impl HashAggregate {
 
     /// Groups held now.
     pub fn groups(&self) -> usize {
-        self.order.len()
+        self.groups.len()
     }
 
     /// Estimated bytes the groups hold.
@@ -271,11 +270,9 @@ impl HashAggregate {
             let group = match self.groups.get(bytes) {
                 Some(&g) => g,
                 None => {
-                    let g = self.order.len();
-                    let key: Box<[u8]> = bytes.into();
-                    self.bytes += 2 * key.len() + 64 + per_group * std::mem::size_of::<Acc>();
-                    self.groups.insert(key.clone(), g);
-                    self.order.push(key);
+                    let g = self.groups.len();
+                    self.bytes += bytes.len() + 64 + per_group * std::mem::size_of::<Acc>();
+                    self.groups.insert(bytes.into(), g);
                     for call in &self.calls {
                         self.accs.push(Acc::empty(call));
                     }
@@ -315,12 +312,16 @@ impl HashAggregate {
         let parser = self.converter.parser();
         let n = self.calls.len();
         let mut batches = Vec::new();
-        let groups = self.order.len();
+        let groups = self.groups.len();
+        let mut order: Vec<&[u8]> = vec![&[]; groups];
+        for (key, &g) in &self.groups {
+            order[g] = key;
+        }
         for start in (0..groups).step_by(batch_rows.max(1)) {
             let end = (start + batch_rows.max(1)).min(groups);
             let mut columns = self
                 .converter
-                .convert_rows(self.order[start..end].iter().map(|k| parser.parse(k)))
+                .convert_rows(order[start..end].iter().map(|k| parser.parse(k)))
                 .map_err(BatchError::arrow("group keys"))?;
             for (c, call) in self.calls.iter().enumerate() {
                 let accs = (start..end).map(|g| self.accs[g * n + c]);
@@ -331,7 +332,6 @@ impl HashAggregate {
             batches.push(batch);
         }
         self.groups.clear();
-        self.order.clear();
         self.accs.clear();
         self.bytes = 0;
         Ok(batches)

@@ -72,8 +72,6 @@ pub enum Predicate {
     Not(Box<Predicate>),
 }
 
-impl Eq for Predicate {}
-
 impl Predicate {
     /// Checks columns and literal types against `schema`; errors name the column.
     pub fn check(&self, schema: &Schema) -> Result<(), BatchError> {

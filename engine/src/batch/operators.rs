@@ -77,7 +77,7 @@ fn from_defs(defs: &[ColumnDef]) -> Result<SchemaRef, EngineError> {
 
 /// `batch.map`: reads splits of a source, applies row operators, aggregates partially and
 /// hash-partitions the partial states by key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BatchMapConfig {
     pub source: SourceSpec,
     pub source_columns: Vec<ColumnDef>,
@@ -161,42 +161,35 @@ struct Frames {
 }
 
 impl Frames {
-    /// Adds bytes; calls `batch` for every batch now complete.
+    /// Adds bytes; calls `batch` for every batch now complete. Whole frames are decoded
+    /// straight from `bytes`; only a cut frame's start is kept.
     fn push(
         &mut self,
-        mut bytes: &[u8],
+        bytes: &[u8],
         mut batch: impl FnMut(RecordBatch) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
-        loop {
-            // Whole frames straight from `bytes` when nothing is pending.
-            let source: &[u8] = if self.pending.is_empty() {
-                bytes
-            } else {
-                self.pending.extend_from_slice(bytes);
-                bytes = &[];
-                &self.pending
-            };
-            let mut at = 0;
-            while source.len() - at >= 4 {
-                let len =
-                    u32::from_le_bytes(source[at..at + 4].try_into().expect("4 bytes")) as usize;
-                if source.len() - at - 4 < len {
-                    break;
-                }
-                for b in codec::decode(&source[at + 4..at + 4 + len])? {
-                    batch(b)?;
-                }
-                at += 4 + len;
-            }
-            if self.pending.is_empty() {
-                self.pending.extend_from_slice(&bytes[at..]);
-                return Ok(());
-            }
-            self.pending.drain(..at);
-            if bytes.is_empty() {
-                return Ok(());
-            }
+        let pending = !self.pending.is_empty();
+        if pending {
+            self.pending.extend_from_slice(bytes);
         }
+        let source: &[u8] = if pending { &self.pending } else { bytes };
+        let mut at = 0;
+        while source.len() - at >= 4 {
+            let len = u32::from_le_bytes(source[at..at + 4].try_into().expect("4 bytes")) as usize;
+            if source.len() - at - 4 < len {
+                break;
+            }
+            for b in codec::decode(&source[at + 4..at + 4 + len])? {
+                batch(b)?;
+            }
+            at += 4 + len;
+        }
+        if pending {
+            self.pending.drain(..at);
+        } else {
+            self.pending.extend_from_slice(&bytes[at..]);
+        }
+        Ok(())
     }
 
     fn finish(&self) -> Result<(), EngineError> {
@@ -243,10 +236,8 @@ impl Invokable for MapTask {
                 map_splits(&config, &splits, subtask, consumers, &budget, tx)
             });
             let out = &mut ctx.outputs[0];
-            let mut partition_records = vec![0u64; consumers];
             while let Some((consumer, bytes)) = rx.recv().await {
                 report.bytes_out += bytes.len() as u64;
-                partition_records[consumer] += 1;
                 out.send(consumer, Buffer::from(bytes)).await?;
             }
             let stats = work.await.map_err(|e| EngineError::Internal {
@@ -300,17 +291,19 @@ fn map_splits(
             let rows = converter
                 .convert_columns(&batch.columns()[..keys])
                 .map_err(BatchError::arrow("key rows"))?;
-            let owners = consumers_of(&rows, KEY_GROUPS, consumers);
-            for consumer in 0..consumers {
-                let indices: UInt32Array = owners
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &c)| c as usize == consumer)
-                    .map(|(i, _)| i as u32)
-                    .collect();
+            // Row indices per consumer, in one pass over the rows.
+            let mut rows_of = vec![Vec::new(); consumers];
+            for (row, owner) in consumers_of(&rows, KEY_GROUPS, consumers)
+                .into_iter()
+                .enumerate()
+            {
+                rows_of[owner as usize].push(row as u32);
+            }
+            for (consumer, indices) in rows_of.into_iter().enumerate() {
                 if indices.is_empty() {
                     continue;
                 }
+                let indices = UInt32Array::from(indices);
                 let part = arrow_select::take::take_record_batch(&batch, &indices)
                     .map_err(BatchError::arrow("partition a batch"))?;
                 if tx.blocking_send((consumer, frame(&part)?)).is_err() {

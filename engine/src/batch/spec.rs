@@ -122,7 +122,7 @@ impl SinkSpec {
 }
 
 /// A row operator of the map side, applied to each batch in order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RowOp {
     Tokenize { column: usize, name: String },
