@@ -322,12 +322,12 @@ fn explain_prints_the_graph() {
         "3",
     ]);
     let expected = "job wc (mode staged)
-vertex 0 map ×3: lines (source) → words (tokenize) → counts (partial aggregate)
+vertex 0 lines ×3: lines (source) → words (tokenize) → counts (partial aggregate)
   reads in.txt in splits [line: Utf8]
 edge 0 → 1: hash(word) over 128 key groups, blocking
-vertex 1 reduce ×3: counts (final aggregate) → out (csv sink)
+vertex 1 counts ×3: counts (final aggregate) → out (csv sink)
   writes out [word: Utf8, n: Int64]
-regions: 2 regions: {map}, then {reduce} once its input is ready
+regions: 2 regions: {lines}, {counts}, each once its inputs are complete
 ";
     assert_eq!(run.stdout, expected);
 }
@@ -345,7 +345,7 @@ fn bad_specs_and_inputs_fail_with_one_line_and_leave_nothing() {
         ("missing input", &WORDCOUNT.replace("in.txt", "missing.txt"), &["missing.txt", "lines"]),
         ("unknown column", &WORDCOUNT.replace("column = \"line\"", "column = \"text\""), &["\"words\"", "\"text\"", "line"]),
         ("type mismatch", &WORDCOUNT.replace("keys = [\"word\"], aggregates = [{ fn = \"count\", as = \"n\" }]", "keys = [\"word\"], aggregates = [{ fn = \"sum\", column = \"word\", as = \"n\" }]"), &["\"counts\"", "\"word\"", "Utf8"]),
-        ("unsupported step", &WORDCOUNT.replace("tokenize = { column = \"line\" }", "join = { right = \"x\" }"), &["\"words\"", "join", "not supported"]),
+        ("unknown join input", &WORDCOUNT.replace("tokenize = { column = \"line\" }", "join = { right = \"x\", on = [\"line\"] }"), &["\"words\"", "\"x\"", "not an earlier step"]),
         ("two operators", &WORDCOUNT.replace("tokenize = { column = \"line\" }", "tokenize = { column = \"line\" }\nsink = { csv = { path = \"o\" } }"), &["\"words\"", "tokenize and sink"]),
         ("bad CSV value", "[[step]]\nname = \"s\"\nsource = { csv = { path = \"bad.csv\" } }\n[[step]]\nname = \"a\"\naggregate = { keys = [\"k\"], aggregates = [{ fn = \"sum\", column = \"v\", as = \"s\" }] }\n[[step]]\nname = \"o\"\nsink = { csv = { path = \"out\" } }\n", &["bad.csv", "x"]),
     ];
@@ -401,7 +401,7 @@ fn failed_attempts_are_retried_and_counted_once() {
             "--parallelism",
             "2",
         ]);
-        cmd.env("MILLRACE_FAIL_ATTEMPTS", "map/0/0,reduce/1/0");
+        cmd.env("MILLRACE_FAIL_ATTEMPTS", "lines/0/0,counts/1/0");
         let run = util::run_with_timeout(cmd, shown, util::DEFAULT_TIMEOUT);
         assert_eq!(run.code, Some(0), "{run}");
         let doc = run.json();
@@ -410,10 +410,10 @@ fn failed_attempts_are_retried_and_counted_once() {
         assert_eq!(got, expected, "{mode}");
         // Attempts past --max-attempts fail the job with the injected cause, and no output.
         let (mut cmd, shown) = f.command(["run", "wc.toml", "--mode", mode, "--max-attempts", "1"]);
-        cmd.env("MILLRACE_FAIL_ATTEMPTS", "reduce/0/0");
+        cmd.env("MILLRACE_FAIL_ATTEMPTS", "counts/0/0");
         fs::remove_dir_all(f.path("out")).unwrap();
         let run = util::run_with_timeout(cmd, shown, util::DEFAULT_TIMEOUT);
-        assert_error(&run, &["injected", "reduce"]);
+        assert_error(&run, &["injected", "counts"]);
         assert_entries(&f.dir, &["in.txt", "wc.toml"]);
     }
 }

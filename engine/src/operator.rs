@@ -50,12 +50,10 @@ pub enum OperatorDescriptor {
     /// `mapreduce` reduce task: copies map outputs, merges them into its range.
     #[serde(rename = "terasort.merging-reduce")]
     TeraSortMergingReduce(terasort::MergingReduceConfig),
-    /// General batch job, map side: source, row operators, partial aggregate, hash partitions.
-    #[serde(rename = "batch.map")]
-    BatchMap(crate::batch::BatchMapConfig),
-    /// General batch job, reduce side: final aggregate, CSV part.
-    #[serde(rename = "batch.reduce")]
-    BatchReduce(crate::batch::BatchReduceConfig),
+    /// A stage of a general batch job: input (splits or exchanges), head operator (final
+    /// aggregate, join, sort, limit), row operators, tail (exchange or sink).
+    #[serde(rename = "batch.stage")]
+    BatchStage(Box<crate::batch::Stage>),
     /// An operator defined outside this enum (tests, tools): its kind and integer arguments
     /// that its factory reads.
     #[serde(rename = "generic")]
@@ -71,8 +69,7 @@ impl OperatorDescriptor {
             Self::TeraSortExternalSort(_) => "terasort.external-sort",
             Self::TeraSortSortingMap(_) => "terasort.sorting-map",
             Self::TeraSortMergingReduce(_) => "terasort.merging-reduce",
-            Self::BatchMap(_) => "batch.map",
-            Self::BatchReduce(_) => "batch.reduce",
+            Self::BatchStage(_) => "batch.stage",
             Self::Generic { kind, .. } => kind,
         }
     }

@@ -3,11 +3,12 @@
 //! commit.
 //!
 //! - `codec`: a batch ↔ the bytes of one exchange buffer (Arrow IPC stream).
-//! - `aggregate`: the two-phase hash aggregate (partial before the exchange, final after).
+//! - `spec`: the TOML job spec (named steps, each one operator, each fed by one step).
+//! - `plan`: checked steps → stages (the vertices) and exchanges; `explain`.
+//! - `operators`: the one vertex operator, `batch.stage` (input → head → row operators →
+//!   tail), and [`run`].
 //! - `source`: text lines and CSV records from byte-range splits aligned to line ends.
-//! - `spec`: the TOML job spec, checked step by step, planned into a job graph; `explain`.
-//! - `operators`: the vertices' code (`batch.map`: source, row operators, partial aggregate,
-//!   hash partitioning; `batch.reduce`: final aggregate and the CSV sink) and [`run`].
+//! - `filter`, `aggregate`, `join`, `sort`: the operators; `spill`: batches in spill files.
 //!
 //! Group keys are hashed (CRC-32 of their normalized `arrow-row` bytes) into key groups, each
 //! owned by one consumer, as Flink does; equal keys always meet in one consumer.
@@ -15,16 +16,47 @@
 pub mod aggregate;
 mod codec;
 pub mod filter;
+pub mod join;
 mod operators;
+pub mod plan;
+pub mod sort;
 mod source;
 pub mod spec;
+mod spill;
 
 pub use codec::{decode, encode};
-pub use operators::{
-    plan, register_operators, run, BatchJobConfig, BatchJobResult, BatchMapConfig,
-    BatchReduceConfig,
-};
-pub use spec::{explain, JobSpec};
+pub use operators::{plan, register_operators, run, BatchJobConfig, BatchJobResult};
+pub use plan::{explain, Plan, Stage};
+pub use spec::JobSpec;
+
+/// Key groups of hash exchanges (Flink's default maximum parallelism is 128).
+pub const KEY_GROUPS: usize = 128;
+
+/// The index of `column` in `schema`, or an error listing the columns there are.
+pub(crate) fn column_index(
+    schema: &arrow_schema::Schema,
+    column: &str,
+) -> Result<usize, BatchError> {
+    schema
+        .index_of(column)
+        .map_err(|_| BatchError::UnknownColumn {
+            column: column.to_string(),
+            available: schema.fields().iter().map(|f| f.name().clone()).collect(),
+        })
+}
+
+/// The error of an operator that needs `more` bytes than `budget` has left.
+pub(crate) fn too_small(
+    budget: &crate::memory::MemoryBudget,
+    more: u64,
+    what: &str,
+) -> crate::EngineError {
+    crate::EngineError::BudgetTooSmall {
+        budget_bytes: budget.limit_bytes(),
+        minimum_bytes: budget.used_bytes() + more.max(1 << 20),
+        what: what.into(),
+    }
+}
 
 /// What can go wrong in a batch job before or while it runs; each names the step, column or
 /// file concerned.

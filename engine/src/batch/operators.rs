@@ -1,9 +1,16 @@
-//! The vertices of a batch job and the function that runs one.
+//! The one vertex operator of batch jobs, `batch.stage`, and the function that runs a job.
 //!
 //! ```text
-//! batch.map ×P: splits ─► source ─► row ops ─► partial aggregate ─(hash of keys)─► exchange
-//! batch.reduce ×P: exchange ─► final aggregate ─► CSV part file
+//! input ─► head ─► row operators ─► tail
+//! splits of a source        pass            filter, project,      partial aggregate + hash
+//! | exchanges (one per      | final agg     tokenize              | hash by key columns
+//!   earlier stage)          | join | sort                         | gather (top-N, limit)
+//!                           | limit                               | CSV part (the sink)
 //! ```
+//!
+//! The operators run on one blocking thread per subtask; async tasks beside it read the
+//! input gates (one each, so that a join can read its build side to the end while the probe
+//! side waits behind withheld credits) and send the output buffers.
 //!
 //! Buffers on the exchange carry frames: a little-endian `u32` length, then one batch as an
 //! Arrow IPC stream. Blocking partitions store buffers in segment blocks that may cut a frame
@@ -13,98 +20,39 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, UInt32Array};
+use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt32Array};
 use arrow_row::{RowConverter, SortField};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use serde::{Deserialize, Serialize};
-use shuffle::{Buffer, BufferPool, Received, ResultPartitionType};
+use arrow_schema::{DataType, Field, Schema};
+use shuffle::{Buffer, BufferPool, InputGate, Received, ResultPartitionType};
+use tokio::sync::mpsc;
 
-use super::aggregate::{AggregateSpec, HashAggregate, Phase};
-use super::source::{SourceSpec, BATCH_ROWS};
-use super::spec::{JobSpec, Mode, Plan, RowOp};
-use super::{codec, consumers_of, BatchError};
+use super::aggregate::{HashAggregate, Phase};
+use super::join::HashJoin;
+use super::plan::{from_defs, Head, Plan, Stage, StageInput, Tail};
+use super::sort::Sorter;
+use super::source::BATCH_ROWS;
+use super::spec::{JobSpec, Mode, RowOp};
+use super::spill::{SpillDir, SpillStats};
+use super::{codec, consumers_of, BatchError, KEY_GROUPS};
 use crate::graph::{Distribution, JobGraph};
-use crate::memory::MemoryBudget;
+use crate::memory::{MemoryBudget, Reservation};
 use crate::operator::{OperatorDescriptor, OperatorRegistry, TaskResources};
-use crate::output::RangeWriter;
-use crate::output::{IoMode, OutputTarget};
+use crate::output::{IoMode, OutputFile, OutputTarget, RangeWriter};
 use crate::scheduler::{self, JobEnv};
 use crate::source::SplitEnumerator;
-use crate::task::{
-    spawn_blocking, spawn_blocking_handle, BoxFuture, Invokable, SubtaskContext, SubtaskReport,
-};
+use crate::task::{spawn_blocking_handle, BoxFuture, Invokable, SubtaskContext, SubtaskReport};
 use crate::tempdir::JobTempDir;
 use crate::EngineError;
 
-/// Key groups of the hash exchange (Flink's default maximum parallelism is 128).
-pub const KEY_GROUPS: usize = 128;
-
-/// Memory a map's partial aggregate asks for at a time.
+/// Memory a partial or final aggregate asks for at a time.
 const GROW_BYTES: u64 = 256 << 10;
 
-/// A column as descriptors carry it: name and Arrow type (`Int64`, `Float64`, `Utf8`, …).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ColumnDef {
-    pub name: String,
-    pub data_type: String,
-    pub nullable: bool,
-}
-
-fn to_defs(schema: &Schema) -> Vec<ColumnDef> {
-    schema
-        .fields()
-        .iter()
-        .map(|f| ColumnDef {
-            name: f.name().clone(),
-            data_type: f.data_type().to_string(),
-            nullable: f.is_nullable(),
-        })
-        .collect()
-}
-
-fn from_defs(defs: &[ColumnDef]) -> Result<SchemaRef, EngineError> {
-    let fields = defs
-        .iter()
-        .map(|d| {
-            let data_type: DataType = d.data_type.parse().map_err(|e| EngineError::InvalidJob {
-                reason: format!("column {:?}: type {:?}: {e}", d.name, d.data_type),
-            })?;
-            Ok(Field::new(&d.name, data_type, d.nullable))
-        })
-        .collect::<Result<Vec<_>, EngineError>>()?;
-    Ok(Arc::new(Schema::new(fields)))
-}
-
-/// `batch.map`: reads splits of a source, applies row operators, aggregates partially and
-/// hash-partitions the partial states by key.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BatchMapConfig {
-    pub source: SourceSpec,
-    pub source_columns: Vec<ColumnDef>,
-    pub ops: Vec<RowOp>,
-    pub aggregate: AggregateSpec,
-    /// The aggregate's input columns (after the row operators).
-    pub aggregate_columns: Vec<ColumnDef>,
-}
-
-/// `batch.reduce`: merges partial states of its key groups and writes its CSV part.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchReduceConfig {
-    pub aggregate: AggregateSpec,
-    pub aggregate_columns: Vec<ColumnDef>,
-}
-
-/// Registers `batch.map` and `batch.reduce`.
+/// Registers `batch.stage`.
 pub fn register_operators(registry: &mut OperatorRegistry) {
-    registry
-        .register("batch.map", |descriptor, _, _| match descriptor {
-            OperatorDescriptor::BatchMap(config) => Ok(Box::new(MapTask(config.clone()))),
-            other => Err(other.mismatch("batch.map")),
-        })
-        .register("batch.reduce", |descriptor, _, _| match descriptor {
-            OperatorDescriptor::BatchReduce(config) => Ok(Box::new(ReduceTask(config.clone()))),
-            other => Err(other.mismatch("batch.reduce")),
-        });
+    registry.register("batch.stage", |descriptor, _, _| match descriptor {
+        OperatorDescriptor::BatchStage(stage) => Ok(Box::new(StageTask(stage.clone()))),
+        other => Err(other.mismatch("batch.stage")),
+    });
 }
 
 /// Applies a row operator to a batch.
@@ -206,250 +154,616 @@ impl Frames {
     }
 }
 
-struct MapTask(BatchMapConfig);
+struct StageTask(Box<Stage>);
 
-/// What a map's blocking thread hands the async side: a frame for one consumer.
+/// What the blocking thread hands the async side: a frame for one consumer.
 type ToSend = (usize, Vec<u8>);
 
-impl Invokable for MapTask {
+/// Batches from one input gate, or the gate's error.
+type FromGate = mpsc::Receiver<Result<RecordBatch, EngineError>>;
+
+impl Invokable for StageTask {
     fn invoke(
         self: Box<Self>,
         mut ctx: SubtaskContext,
     ) -> BoxFuture<Result<SubtaskReport, EngineError>> {
         Box::pin(async move {
             let mut report = ctx.report();
-            let config = self.0;
-            let splits = ctx.splits.clone().ok_or_else(|| EngineError::Internal {
-                what: "batch.map runs without splits".into(),
+            let stage = self.0;
+            let resources = &ctx.resources;
+            let budget = match stage.input {
+                StageInput::Scan { .. } => resources.map_memory.clone(),
+                StageInput::Exchange { .. } => resources.memory.clone(),
+            }
+            .ok_or_else(|| EngineError::Internal {
+                what: "batch.stage runs without a memory budget".into(),
             })?;
-            let budget = ctx
-                .resources
-                .map_memory
-                .clone()
-                .ok_or_else(|| EngineError::Internal {
-                    what: "batch.map needs a map memory budget".into(),
-                })?;
-            let consumers = ctx.outputs[0].num_subpartitions();
+            let spill = SpillDir {
+                dir: resources.spill_dirs.first().cloned().ok_or_else(|| {
+                    EngineError::Internal {
+                        what: "batch.stage runs without a spill folder".into(),
+                    }
+                })?,
+                options: Default::default(),
+            };
+            let input = match &stage.input {
+                StageInput::Scan { .. } => {
+                    Input::Splits(ctx.splits.clone().ok_or_else(|| EngineError::Internal {
+                        what: "a scan stage runs without splits".into(),
+                    })?)
+                }
+                StageInput::Exchange { .. } => Input::Gates(Vec::new()),
+            };
+            // One reader task per gate; dropped with this future, they stop.
+            let mut readers = tokio::task::JoinSet::new();
+            let input = match input {
+                Input::Gates(_) => Input::Gates(
+                    ctx.inputs
+                        .drain(..)
+                        .map(|gate| {
+                            let (tx, rx) = mpsc::channel(2);
+                            readers.spawn(read_gate(gate, tx));
+                            rx
+                        })
+                        .collect(),
+                ),
+                splits => splits,
+            };
+            let (tx, mut rx) = mpsc::channel::<ToSend>(4);
+            let out = match &stage.tail {
+                Tail::Sink { .. } => {
+                    Out::Sink(resources.output(ctx.subtask, "batch.stage")?.clone())
+                }
+                _ => Out::Exchange {
+                    tx,
+                    consumers: ctx.outputs[0].num_subpartitions(),
+                },
+            };
             let subtask = ctx.subtask;
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<ToSend>(4);
             let work = spawn_blocking_handle(move || {
-                map_splits(&config, &splits, subtask, consumers, &budget, tx)
+                run_stage(&stage, input, out, subtask, &budget, spill)
             });
-            let out = &mut ctx.outputs[0];
-            while let Some((consumer, bytes)) = rx.recv().await {
-                report.bytes_out += bytes.len() as u64;
-                out.send(consumer, Buffer::from(bytes)).await?;
+            if let Some(out) = ctx.outputs.first_mut() {
+                while let Some((consumer, bytes)) = rx.recv().await {
+                    report.bytes_out += bytes.len() as u64;
+                    out.send(consumer, Buffer::from(bytes)).await?;
+                }
             }
             let stats = work.await.map_err(|e| EngineError::Internal {
-                what: format!("a map's blocking work failed: {e}"),
+                what: format!("a stage's blocking work failed: {e}"),
             })??;
-            out.finish()?;
+            while let Some(read) = readers.join_next().await {
+                let (bytes, spill_read) = read.map_err(|e| EngineError::Internal {
+                    what: format!("an input reader failed: {e}"),
+                })?;
+                report.bytes_in += bytes;
+                report.spill_read_bytes += spill_read;
+            }
+            if let Some(out) = ctx.outputs.first_mut() {
+                out.finish()?;
+            }
             report.records_in = stats.rows_in;
             report.records_out = stats.rows_out;
-            report.spilled_runs = stats.flushes;
+            report.spilled_runs = stats.flushes + stats.spill.runs;
+            report.spill_written_bytes = stats.spill.written_bytes;
+            report.spill_read_bytes += stats.spill.read_bytes;
             report.end_us = ctx.now_us();
             Ok(report)
         })
     }
 }
 
+/// Reads one input gate to its end, reassembling batches for the stage's blocking thread;
+/// an error is handed on as the gate's last item. Returns the bytes read (exchange, spill).
+async fn read_gate(
+    mut gate: InputGate,
+    tx: mpsc::Sender<Result<RecordBatch, EngineError>>,
+) -> (u64, u64) {
+    let mut frames = Frames::default();
+    let mut spill_read = 0;
+    let result = async {
+        while let Some((_, received)) = gate.next_received().await? {
+            let mut batches = Vec::new();
+            let mut collect = |b| {
+                batches.push(b);
+                Ok(())
+            };
+            match received {
+                Received::Buffer(buffer) => frames.push(buffer.as_bytes(), &mut collect)?,
+                Received::Spilled(spilled) => {
+                    let reader = spilled.open()?;
+                    for block in
+                        reader.partition_blocks(spilled.segment.segment, spilled.partition)?
+                    {
+                        let block = block?;
+                        spill_read += block.payload.len() as u64;
+                        frames.push(&block.payload, &mut collect)?;
+                    }
+                }
+            }
+            for batch in batches {
+                if tx.send(Ok(batch)).await.is_err() {
+                    return Ok(()); // The stage stopped (it failed on its own).
+                }
+            }
+        }
+        frames.finish()
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = tx.send(Err(e)).await;
+    }
+    (gate.metrics().bytes, spill_read)
+}
+
+/// A stage's input on its blocking thread.
+enum Input {
+    Splits(Arc<SplitEnumerator>),
+    Gates(Vec<FromGate>),
+}
+
+/// A stage's output on its blocking thread.
+enum Out {
+    Exchange {
+        tx: mpsc::Sender<ToSend>,
+        consumers: usize,
+    },
+    Sink(OutputFile),
+}
+
 #[derive(Default)]
-struct MapStats {
+struct StageStats {
     rows_in: u64,
     rows_out: u64,
     /// Partial aggregates emitted early because memory ran out.
     flushes: u64,
+    spill: SpillStats,
 }
 
-fn map_splits(
-    config: &BatchMapConfig,
-    splits: &SplitEnumerator,
+impl SpillStats {
+    fn add(&mut self, other: SpillStats) {
+        self.written_bytes += other.written_bytes;
+        self.read_bytes += other.read_bytes;
+        self.runs += other.runs;
+    }
+}
+
+/// Calls `f` with every batch of input `i`.
+fn for_each_batch(
+    stage: &Stage,
+    input: &mut Input,
+    i: usize,
     subtask: usize,
-    consumers: usize,
-    budget: &Arc<MemoryBudget>,
-    tx: tokio::sync::mpsc::Sender<ToSend>,
-) -> Result<MapStats, EngineError> {
-    let source_schema = from_defs(&config.source_columns)?;
-    let aggregate_input = from_defs(&config.aggregate_columns)?;
-    let mut aggregate = HashAggregate::new(&config.aggregate, &aggregate_input, Phase::Partial)?;
-    let keys = config.aggregate.keys.len();
-    let partial_schema = aggregate.output_schema();
-    let converter = RowConverter::new(
-        partial_schema.fields()[..keys]
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect(),
-    )
-    .map_err(BatchError::arrow("key rows"))?;
-    let mut reservation = budget
-        .try_reserve(0)
-        .ok_or_else(|| too_small(budget, "a map's partial aggregate"))?;
-    let mut stats = MapStats::default();
-    let flush = |aggregate: &mut HashAggregate, stats: &mut MapStats| -> Result<(), EngineError> {
-        for batch in aggregate.emit(BATCH_ROWS)? {
-            stats.rows_out += batch.num_rows() as u64;
-            let rows = converter
-                .convert_columns(&batch.columns()[..keys])
-                .map_err(BatchError::arrow("key rows"))?;
-            // Row indices per consumer, in one pass over the rows.
-            let mut rows_of = vec![Vec::new(); consumers];
-            for (row, owner) in consumers_of(&rows, KEY_GROUPS, consumers)
-                .into_iter()
-                .enumerate()
-            {
-                rows_of[owner as usize].push(row as u32);
+    rows_in: &mut u64,
+    mut f: impl FnMut(RecordBatch) -> Result<(), EngineError>,
+) -> Result<(), EngineError> {
+    match (input, &stage.input) {
+        (Input::Splits(splits), StageInput::Scan { source, columns }) => {
+            let schema = from_defs(columns)?;
+            while let Some(split) = splits.next(subtask) {
+                let mut failed = None;
+                source
+                    .read(&schema, split, |batch| {
+                        *rows_in += batch.num_rows() as u64;
+                        f(batch).map_err(|e| {
+                            failed = Some(e);
+                            BatchError::Spec {
+                                what: "stopped".into(),
+                            }
+                        })
+                    })
+                    .map_err(|e| failed.take().unwrap_or(EngineError::Batch(e)))?;
             }
-            for (consumer, indices) in rows_of.into_iter().enumerate() {
-                if indices.is_empty() {
-                    continue;
-                }
-                let indices = UInt32Array::from(indices);
-                let part = arrow_select::take::take_record_batch(&batch, &indices)
-                    .map_err(BatchError::arrow("partition a batch"))?;
-                if tx.blocking_send((consumer, frame(&part)?)).is_err() {
-                    return Err(EngineError::Internal {
-                        what: "the map's sender stopped".into(),
-                    });
-                }
-            }
+            Ok(())
         }
-        Ok(())
+        (Input::Gates(gates), _) => {
+            let gate = gates.get_mut(i).ok_or_else(|| EngineError::Internal {
+                what: format!("stage {} has no input {i}", stage.name),
+            })?;
+            while let Some(batch) = gate.blocking_recv() {
+                let batch = batch?;
+                *rows_in += batch.num_rows() as u64;
+                f(batch)?;
+            }
+            Ok(())
+        }
+        _ => Err(EngineError::Internal {
+            what: format!("stage {} got the wrong kind of input", stage.name),
+        }),
+    }
+}
+
+/// Runs a stage on its blocking thread: input → head → row operators → tail.
+fn run_stage(
+    stage: &Stage,
+    mut input: Input,
+    out: Out,
+    subtask: usize,
+    budget: &Arc<MemoryBudget>,
+    spill: SpillDir,
+) -> Result<StageStats, EngineError> {
+    let mut stats = StageStats::default();
+    let mut tail = TailOp::new(stage, out, budget, &spill)?;
+    let mut rows_in = 0;
+    let mut downstream = |batch: RecordBatch| -> Result<(), EngineError> {
+        let mut batch = batch;
+        for op in &stage.ops {
+            batch = apply(op, &batch)?;
+        }
+        tail.push(batch)
     };
-    while let Some(split) = splits.next(subtask) {
-        let mut failed = None;
-        config
-            .source
-            .read(&source_schema, split, |batch| {
-                stats.rows_in += batch.num_rows() as u64;
-                let mut batch = batch;
-                for op in &config.ops {
-                    batch = apply(op, &batch)?;
+    let input_schema = |i: usize| match &stage.input {
+        StageInput::Scan { columns, .. } => from_defs(columns),
+        StageInput::Exchange { columns, .. } => from_defs(&columns[i]),
+    };
+    match &stage.head {
+        Head::Pass => {
+            for_each_batch(stage, &mut input, 0, subtask, &mut rows_in, downstream)?;
+        }
+        Head::Limit(n) => {
+            let mut left = *n;
+            for_each_batch(stage, &mut input, 0, subtask, &mut rows_in, |batch| {
+                let take = left.min(batch.num_rows() as u64);
+                left -= take;
+                if take > 0 {
+                    downstream(batch.slice(0, take as usize))?;
                 }
+                Ok(())
+            })?;
+        }
+        Head::Sort { spec, limit } => {
+            let mut sorter = Sorter::new(spec, input_schema(0)?, *limit, budget, spill)?;
+            for_each_batch(stage, &mut input, 0, subtask, &mut rows_in, |b| {
+                sorter.push(b)
+            })?;
+            stats.spill.add(sorter.finish(&mut downstream)?);
+        }
+        Head::Join(spec) => {
+            let left = input_schema(0)?;
+            let mut join = HashJoin::new(spec, &left, input_schema(1)?, budget, spill)?;
+            for_each_batch(stage, &mut input, 1, subtask, &mut rows_in, |b| {
+                join.build(b)
+            })?;
+            for_each_batch(stage, &mut input, 0, subtask, &mut rows_in, |b| {
+                join.probe(b, &mut downstream)
+            })?;
+            stats.spill.add(join.finish(&mut downstream)?);
+        }
+        Head::Aggregate {
+            spec,
+            input: columns,
+        } => {
+            let mut aggregate = HashAggregate::new(spec, &*from_defs(columns)?, Phase::Final)?;
+            let mut reservation = budget
+                .try_reserve(0)
+                .ok_or_else(|| super::too_small(budget, GROW_BYTES, "a final aggregate"))?;
+            for_each_batch(stage, &mut input, 0, subtask, &mut rows_in, |batch| {
                 aggregate.push(&batch)?;
                 while aggregate.bytes() as u64 > reservation.bytes() {
                     if !reservation.try_grow(GROW_BYTES) {
-                        // Out of memory: send what we have (the reducers merge it) and start again.
-                        stats.flushes += 1;
-                        if let Err(e) = flush(&mut aggregate, &mut stats) {
-                            failed = Some(e);
-                            return Err(BatchError::Spec {
-                                what: "stopped".into(),
-                            });
+                        return Err(super::too_small(
+                            budget,
+                            GROW_BYTES,
+                            &format!(
+                                "the final aggregate of {} groups (it does not spill yet)",
+                                aggregate.groups()
+                            ),
+                        ));
+                    }
+                }
+                Ok(())
+            })?;
+            for batch in aggregate.emit(BATCH_ROWS)? {
+                downstream(batch)?;
+            }
+            drop(reservation);
+        }
+    }
+    stats.rows_in = rows_in;
+    let (rows_out, flushes) = tail.finish()?;
+    stats.rows_out = rows_out;
+    stats.flushes = flushes;
+    Ok(stats)
+}
+
+/// The end of a stage (one per subtask: its size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum TailOp {
+    Partial {
+        aggregate: HashAggregate,
+        reservation: Reservation,
+        converter: RowConverter,
+        keys: usize,
+        out: Exchange,
+        flushes: u64,
+    },
+    Hash {
+        columns: Vec<usize>,
+        converter: RowConverter,
+        out: Exchange,
+    },
+    Gather {
+        sorter: Option<Box<Sorter>>,
+        limit: u64,
+        out: Exchange,
+    },
+    Sink {
+        csv: arrow_csv::Writer<Sink>,
+        error: SinkError,
+        schema: Arc<Schema>,
+        empty: bool,
+        rows: u64,
+    },
+}
+
+/// The exchange a tail sends frames into.
+struct Exchange {
+    tx: mpsc::Sender<ToSend>,
+    consumers: usize,
+    rows: u64,
+}
+
+impl Exchange {
+    fn send(&mut self, consumer: usize, batch: &RecordBatch) -> Result<(), EngineError> {
+        self.rows += batch.num_rows() as u64;
+        self.tx
+            .blocking_send((consumer, frame(batch)?))
+            .map_err(|_| EngineError::Internal {
+                what: "the stage's sender stopped".into(),
+            })
+    }
+
+    /// Sends each row of `batch` to the consumer that owns its key.
+    fn send_by_key(
+        &mut self,
+        batch: &RecordBatch,
+        converter: &RowConverter,
+        columns: &[usize],
+    ) -> Result<(), EngineError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.consumers == 1 {
+            return self.send(0, batch);
+        }
+        let keys: Vec<ArrayRef> = columns.iter().map(|&c| batch.column(c).clone()).collect();
+        let rows = converter
+            .convert_columns(&keys)
+            .map_err(BatchError::arrow("key rows"))?;
+        let mut rows_of = vec![Vec::new(); self.consumers];
+        for (row, owner) in consumers_of(&rows, KEY_GROUPS, self.consumers)
+            .into_iter()
+            .enumerate()
+        {
+            rows_of[owner as usize].push(row as u32);
+        }
+        for (consumer, indices) in rows_of.into_iter().enumerate() {
+            if indices.is_empty() {
+                continue;
+            }
+            let part = arrow_select::take::take_record_batch(batch, &UInt32Array::from(indices))
+                .map_err(BatchError::arrow("partition a batch"))?;
+            self.send(consumer, &part)?;
+        }
+        Ok(())
+    }
+}
+
+fn key_converter(schema: &Schema, columns: &[usize]) -> Result<RowConverter, BatchError> {
+    RowConverter::new(
+        columns
+            .iter()
+            .map(|&c| SortField::new(schema.field(c).data_type().clone()))
+            .collect(),
+    )
+    .map_err(BatchError::arrow("key rows"))
+}
+
+impl TailOp {
+    fn new(
+        stage: &Stage,
+        out: Out,
+        budget: &Arc<MemoryBudget>,
+        spill: &SpillDir,
+    ) -> Result<Self, EngineError> {
+        let schema = from_defs(&stage.columns)?;
+        let exchange = |out: Out| match out {
+            Out::Exchange { tx, consumers } => Ok(Exchange {
+                tx,
+                consumers,
+                rows: 0,
+            }),
+            Out::Sink(_) => Err(EngineError::Internal {
+                what: format!("stage {} sends to a sink file", stage.name),
+            }),
+        };
+        Ok(match &stage.tail {
+            Tail::Partial { spec, input } => {
+                let aggregate = HashAggregate::new(spec, &*from_defs(input)?, Phase::Partial)?;
+                let keys = spec.keys.len();
+                let partial = aggregate.output_schema();
+                Self::Partial {
+                    converter: key_converter(&partial, &(0..keys).collect::<Vec<_>>())?,
+                    aggregate,
+                    reservation: budget.try_reserve(0).ok_or_else(|| {
+                        super::too_small(budget, GROW_BYTES, "a partial aggregate")
+                    })?,
+                    keys,
+                    out: exchange(out)?,
+                    flushes: 0,
+                }
+            }
+            Tail::Hash { keys } => {
+                let columns = keys
+                    .iter()
+                    .map(|k| super::column_index(&schema, k))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Self::Hash {
+                    converter: key_converter(&schema, &columns)?,
+                    columns,
+                    out: exchange(out)?,
+                }
+            }
+            Tail::Gather { sort, limit } => Self::Gather {
+                sorter: match sort {
+                    // A local top-N: the first `limit` rows of this subtask.
+                    Some(spec) if limit.is_some() => Some(Box::new(Sorter::new(
+                        spec,
+                        schema.clone(),
+                        *limit,
+                        budget,
+                        spill.clone(),
+                    )?)),
+                    _ => None,
+                },
+                limit: limit.unwrap_or(u64::MAX),
+                out: exchange(out)?,
+            },
+            Tail::Sink { .. } => {
+                let Out::Sink(file) = out else {
+                    return Err(EngineError::Internal {
+                        what: format!("stage {} has a sink but no output file", stage.name),
+                    });
+                };
+                file.truncate()?;
+                let error = SinkError::default();
+                let csv = arrow_csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(Sink {
+                        writer: file.writer(1 << 20)?,
+                        error: error.clone(),
+                    });
+                Self::Sink {
+                    csv,
+                    error,
+                    schema,
+                    empty: true,
+                    rows: 0,
+                }
+            }
+        })
+    }
+
+    fn push(&mut self, batch: RecordBatch) -> Result<(), EngineError> {
+        match self {
+            Self::Partial {
+                aggregate,
+                reservation,
+                converter,
+                keys,
+                out,
+                flushes,
+            } => {
+                aggregate.push(&batch)?;
+                while aggregate.bytes() as u64 > reservation.bytes() {
+                    if !reservation.try_grow(GROW_BYTES) {
+                        // Out of memory: send what we have (the next stage merges it) and
+                        // start again.
+                        *flushes += 1;
+                        let columns: Vec<usize> = (0..*keys).collect();
+                        for batch in aggregate.emit(BATCH_ROWS)? {
+                            out.send_by_key(&batch, converter, &columns)?;
                         }
                         reservation.shrink_to(0);
                         break;
                     }
                 }
                 Ok(())
-            })
-            .map_err(|e| failed.take().unwrap_or(EngineError::Batch(e)))?;
-    }
-    flush(&mut aggregate, &mut stats)?;
-    Ok(stats)
-}
-
-fn too_small(budget: &MemoryBudget, what: &str) -> EngineError {
-    EngineError::BudgetTooSmall {
-        budget_bytes: budget.limit_bytes(),
-        minimum_bytes: budget.used_bytes() + GROW_BYTES,
-        what: what.into(),
-    }
-}
-
-struct ReduceTask(BatchReduceConfig);
-
-impl Invokable for ReduceTask {
-    fn invoke(
-        self: Box<Self>,
-        mut ctx: SubtaskContext,
-    ) -> BoxFuture<Result<SubtaskReport, EngineError>> {
-        Box::pin(async move {
-            let mut report = ctx.report();
-            let config = self.0;
-            let input = from_defs(&config.aggregate_columns)?;
-            let mut aggregate = HashAggregate::new(&config.aggregate, &input, Phase::Final)?;
-            let budget = ctx.resources.memory("batch.reduce")?.clone();
-            let mut reservation = budget
-                .try_reserve(0)
-                .ok_or_else(|| too_small(&budget, "a reducer's final aggregate"))?;
-            let mut gate = ctx.inputs.remove(0);
-            let mut frames = Frames::default();
-            let mut rows_in = 0u64;
-            let mut push = |batch: RecordBatch| -> Result<(), EngineError> {
-                rows_in += batch.num_rows() as u64;
-                aggregate.push(&batch)?;
-                while aggregate.bytes() as u64 > reservation.bytes() {
-                    if !reservation.try_grow(GROW_BYTES) {
-                        return Err(EngineError::BudgetTooSmall {
-                            budget_bytes: budget.limit_bytes(),
-                            minimum_bytes: budget.used_bytes() + GROW_BYTES,
-                            what: format!(
-                                "the final aggregate of {} groups (it does not spill yet)",
-                                aggregate.groups()
-                            ),
-                        });
-                    }
-                }
-                Ok(())
-            };
-            while let Some((_, received)) = gate.next_received().await? {
-                match received {
-                    Received::Buffer(buffer) => frames.push(buffer.as_bytes(), &mut push)?,
-                    Received::Spilled(spilled) => {
-                        let reader = spilled.open()?;
-                        for block in
-                            reader.partition_blocks(spilled.segment.segment, spilled.partition)?
-                        {
-                            let block = block?;
-                            report.spill_read_bytes += block.payload.len() as u64;
-                            frames.push(&block.payload, &mut push)?;
-                        }
-                    }
-                }
             }
-            frames.finish()?;
-            report.records_in = rows_in;
-            report.bytes_in = gate.metrics().bytes;
-            let file = ctx.resources.output(ctx.subtask, "batch.reduce")?.clone();
-            let rows_out = spawn_blocking(move || -> Result<u64, EngineError> {
-                file.truncate()?;
-                let batches = aggregate.emit(BATCH_ROWS)?;
-                drop(reservation);
-                let mut csv = arrow_csv::WriterBuilder::new()
-                    .with_header(true)
-                    .build(Sink {
-                        writer: file.writer(1 << 20)?,
-                        error: None,
-                    });
-                let mut rows = 0;
-                let written = if batches.is_empty() {
-                    csv.write(&RecordBatch::new_empty(aggregate.output_schema()))
-                } else {
-                    batches.iter().try_for_each(|batch| {
-                        rows += batch.num_rows() as u64;
-                        csv.write(batch)
-                    })
-                };
-                let mut sink = csv.into_inner();
-                if let Some(error) = sink.error.take() {
-                    return Err(error);
+            Self::Hash {
+                columns,
+                converter,
+                out,
+            } => out.send_by_key(&batch, converter, columns),
+            Self::Gather { sorter, limit, out } => match sorter {
+                Some(sorter) => sorter.push(batch),
+                None => {
+                    let take = (*limit - out.rows).min(batch.num_rows() as u64);
+                    if take > 0 {
+                        out.send(0, &batch.slice(0, take as usize))?;
+                    }
+                    Ok(())
                 }
-                written.map_err(BatchError::arrow("write CSV"))?;
-                sink.writer.finish()?;
-                Ok(rows)
-            })
-            .await??;
-            report.records_out = rows_out;
-            report.end_us = ctx.now_us();
-            Ok(report)
-        })
+            },
+            Self::Sink {
+                csv,
+                error,
+                empty,
+                rows,
+                ..
+            } => {
+                if batch.num_rows() == 0 {
+                    return Ok(());
+                }
+                *empty = false;
+                *rows += batch.num_rows() as u64;
+                csv.write(&batch).map_err(|e| sink_error(error, e))
+            }
+        }
     }
+
+    /// Sends or writes what is left; returns the rows sent or written and the early flushes.
+    fn finish(self) -> Result<(u64, u64), EngineError> {
+        match self {
+            Self::Partial {
+                mut aggregate,
+                converter,
+                keys,
+                mut out,
+                flushes,
+                reservation,
+            } => {
+                let columns: Vec<usize> = (0..keys).collect();
+                for batch in aggregate.emit(BATCH_ROWS)? {
+                    out.send_by_key(&batch, &converter, &columns)?;
+                }
+                drop(reservation);
+                Ok((out.rows, flushes))
+            }
+            Self::Hash { out, .. } => Ok((out.rows, 0)),
+            Self::Gather {
+                sorter, mut out, ..
+            } => {
+                if let Some(sorter) = sorter {
+                    sorter.finish(|batch| out.send(0, &batch))?;
+                }
+                Ok((out.rows, 0))
+            }
+            Self::Sink {
+                mut csv,
+                error,
+                schema,
+                empty,
+                rows,
+            } => {
+                if empty {
+                    // A header-only part.
+                    csv.write(&RecordBatch::new_empty(schema))
+                        .map_err(|e| sink_error(&error, e))?;
+                }
+                csv.into_inner().writer.finish()?;
+                Ok((rows, 0))
+            }
+        }
+    }
+}
+
+/// The output's own error kept by the sink (a full disk stays a full disk).
+type SinkError = Arc<std::sync::Mutex<Option<EngineError>>>;
+
+/// The sink's own error, else the CSV writer's.
+fn sink_error(error: &SinkError, e: arrow_schema::ArrowError) -> EngineError {
+    error
+        .lock()
+        .expect("sink error lock")
+        .take()
+        .unwrap_or_else(|| BatchError::arrow("write CSV")(e).into())
 }
 
 /// `io::Write` over an output writer that keeps its error (a full disk stays a full disk).
 struct Sink {
     writer: RangeWriter,
-    error: Option<EngineError>,
+    error: SinkError,
 }
 
 impl std::io::Write for Sink {
@@ -458,7 +772,7 @@ impl std::io::Write for Sink {
             Ok(()) => Ok(bytes.len()),
             Err(e) => {
                 let message = e.to_string();
-                self.error.get_or_insert(e);
+                self.error.lock().expect("sink error lock").get_or_insert(e);
                 Err(std::io::Error::other(message))
             }
         }
@@ -477,7 +791,8 @@ pub struct BatchJobConfig {
     pub memory_bytes: Option<u64>,
     pub parallelism: Option<usize>,
     pub force: bool,
-    /// Where blocking exchanges write (default: the system temp folder).
+    /// Where blocking exchanges and spilling operators write (default: the system temp
+    /// folder).
     pub spill_dir: Option<PathBuf>,
     pub max_attempts: u32,
 }
@@ -489,10 +804,15 @@ pub struct BatchJobResult {
     pub mode: Mode,
     pub parallelism: usize,
     pub output: PathBuf,
+    /// Rows read from the sources.
     pub rows_in: u64,
+    /// Rows written to the sink.
     pub rows_out: u64,
-    /// Partial aggregates maps emitted early because their memory ran out.
+    /// Partial aggregates emitted early because their memory ran out.
     pub partial_flushes: u64,
+    /// Runs and partitions sorts and joins spilled, and their bytes.
+    pub spilled_runs: u64,
+    pub spilled_bytes: u64,
     pub wall: std::time::Duration,
     pub subtasks: Vec<SubtaskReport>,
 }
@@ -512,9 +832,9 @@ pub fn plan(config: &BatchJobConfig) -> Result<(Plan, usize), EngineError> {
     Ok((plan, parallelism))
 }
 
-/// Runs a job spec: plans it, builds the job graph (map vertex, hash exchange of the mode's
-/// partition type, reduce vertex), runs it on the runtime, and publishes the output folder
-/// only when every subtask succeeded.
+/// Runs a job spec: plans it, builds the job graph (a vertex per stage, hash or gather
+/// exchanges of the mode's partition type), runs it on the runtime, and publishes the output
+/// folder only when every subtask succeeded.
 pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
     let job_start = Instant::now();
     let (plan, parallelism) = plan(config)?;
@@ -523,68 +843,78 @@ pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
         .or(plan.memory_bytes)
         .or_else(|| crate::memory::total_ram_bytes().map(|b| b / 2))
         .unwrap_or(1 << 30);
-    let input = plan.source.path().to_path_buf();
+    let sources = plan.sources();
+    let sink_stage = plan.stages.last().ok_or_else(|| EngineError::Internal {
+        what: "a plan without stages".into(),
+    })?;
+    let parts = if sink_stage.single { 1 } else { parallelism };
+    {
+        use crate::paths::{check, OutputKind, Read, Write};
+        let reads: Vec<Read> = sources.iter().map(|s| Read::new("input", s)).collect();
+        let write = Write::new("output", plan.sink.path(), OutputKind::Folder);
+        check(&reads, &[write], config.force)?;
+    }
     let target = OutputTarget::create(
         plan.sink.path(),
-        &input,
+        &sources[0],
         0,
-        Some(parallelism),
+        Some(parts),
         IoMode::Buffered,
         config.force,
     )?;
-    let input_bytes = super::source::open(&input)?
-        .metadata()
-        .map_err(|e| EngineError::io("read", &input, 0, e))?
-        .len();
-    let split_bytes = (input_bytes / (4 * parallelism as u64)).clamp(1 << 20, 64 << 20);
-    let map = BatchMapConfig {
-        source: plan.source.clone(),
-        source_columns: to_defs(&plan.source_schema),
-        ops: plan.ops.iter().map(|(_, op)| op.clone()).collect(),
-        aggregate: plan.aggregate.clone(),
-        aggregate_columns: to_defs(&plan.aggregate_input),
-    };
-    let reduce = BatchReduceConfig {
-        aggregate: plan.aggregate.clone(),
-        aggregate_columns: to_defs(&plan.aggregate_input),
-    };
     let mut graph = JobGraph::new(plan.name.clone());
-    let map_vertex = graph.add_vertex("map", parallelism, OperatorDescriptor::BatchMap(map));
-    graph.vertices[map_vertex.0].splits = Some(Arc::new(SplitEnumerator::for_range(
-        input_bytes,
-        split_bytes,
-    )));
-    let reduce_vertex = graph.add_vertex(
-        "reduce",
-        parallelism,
-        OperatorDescriptor::BatchReduce(reduce),
-    );
     let partition_type = match plan.mode {
         Mode::Pipelined => ResultPartitionType::Pipelined,
         Mode::Staged | Mode::MapReduce => ResultPartitionType::Blocking,
     };
-    let edge = graph.connect(
-        map_vertex,
-        reduce_vertex,
-        Distribution::Hash {
-            key_groups: KEY_GROUPS,
-        },
-        partition_type,
-    );
-    if plan.mode == Mode::MapReduce {
-        edge.slow_start = 0.05;
+    let mut scans = Vec::new();
+    for stage in &plan.stages {
+        let p = if stage.single { 1 } else { parallelism };
+        let v = graph.add_vertex(
+            stage.name.clone(),
+            p,
+            OperatorDescriptor::BatchStage(Box::new(stage.clone())),
+        );
+        match &stage.input {
+            StageInput::Scan { source, .. } => {
+                let input_bytes = super::source::open(source.path())?
+                    .metadata()
+                    .map_err(|e| EngineError::io("read", source.path(), 0, e))?
+                    .len();
+                let split_bytes = (input_bytes / (4 * p as u64)).clamp(1 << 20, 64 << 20);
+                graph.vertices[v.0].splits = Some(Arc::new(SplitEnumerator::for_range(
+                    input_bytes,
+                    split_bytes,
+                )));
+                scans.push(v.0);
+            }
+            StageInput::Exchange { from, .. } => {
+                for &f in from {
+                    let edge = graph.connect(
+                        crate::graph::VertexId(f),
+                        v,
+                        Distribution::Hash {
+                            key_groups: KEY_GROUPS,
+                        },
+                        partition_type,
+                    );
+                    if plan.mode == Mode::MapReduce {
+                        edge.slow_start = 0.05;
+                    }
+                }
+            }
+        }
     }
     let spill_root = config.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
     let job_dir = JobTempDir::create(&spill_root)?;
-    // Maps get a quarter of the budget, reducers the rest: a map only emits its partial
-    // state early when its share runs out (it loses nothing but some pre-aggregation), while
-    // a reducer's final aggregate holds every group of its keys (and does not spill yet).
+    // Scans get a quarter of the budget (a partial aggregate only emits early when its share
+    // runs out), the stages after exchanges the rest (final aggregates, joins, sorts).
     let resources = Arc::new(TaskResources {
         memory: Some(MemoryBudget::new(memory - memory / 4)),
         map_memory: Some(MemoryBudget::new(memory / 4)),
         spill_dirs: vec![job_dir.path().to_path_buf()],
         pool: BufferPool::new(1 << 16, 0),
-        outputs: (0..parallelism).map(|r| target.file(r).clone()).collect(),
+        outputs: (0..parts).map(|r| target.file(r).clone()).collect(),
         ..TaskResources::default()
     });
     let env = JobEnv {
@@ -597,10 +927,34 @@ pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
     };
     let result = scheduler::run_job(graph, job_start, &env)?;
     drop(job_dir);
-    let of = |v: usize| result.subtasks.iter().filter(move |s| s.vertex_id == v);
-    let rows_in = of(map_vertex.0).map(|s| s.records_in).sum();
-    let rows_out = of(reduce_vertex.0).map(|s| s.records_out).sum();
-    let partial_flushes = of(map_vertex.0).map(|s| s.spilled_runs).sum();
+    let sink_vertex = plan.stages.len() - 1;
+    let is_scan = |s: &&SubtaskReport| scans.contains(&s.vertex_id);
+    let rows_in = result
+        .subtasks
+        .iter()
+        .filter(is_scan)
+        .map(|s| s.records_in)
+        .sum();
+    let rows_out = result
+        .subtasks
+        .iter()
+        .filter(|s| s.vertex_id == sink_vertex)
+        .map(|s| s.records_out)
+        .sum();
+    let partial_flushes = result
+        .subtasks
+        .iter()
+        .filter(is_scan)
+        .map(|s| s.spilled_runs)
+        .sum();
+    let others = || {
+        result
+            .subtasks
+            .iter()
+            .filter(|s| !scans.contains(&s.vertex_id))
+    };
+    let spilled_runs = others().map(|s| s.spilled_runs).sum();
+    let spilled_bytes = others().map(|s| s.spill_written_bytes).sum();
     target.sync()?;
     let output = target.publish()?;
     Ok(BatchJobResult {
@@ -611,6 +965,8 @@ pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
         rows_in,
         rows_out,
         partial_flushes,
+        spilled_runs,
+        spilled_bytes,
         wall: job_start.elapsed(),
         subtasks: result.subtasks,
     })
@@ -620,11 +976,16 @@ pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
 mod tests {
     use super::*;
 
-    /// Batch descriptors round-trip through JSON and postcard, as every descriptor must for a
+    /// Stage descriptors round-trip through JSON and postcard, as every descriptor must for a
     /// worker process to build the subtask.
     #[test]
     fn descriptors_round_trip() {
-        use crate::batch::aggregate::{AggCall, AggFunc};
+        use crate::batch::aggregate::{AggCall, AggFunc, AggregateSpec};
+        use crate::batch::join::{JoinKind, JoinSpec};
+        use crate::batch::plan::ColumnDef;
+        use crate::batch::sort::{SortKey, SortSpec};
+        use crate::batch::source::SourceSpec;
+        use crate::batch::spec::SinkSpec;
         let aggregate = AggregateSpec {
             keys: vec!["word".into()],
             aggregates: vec![AggCall {
@@ -638,26 +999,75 @@ mod tests {
             data_type: "Utf8".into(),
             nullable: false,
         }];
-        for descriptor in [
-            OperatorDescriptor::BatchMap(BatchMapConfig {
-                source: SourceSpec::Csv {
-                    path: "in.csv".into(),
-                    header: true,
-                    delimiter: ';',
+        let sort = SortSpec {
+            by: vec![SortKey::try_from("word desc nulls last".to_string()).unwrap()],
+        };
+        let stages = [
+            Stage {
+                name: "scan".into(),
+                single: false,
+                input: StageInput::Scan {
+                    source: SourceSpec::Csv {
+                        path: "in.csv".into(),
+                        header: true,
+                        delimiter: ';',
+                    },
+                    columns: columns.clone(),
                 },
-                source_columns: columns.clone(),
+                head: Head::Pass,
                 ops: vec![RowOp::Tokenize {
                     column: 0,
                     name: "word".into(),
                 }],
-                aggregate: aggregate.clone(),
-                aggregate_columns: columns.clone(),
-            }),
-            OperatorDescriptor::BatchReduce(BatchReduceConfig {
-                aggregate,
-                aggregate_columns: columns.clone(),
-            }),
-        ] {
+                tail: Tail::Partial {
+                    spec: aggregate.clone(),
+                    input: columns.clone(),
+                },
+                columns: columns.clone(),
+                steps: vec!["scan (source)".into()],
+            },
+            Stage {
+                name: "join".into(),
+                single: false,
+                input: StageInput::Exchange {
+                    from: vec![0, 1],
+                    columns: vec![columns.clone(), columns.clone()],
+                },
+                head: Head::Join(JoinSpec {
+                    right: "r".into(),
+                    on: vec!["word".into()],
+                    right_on: None,
+                    kind: JoinKind::Anti,
+                }),
+                ops: Vec::new(),
+                tail: Tail::Gather {
+                    sort: Some(sort.clone()),
+                    limit: Some(3),
+                },
+                columns: columns.clone(),
+                steps: Vec::new(),
+            },
+            Stage {
+                name: "top".into(),
+                single: true,
+                input: StageInput::Exchange {
+                    from: vec![2],
+                    columns: vec![columns.clone()],
+                },
+                head: Head::Sort {
+                    spec: sort,
+                    limit: Some(3),
+                },
+                ops: Vec::new(),
+                tail: Tail::Sink {
+                    sink: SinkSpec::Csv { path: "out".into() },
+                },
+                columns: columns.clone(),
+                steps: Vec::new(),
+            },
+        ];
+        for stage in stages {
+            let descriptor = OperatorDescriptor::BatchStage(Box::new(stage));
             let json = serde_json::to_string(&descriptor).unwrap();
             assert_eq!(
                 serde_json::from_str::<OperatorDescriptor>(&json).unwrap(),

@@ -1,0 +1,561 @@
+//! From checked steps to stages: the vertices of the job graph and the exchanges between them.
+//!
+//! A stage is one vertex: an input (splits of a source, or exchanges from earlier stages), a
+//! head operator that needs its whole input (final aggregate, join, sort, limit) or none,
+//! row operators chained after it, and a tail: an exchange to the next stage (hash by key,
+//! after a partial aggregate; or gathered into one subtask, after a local top-N or limit) or
+//! the sink. Steps that need rows with equal keys together (aggregate, join) start a stage
+//! behind a hash exchange; steps that need every row in one place (sort, limit) start a
+//! single-subtask stage behind a gather.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use super::aggregate::{AggregateSpec, HashAggregate, Phase};
+use super::join::JoinSpec;
+use super::sort::SortSpec;
+use super::source::SourceSpec;
+use super::spec::{JobSpec, Mode, RowOp, SinkSpec, Step};
+use super::BatchError;
+use crate::EngineError;
+
+/// A column as descriptors carry it: name and Arrow type (`Int64`, `Float64`, `Utf8`, …).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    pub name: String,
+    pub data_type: String,
+    pub nullable: bool,
+}
+
+/// The columns of `schema` as descriptors carry them.
+pub fn to_defs(schema: &Schema) -> Vec<ColumnDef> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| ColumnDef {
+            name: f.name().clone(),
+            data_type: f.data_type().to_string(),
+            nullable: f.is_nullable(),
+        })
+        .collect()
+}
+
+/// The schema of columns carried by a descriptor.
+pub fn from_defs(defs: &[ColumnDef]) -> Result<SchemaRef, EngineError> {
+    let fields = defs
+        .iter()
+        .map(|d| {
+            let data_type: DataType = d.data_type.parse().map_err(|e| EngineError::InvalidJob {
+                reason: format!("column {:?}: type {:?}: {e}", d.name, d.data_type),
+            })?;
+            Ok(Field::new(&d.name, data_type, d.nullable))
+        })
+        .collect::<Result<Vec<_>, EngineError>>()?;
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Where a stage's rows come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StageInput {
+    /// Splits of a source file, read by whichever subtask asks next.
+    Scan {
+        source: SourceSpec,
+        columns: Vec<ColumnDef>,
+    },
+    /// Exchanges from earlier stages (in this order: a join's left, then its right), with
+    /// the columns each carries.
+    Exchange {
+        from: Vec<usize>,
+        columns: Vec<Vec<ColumnDef>>,
+    },
+}
+
+/// The operator at the start of a stage, fed by its whole input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Head {
+    /// Rows pass through.
+    Pass,
+    /// Merges partial states; `input` are the columns the partial aggregates read.
+    Aggregate {
+        spec: AggregateSpec,
+        input: Vec<ColumnDef>,
+    },
+    /// Builds on input 1 (right), probes with input 0 (left).
+    Join(JoinSpec),
+    /// Sorts every row (the first `limit` only).
+    Sort { spec: SortSpec, limit: Option<u64> },
+    /// The first `n` rows.
+    Limit(u64),
+}
+
+/// Where a stage's rows go.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Tail {
+    /// Aggregated partially, then hashed by the group keys.
+    Partial {
+        spec: AggregateSpec,
+        input: Vec<ColumnDef>,
+    },
+    /// Hashed by these columns.
+    Hash { keys: Vec<String> },
+    /// All to the one subtask of the next stage, after a local top-N or limit.
+    Gather {
+        sort: Option<SortSpec>,
+        limit: Option<u64>,
+    },
+    /// Written to the sink: one part per subtask.
+    Sink { sink: SinkSpec },
+}
+
+/// One vertex of a batch job; also its operator descriptor (`batch.stage`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    /// The vertex name: its first step's name.
+    pub name: String,
+    /// One subtask (after a gather) instead of the job's parallelism.
+    pub single: bool,
+    pub input: StageInput,
+    pub head: Head,
+    pub ops: Vec<RowOp>,
+    pub tail: Tail,
+    /// The columns the row operators produce (what the tail receives).
+    pub columns: Vec<ColumnDef>,
+    /// The steps chained in this stage, as `name (kind)`, for `explain`.
+    pub steps: Vec<String>,
+}
+
+/// A spec checked against its data: the stages the job graph is built from.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub name: String,
+    pub mode: Mode,
+    pub parallelism: Option<usize>,
+    pub memory_bytes: Option<u64>,
+    /// In topological order; the last one writes the sink.
+    pub stages: Vec<Stage>,
+    pub sink: SinkSpec,
+}
+
+impl Plan {
+    /// Every file the job reads.
+    pub fn sources(&self) -> Vec<PathBuf> {
+        self.stages
+            .iter()
+            .filter_map(|s| match &s.input {
+                StageInput::Scan { source, .. } => Some(source.path().to_path_buf()),
+                StageInput::Exchange { .. } => None,
+            })
+            .collect()
+    }
+}
+
+/// A stage being built, and the schema of the rows it produces so far.
+struct Open {
+    stage: Stage,
+    schema: SchemaRef,
+}
+
+fn at(step: &Step, what: impl std::fmt::Display) -> BatchError {
+    BatchError::Spec {
+        what: format!("step {:?}: {what}", step.name),
+    }
+}
+
+impl JobSpec {
+    /// Checks the steps against the data (schemas, columns, types) and plans the stages.
+    pub fn plan(&self) -> Result<Plan, BatchError> {
+        let mut seen = std::collections::HashSet::new();
+        for step in &self.steps {
+            if !seen.insert(step.name.as_str()) {
+                return Err(at(step, "another step has this name"));
+            }
+            step.kind().map_err(|e| at(step, e))?;
+        }
+        if self.steps.is_empty() {
+            return Err(BatchError::Spec {
+                what: "the job has no steps".into(),
+            });
+        }
+        // Steps whose output no step has used yet: name → open stage.
+        let mut open: Vec<(String, Open)> = Vec::new();
+        let mut stages: Vec<Stage> = Vec::new();
+        let mut sink = None;
+        let take = |open: &mut Vec<(String, Open)>, name: &str, by: &Step| {
+            let i = open.iter().position(|(n, _)| n == name).ok_or_else(|| {
+                at(
+                    by,
+                    format!("input {name:?} is not an earlier step, or another step already uses it (a step feeds one step)"),
+                )
+            })?;
+            Ok::<_, BatchError>(open.remove(i).1)
+        };
+        for (i, step) in self.steps.iter().enumerate() {
+            if sink.is_some() {
+                return Err(at(step, "steps after the sink"));
+            }
+            if step.source.is_some() {
+                if step.input.is_some() {
+                    return Err(at(step, "a source has no input"));
+                }
+            } else if i == 0 {
+                return Err(at(step, "the first step must be a source"));
+            }
+            let previous = i.checked_sub(1).map(|p| self.steps[p].name.as_str());
+            let input_name = step.input.as_deref().or(previous).unwrap_or_default();
+            let kind = step.kind().map_err(|e| at(step, e))?;
+            let next = match kind {
+                "source" => {
+                    let source = step.source.clone().expect("kind");
+                    let schema = source.schema().map_err(|e| at(step, e))?;
+                    Open {
+                        stage: Stage {
+                            name: step.name.clone(),
+                            single: false,
+                            input: StageInput::Scan {
+                                source,
+                                columns: to_defs(&schema),
+                            },
+                            head: Head::Pass,
+                            ops: Vec::new(),
+                            tail: Tail::Hash { keys: Vec::new() },
+                            columns: Vec::new(),
+                            steps: vec![format!("{} (source)", step.name)],
+                        },
+                        schema,
+                    }
+                }
+                "filter" | "project" | "tokenize" => {
+                    let mut input = take(&mut open, input_name, step)?;
+                    let (op, schema) = row_op(step, &input.schema).map_err(|e| at(step, e))?;
+                    input.stage.ops.push(op);
+                    input.stage.steps.push(format!("{} ({kind})", step.name));
+                    input.schema = schema;
+                    input
+                }
+                "aggregate" => {
+                    let spec = step.aggregate.clone().expect("kind");
+                    let input = take(&mut open, input_name, step)?;
+                    let (_, output) = spec.schemas(&input.schema).map_err(|e| at(step, e))?;
+                    HashAggregate::new(&spec, &input.schema, Phase::Final)
+                        .map_err(|e| at(step, e))?;
+                    let columns = to_defs(&input.schema);
+                    let from = close(
+                        &mut stages,
+                        input,
+                        Tail::Partial {
+                            spec: spec.clone(),
+                            input: columns.clone(),
+                        },
+                        Some(format!("{} (partial aggregate)", step.name)),
+                    );
+                    let partial = spec.schemas(&from.1).map_err(|e| at(step, e))?.0;
+                    exchange_stage(
+                        step,
+                        vec![(from.0, partial)],
+                        Head::Aggregate {
+                            spec,
+                            input: columns,
+                        },
+                        "final aggregate",
+                        output,
+                        false,
+                    )
+                }
+                "join" => {
+                    let spec = step.join.clone().expect("kind");
+                    let left = take(&mut open, input_name, step)?;
+                    let right = take(&mut open, &spec.right, step)?;
+                    let output = spec
+                        .output_schema(&left.schema, &right.schema)
+                        .map_err(|e| at(step, e))?;
+                    let l = close(
+                        &mut stages,
+                        left,
+                        Tail::Hash {
+                            keys: spec.on.clone(),
+                        },
+                        None,
+                    );
+                    let r = close(
+                        &mut stages,
+                        right,
+                        Tail::Hash {
+                            keys: spec.right_keys().to_vec(),
+                        },
+                        None,
+                    );
+                    let kind = format!("{:?} hash join", spec.kind).to_lowercase();
+                    exchange_stage(step, vec![l, r], Head::Join(spec), &kind, output, false)
+                }
+                "sort" => {
+                    let spec = step.sort.clone().expect("kind");
+                    let input = take(&mut open, input_name, step)?;
+                    spec.check(&input.schema).map_err(|e| at(step, e))?;
+                    // A limit right after the sort makes it a top-N, on both sides.
+                    let limit = self
+                        .steps
+                        .get(i + 1)
+                        .filter(|n| {
+                            n.limit.is_some() && n.input.as_deref().is_none_or(|x| x == step.name)
+                        })
+                        .and_then(|n| n.limit);
+                    let schema = input.schema.clone();
+                    let from = close(
+                        &mut stages,
+                        input,
+                        Tail::Gather {
+                            sort: Some(spec.clone()),
+                            limit,
+                        },
+                        None,
+                    );
+                    let what = match limit {
+                        Some(n) => format!("top {n}"),
+                        None => "sort".into(),
+                    };
+                    exchange_stage(
+                        step,
+                        vec![from],
+                        Head::Sort { spec, limit },
+                        &what,
+                        schema,
+                        true,
+                    )
+                }
+                "limit" => {
+                    let n = step.limit.expect("kind");
+                    let mut input = take(&mut open, input_name, step)?;
+                    if matches!(&input.stage.head, Head::Sort { limit: Some(l), .. } if *l == n)
+                        && input.stage.ops.is_empty()
+                    {
+                        // Folded into the sort before it (top-N).
+                        input.stage.steps.push(format!("{} (limit)", step.name));
+                        input
+                    } else {
+                        let schema = input.schema.clone();
+                        let from = close(
+                            &mut stages,
+                            input,
+                            Tail::Gather {
+                                sort: None,
+                                limit: Some(n),
+                            },
+                            None,
+                        );
+                        exchange_stage(step, vec![from], Head::Limit(n), "limit", schema, true)
+                    }
+                }
+                "sink" => {
+                    let spec = step.sink.clone().expect("kind");
+                    let mut input = take(&mut open, input_name, step)?;
+                    input.stage.steps.push(format!("{} (csv sink)", step.name));
+                    sink = Some(spec.clone());
+                    close(&mut stages, input, Tail::Sink { sink: spec }, None);
+                    continue;
+                }
+                other => unreachable!("step kind {other}"),
+            };
+            open.push((step.name.clone(), next));
+        }
+        let sink = sink.ok_or_else(|| BatchError::Spec {
+            what: "the job has no sink step".into(),
+        })?;
+        if let Some((name, _)) = open.first() {
+            return Err(BatchError::Spec {
+                what: format!("step {name:?}: its rows go nowhere (no step uses it as input)"),
+            });
+        }
+        let memory_bytes = self
+            .memory
+            .as_deref()
+            .map(|m| {
+                crate::memory::parse_size(m).map_err(|e| BatchError::Spec {
+                    what: format!("memory: {e}"),
+                })
+            })
+            .transpose()?;
+        if self.parallelism == Some(0) {
+            return Err(BatchError::Spec {
+                what: "parallelism must be at least 1".into(),
+            });
+        }
+        Ok(Plan {
+            name: self.name.clone().unwrap_or_else(|| "job".into()),
+            mode: self.mode.unwrap_or_default(),
+            parallelism: self.parallelism,
+            memory_bytes,
+            stages,
+            sink,
+        })
+    }
+}
+
+/// Ends an open stage with `tail`; returns its index and the schema it sends.
+fn close(
+    stages: &mut Vec<Stage>,
+    mut open: Open,
+    tail: Tail,
+    step: Option<String>,
+) -> (usize, SchemaRef) {
+    open.stage.tail = tail;
+    open.stage.columns = to_defs(&open.schema);
+    open.stage.steps.extend(step);
+    stages.push(open.stage);
+    (stages.len() - 1, open.schema)
+}
+
+/// A new stage behind exchanges from `from` (stage, schema it sends).
+fn exchange_stage(
+    step: &Step,
+    from: Vec<(usize, SchemaRef)>,
+    head: Head,
+    what: &str,
+    schema: SchemaRef,
+    single: bool,
+) -> Open {
+    Open {
+        stage: Stage {
+            name: step.name.clone(),
+            single,
+            input: StageInput::Exchange {
+                from: from.iter().map(|f| f.0).collect(),
+                columns: from.iter().map(|f| to_defs(&f.1)).collect(),
+            },
+            head,
+            ops: Vec::new(),
+            tail: Tail::Hash { keys: Vec::new() },
+            columns: Vec::new(),
+            steps: vec![format!("{} ({what})", step.name)],
+        },
+        schema,
+    }
+}
+
+/// A filter, project or tokenize step checked against `schema`, and the schema after it.
+fn row_op(step: &Step, schema: &SchemaRef) -> Result<(RowOp, SchemaRef), BatchError> {
+    if let Some(p) = &step.filter {
+        p.check(schema)?;
+        return Ok((RowOp::Filter(p.clone()), schema.clone()));
+    }
+    if let Some(p) = &step.project {
+        let indices = p
+            .columns
+            .iter()
+            .map(|c| super::column_index(schema, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let projected = schema
+            .project(&indices)
+            .map_err(BatchError::arrow("project"))?;
+        return Ok((
+            RowOp::Project {
+                columns: p.columns.clone(),
+            },
+            Arc::new(projected),
+        ));
+    }
+    let t = step.tokenize.as_ref().expect("a row operator");
+    let column = super::column_index(schema, &t.column)?;
+    if schema.field(column).data_type() != &DataType::Utf8 {
+        return Err(BatchError::TypeMismatch {
+            column: t.column.clone(),
+            found: schema.field(column).data_type().to_string(),
+            expected: "Utf8 (text) to tokenize".into(),
+        });
+    }
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        &t.name,
+        DataType::Utf8,
+        false,
+    )]));
+    Ok((
+        RowOp::Tokenize {
+            column,
+            name: t.name.clone(),
+        },
+        schema,
+    ))
+}
+
+/// The job graph a plan runs as, in words: vertices with their chained steps and parallelism,
+/// the exchanges with their distribution and partition type, and the pipelined regions.
+pub fn explain(plan: &Plan, parallelism: usize) -> String {
+    use std::fmt::Write;
+    let partition = match plan.mode {
+        Mode::Pipelined => "pipelined",
+        Mode::Staged => "blocking",
+        Mode::MapReduce => "blocking, consumers deployed at 5% of producers finished",
+    };
+    let columns = |defs: &[ColumnDef]| {
+        defs.iter()
+            .map(|c| format!("{}: {}", c.name, c.data_type))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = format!("job {} (mode {})\n", plan.name, plan.mode.as_str());
+    for (v, stage) in plan.stages.iter().enumerate() {
+        if let StageInput::Exchange { from, .. } = &stage.input {
+            for &f in from {
+                let how = match &plan.stages[f].tail {
+                    Tail::Partial { spec, .. } => format!(
+                        "hash({}) over {} key groups",
+                        spec.keys.join(", "),
+                        super::KEY_GROUPS
+                    ),
+                    Tail::Hash { keys } => format!(
+                        "hash({}) over {} key groups",
+                        keys.join(", "),
+                        super::KEY_GROUPS
+                    ),
+                    Tail::Gather { .. } => "gather to one subtask".into(),
+                    Tail::Sink { .. } => unreachable!("a sink feeds no stage"),
+                };
+                let _ = writeln!(out, "edge {f} → {v}: {how}, {partition}");
+            }
+        }
+        let p = if stage.single { 1 } else { parallelism };
+        let _ = writeln!(
+            out,
+            "vertex {v} {} ×{p}: {}",
+            stage.name,
+            stage.steps.join(" → ")
+        );
+        if let StageInput::Scan { source, columns: c } = &stage.input {
+            let _ = writeln!(
+                out,
+                "  reads {} in splits [{}]",
+                source.path().display(),
+                columns(c)
+            );
+        }
+        if let Tail::Sink { sink } = &stage.tail {
+            let _ = writeln!(
+                out,
+                "  writes {} [{}]",
+                sink.path().display(),
+                columns(&stage.columns)
+            );
+        }
+    }
+    let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
+    let _ = match plan.mode {
+        Mode::Pipelined => writeln!(
+            out,
+            "regions: 1 pipelined region: {{{}}} deployed together",
+            names.join(", ")
+        ),
+        _ => writeln!(
+            out,
+            "regions: {} regions: {}, each once its inputs are complete",
+            names.len(),
+            names
+                .iter()
+                .map(|n| format!("{{{n}}}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    out
+}

@@ -1,0 +1,110 @@
+//! Batches spilled to segment files: the sort's runs, the join's partitions, the aggregate's
+//! sorted partial state. Each batch is one block (an Arrow IPC stream, lz4 when it pays,
+//! crc32c), the same format as blocking exchanges; a file has no name once created (nothing
+//! is left after a crash) and is read back through the writer's handle.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow_array::RecordBatch;
+use shuffle::spill::{SegmentFileReader, SegmentFileWriter, SegmentIndex, WriterOptions};
+
+use super::codec;
+use crate::EngineError;
+
+/// Where an operator's spill files go, and what it spilled.
+#[derive(Clone, Debug)]
+pub(crate) struct SpillDir {
+    pub dir: PathBuf,
+    pub options: WriterOptions,
+}
+
+/// Spill totals of one operator.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SpillStats {
+    pub written_bytes: u64,
+    pub read_bytes: u64,
+    pub runs: u64,
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+impl SpillDir {
+    /// A new, already unlinked spill file.
+    pub fn create(&self, what: &str) -> Result<BatchFile, EngineError> {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .dir
+            .join(format!("{what}-{}-{n}.spill", std::process::id()));
+        let writer = SegmentFileWriter::create(&path, self.options)?;
+        writer.unlink()?;
+        Ok(BatchFile {
+            writer,
+            segments: Vec::new(),
+        })
+    }
+}
+
+/// A spill file being written: batches appended to partitions of the open segment.
+pub(crate) struct BatchFile {
+    writer: SegmentFileWriter,
+    segments: Vec<SegmentIndex>,
+}
+
+impl BatchFile {
+    /// Appends `batch` to `partition` (partitions must not decrease within a segment).
+    pub fn write(&mut self, partition: u32, batch: &RecordBatch) -> Result<u64, EngineError> {
+        if batch.num_rows() == 0 {
+            return Ok(0);
+        }
+        let bytes = codec::encode(batch)?;
+        if bytes.len() > shuffle::spill::MAX_BLOCK_BYTES / 2 && batch.num_rows() > 1 {
+            let half = batch.num_rows() / 2;
+            let a = self.write(partition, &batch.slice(0, half))?;
+            let b = self.write(partition, &batch.slice(half, batch.num_rows() - half))?;
+            return Ok(a + b);
+        }
+        self.writer
+            .append(partition, batch.num_rows() as u32, &bytes)?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// Ends the open segment; its batches become readable.
+    pub fn seal(&mut self) -> Result<u32, EngineError> {
+        let index = self.writer.seal_segment()?;
+        let segment = index.segment;
+        self.segments.push(index);
+        Ok(segment)
+    }
+
+    /// A reader of the sealed segments.
+    pub fn reader(&self) -> Result<SegmentFileReader, EngineError> {
+        Ok(self.writer.reader(self.segments.iter().cloned())?)
+    }
+
+    /// The sealed segments.
+    pub fn segments(&self) -> u32 {
+        self.segments.len() as u32
+    }
+}
+
+/// The batches of `partition` in `segment`, decoded as they are read; `read` counts their
+/// stored bytes.
+pub(crate) fn batches<'a>(
+    reader: &'a SegmentFileReader,
+    segment: u32,
+    partition: u32,
+    read: &'a mut u64,
+) -> Result<impl Iterator<Item = Result<RecordBatch, EngineError>> + 'a, EngineError> {
+    let blocks = reader.partition_blocks(segment, partition)?;
+    Ok(blocks.flat_map(move |block| {
+        let decoded = block.map_err(EngineError::from).and_then(|block| {
+            *read += block.payload.len() as u64;
+            Ok(codec::decode(&block.payload)?)
+        });
+        match decoded {
+            Ok(batches) => batches.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        }
+    }))
+}
