@@ -144,6 +144,8 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                 "rows_in": result.rows_in,
                 "rows_out": result.rows_out,
                 "partial_flushes": result.partial_flushes,
+                "spilled_runs": result.spilled_runs,
+                "spilled_bytes": result.spilled_bytes,
                 "wall_ms": result.wall.as_secs_f64() * 1e3,
             }),
         );

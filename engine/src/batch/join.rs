@@ -25,9 +25,6 @@ use crate::EngineError;
 /// Spill partitions of a grace hash join.
 pub const PARTITIONS: u32 = 32;
 
-/// Memory a join asks for at a time.
-const GROW_BYTES: u64 = 1 << 20;
-
 /// Which rows a join returns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -245,11 +242,8 @@ impl HashJoin {
             Build::Memory(held) => {
                 self.held_bytes += batch.get_array_memory_size() as u64;
                 held.push(batch);
-                while self.held_bytes > self.reservation.bytes() {
-                    if !self.reservation.try_grow(GROW_BYTES) {
-                        self.spill_build()?;
-                        break;
-                    }
+                if !super::grow_to(&mut self.reservation, self.held_bytes) {
+                    self.spill_build()?;
                 }
             }
         }

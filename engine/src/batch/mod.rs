@@ -45,6 +45,15 @@ pub(crate) fn column_index(
         })
 }
 
+/// Grows `reservation` to cover `bytes` (in steps of at least 256 KiB, or exactly what is
+/// missing when less is left); false when the budget refuses.
+pub(crate) fn grow_to(reservation: &mut crate::memory::Reservation, bytes: u64) -> bool {
+    let Some(missing) = bytes.checked_sub(reservation.bytes()).filter(|&m| m > 0) else {
+        return true;
+    };
+    reservation.try_grow(missing.next_multiple_of(256 << 10)) || reservation.try_grow(missing)
+}
+
 /// The error of an operator that needs `more` bytes than `budget` has left.
 pub(crate) fn too_small(
     budget: &crate::memory::MemoryBudget,

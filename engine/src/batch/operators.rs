@@ -439,17 +439,15 @@ fn run_stage(
                 .ok_or_else(|| super::too_small(budget, GROW_BYTES, "a final aggregate"))?;
             for_each_batch(stage, &mut input, 0, subtask, &mut rows_in, |batch| {
                 aggregate.push(&batch)?;
-                while aggregate.bytes() as u64 > reservation.bytes() {
-                    if !reservation.try_grow(GROW_BYTES) {
-                        return Err(super::too_small(
-                            budget,
-                            GROW_BYTES,
-                            &format!(
-                                "the final aggregate of {} groups (it does not spill yet)",
-                                aggregate.groups()
-                            ),
-                        ));
-                    }
+                if !super::grow_to(&mut reservation, aggregate.bytes() as u64) {
+                    return Err(super::too_small(
+                        budget,
+                        GROW_BYTES,
+                        &format!(
+                            "the final aggregate of {} groups (it does not spill yet)",
+                            aggregate.groups()
+                        ),
+                    ));
                 }
                 Ok(())
             })?;
@@ -655,18 +653,15 @@ impl TailOp {
                 flushes,
             } => {
                 aggregate.push(&batch)?;
-                while aggregate.bytes() as u64 > reservation.bytes() {
-                    if !reservation.try_grow(GROW_BYTES) {
-                        // Out of memory: send what we have (the next stage merges it) and
-                        // start again.
-                        *flushes += 1;
-                        let columns: Vec<usize> = (0..*keys).collect();
-                        for batch in aggregate.emit(BATCH_ROWS)? {
-                            out.send_by_key(&batch, converter, &columns)?;
-                        }
-                        reservation.shrink_to(0);
-                        break;
+                if !super::grow_to(reservation, aggregate.bytes() as u64) {
+                    // Out of memory: send what we have (the next stage merges it) and start
+                    // again.
+                    *flushes += 1;
+                    let columns: Vec<usize> = (0..*keys).collect();
+                    for batch in aggregate.emit(BATCH_ROWS)? {
+                        out.send_by_key(&batch, converter, &columns)?;
                     }
+                    reservation.shrink_to(0);
                 }
                 Ok(())
             }

@@ -202,9 +202,6 @@ pub(crate) struct Sorter {
     pub stats: SpillStats,
 }
 
-/// Memory a sorter asks for at a time.
-const GROW_BYTES: u64 = 1 << 20;
-
 impl Sorter {
     pub fn new(
         spec: &SortSpec,
@@ -245,15 +242,12 @@ impl Sorter {
         self.rows.push(rows);
         if let Some(limit) = self.limit {
             // Top-N: never more than twice the limit held; cut back to the limit.
-            if self.held as u64 > limit.saturating_mul(2).max(BATCH_ROWS as u64) {
+            if self.held as u64 > limit.saturating_mul(2) {
                 self.truncate_to(limit)?;
             }
         }
-        while self.held_bytes > self.reservation.bytes() {
-            if !self.reservation.try_grow(GROW_BYTES) {
-                self.spill_run()?;
-                break;
-            }
+        if !super::grow_to(&mut self.reservation, self.held_bytes) {
+            self.spill_run()?;
         }
         Ok(())
     }

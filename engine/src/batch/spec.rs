@@ -1,4 +1,5 @@
-//! The declarative job spec (TOML): named steps in order, each one kind of operator.
+//! The declarative job spec (TOML): named steps, each one kind of operator, each fed by the
+//! step before it or by the step its `input` names.
 //!
 //! ```toml
 //! name = "wordcount"
@@ -16,9 +17,18 @@
 //! name = "counts"
 //! aggregate = { keys = ["word"], aggregates = [{ fn = "count", as = "n" }] }
 //! [[step]]
+//! name = "top"
+//! sort = { by = ["n desc", "word"] }
+//! [[step]]
+//! name = "ten"
+//! limit = 10
+//! [[step]]
 //! name = "out"
 //! sink = { csv = { path = "counts" } }
 //! ```
+//!
+//! A join names its right side: `join = { right = "customers", on = ["id"], type = "left" }`
+//! in a step whose `input` (or the step before) is the left side.
 //!
 //! Unknown fields are errors; relative paths are relative to the spec's folder. Every error
 //! names the step and what is wrong with it.
