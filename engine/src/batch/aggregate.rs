@@ -22,7 +22,12 @@ use arrow_row::{RowConverter, SortField};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
+use super::sort::{gather, merge, rows_of, sorted_order};
+use super::source::BATCH_ROWS;
+use super::spill::{batches, BatchFile, SpillDir, SpillStats};
 use super::BatchError;
+use crate::memory::{MemoryBudget, Reservation};
+use crate::EngineError;
 
 /// An aggregate function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -309,6 +314,21 @@ impl HashAggregate {
     /// Every group as rows of [`Self::output_schema`] (batches of at most `batch_rows`), and
     /// forgets them.
     pub fn emit(&mut self, batch_rows: usize) -> Result<Vec<RecordBatch>, BatchError> {
+        self.emit_as(batch_rows, self.phase)
+    }
+
+    /// Every group as partial states (rows of [`Self::partial_schema`], which a final
+    /// aggregate merges), and forgets them: how a final aggregate spills.
+    pub fn emit_states(&mut self, batch_rows: usize) -> Result<Vec<RecordBatch>, BatchError> {
+        self.emit_as(batch_rows, Phase::Partial)
+    }
+
+    /// The schema of partial states (keys first).
+    pub fn partial_schema(&self) -> SchemaRef {
+        self.partial_schema.clone()
+    }
+
+    fn emit_as(&mut self, batch_rows: usize, phase: Phase) -> Result<Vec<RecordBatch>, BatchError> {
         let parser = self.converter.parser();
         let n = self.calls.len();
         let mut batches = Vec::new();
@@ -325,9 +345,13 @@ impl HashAggregate {
                 .map_err(BatchError::arrow("group keys"))?;
             for (c, call) in self.calls.iter().enumerate() {
                 let accs = (start..end).map(|g| self.accs[g * n + c]);
-                columns.extend(finish(call, accs, self.phase)?);
+                columns.extend(finish(call, accs, phase)?);
             }
-            let batch = RecordBatch::try_new(self.output_schema(), columns)
+            let schema = match phase {
+                Phase::Partial => self.partial_schema.clone(),
+                Phase::Final => self.output_schema.clone(),
+            };
+            let batch = RecordBatch::try_new(schema, columns)
                 .map_err(BatchError::arrow("aggregate output"))?;
             batches.push(batch);
         }
@@ -335,6 +359,163 @@ impl HashAggregate {
         self.accs.clear();
         self.bytes = 0;
         Ok(batches)
+    }
+}
+
+/// The final phase under a memory budget: when the budget refuses the groups' growth, their
+/// partial states are sorted by key into a run on disk and the aggregate starts again; at the
+/// end the runs are merged by key and equal keys merged into final rows (each run holds a key
+/// at most once, so the rows of one key in the merge are at most as many as the runs).
+pub(crate) struct FinalAggregate {
+    spec: AggregateSpec,
+    input: SchemaRef,
+    aggregate: HashAggregate,
+    reservation: Reservation,
+    spill: SpillDir,
+    runs: Vec<BatchFile>,
+    /// Orders partial states by their key columns (the first ones).
+    converter: RowConverter,
+    keys: Vec<usize>,
+    pub stats: SpillStats,
+}
+
+impl FinalAggregate {
+    pub fn new(
+        spec: &AggregateSpec,
+        input: SchemaRef,
+        budget: &Arc<MemoryBudget>,
+        spill: SpillDir,
+    ) -> Result<Self, EngineError> {
+        let aggregate = HashAggregate::new(spec, &input, Phase::Final)?;
+        let keys: Vec<usize> = (0..spec.keys.len()).collect();
+        let partial = aggregate.partial_schema();
+        let converter = RowConverter::new(
+            keys.iter()
+                .map(|&k| SortField::new(partial.field(k).data_type().clone()))
+                .collect(),
+        )
+        .map_err(BatchError::arrow("key rows"))?;
+        Ok(Self {
+            spec: spec.clone(),
+            input,
+            aggregate,
+            reservation: budget
+                .try_reserve(0)
+                .ok_or_else(|| super::too_small(budget, 0, "a final aggregate"))?,
+            spill,
+            runs: Vec::new(),
+            converter,
+            keys,
+            stats: SpillStats::default(),
+        })
+    }
+
+    /// Merges a batch of partial states.
+    pub fn push(&mut self, batch: &RecordBatch) -> Result<(), EngineError> {
+        self.aggregate.push(batch)?;
+        if !super::grow_to(&mut self.reservation, self.aggregate.bytes() as u64) {
+            self.spill_run()?;
+        }
+        Ok(())
+    }
+
+    fn spill_run(&mut self) -> Result<(), EngineError> {
+        let states = self.aggregate.emit_states(BATCH_ROWS)?;
+        let rows = states
+            .iter()
+            .map(|b| rows_of(&self.converter, &self.keys, b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut run = self.spill.create("aggregate-run")?;
+        let mut written = 0;
+        gather(
+            &self.aggregate.partial_schema(),
+            &states,
+            &sorted_order(&rows),
+            |b| {
+                written += run.write(0, &b)?;
+                Ok(())
+            },
+        )?;
+        run.seal()?;
+        self.stats.written_bytes += written;
+        self.stats.runs += 1;
+        self.runs.push(run);
+        self.reservation.shrink_to(0);
+        Ok(())
+    }
+
+    /// Emits every group's final row.
+    pub fn finish(
+        mut self,
+        emit: &mut impl FnMut(RecordBatch) -> Result<(), EngineError>,
+    ) -> Result<SpillStats, EngineError> {
+        if self.runs.is_empty() {
+            for batch in self.aggregate.emit(BATCH_ROWS)? {
+                emit(batch)?;
+            }
+            return Ok(self.stats);
+        }
+        if self.aggregate.groups() > 0 {
+            self.spill_run()?;
+        }
+        let readers = self
+            .runs
+            .iter()
+            .map(|r| r.reader())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut read = vec![0u64; readers.len()];
+        let mut sources = Vec::new();
+        for (reader, read) in readers.iter().zip(read.iter_mut()) {
+            sources.push(batches(reader, 0, 0, read)?);
+        }
+        // States in key order; the rows of the last key of a batch may go on in the next.
+        let (spec, input, converter, keys) = (&self.spec, &self.input, &self.converter, &self.keys);
+        let mut carry: Option<RecordBatch> = None;
+        let mut complete = |states: &[RecordBatch]| -> Result<(), EngineError> {
+            let mut aggregate = HashAggregate::new(spec, input, Phase::Final)?;
+            for batch in states {
+                aggregate.push(batch)?;
+            }
+            for batch in aggregate.emit(BATCH_ROWS)? {
+                emit(batch)?;
+            }
+            Ok(())
+        };
+        merge(
+            &self.aggregate.partial_schema(),
+            converter,
+            keys,
+            sources,
+            u64::MAX,
+            &mut |batch: RecordBatch| {
+                let rows = rows_of(converter, keys, &batch)?;
+                let last = rows.row(batch.num_rows() - 1);
+                if let Some(c) = &carry {
+                    if rows_of(converter, keys, c)?.row(0) == last {
+                        // The whole batch has the carried key.
+                        let joined =
+                            arrow_select::concat::concat_batches(&batch.schema(), [c, &batch])
+                                .map_err(BatchError::arrow("aggregate merge"))?;
+                        carry = Some(joined);
+                        return Ok(());
+                    }
+                }
+                let mut cut = batch.num_rows() - 1;
+                while cut > 0 && rows.row(cut - 1) == last {
+                    cut -= 1;
+                }
+                let mut done: Vec<RecordBatch> = carry.take().into_iter().collect();
+                done.push(batch.slice(0, cut));
+                complete(&done)?;
+                carry = Some(batch.slice(cut, batch.num_rows() - cut));
+                Ok(())
+            },
+        )?;
+        if let Some(c) = carry {
+            complete(&[c])?;
+        }
+        self.stats.read_bytes += read.iter().sum::<u64>();
+        Ok(self.stats)
     }
 }
 
@@ -629,11 +810,15 @@ mod tests {
             maps in 1usize..4,
             reducers in 1usize..4,
             flush_every in 0usize..50,
+            budget in prop::sample::select(vec![1u64 << 10, 16 << 10, 1 << 30]),
         ) {
+            let dir = tempfile::tempdir().unwrap();
             let spec = spec();
             let input = batch(&[]).schema();
-            let mut finals: Vec<HashAggregate> = (0..reducers)
-                .map(|_| HashAggregate::new(&spec, &input, Phase::Final).unwrap())
+            let budget = MemoryBudget::new(budget);
+            let spill = SpillDir { dir: dir.path().into(), options: Default::default() };
+            let mut finals: Vec<FinalAggregate> = (0..reducers)
+                .map(|_| FinalAggregate::new(&spec, input.clone(), &budget, spill.clone()).unwrap())
                 .collect();
             let key_types: Vec<SortField> = input.fields()[..2].iter().map(|f| SortField::new(f.data_type().clone())).collect();
             let converter = RowConverter::new(key_types).unwrap();
@@ -656,8 +841,17 @@ mod tests {
                 }
                 route(partial.emit(5).unwrap());
             }
-            let output: Vec<RecordBatch> = finals.iter_mut().flat_map(|f| f.emit(4).unwrap()).collect();
+            let mut output = Vec::new();
+            let mut runs = 0;
+            for f in finals {
+                runs += f.finish(&mut |b| { output.push(b); Ok(()) }).unwrap().runs;
+            }
             prop_assert_eq!(lines(&output), oracle(&rows));
+            let groups = oracle(&rows).len();
+            if budget.limit_bytes() == 1 << 10 && groups > 50 {
+                prop_assert!(runs > 0, "a 1 KiB budget spills {} groups", groups);
+            }
+            prop_assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         }
     }
 

@@ -26,7 +26,7 @@ use arrow_schema::{DataType, Field, Schema};
 use shuffle::{Buffer, BufferPool, InputGate, Received, ResultPartitionType};
 use tokio::sync::mpsc;
 
-use super::aggregate::{HashAggregate, Phase};
+use super::aggregate::{FinalAggregate, HashAggregate, Phase};
 use super::join::HashJoin;
 use super::plan::{from_defs, Head, Plan, Stage, StageInput, Tail};
 use super::sort::Sorter;
@@ -433,28 +433,11 @@ fn run_stage(
             spec,
             input: columns,
         } => {
-            let mut aggregate = HashAggregate::new(spec, &*from_defs(columns)?, Phase::Final)?;
-            let mut reservation = budget
-                .try_reserve(0)
-                .ok_or_else(|| super::too_small(budget, GROW_BYTES, "a final aggregate"))?;
-            for_each_batch(stage, &mut input, 0, subtask, &mut rows_in, |batch| {
-                aggregate.push(&batch)?;
-                if !super::grow_to(&mut reservation, aggregate.bytes() as u64) {
-                    return Err(super::too_small(
-                        budget,
-                        GROW_BYTES,
-                        &format!(
-                            "the final aggregate of {} groups (it does not spill yet)",
-                            aggregate.groups()
-                        ),
-                    ));
-                }
-                Ok(())
+            let mut aggregate = FinalAggregate::new(spec, from_defs(columns)?, budget, spill)?;
+            for_each_batch(stage, &mut input, 0, subtask, &mut rows_in, |b| {
+                aggregate.push(&b)
             })?;
-            for batch in aggregate.emit(BATCH_ROWS)? {
-                downstream(batch)?;
-            }
-            drop(reservation);
+            stats.spill.add(aggregate.finish(&mut downstream)?);
         }
     }
     stats.rows_in = rows_in;
@@ -838,6 +821,15 @@ pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
         .or(plan.memory_bytes)
         .or_else(|| crate::memory::total_ram_bytes().map(|b| b / 2))
         .unwrap_or(1 << 30);
+    // Room for a few batches per stage; below it every row would be a spill.
+    const MINIMUM: u64 = 4 << 20;
+    if memory < MINIMUM {
+        return Err(EngineError::BudgetTooSmall {
+            budget_bytes: memory,
+            minimum_bytes: MINIMUM,
+            what: "a batch job".into(),
+        });
+    }
     let sources = plan.sources();
     let sink_stage = plan.stages.last().ok_or_else(|| EngineError::Internal {
         what: "a plan without stages".into(),

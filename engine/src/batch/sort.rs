@@ -172,7 +172,7 @@ pub(crate) fn gather(
 
 /// Sorts the rows of `batches` in memory: their `(batch, row)` positions in key order
 /// (stable: equal keys keep their arrival order).
-fn sorted_order(rows: &[Rows]) -> Vec<(u32, u32)> {
+pub(crate) fn sorted_order(rows: &[Rows]) -> Vec<(u32, u32)> {
     let mut order: Vec<(u32, u32)> = rows
         .iter()
         .enumerate()
