@@ -141,6 +141,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                 "mode": result.mode.as_str(),
                 "parallelism": result.parallelism,
                 "output": result.output,
+                "parts": result.parts,
                 "rows_in": result.rows_in,
                 "rows_out": result.rows_out,
                 "partial_flushes": result.partial_flushes,
@@ -157,7 +158,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
             result.rows_in,
             result.rows_out,
             result.output.display(),
-            result.parallelism,
+            result.parts,
             result.mode.as_str(),
             result.wall.as_secs_f64(),
             if result.partial_flushes > 0 {

@@ -22,9 +22,9 @@ use arrow_row::{RowConverter, SortField};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
-use super::sort::{gather, merge, rows_of, sorted_order};
+use super::sort::{gather, merge_runs, rows_of, sorted_order};
 use super::source::BATCH_ROWS;
-use super::spill::{batches, BatchFile, SpillDir, SpillStats};
+use super::spill::{BatchFile, SpillDir, SpillStats};
 use super::BatchError;
 use crate::memory::{MemoryBudget, Reservation};
 use crate::EngineError;
@@ -458,16 +458,6 @@ impl FinalAggregate {
         if self.aggregate.groups() > 0 {
             self.spill_run()?;
         }
-        let readers = self
-            .runs
-            .iter()
-            .map(|r| r.reader())
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut read = vec![0u64; readers.len()];
-        let mut sources = Vec::new();
-        for (reader, read) in readers.iter().zip(read.iter_mut()) {
-            sources.push(batches(reader, 0, 0, read)?);
-        }
         // States in key order; the rows of the last key of a batch may go on in the next.
         let (spec, input, converter, keys) = (&self.spec, &self.input, &self.converter, &self.keys);
         let mut carry: Option<RecordBatch> = None;
@@ -481,11 +471,11 @@ impl FinalAggregate {
             }
             Ok(())
         };
-        merge(
+        let read = merge_runs(
+            &self.runs,
             &self.aggregate.partial_schema(),
             converter,
             keys,
-            sources,
             u64::MAX,
             &mut |batch: RecordBatch| {
                 let rows = rows_of(converter, keys, &batch)?;
@@ -514,7 +504,7 @@ impl FinalAggregate {
         if let Some(c) = carry {
             complete(&[c])?;
         }
-        self.stats.read_bytes += read.iter().sum::<u64>();
+        self.stats.read_bytes += read;
         Ok(self.stats)
     }
 }

@@ -782,6 +782,8 @@ pub struct BatchJobResult {
     pub mode: Mode,
     pub parallelism: usize,
     pub output: PathBuf,
+    /// Part files in the output (one after a sort or limit).
+    pub parts: usize,
     /// Rows read from the sources.
     pub rows_in: u64,
     /// Rows written to the sink.
@@ -949,6 +951,7 @@ pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
         mode: plan.mode,
         parallelism,
         output,
+        parts,
         rows_in,
         rows_out,
         partial_flushes,

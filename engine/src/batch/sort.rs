@@ -14,7 +14,7 @@ use arrow_schema::{SchemaRef, SortOptions};
 use serde::{Deserialize, Serialize};
 
 use super::source::BATCH_ROWS;
-use super::spill::{batches, SpillDir, SpillStats};
+use super::spill::{batches, BatchFile, SpillDir, SpillStats};
 use super::BatchError;
 use crate::memory::{MemoryBudget, Reservation};
 use crate::EngineError;
@@ -198,7 +198,7 @@ pub(crate) struct Sorter {
     held_bytes: u64,
     reservation: Reservation,
     spill: SpillDir,
-    runs: Vec<super::spill::BatchFile>,
+    runs: Vec<BatchFile>,
     pub stats: SpillStats,
 }
 
@@ -314,27 +314,39 @@ impl Sorter {
         if !self.batches.is_empty() {
             self.spill_run()?;
         }
-        let readers = self
-            .runs
-            .iter()
-            .map(|r| r.reader())
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut read = vec![0u64; readers.len()];
-        let mut sources = Vec::new();
-        for (reader, read) in readers.iter().zip(read.iter_mut()) {
-            sources.push(batches(reader, 0, 0, read)?);
-        }
-        merge(
+        self.stats.read_bytes += merge_runs(
+            &self.runs,
             &self.schema,
             &self.converter,
             &self.columns,
-            sources,
             limit,
             &mut emit,
         )?;
-        self.stats.read_bytes += read.iter().sum::<u64>();
         Ok(self.stats)
     }
+}
+
+/// Merges sorted runs (partition 0 of their first segment) into one order, emitting at most
+/// `limit` rows; returns the bytes read.
+pub(crate) fn merge_runs(
+    runs: &[BatchFile],
+    schema: &SchemaRef,
+    converter: &RowConverter,
+    columns: &[usize],
+    limit: u64,
+    emit: &mut impl FnMut(RecordBatch) -> Result<(), EngineError>,
+) -> Result<u64, EngineError> {
+    let readers = runs
+        .iter()
+        .map(|r| r.reader())
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut read = vec![0u64; readers.len()];
+    let mut sources = Vec::new();
+    for (reader, read) in readers.iter().zip(read.iter_mut()) {
+        sources.push(batches(reader, 0, 0, read)?);
+    }
+    merge(schema, converter, columns, sources, limit, emit)?;
+    Ok(read.iter().sum())
 }
 
 /// The current batch of one sorted source during a merge.
