@@ -153,12 +153,13 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         println!("{doc}");
     } else {
         println!(
-            "{}: {} rows in, {} rows out to {} ({} parts, {} mode) in {:.2} s{}",
+            "{}: {} rows in, {} rows out to {} ({} part{}, {} mode) in {:.2} s{}",
             result.name,
             result.rows_in,
             result.rows_out,
             result.output.display(),
             result.parts,
+            if result.parts == 1 { "" } else { "s" },
             result.mode.as_str(),
             result.wall.as_secs_f64(),
             if result.partial_flushes > 0 {

@@ -378,7 +378,7 @@ fn check_output(write: &Write, force: bool) -> Result<(), PathError> {
             }
         }
         OutputKind::Folder => Err(unusable(format!(
-            "exists and is {}; --parts writes a folder",
+            "exists and is {}; this output is a folder of part files",
             kind_of(file_type)
         ))),
         _ if file_type.is_file() => {

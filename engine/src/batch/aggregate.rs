@@ -22,9 +22,9 @@ use arrow_row::{RowConverter, SortField};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
-use super::sort::{gather, merge_runs, rows_of, sorted_order};
+use super::sort::{rows_of, sorted_order, Runs, MIN_RUN_BYTES};
 use super::source::BATCH_ROWS;
-use super::spill::{BatchFile, SpillDir, SpillStats};
+use super::spill::{SpillDir, SpillStats};
 use super::BatchError;
 use crate::memory::{MemoryBudget, Reservation};
 use crate::EngineError;
@@ -364,19 +364,17 @@ impl HashAggregate {
 
 /// The final phase under a memory budget: when the budget refuses the groups' growth, their
 /// partial states are sorted by key into a run on disk and the aggregate starts again; at the
-/// end the runs are merged by key and equal keys merged into final rows (each run holds a key
-/// at most once, so the rows of one key in the merge are at most as many as the runs).
+/// end the runs are merged by key and equal keys merged into final rows (a key has at most one
+/// row per run written, so its rows in the merge are at most as many as those runs).
 pub(crate) struct FinalAggregate {
     spec: AggregateSpec,
     input: SchemaRef,
     aggregate: HashAggregate,
     reservation: Reservation,
-    spill: SpillDir,
-    runs: Vec<BatchFile>,
+    runs: Runs,
     /// Orders partial states by their key columns (the first ones).
     converter: RowConverter,
     keys: Vec<usize>,
-    pub stats: SpillStats,
 }
 
 impl FinalAggregate {
@@ -402,18 +400,17 @@ impl FinalAggregate {
             reservation: budget
                 .try_reserve(0)
                 .ok_or_else(|| super::too_small(budget, 0, "a final aggregate"))?,
-            spill,
-            runs: Vec::new(),
+            runs: Runs::new(spill),
             converter,
             keys,
-            stats: SpillStats::default(),
         })
     }
 
     /// Merges a batch of partial states.
     pub fn push(&mut self, batch: &RecordBatch) -> Result<(), EngineError> {
         self.aggregate.push(batch)?;
-        if !super::grow_to(&mut self.reservation, self.aggregate.bytes() as u64) {
+        let held = self.aggregate.bytes() as u64;
+        if !super::grow_to(&mut self.reservation, held) && held >= MIN_RUN_BYTES {
             self.spill_run()?;
         }
         Ok(())
@@ -425,21 +422,11 @@ impl FinalAggregate {
             .iter()
             .map(|b| rows_of(&self.converter, &self.keys, b))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut run = self.spill.create("aggregate-run")?;
-        let mut written = 0;
-        gather(
+        self.runs.write(
             &self.aggregate.partial_schema(),
             &states,
             &sorted_order(&rows),
-            |b| {
-                written += run.write(0, &b)?;
-                Ok(())
-            },
         )?;
-        run.seal()?;
-        self.stats.written_bytes += written;
-        self.stats.runs += 1;
-        self.runs.push(run);
         self.reservation.shrink_to(0);
         Ok(())
     }
@@ -453,7 +440,7 @@ impl FinalAggregate {
             for batch in self.aggregate.emit(BATCH_ROWS)? {
                 emit(batch)?;
             }
-            return Ok(self.stats);
+            return Ok(self.runs.stats);
         }
         if self.aggregate.groups() > 0 {
             self.spill_run()?;
@@ -471,12 +458,13 @@ impl FinalAggregate {
             }
             Ok(())
         };
-        let read = merge_runs(
-            &self.runs,
-            &self.aggregate.partial_schema(),
+        let partial = self.aggregate.partial_schema();
+        let stats = self.runs.merge(
+            &partial,
             converter,
             keys,
             u64::MAX,
+            &mut self.reservation,
             &mut |batch: RecordBatch| {
                 let rows = rows_of(converter, keys, &batch)?;
                 let last = rows.row(batch.num_rows() - 1);
@@ -504,8 +492,8 @@ impl FinalAggregate {
         if let Some(c) = carry {
             complete(&[c])?;
         }
-        self.stats.read_bytes += read;
-        Ok(self.stats)
+
+        Ok(stats)
     }
 }
 
@@ -780,12 +768,12 @@ mod tests {
     fn rows() -> impl Strategy<Value = Vec<Row>> {
         prop::collection::vec(
             (
-                prop::option::weighted(0.9, "[ab]{0,2}"),
+                prop::option::weighted(0.9, "[a-h]{0,3}"),
                 prop::option::weighted(0.9, 0i64..3),
                 prop::option::weighted(0.8, -1000i64..1000),
                 prop::option::weighted(0.8, -10.0f64..10.0),
             ),
-            0..300,
+            0..1500,
         )
     }
 
@@ -838,7 +826,7 @@ mod tests {
             }
             prop_assert_eq!(lines(&output), oracle(&rows));
             let groups = oracle(&rows).len();
-            if budget.limit_bytes() == 1 << 10 && groups > 50 {
+            if budget.limit_bytes() == 1 << 10 && groups > 600 {
                 prop_assert!(runs > 0, "a 1 KiB budget spills {} groups", groups);
             }
             prop_assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

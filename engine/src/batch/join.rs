@@ -343,7 +343,8 @@ impl HashJoin {
         let Some(probe) = self.probe_file.take() else {
             return Ok(self.stats);
         };
-        let (build_reader, probe_reader) = (file.reader()?, probe.reader()?);
+        let (build_segments, probe_segments) = (file.segments(), probe.segments());
+        let (build_reader, probe_reader) = (file.into_reader()?, probe.into_reader()?);
         let mut read = 0u64;
         for p in 0..PARTITIONS {
             // Chunks of build rows that fit; the probe partition once per chunk.
@@ -352,7 +353,7 @@ impl HashJoin {
             let mut matched: Vec<bool> = Vec::new();
             let mut chunk_bytes = 0u64;
             let mut build_batches = Vec::new();
-            for segment in 0..file.segments() {
+            for segment in 0..build_segments {
                 for batch in batches(&build_reader, segment, p, &mut read)? {
                     build_batches.push(batch?);
                 }
@@ -369,7 +370,7 @@ impl HashJoin {
                     let single = chunks == 0 && i + 1 == total;
                     let table = self.table_of(&std::mem::take(&mut chunk))?;
                     let mut offset = 0usize;
-                    for segment in 0..probe.segments() {
+                    for segment in 0..probe_segments {
                         for batch in batches(&probe_reader, segment, p, &mut read)? {
                             let batch = batch?;
                             let rows = batch.num_rows();
@@ -389,7 +390,7 @@ impl HashJoin {
             }
             if total == 0 && matches!(self.kind, JoinKind::Left | JoinKind::Anti) {
                 // No build rows here: every probe row is unmatched.
-                for segment in 0..probe.segments() {
+                for segment in 0..probe_segments {
                     for batch in batches(&probe_reader, segment, p, &mut read)? {
                         let batch = batch?;
                         let none = vec![false; batch.num_rows()];
@@ -398,7 +399,7 @@ impl HashJoin {
                 }
             } else if chunks > 1 && self.kind != JoinKind::Inner {
                 let mut offset = 0usize;
-                for segment in 0..probe.segments() {
+                for segment in 0..probe_segments {
                     for batch in batches(&probe_reader, segment, p, &mut read)? {
                         let batch = batch?;
                         let rows = batch.num_rows();

@@ -178,14 +178,11 @@ impl Invokable for StageTask {
             .ok_or_else(|| EngineError::Internal {
                 what: "batch.stage runs without a memory budget".into(),
             })?;
-            let spill = SpillDir {
-                dir: resources.spill_dirs.first().cloned().ok_or_else(|| {
-                    EngineError::Internal {
-                        what: "batch.stage runs without a spill folder".into(),
-                    }
-                })?,
-                options: Default::default(),
-            };
+            let spill = SpillDir::new(resources.spill_dirs.first().cloned().ok_or_else(|| {
+                EngineError::Internal {
+                    what: "batch.stage runs without a spill folder".into(),
+                }
+            })?);
             let input = match &stage.input {
                 StageInput::Scan { .. } => {
                     Input::Splits(ctx.splits.clone().ok_or_else(|| EngineError::Internal {

@@ -12,9 +12,10 @@ use arrow_array::RecordBatch;
 use arrow_row::{RowConverter, Rows, SortField};
 use arrow_schema::{SchemaRef, SortOptions};
 use serde::{Deserialize, Serialize};
+use shuffle::spill::SegmentFileReader;
 
 use super::source::BATCH_ROWS;
-use super::spill::{batches, BatchFile, SpillDir, SpillStats};
+use super::spill::{batches, SpillDir, SpillStats};
 use super::BatchError;
 use crate::memory::{MemoryBudget, Reservation};
 use crate::EngineError;
@@ -146,15 +147,16 @@ pub(crate) fn rows_of(
 }
 
 /// Rows taken from `batches` at `(batch, row)` positions, in that order, as batches of at most
-/// [`BATCH_ROWS`] rows.
+/// `batch_rows` rows.
 pub(crate) fn gather(
     schema: &SchemaRef,
     batches: &[RecordBatch],
     order: &[(u32, u32)],
+    batch_rows: usize,
     mut emit: impl FnMut(RecordBatch) -> Result<(), EngineError>,
 ) -> Result<(), EngineError> {
     let refs: Vec<&RecordBatch> = batches.iter().collect();
-    for chunk in order.chunks(BATCH_ROWS) {
+    for chunk in order.chunks(batch_rows) {
         let indices: Vec<(usize, usize)> = chunk
             .iter()
             .map(|&(b, r)| (b as usize, r as usize))
@@ -197,9 +199,7 @@ pub(crate) struct Sorter {
     held: usize,
     held_bytes: u64,
     reservation: Reservation,
-    spill: SpillDir,
-    runs: Vec<BatchFile>,
-    pub stats: SpillStats,
+    runs: Runs,
 }
 
 impl Sorter {
@@ -224,9 +224,7 @@ impl Sorter {
             held: 0,
             held_bytes: 0,
             reservation,
-            spill,
-            runs: Vec::new(),
-            stats: SpillStats::default(),
+            runs: Runs::new(spill),
         })
     }
 
@@ -246,7 +244,9 @@ impl Sorter {
                 self.truncate_to(limit)?;
             }
         }
-        if !super::grow_to(&mut self.reservation, self.held_bytes) {
+        if !super::grow_to(&mut self.reservation, self.held_bytes)
+            && self.held_bytes >= MIN_RUN_BYTES
+        {
             self.spill_run()?;
         }
         Ok(())
@@ -257,7 +257,7 @@ impl Sorter {
         let mut order = sorted_order(&self.rows);
         order.truncate(limit as usize);
         let mut kept = Vec::new();
-        gather(&self.schema, &self.batches, &order, |b| {
+        gather(&self.schema, &self.batches, &order, BATCH_ROWS, |b| {
             kept.push(b);
             Ok(())
         })?;
@@ -281,16 +281,7 @@ impl Sorter {
         if let Some(limit) = self.limit {
             order.truncate(limit as usize);
         }
-        let mut run = self.spill.create("sort-run")?;
-        let mut written = 0;
-        gather(&self.schema, &self.batches, &order, |batch| {
-            written += run.write(0, &batch)?;
-            Ok(())
-        })?;
-        run.seal()?;
-        self.stats.written_bytes += written;
-        self.stats.runs += 1;
-        self.runs.push(run);
+        self.runs.write(&self.schema, &self.batches, &order)?;
         self.batches.clear();
         self.rows.clear();
         self.held = 0;
@@ -308,44 +299,147 @@ impl Sorter {
         if self.runs.is_empty() {
             let mut order = sorted_order(&self.rows);
             order.truncate(limit.min(usize::MAX as u64) as usize);
-            gather(&self.schema, &self.batches, &order, &mut emit)?;
-            return Ok(self.stats);
+            gather(&self.schema, &self.batches, &order, BATCH_ROWS, &mut emit)?;
+            return Ok(self.runs.stats);
         }
         if !self.batches.is_empty() {
             self.spill_run()?;
         }
-        self.stats.read_bytes += merge_runs(
-            &self.runs,
+        self.runs.merge(
             &self.schema,
             &self.converter,
             &self.columns,
             limit,
+            &mut self.reservation,
             &mut emit,
+        )
+    }
+
+    /// Whether runs went to disk.
+    #[cfg(test)]
+    fn spilled(&self) -> bool {
+        !self.runs.is_empty()
+    }
+}
+
+/// A run is at least this large, even when the budget refuses less (a budget shared by busy
+/// operators would otherwise make a run, a file and a merge source, per batch).
+pub(crate) const MIN_RUN_BYTES: u64 = 32 << 10;
+
+/// Rows per batch in a run: what each source of a merge holds in memory.
+const RUN_BATCH_ROWS: usize = 1024;
+
+/// Most runs merged at once.
+const MAX_FAN_IN: usize = 256;
+
+/// Sorted runs on disk (a spill file each, the writer gone once written) and their merge.
+pub(crate) struct Runs {
+    spill: SpillDir,
+    runs: Vec<SegmentFileReader>,
+    /// The largest batch of a run in memory: what one source of a merge holds.
+    batch_bytes: u64,
+    pub stats: SpillStats,
+}
+
+impl Runs {
+    pub fn new(spill: SpillDir) -> Self {
+        Self {
+            spill,
+            runs: Vec::new(),
+            batch_bytes: 0,
+            stats: SpillStats::default(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Writes the rows of `batches` at `order` as a new run.
+    pub fn write(
+        &mut self,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+        order: &[(u32, u32)],
+    ) -> Result<(), EngineError> {
+        let mut run = self.spill.create("run")?;
+        gather(schema, batches, order, RUN_BATCH_ROWS, |batch| {
+            self.batch_bytes = self.batch_bytes.max(batch.get_array_memory_size() as u64);
+            self.stats.written_bytes += run.write(0, &batch)?;
+            Ok(())
+        })?;
+        run.seal()?;
+        self.stats.runs += 1;
+        self.runs.push(run.into_reader()?);
+        Ok(())
+    }
+
+    /// Merges every run into one order (at most `limit` rows). `reservation` is grown for the
+    /// sources a merge holds (a batch, its key rows and its decoded block each); when it cannot
+    /// hold every run, groups of runs are first merged into longer runs (at least two at a
+    /// time).
+    pub fn merge(
+        mut self,
+        schema: &SchemaRef,
+        converter: &RowConverter,
+        columns: &[usize],
+        limit: u64,
+        reservation: &mut Reservation,
+        emit: &mut impl FnMut(RecordBatch) -> Result<(), EngineError>,
+    ) -> Result<SpillStats, EngineError> {
+        let per_source = 3 * self.batch_bytes.max(1);
+        let mut fan_in = self.runs.len().clamp(2, MAX_FAN_IN);
+        while fan_in > 2 && !super::grow_to(reservation, fan_in as u64 * per_source) {
+            fan_in = (fan_in / 2).max(2);
+        }
+        while self.runs.len() > fan_in {
+            let group: Vec<SegmentFileReader> = self.runs.drain(..fan_in).collect();
+            let mut run = self.spill.create("run")?;
+            let (mut written, mut batch_bytes) = (0, 0);
+            self.stats.read_bytes += merge_readers(
+                &group,
+                schema,
+                converter,
+                columns,
+                limit,
+                RUN_BATCH_ROWS,
+                &mut |batch: RecordBatch| {
+                    batch_bytes = batch_bytes.max(batch.get_array_memory_size() as u64);
+                    written += run.write(0, &batch)?;
+                    Ok(())
+                },
+            )?;
+            run.seal()?;
+            self.batch_bytes = self.batch_bytes.max(batch_bytes);
+            self.stats.written_bytes += written;
+            self.stats.runs += 1;
+            self.runs.push(run.into_reader()?);
+        }
+        self.stats.read_bytes += merge_readers(
+            &self.runs, schema, converter, columns, limit, BATCH_ROWS, emit,
         )?;
+        reservation.shrink_to(0);
         Ok(self.stats)
     }
 }
 
-/// Merges sorted runs (partition 0 of their first segment) into one order, emitting at most
-/// `limit` rows; returns the bytes read.
-pub(crate) fn merge_runs(
-    runs: &[BatchFile],
+/// Merges the runs of `readers` (partition 0 of their first segment) into one order, in
+/// batches of at most `batch_rows`; returns the bytes read.
+fn merge_readers(
+    readers: &[SegmentFileReader],
     schema: &SchemaRef,
     converter: &RowConverter,
     columns: &[usize],
     limit: u64,
+    batch_rows: usize,
     emit: &mut impl FnMut(RecordBatch) -> Result<(), EngineError>,
 ) -> Result<u64, EngineError> {
-    let readers = runs
-        .iter()
-        .map(|r| r.reader())
-        .collect::<Result<Vec<_>, _>>()?;
     let mut read = vec![0u64; readers.len()];
     let mut sources = Vec::new();
     for (reader, read) in readers.iter().zip(read.iter_mut()) {
         sources.push(batches(reader, 0, 0, read)?);
     }
-    merge(schema, converter, columns, sources, limit, emit)?;
+    merge(schema, converter, columns, sources, limit, batch_rows, emit)?;
     Ok(read.iter().sum())
 }
 
@@ -365,6 +459,7 @@ pub(crate) fn merge<I>(
     columns: &[usize],
     sources: Vec<I>,
     limit: u64,
+    batch_rows: usize,
     emit: &mut impl FnMut(RecordBatch) -> Result<(), EngineError>,
 ) -> Result<(), EngineError>
 where
@@ -394,7 +489,7 @@ where
     // Out-of-order pieces: the batches the output rows come from, and the rows taken.
     let mut pieces: Vec<RecordBatch> = Vec::new();
     let mut piece_of: Vec<Option<u32>> = vec![None; cursors.len()];
-    let mut order: Vec<(u32, u32)> = Vec::with_capacity(BATCH_ROWS);
+    let mut order: Vec<(u32, u32)> = Vec::with_capacity(batch_rows);
     let less = |cursors: &[Cursor<I>], a: usize, b: usize| {
         let (x, y) = (&cursors[a], &cursors[b]);
         (x.rows.row(x.at), a) < (y.rows.row(y.at), b)
@@ -425,7 +520,7 @@ where
                  emit: &mut dyn FnMut(RecordBatch) -> Result<(), EngineError>|
      -> Result<(), EngineError> {
         if !order.is_empty() {
-            gather(schema, pieces, order, emit)?;
+            gather(schema, pieces, order, batch_rows, emit)?;
         }
         order.clear();
         pieces.clear();
@@ -448,8 +543,8 @@ where
         emitted += 1;
         cursors[top].at += 1;
         if cursors[top].at == cursors[top].batch.num_rows() {
-            // The source's next batch: emit what refers to its old one first.
-            flush(&mut pieces, &mut piece_of, &mut order, emit)?;
+            // The source's next batch becomes a new piece; the old one stays until the flush.
+            piece_of[top] = None;
             match advance(&mut cursors[top].source)? {
                 Some((batch, rows)) => {
                     let cursor = &mut cursors[top];
@@ -462,7 +557,7 @@ where
                 }
             }
         }
-        if order.len() == BATCH_ROWS {
+        if order.len() == batch_rows {
             flush(&mut pieces, &mut piece_of, &mut order, emit)?;
         }
         sift_down(&mut heap, &cursors, 0);
@@ -599,7 +694,7 @@ mod tests {
             for chunk in rows.chunks(batch_rows) {
                 sorter.push(batch(chunk)).unwrap();
             }
-            let spilled = !sorter.runs.is_empty();
+            let spilled = sorter.spilled();
             let mut out = Vec::new();
             sorter.finish(|b| { out.push(b); Ok(()) }).unwrap();
             let got = values(&out);

@@ -12,11 +12,25 @@ use shuffle::spill::{SegmentFileReader, SegmentFileWriter, SegmentIndex, WriterO
 use super::codec;
 use crate::EngineError;
 
-/// Where an operator's spill files go, and what it spilled.
+/// Where an operator's spill files go, and how they are written.
 #[derive(Clone, Debug)]
 pub(crate) struct SpillDir {
     pub dir: PathBuf,
     pub options: WriterOptions,
+}
+
+impl SpillDir {
+    /// Spill files in `dir`, written through 1 MiB buffers: a spilling operator has one file
+    /// open for writing at a time (a join two), outside its budget.
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            options: WriterOptions {
+                buffer_bytes: 1 << 20,
+                ..WriterOptions::default()
+            },
+        }
+    }
 }
 
 /// Spill totals of one operator.
@@ -77,9 +91,10 @@ impl BatchFile {
         Ok(segment)
     }
 
-    /// A reader of the sealed segments.
-    pub fn reader(&self) -> Result<SegmentFileReader, EngineError> {
-        Ok(self.writer.reader(self.segments.iter().cloned())?)
+    /// A reader of the sealed segments; the writer and its buffers are gone (a sort may hold
+    /// hundreds of runs).
+    pub fn into_reader(self) -> Result<SegmentFileReader, EngineError> {
+        Ok(self.writer.reader(self.segments)?)
     }
 
     /// The sealed segments.
