@@ -147,6 +147,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                 "partial_flushes": result.partial_flushes,
                 "spilled_runs": result.spilled_runs,
                 "spilled_bytes": result.spilled_bytes,
+                "peak_rss_bytes": engine::process::peak_rss_bytes(),
                 "wall_ms": result.wall.as_secs_f64() * 1e3,
             }),
         );
