@@ -552,19 +552,14 @@ impl ResultPartition {
         let writer = match &mut self.writer {
             Some(writer) => writer,
             None => {
-                // Unique in the folder: producers of several edges (a join's two inputs) and
-                // attempts of one producer share it.
-                static FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let path = target.dir.join(format!(
-                    "producer-{}-{n}.{}",
-                    self.producer,
-                    self.kind.as_str()
-                ));
-                let writer = crate::spill::SegmentFileWriter::create(&path, target.options)?;
-                // Unnamed while in use: nothing can truncate it under a consumer's map, and
-                // a crash leaves nothing behind.
-                writer.unlink()?;
+                // Producers of several edges (a join's two inputs) and attempts of one
+                // producer share the folder: the name is made unique.
+                let stem = format!("producer-{}.{}", self.producer, self.kind.as_str());
+                let writer = crate::spill::SegmentFileWriter::create_unlinked(
+                    &target.dir,
+                    &stem,
+                    target.options,
+                )?;
                 self.writer.insert(writer)
             }
         };

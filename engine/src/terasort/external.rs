@@ -40,18 +40,6 @@ use crate::task::{
 };
 use crate::EngineError;
 
-/// Creates a spill file and removes its name at once: the file lives on through the
-/// writer's handles, no other process can open, truncate or rewrite it while it is mapped (so
-/// no SIGBUS), and it disappears with the process however the process ends.
-pub(super) fn unlinked_spill_file(
-    path: &std::path::Path,
-    options: shuffle::spill::WriterOptions,
-) -> Result<SegmentFileWriter, EngineError> {
-    let writer = SegmentFileWriter::create(path, options)?;
-    writer.unlink()?;
-    Ok(writer)
-}
-
 /// Most runs merged at once; more are merged in groups first.
 pub const MAX_FAN_IN: usize = 64;
 
@@ -433,11 +421,13 @@ impl Invokable for ExternalReduceTask {
                 minimum_bytes: plan.minimum_bytes,
                 what: "a reducer's sort arena".into(),
             };
-            let spill_path = resources
-                .spill_dir(me, "terasort.external-sort")?
-                .join(format!("sort-{me}.runs"));
+            let spill_dir = resources.spill_dir(me, "terasort.external-sort")?;
             let spiller = Some(Spiller::new(
-                unlinked_spill_file(&spill_path, plan.writer_options)?,
+                SegmentFileWriter::create_unlinked(
+                    spill_dir,
+                    &format!("sort-{me}.runs"),
+                    plan.writer_options,
+                )?,
                 plan.block_bytes,
                 ctx.job_start,
             ));
@@ -745,7 +735,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let budget = MemoryBudget::new(1 << 30);
         let mut spiller = Spiller::new(
-            unlinked_spill_file(&dir.path().join("runs"), WriterOptions::default()).unwrap(),
+            SegmentFileWriter::create_unlinked(dir.path(), "runs", WriterOptions::default())
+                .unwrap(),
             4000,
             Instant::now(),
         );

@@ -24,9 +24,7 @@ use std::sync::Arc;
 use shuffle::spill::SegmentFileReader;
 use shuffle::{Received, SpilledBuffer};
 
-use super::external::{
-    merge_cursors, merge_runs, unlinked_spill_file, Arena, Cursor, RunCursor, Spiller,
-};
+use super::external::{merge_cursors, merge_runs, Arena, Cursor, RunCursor, Spiller};
 use super::operators::{MergingReduceConfig, SortingMapConfig};
 use super::partitioner::RangePartitioner;
 use super::reduce::output_range;
@@ -113,9 +111,12 @@ fn sort_split(
         }
     })?;
     let dir = resources.spill_dir(ctx.subtask, "terasort.sorting-map")?;
-    let path = dir.join(format!("map-{}-{}.out", ctx.subtask, ctx.attempt));
     let mut spiller = Spiller::new(
-        unlinked_spill_file(&path, plan.writer_options)?,
+        shuffle::spill::SegmentFileWriter::create_unlinked(
+            dir,
+            &format!("map-{}-{}.out", ctx.subtask, ctx.attempt),
+            plan.writer_options,
+        )?,
         plan.block_bytes,
         ctx.job_start,
     );
@@ -178,7 +179,11 @@ fn sort_split(
         .cloned()
         .expect("a map task spills at least one run");
     let out = &mut ctx.outputs[0];
-    out.publish_segment(&path, Arc::new(spiller.writer.read_handle()?), &output)?;
+    out.publish_segment(
+        spiller.writer.path(),
+        Arc::new(spiller.writer.read_handle()?),
+        &output,
+    )?;
     out.finish()?;
     report.records_in = checksum.records;
     report.bytes_in = checksum.records * RECORD_LEN as u64;

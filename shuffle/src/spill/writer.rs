@@ -168,6 +168,22 @@ impl SegmentFileWriter {
         })
     }
 
+    /// Creates a spill file in `dir` named after `stem` and unique in the process, and removes
+    /// its name at once (see [`Self::unlink`]): the file lives on through this writer's handles
+    /// and readers, nothing else can open, truncate or rewrite it while it is mapped (no
+    /// SIGBUS), and it disappears with the process however the process ends.
+    pub fn create_unlinked(
+        dir: &Path,
+        stem: &str,
+        options: WriterOptions,
+    ) -> Result<Self, SpillError> {
+        static FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let writer = Self::create(&dir.join(format!("{stem}-{n}.spill")), options)?;
+        writer.unlink()?;
+        Ok(writer)
+    }
+
     /// The file being written.
     pub fn path(&self) -> &Path {
         &self.path
