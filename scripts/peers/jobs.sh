@@ -19,15 +19,6 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-dir=${MILLRACE_PEERS_DIR:-$HOME/.cache/millrace-peers}
-# Exact pins; DuckDB, Polars and PySpark are those of run.sh.
-DUCKDB=duckdb==2.0.1
-POLARS=polars==2.1.0
-PYSPARK=pyspark==4.3.0
-PY4J=py4j==0.10.9.9
-DATAFUSION=datafusion==55.0.0
-PYARROW=pyarrow==26.0.1
-NUMPY=numpy==2.4.6
 
 usage() {
   cat >&2 <<EOF
@@ -41,20 +32,8 @@ EOF
 action=$1
 peer=${2:-}
 
-skip() {
-  echo "$peer: skipped — $*" >&2
-  exit 3
-}
-
-py=$dir/venv/bin/python
-logs=$dir/logs
-
-pip_install() { # PACKAGE… : installs into the venv, or skips naming the step
-  local log=$logs/pip-jobs-$peer.log
-  if ! "$dir/venv/bin/pip" install --disable-pip-version-check --no-input "$@" >"$log" 2>&1; then
-    skip "pip install $* failed (is PyPI reachable? log: $log): fix and rerun"
-  fi
-}
+# shellcheck source=common.sh
+. "$here/common.sh"
 
 # Installs the specs (NAME==VERSION) that are missing or at another version, in one pip run.
 ensure() {
@@ -63,27 +42,7 @@ ensure() {
     "$dir/venv/bin/pip" show "${spec%==*}" 2>/dev/null | grep -qx "Version: ${spec#*==}" ||
       missing+=("$spec")
   done
-  [ ${#missing[@]} -eq 0 ] || pip_install "${missing[@]}"
-}
-
-setup_venv() {
-  command -v python3 >/dev/null 2>&1 || skip "python3 not found: apt-get install python3 python3-venv"
-  if [ ! -x "$py" ] || ! "$py" -c '' 2>/dev/null; then
-    rm -rf "$dir/venv"
-    if ! python3 -m venv "$dir/venv" >"$logs/venv.log" 2>&1; then
-      rm -rf "$dir/venv"
-      skip "python3 -m venv failed (log: $logs/venv.log): apt-get install python3-venv"
-    fi
-  fi
-}
-
-setup_java() {
-  command -v java >/dev/null 2>&1 || skip "java not found: apt-get install openjdk-17-jdk-headless"
-  local version
-  version=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1)
-  if [ -z "$version" ] || [ "$version" -lt 17 ]; then
-    skip "java 17 or newer needed, found ${version:-an unknown version}: apt-get install openjdk-17-jdk-headless"
-  fi
+  [ ${#missing[@]} -eq 0 ] || pip_install "pip-jobs-$peer" "${missing[@]}"
 }
 
 version_of() { # MODULE

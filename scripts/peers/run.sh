@@ -22,11 +22,6 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-dir=${MILLRACE_PEERS_DIR:-$HOME/.cache/millrace-peers}
-DUCKDB=duckdb==2.0.1
-POLARS=polars==2.1.0
-PYSPARK=pyspark==4.3.0
-FLINK=apache-flink-libraries==2.3.0
 
 usage() {
   echo "usage: $0 setup PEER | run PEER INPUT OUTPUT (PEER: gnu-sort duckdb polars hadoop spark flink)" >&2
@@ -36,13 +31,8 @@ usage() {
 action=$1 peer=$2
 case $peer in gnu-sort | duckdb | polars | hadoop | spark | flink) ;; *) usage ;; esac
 
-skip() {
-  echo "$peer: skipped — $*" >&2
-  exit 3
-}
-
-py=$dir/venv/bin/python
-logs=$dir/logs
+# shellcheck source=common.sh
+. "$here/common.sh"
 
 # The venv's site-packages (where pip puts pyspark/jars and pyflink/lib).
 site_packages() {
@@ -72,34 +62,6 @@ classes_of() {
   echo "$dir/classes/$1-$hash"
 }
 
-pip_install() { # PACKAGE… : installs into the venv, or skips naming the step
-  local log=$logs/pip-$peer.log
-  if ! "$dir/venv/bin/pip" install --disable-pip-version-check --no-input "$@" >"$log" 2>&1; then
-    skip "pip install $* failed (is PyPI reachable? log: $log): fix and rerun"
-  fi
-}
-
-setup_venv() {
-  command -v python3 >/dev/null 2>&1 || skip "python3 not found: apt-get install python3 python3-venv"
-  if [ ! -x "$py" ] || ! "$py" -c '' 2>/dev/null; then
-    rm -rf "$dir/venv"
-    if ! python3 -m venv "$dir/venv" >"$logs/venv.log" 2>&1; then
-      rm -rf "$dir/venv"
-      skip "python3 -m venv failed (log: $logs/venv.log): apt-get install python3-venv"
-    fi
-  fi
-}
-
-setup_java() {
-  command -v java >/dev/null 2>&1 || skip "java not found: apt-get install openjdk-17-jdk-headless"
-  command -v javac >/dev/null 2>&1 || skip "javac not found: apt-get install openjdk-17-jdk-headless"
-  local version
-  version=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1)
-  if [ -z "$version" ] || [ "$version" -lt 17 ]; then
-    skip "java 17 or newer needed, found ${version:-an unknown version}: apt-get install openjdk-17-jdk-headless"
-  fi
-}
-
 setup() {
   mkdir -p "$dir" "$logs"
   # One setup at a time per folder: two benches must not pip into the same venv at once.
@@ -119,17 +81,17 @@ setup() {
       local module=$peer spec
       spec=$([ "$peer" = duckdb ] && echo "$DUCKDB" || echo "$POLARS")
       "$py" -c "import $module" 2>/dev/null && [ "$("$py" -c "import $module; print($module.__version__)")" = "${spec#*==}" ] ||
-        pip_install "$spec"
+        pip_install "pip-$peer" "$spec"
       echo "$peer $("$py" -c "import $module; print($module.__version__)")"
       ;;
     hadoop | spark | flink)
-      setup_java
+      setup_java javac
       setup_venv
       local spec jars classes
       spec=$([ "$peer" = flink ] && echo "$FLINK" || echo "$PYSPARK")
       # Only the jars are used (no Python API), so no dependencies.
       "$dir/venv/bin/pip" show "${spec%==*}" 2>/dev/null | grep -qx "Version: ${spec#*==}" ||
-        pip_install --no-deps "$spec"
+        pip_install "pip-$peer" --no-deps "$spec"
       jars=$(jars_of "$peer")
       [ -d "$jars" ] || skip "$spec has no $jars: reinstall it (rm -rf $dir/venv)"
       classes=$(classes_of "$peer")

@@ -43,8 +43,12 @@ pub const PEERS_DIR_ENV: &str = "MILLRACE_PEERS_DIR";
 const SKIP_EXIT_CODE: i32 = 3;
 
 /// The scripts `run.sh` needs, written to `<peers dir>/scripts/` before the setup.
-const SCRIPTS: [(&str, &str); 8] = [
+const SCRIPTS: [(&str, &str); 9] = [
     ("run.sh", include_str!("../../../scripts/peers/run.sh")),
+    (
+        "common.sh",
+        include_str!("../../../scripts/peers/common.sh"),
+    ),
     (
         "duckdb_sort.py",
         include_str!("../../../scripts/peers/duckdb_sort.py"),
