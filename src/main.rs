@@ -69,9 +69,9 @@ struct RunArgs {
     spec: PathBuf,
     /// Execution style (overrides the spec's `mode`).
     #[arg(long, value_enum)]
-    mode: Option<RunMode>,
+    mode: Option<ModeArg>,
     /// Memory budget (overrides the spec's `memory`; default half the RAM).
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = engine::memory::parse_size)]
     memory: Option<u64>,
     /// Subtasks per vertex (overrides the spec's `parallelism`; default the number of cores).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -98,25 +98,18 @@ struct ExplainArgs {
     spec: PathBuf,
     /// Execution style to explain (overrides the spec's `mode`).
     #[arg(long, value_enum)]
-    mode: Option<RunMode>,
+    mode: Option<ModeArg>,
     /// Subtasks per vertex (overrides the spec's `parallelism`).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     parallelism: Option<u32>,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum RunMode {
-    Pipelined,
-    Staged,
-    Mapreduce,
-}
-
-impl From<RunMode> for engine::batch::spec::Mode {
-    fn from(mode: RunMode) -> Self {
+impl From<ModeArg> for engine::batch::spec::Mode {
+    fn from(mode: ModeArg) -> Self {
         match mode {
-            RunMode::Pipelined => Self::Pipelined,
-            RunMode::Staged => Self::Staged,
-            RunMode::Mapreduce => Self::MapReduce,
+            ModeArg::Pipelined => Self::Pipelined,
+            ModeArg::Staged => Self::Staged,
+            ModeArg::MapReduce => Self::MapReduce,
         }
     }
 }
@@ -317,10 +310,6 @@ fn parse_share(text: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
-    engine::memory::parse_size(text)
-}
-
 #[derive(Args)]
 struct SortArgs {
     /// File of 100-byte records (gensort binary or ASCII, or any 100-byte records); `-`, a
@@ -357,11 +346,11 @@ struct SortArgs {
     maps: Option<usize>,
     /// Bytes of input per split, handed to maps on demand (in --mode mapreduce: one map task
     /// each, like mapreduce.input.fileinputformat.split.maxsize).
-    #[arg(long, value_name = "SIZE", default_value = "64MB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "64MB", value_parser = engine::memory::parse_size)]
     split_bytes: u64,
     /// --mode mapreduce: records each map task sorts in memory before it spills a run (like
     /// mapreduce.task.io.sort.mb). Default: up to 128MiB, as the --memory budget allows.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = engine::memory::parse_size)]
     map_sort_buffer: Option<u64>,
     /// --mode mapreduce: the share of map tasks that must have finished before reducers start
     /// copying map outputs (like mapreduce.job.reduce.slowstart.completedmaps), 0 to 1.
@@ -377,7 +366,7 @@ struct SortArgs {
     /// Memory budget (e.g. 512MiB, 2GiB, 4G; plain numbers are bytes), at most the RAM.
     /// Default: half the RAM. Inputs that do not fit are sorted out of core: sorted runs
     /// spilled, then merged.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = engine::memory::parse_size)]
     memory: Option<u64>,
     /// Folder for spilled runs and spooled input streams (repeat for several disks, used
     /// round-robin). Default: the system temp folder.
@@ -459,7 +448,7 @@ struct BenchArgs {
         long,
         default_value = "2GiB",
         value_name = "SIZE",
-        value_parser = parse_size,
+        value_parser = engine::memory::parse_size,
         requires = "out_of_core"
     )]
     memory: u64,

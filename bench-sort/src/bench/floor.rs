@@ -35,7 +35,7 @@ pub fn copy_file(
     let started = Instant::now();
     let opened = open_input(input, &std::env::temp_dir(), &Default::default())?;
     let (file, size) = (opened.file, opened.size);
-    let target = OutputTarget::create(output, input, size, None, io, true)?;
+    let target = OutputTarget::create(output, &[input], size, None, io, true)?;
     let map = map_input(&file, size, input)?;
     let writers = writers.max(1) as u64;
     let per_writer = size.div_ceil(writers);
@@ -130,7 +130,7 @@ pub fn two_pass_floor(
     let started = Instant::now();
     let opened = open_input(input, spill_dir, &Default::default())?;
     let (file, size) = (opened.file, opened.size);
-    let target = OutputTarget::create(output, input, size, None, IoMode::Auto, true)?;
+    let target = OutputTarget::create(output, &[input], size, None, IoMode::Auto, true)?;
     let per_stream = (size / RECORD).div_ceil(streams as u64) * RECORD;
     let ranges: Vec<(u64, u64)> = (0..streams as u64)
         .map(|s| ((s * per_stream).min(size), ((s + 1) * per_stream).min(size)))

@@ -345,71 +345,70 @@ impl HashJoin {
         };
         let (build_segments, probe_segments) = (file.segments(), probe.segments());
         let (build_reader, probe_reader) = (file.into_reader()?, probe.into_reader()?);
-        let mut read = 0u64;
+        let read = std::cell::Cell::new(0u64);
         for p in 0..PARTITIONS {
-            // Chunks of build rows that fit; the probe partition once per chunk.
-            let mut chunk = Vec::new();
+            // Chunks of build rows that fit, read as they are needed; the probe partition
+            // once per chunk.
+            let mut build = (0..build_segments)
+                .map(|segment| batches(&build_reader, segment, p, &read))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .peekable();
             let mut chunks = 0;
             let mut matched: Vec<bool> = Vec::new();
-            let mut chunk_bytes = 0u64;
-            let mut build_batches = Vec::new();
-            for segment in 0..build_segments {
-                for batch in batches(&build_reader, segment, p, &mut read)? {
-                    build_batches.push(batch?);
-                }
-            }
-            let total = build_batches.len();
-            for (i, batch) in build_batches.into_iter().enumerate() {
-                chunk_bytes += 2 * batch.get_array_memory_size() as u64;
-                chunk.push(batch);
-                let fits = chunk_bytes <= self.reservation.bytes()
-                    || self
-                        .reservation
-                        .try_grow(chunk_bytes - self.reservation.bytes());
-                if !fits || i + 1 == total {
-                    let single = chunks == 0 && i + 1 == total;
-                    let table = self.table_of(&std::mem::take(&mut chunk))?;
-                    let mut offset = 0usize;
-                    for segment in 0..probe_segments {
-                        for batch in batches(&probe_reader, segment, p, &mut read)? {
-                            let batch = batch?;
-                            let rows = batch.num_rows();
-                            if matched.len() < offset + rows {
-                                matched.resize(offset + rows, false);
-                            }
-                            let bits = (!single).then(|| &mut matched[offset..offset + rows]);
-                            probe_batch(&self, &table, &batch, bits, single, emit)?;
-                            offset += rows;
-                        }
-                    }
-                    chunks += 1;
-                    chunk_bytes = 0;
-                    drop(table);
-                    self.reservation.shrink_to(0);
-                }
-            }
-            if total == 0 && matches!(self.kind, JoinKind::Left | JoinKind::Anti) {
-                // No build rows here: every probe row is unmatched.
-                for segment in 0..probe_segments {
-                    for batch in batches(&probe_reader, segment, p, &mut read)? {
-                        let batch = batch?;
-                        let none = vec![false; batch.num_rows()];
-                        emit_unmatched(&self, &batch, &none, emit)?;
+            while build.peek().is_some() {
+                let (mut chunk, mut chunk_bytes) = (Vec::new(), 0u64);
+                for batch in build.by_ref() {
+                    let batch = batch?;
+                    chunk_bytes += 2 * batch.get_array_memory_size() as u64;
+                    chunk.push(batch);
+                    if !super::grow_to(&mut self.reservation, chunk_bytes) {
+                        break;
                     }
                 }
-            } else if chunks > 1 && self.kind != JoinKind::Inner {
+                let single = chunks == 0 && build.peek().is_none();
+                let table = self.table_of(&chunk)?;
+                drop(chunk);
                 let mut offset = 0usize;
                 for segment in 0..probe_segments {
-                    for batch in batches(&probe_reader, segment, p, &mut read)? {
+                    for batch in batches(&probe_reader, segment, p, &read)? {
                         let batch = batch?;
                         let rows = batch.num_rows();
+                        if matched.len() < offset + rows {
+                            matched.resize(offset + rows, false);
+                        }
+                        let bits = (!single).then(|| &mut matched[offset..offset + rows]);
+                        probe_batch(&self, &table, &batch, bits, single, emit)?;
+                        offset += rows;
+                    }
+                }
+                chunks += 1;
+                drop(table);
+                self.reservation.shrink_to(0);
+            }
+            let owed = match chunks {
+                // No build rows here: every probe row is unmatched.
+                0 => matches!(self.kind, JoinKind::Left | JoinKind::Anti),
+                1 => false,
+                _ => self.kind != JoinKind::Inner,
+            };
+            if owed {
+                let mut offset = 0usize;
+                for segment in 0..probe_segments {
+                    for batch in batches(&probe_reader, segment, p, &read)? {
+                        let batch = batch?;
+                        let rows = batch.num_rows();
+                        if matched.len() < offset + rows {
+                            matched.resize(offset + rows, false);
+                        }
                         emit_unmatched(&self, &batch, &matched[offset..offset + rows], emit)?;
                         offset += rows;
                     }
                 }
             }
         }
-        self.stats.read_bytes += read;
+        self.stats.read_bytes += read.get();
         Ok(self.stats)
     }
 }

@@ -77,17 +77,27 @@ fn apply(op: &RowOp, batch: &RecordBatch) -> Result<RecordBatch, BatchError> {
                 .ok_or_else(|| BatchError::Spec {
                     what: format!("tokenize: column {column} is not text"),
                 })?;
-            let mut words = Vec::new();
+            // Straight into one string buffer: no allocation per word (ASCII words are
+            // lower-cased in place; others through `str::to_lowercase`, final sigma included).
+            let mut words = arrow_array::builder::StringBuilder::new();
+            let mut lower = String::new();
             for line in lines.iter().flatten() {
                 for word in line
                     .split(|c: char| !c.is_alphanumeric())
                     .filter(|w| !w.is_empty())
                 {
-                    words.push(word.to_lowercase());
+                    lower.clear();
+                    if word.is_ascii() {
+                        lower.push_str(word);
+                        lower.make_ascii_lowercase();
+                    } else {
+                        lower.push_str(&word.to_lowercase());
+                    }
+                    words.append_value(&lower);
                 }
             }
             let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]));
-            RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(words)) as ArrayRef])
+            RecordBatch::try_new(schema, vec![Arc::new(words.finish()) as ArrayRef])
                 .map_err(BatchError::arrow("tokenize"))
         }
     }
@@ -183,18 +193,15 @@ impl Invokable for StageTask {
                     what: "batch.stage runs without a spill folder".into(),
                 }
             })?);
+            // One reader task per gate; dropped with this future, they stop.
+            let mut readers = tokio::task::JoinSet::new();
             let input = match &stage.input {
                 StageInput::Scan { .. } => {
                     Input::Splits(ctx.splits.clone().ok_or_else(|| EngineError::Internal {
                         what: "a scan stage runs without splits".into(),
                     })?)
                 }
-                StageInput::Exchange { .. } => Input::Gates(Vec::new()),
-            };
-            // One reader task per gate; dropped with this future, they stop.
-            let mut readers = tokio::task::JoinSet::new();
-            let input = match input {
-                Input::Gates(_) => Input::Gates(
+                StageInput::Exchange { .. } => Input::Gates(
                     ctx.inputs
                         .drain(..)
                         .map(|gate| {
@@ -204,17 +211,17 @@ impl Invokable for StageTask {
                         })
                         .collect(),
                 ),
-                splits => splits,
             };
             let (tx, mut rx) = mpsc::channel::<ToSend>(4);
             let out = match &stage.tail {
                 Tail::Sink { .. } => {
                     Out::Sink(resources.output(ctx.subtask, "batch.stage")?.clone())
                 }
-                _ => Out::Exchange {
+                _ => Out::Exchange(Exchange {
                     tx,
                     consumers: ctx.outputs[0].num_subpartitions(),
-                },
+                    rows: 0,
+                }),
             };
             let subtask = ctx.subtask;
             let work = spawn_blocking_handle(move || {
@@ -301,10 +308,7 @@ enum Input {
 
 /// A stage's output on its blocking thread.
 enum Out {
-    Exchange {
-        tx: mpsc::Sender<ToSend>,
-        consumers: usize,
-    },
+    Exchange(Exchange),
     Sink(OutputFile),
 }
 
@@ -315,14 +319,6 @@ struct StageStats {
     /// Partial aggregates emitted early because memory ran out.
     flushes: u64,
     spill: SpillStats,
-}
-
-impl SpillStats {
-    fn add(&mut self, other: SpillStats) {
-        self.written_bytes += other.written_bytes;
-        self.read_bytes += other.read_bytes;
-        self.runs += other.runs;
-    }
 }
 
 /// Calls `f` with every batch of input `i`.
@@ -546,11 +542,7 @@ impl TailOp {
     ) -> Result<Self, EngineError> {
         let schema = from_defs(&stage.columns)?;
         let exchange = |out: Out| match out {
-            Out::Exchange { tx, consumers } => Ok(Exchange {
-                tx,
-                consumers,
-                rows: 0,
-            }),
+            Out::Exchange(exchange) => Ok(exchange),
             Out::Sink(_) => Err(EngineError::Internal {
                 what: format!("stage {} sends to a sink file", stage.name),
             }),
@@ -834,15 +826,9 @@ pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
         what: "a plan without stages".into(),
     })?;
     let parts = if sink_stage.single { 1 } else { parallelism };
-    {
-        use crate::paths::{check, OutputKind, Read, Write};
-        let reads: Vec<Read> = sources.iter().map(|s| Read::new("input", s)).collect();
-        let write = Write::new("output", plan.sink.path(), OutputKind::Folder);
-        check(&reads, &[write], config.force)?;
-    }
     let target = OutputTarget::create(
         plan.sink.path(),
-        &sources[0],
+        &sources.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
         0,
         Some(parts),
         IoMode::Buffered,

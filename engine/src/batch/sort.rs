@@ -434,13 +434,13 @@ fn merge_readers(
     batch_rows: usize,
     emit: &mut impl FnMut(RecordBatch) -> Result<(), EngineError>,
 ) -> Result<u64, EngineError> {
-    let mut read = vec![0u64; readers.len()];
-    let mut sources = Vec::new();
-    for (reader, read) in readers.iter().zip(read.iter_mut()) {
-        sources.push(batches(reader, 0, 0, read)?);
-    }
+    let read = std::cell::Cell::new(0);
+    let sources = readers
+        .iter()
+        .map(|reader| batches(reader, 0, 0, &read))
+        .collect::<Result<Vec<_>, _>>()?;
     merge(schema, converter, columns, sources, limit, batch_rows, emit)?;
-    Ok(read.iter().sum())
+    Ok(read.get())
 }
 
 /// The current batch of one sorted source during a merge.

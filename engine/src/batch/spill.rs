@@ -4,7 +4,6 @@
 //! is left after a crash) and is read back through the writer's handle.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::RecordBatch;
 use shuffle::spill::{SegmentFileReader, SegmentFileWriter, SegmentIndex, WriterOptions};
@@ -17,6 +16,14 @@ use crate::EngineError;
 pub(crate) struct SpillDir {
     pub dir: PathBuf,
     pub options: WriterOptions,
+}
+
+impl SpillStats {
+    pub fn add(&mut self, other: SpillStats) {
+        self.written_bytes += other.written_bytes;
+        self.read_bytes += other.read_bytes;
+        self.runs += other.runs;
+    }
 }
 
 impl SpillDir {
@@ -41,17 +48,10 @@ pub(crate) struct SpillStats {
     pub runs: u64,
 }
 
-static NEXT: AtomicU64 = AtomicU64::new(0);
-
 impl SpillDir {
     /// A new, already unlinked spill file.
     pub fn create(&self, what: &str) -> Result<BatchFile, EngineError> {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .dir
-            .join(format!("{what}-{}-{n}.spill", std::process::id()));
-        let writer = SegmentFileWriter::create(&path, self.options)?;
-        writer.unlink()?;
+        let writer = SegmentFileWriter::create_unlinked(&self.dir, what, self.options)?;
         Ok(BatchFile {
             writer,
             segments: Vec::new(),
@@ -104,17 +104,17 @@ impl BatchFile {
 }
 
 /// The batches of `partition` in `segment`, decoded as they are read; `read` counts their
-/// stored bytes.
+/// stored bytes (shared by the readers of one operator).
 pub(crate) fn batches<'a>(
     reader: &'a SegmentFileReader,
     segment: u32,
     partition: u32,
-    read: &'a mut u64,
+    read: &'a std::cell::Cell<u64>,
 ) -> Result<impl Iterator<Item = Result<RecordBatch, EngineError>> + 'a, EngineError> {
     let blocks = reader.partition_blocks(segment, partition)?;
     Ok(blocks.flat_map(move |block| {
         let decoded = block.map_err(EngineError::from).and_then(|block| {
-            *read += block.payload.len() as u64;
+            read.set(read.get() + block.payload.len() as u64);
             Ok(codec::decode(&block.payload)?)
         });
         match decoded {

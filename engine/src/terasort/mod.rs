@@ -825,7 +825,7 @@ pub fn run_uncommitted(
     };
     let target = OutputTarget::create(
         &config.output,
-        &config.input,
+        &[&config.input],
         size,
         config.parts.then_some(config.reducers),
         config.io,
