@@ -899,6 +899,7 @@ pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
     };
     let result = scheduler::run_job(graph, job_start, &env)?;
     drop(job_dir);
+    check_delivered(&plan.stages, &result.subtasks)?;
     let sink_vertex = plan.stages.len() - 1;
     let is_scan = |s: &&SubtaskReport| scans.contains(&s.vertex_id);
     let rows_in = result
@@ -943,6 +944,29 @@ pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
         wall: job_start.elapsed(),
         subtasks: result.subtasks,
     })
+}
+
+/// Checks that every exchange delivered what was sent into it (the batch counterpart of
+/// TeraSort's count and checksum check): a job never succeeds with rows missing.
+fn check_delivered(stages: &[Stage], subtasks: &[SubtaskReport]) -> Result<(), EngineError> {
+    let rows = |v: usize, of: fn(&SubtaskReport) -> u64| -> u64 {
+        subtasks.iter().filter(|s| s.vertex_id == v).map(of).sum()
+    };
+    for (v, stage) in stages.iter().enumerate() {
+        if let StageInput::Exchange { from, .. } = &stage.input {
+            let sent: u64 = from.iter().map(|&f| rows(f, |s| s.records_out)).sum();
+            let received = rows(v, |s| s.records_in);
+            if sent != received {
+                return Err(EngineError::Internal {
+                    what: format!(
+                        "stage {}: {sent} rows were sent to it and {received} arrived",
+                        stage.name
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1055,6 +1079,57 @@ mod tests {
         assert_eq!(
             from_defs(&columns).unwrap().field(0).data_type(),
             &DataType::Utf8
+        );
+    }
+
+    /// A join stage fed by two stages: what its producers sent must be what its subtasks
+    /// received, or the job fails.
+    #[test]
+    fn lost_rows_fail_the_job() {
+        let stage = |name: &str, input| Stage {
+            name: name.into(),
+            single: false,
+            input,
+            head: Head::Pass,
+            ops: Vec::new(),
+            tail: Tail::Hash { keys: Vec::new() },
+            columns: Vec::new(),
+            steps: Vec::new(),
+        };
+        let scan = || StageInput::Scan {
+            source: crate::batch::source::SourceSpec::Text { path: "in".into() },
+            columns: Vec::new(),
+        };
+        let stages = [
+            stage("a", scan()),
+            stage("b", scan()),
+            stage(
+                "j",
+                StageInput::Exchange {
+                    from: vec![0, 1],
+                    columns: Vec::new(),
+                },
+            ),
+        ];
+        let report = |vertex_id, records_in, records_out| SubtaskReport {
+            vertex_id,
+            records_in,
+            records_out,
+            ..SubtaskReport::default()
+        };
+        let mut subtasks = vec![
+            report(0, 10, 7),
+            report(0, 10, 3),
+            report(1, 5, 5),
+            report(2, 9, 0),
+            report(2, 6, 4),
+        ];
+        check_delivered(&stages, &subtasks).unwrap();
+        subtasks[4].records_in = 5;
+        let e = check_delivered(&stages, &subtasks).unwrap_err().to_string();
+        assert!(
+            e.contains("stage j: 15 rows were sent to it and 14 arrived"),
+            "{e}"
         );
     }
 
