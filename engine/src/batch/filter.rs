@@ -73,6 +73,22 @@ pub enum Predicate {
 }
 
 impl Predicate {
+    /// Every column the predicate reads.
+    pub fn columns(&self) -> Vec<&str> {
+        match self {
+            Self::Eq(c) | Self::Ne(c) | Self::Lt(c) | Self::Le(c) | Self::Gt(c) | Self::Ge(c) => {
+                vec![c.column.as_str()]
+            }
+            Self::In { column, .. }
+            | Self::IsNull { column }
+            | Self::IsNotNull { column }
+            | Self::StartsWith { column, .. }
+            | Self::Contains { column, .. } => vec![column.as_str()],
+            Self::And(all) | Self::Or(all) => all.iter().flat_map(Self::columns).collect(),
+            Self::Not(p) => p.columns(),
+        }
+    }
+
     /// Checks columns and literal types against `schema`; errors name the column.
     pub fn check(&self, schema: &Schema) -> Result<(), BatchError> {
         let probe = RecordBatch::new_empty(Arc::new(schema.clone()));

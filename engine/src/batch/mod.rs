@@ -7,7 +7,9 @@
 //! - `plan`: checked steps → stages (the vertices) and exchanges; `explain`.
 //! - `operators`: the one vertex operator, `batch.stage` (input → head → row operators →
 //!   tail), and [`run`].
-//! - `source`: text lines and CSV records from byte-range splits aligned to line ends.
+//! - `source`: text lines and CSV records from byte-range splits aligned to line ends,
+//!   Parquet row groups; only the columns the job uses.
+//! - `sink`: a part file per subtask of the last stage: CSV, Parquet or text.
 //! - `filter`, `aggregate`, `join`, `sort`: the operators; `spill`: batches in spill files.
 //!
 //! Group keys are hashed (CRC-32 of their normalized `arrow-row` bytes) into key groups, each
@@ -19,6 +21,7 @@ pub mod filter;
 pub mod join;
 mod operators;
 pub mod plan;
+mod sink;
 pub mod sort;
 mod source;
 pub mod spec;

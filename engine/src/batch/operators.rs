@@ -5,7 +5,7 @@
 //! splits of a source        pass            filter, project,      partial aggregate + hash
 //! | exchanges (one per      | final agg     tokenize              | hash by key columns
 //!   earlier stage)          | join | sort                         | gather (top-N, limit)
-//!                           | limit                               | CSV part (the sink)
+//!                           | limit                               | a part file (the sink)
 //! ```
 //!
 //! The operators run on one blocking thread per subtask; async tasks beside it read the
@@ -28,7 +28,8 @@ use tokio::sync::mpsc;
 
 use super::aggregate::{FinalAggregate, HashAggregate, Phase};
 use super::join::HashJoin;
-use super::plan::{from_defs, Head, Plan, Stage, StageInput, Tail};
+use super::plan::{from_defs, scan_schema, Head, Plan, Stage, StageInput, Tail};
+use super::sink::PartWriter;
 use super::sort::Sorter;
 use super::source::BATCH_ROWS;
 use super::spec::{JobSpec, Mode, RowOp};
@@ -37,7 +38,7 @@ use super::{codec, consumers_of, BatchError, KEY_GROUPS};
 use crate::graph::{Distribution, JobGraph};
 use crate::memory::{MemoryBudget, Reservation};
 use crate::operator::{OperatorDescriptor, OperatorRegistry, TaskResources};
-use crate::output::{IoMode, OutputFile, OutputTarget, RangeWriter};
+use crate::output::{IoMode, OutputFile, OutputTarget};
 use crate::scheduler::{self, JobEnv};
 use crate::source::SplitEnumerator;
 use crate::task::{spawn_blocking_handle, BoxFuture, Invokable, SubtaskContext, SubtaskReport};
@@ -331,12 +332,19 @@ fn for_each_batch(
     mut f: impl FnMut(RecordBatch) -> Result<(), EngineError>,
 ) -> Result<(), EngineError> {
     match (input, &stage.input) {
-        (Input::Splits(splits), StageInput::Scan { source, columns }) => {
+        (
+            Input::Splits(splits),
+            StageInput::Scan {
+                source,
+                columns,
+                projection,
+            },
+        ) => {
             let schema = from_defs(columns)?;
             while let Some(split) = splits.next(subtask) {
                 let mut failed = None;
                 source
-                    .read(&schema, split, |batch| {
+                    .read(&schema, projection.as_deref(), split, |batch| {
                         *rows_in += batch.num_rows() as u64;
                         f(batch).map_err(|e| {
                             failed = Some(e);
@@ -386,7 +394,11 @@ fn run_stage(
         tail.push(batch)
     };
     let input_schema = |i: usize| match &stage.input {
-        StageInput::Scan { columns, .. } => from_defs(columns),
+        StageInput::Scan {
+            columns,
+            projection,
+            ..
+        } => scan_schema(columns, projection.as_deref()),
         StageInput::Exchange { columns, .. } => from_defs(&columns[i]),
     };
     match &stage.head {
@@ -461,13 +473,7 @@ enum TailOp {
         limit: u64,
         out: Exchange,
     },
-    Sink {
-        csv: arrow_csv::Writer<Sink>,
-        error: SinkError,
-        schema: Arc<Schema>,
-        empty: bool,
-        rows: u64,
-    },
+    Sink(PartWriter),
 }
 
 /// The exchange a tail sends frames into.
@@ -589,27 +595,13 @@ impl TailOp {
                 limit: limit.unwrap_or(u64::MAX),
                 out: exchange(out)?,
             },
-            Tail::Sink { .. } => {
+            Tail::Sink { sink } => {
                 let Out::Sink(file) = out else {
                     return Err(EngineError::Internal {
                         what: format!("stage {} has a sink but no output file", stage.name),
                     });
                 };
-                file.truncate()?;
-                let error = SinkError::default();
-                let csv = arrow_csv::WriterBuilder::new()
-                    .with_header(true)
-                    .build(Sink {
-                        writer: file.writer(1 << 20)?,
-                        error: error.clone(),
-                    });
-                Self::Sink {
-                    csv,
-                    error,
-                    schema,
-                    empty: true,
-                    rows: 0,
-                }
+                Self::Sink(PartWriter::new(sink, &file, schema, budget)?)
             }
         })
     }
@@ -652,20 +644,7 @@ impl TailOp {
                     Ok(())
                 }
             },
-            Self::Sink {
-                csv,
-                error,
-                empty,
-                rows,
-                ..
-            } => {
-                if batch.num_rows() == 0 {
-                    return Ok(());
-                }
-                *empty = false;
-                *rows += batch.num_rows() as u64;
-                csv.write(&batch).map_err(|e| sink_error(error, e))
-            }
+            Self::Sink(part) => part.write(&batch),
         }
     }
 
@@ -696,57 +675,8 @@ impl TailOp {
                 }
                 Ok((out.rows, 0))
             }
-            Self::Sink {
-                mut csv,
-                error,
-                schema,
-                empty,
-                rows,
-            } => {
-                if empty {
-                    // A header-only part.
-                    csv.write(&RecordBatch::new_empty(schema))
-                        .map_err(|e| sink_error(&error, e))?;
-                }
-                csv.into_inner().writer.finish()?;
-                Ok((rows, 0))
-            }
+            Self::Sink(part) => Ok((part.finish()?, 0)),
         }
-    }
-}
-
-/// The output's own error kept by the sink (a full disk stays a full disk).
-type SinkError = Arc<std::sync::Mutex<Option<EngineError>>>;
-
-/// The sink's own error, else the CSV writer's.
-fn sink_error(error: &SinkError, e: arrow_schema::ArrowError) -> EngineError {
-    error
-        .lock()
-        .expect("sink error lock")
-        .take()
-        .unwrap_or_else(|| BatchError::arrow("write CSV")(e).into())
-}
-
-/// `io::Write` over an output writer that keeps its error (a full disk stays a full disk).
-struct Sink {
-    writer: RangeWriter,
-    error: SinkError,
-}
-
-impl std::io::Write for Sink {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        match self.writer.write(bytes) {
-            Ok(()) => Ok(bytes.len()),
-            Err(e) => {
-                let message = e.to_string();
-                self.error.lock().expect("sink error lock").get_or_insert(e);
-                Err(std::io::Error::other(message))
-            }
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -1010,6 +940,7 @@ mod tests {
                         delimiter: ';',
                     },
                     columns: columns.clone(),
+                    projection: Some(vec![0]),
                 },
                 head: Head::Pass,
                 ops: vec![RowOp::Tokenize {
@@ -1099,6 +1030,7 @@ mod tests {
         let scan = || StageInput::Scan {
             source: crate::batch::source::SourceSpec::Text { path: "in".into() },
             columns: Vec::new(),
+            projection: None,
         };
         let stages = [
             stage("a", scan()),

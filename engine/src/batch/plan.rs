@@ -57,13 +57,31 @@ pub fn from_defs(defs: &[ColumnDef]) -> Result<SchemaRef, EngineError> {
     Ok(Arc::new(Schema::new(fields)))
 }
 
+/// The schema a scan's rows have: the file's `columns` at `projection`.
+pub fn scan_schema(
+    columns: &[ColumnDef],
+    projection: Option<&[usize]>,
+) -> Result<SchemaRef, EngineError> {
+    let file = from_defs(columns)?;
+    match projection {
+        Some(p) => Ok(Arc::new(file.project(p).map_err(|e| {
+            EngineError::InvalidJob {
+                reason: format!("a scan's projection: {e}"),
+            }
+        })?)),
+        None => Ok(file),
+    }
+}
+
 /// Where a stage's rows come from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum StageInput {
-    /// Splits of a source file, read by whichever subtask asks next.
+    /// Splits of a source file, read by whichever subtask asks next: the file's `columns`,
+    /// only those at `projection` when the job uses fewer.
     Scan {
         source: SourceSpec,
         columns: Vec<ColumnDef>,
+        projection: Option<Vec<usize>>,
     },
     /// Exchanges from earlier stages (in this order: a join's left, then its right), with
     /// the columns each carries.
@@ -209,14 +227,20 @@ impl JobSpec {
             let next = match kind {
                 "source" => {
                     let source = step.source.clone().expect("kind");
-                    let schema = source.schema().map_err(|e| at(step, e))?;
+                    let file = source.schema().map_err(|e| at(step, e))?;
+                    let projection = used_columns(&self.steps, i, &file);
+                    let schema = match &projection {
+                        Some(p) => Arc::new(file.project(p).map_err(|e| at(step, e))?),
+                        None => file.clone(),
+                    };
                     Open {
                         stage: Stage {
                             name: step.name.clone(),
                             single: false,
                             input: StageInput::Scan {
                                 source,
-                                columns: to_defs(&schema),
+                                columns: to_defs(&file),
+                                projection,
                             },
                             head: Head::Pass,
                             ops: Vec::new(),
@@ -351,7 +375,20 @@ impl JobSpec {
                 "sink" => {
                     let spec = step.sink.clone().expect("kind");
                     let mut input = take(&mut open, input_name, step)?;
-                    input.stage.steps.push(format!("{} (csv sink)", step.name));
+                    if let SinkSpec::Text { .. } = spec {
+                        let fields = input.schema.fields();
+                        if fields.len() != 1 || fields[0].data_type() != &DataType::Utf8 {
+                            return Err(at(
+                                step,
+                                format!(
+                                    "a text sink writes one text column; its input has {}",
+                                    describe(&input.schema)
+                                ),
+                            ));
+                        }
+                    }
+                    let label = format!("{} ({} sink)", step.name, spec.format());
+                    input.stage.steps.push(label);
                     sink = Some(spec.clone());
                     close(&mut stages, input, Tail::Sink { sink: spec }, None);
                     continue;
@@ -391,6 +428,66 @@ impl JobSpec {
             sink,
         })
     }
+}
+
+/// `name: type, …` of a schema's columns.
+fn describe(schema: &Schema) -> String {
+    let columns: Vec<String> = (schema.fields().iter())
+        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+        .collect();
+    columns.join(", ")
+}
+
+/// The columns of source step `source` (its file's `schema`) that the steps after it read,
+/// as indices in file order; `None` when they may read all of them. Follows the chain of
+/// steps fed by the source until a step replaces its columns (project, tokenize, aggregate)
+/// or the sink writes them; a step it does not understand keeps every column. Over-counting
+/// is harmless (a column read for nothing); the planner checks every step afterwards.
+fn used_columns(steps: &[Step], source: usize, schema: &Schema) -> Option<Vec<usize>> {
+    let mut used: std::collections::BTreeSet<&str> = Default::default();
+    let mut at = source;
+    loop {
+        let name = steps[at].name.as_str();
+        let next = (at + 1..steps.len()).find(|&j| {
+            let s = &steps[j];
+            let input =
+                (s.input.as_deref()).or((j == at + 1 && s.source.is_none()).then_some(name));
+            input == Some(name) || s.join.as_ref().is_some_and(|j| j.right == name)
+        })?;
+        let step = &steps[next];
+        if let Some(p) = &step.filter {
+            used.extend(p.columns());
+        } else if let Some(p) = &step.project {
+            used.extend(p.columns.iter().map(String::as_str));
+            break;
+        } else if let Some(t) = &step.tokenize {
+            used.insert(&t.column);
+            break;
+        } else if let Some(a) = &step.aggregate {
+            used.extend(a.keys.iter().map(String::as_str));
+            used.extend(a.aggregates.iter().filter_map(|c| c.column.as_deref()));
+            break;
+        } else if let Some(j) = &step.join {
+            let left = step.input.as_deref() == Some(name) || next == at + 1;
+            let keys = if left { &j.on } else { j.right_keys() };
+            used.extend(keys.iter().map(String::as_str));
+        } else if let Some(s) = &step.sort {
+            used.extend(s.by.iter().map(|k| k.column.as_str()));
+        } else if step.limit.is_none() {
+            return None; // A sink (every column) or something new.
+        }
+        at = next;
+    }
+    let mut read: Vec<usize> = (0..schema.fields().len())
+        .filter(|&i| used.contains(schema.field(i).name().as_str()))
+        .collect();
+    if read.len() == schema.fields().len() {
+        return None;
+    }
+    if read.is_empty() {
+        read.push(0); // Rows without columns: the first one keeps their count.
+    }
+    Some(read)
 }
 
 /// Ends an open stage with `tail`; returns its index and the schema it sends.
@@ -522,18 +619,33 @@ pub fn explain(plan: &Plan, parallelism: usize) -> String {
             stage.name,
             stage.steps.join(" → ")
         );
-        if let StageInput::Scan { source, columns: c } = &stage.input {
+        if let StageInput::Scan {
+            source,
+            columns: c,
+            projection,
+        } = &stage.input
+        {
+            let read = match projection {
+                Some(p) => p.iter().map(|&i| c[i].clone()).collect(),
+                None => c.clone(),
+            };
+            let of = match projection {
+                Some(_) => format!(" ({} of {} columns)", read.len(), c.len()),
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "  reads {} in splits [{}]",
+                "  reads {} {} in splits [{}]{of}",
+                source.format(),
                 source.path().display(),
-                columns(c)
+                columns(&read)
             );
         }
         if let Tail::Sink { sink } = &stage.tail {
             let _ = writeln!(
                 out,
-                "  writes {} [{}]",
+                "  writes {} {} [{}]",
+                sink.format(),
                 sink.path().display(),
                 columns(&stage.columns)
             );

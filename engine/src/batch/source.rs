@@ -1,9 +1,13 @@
-//! Sources: text lines and CSV records read from byte-range splits of a file.
+//! Sources: text lines, CSV records and Parquet row groups, read from byte-range splits of a
+//! file.
 //!
-//! A split `[start, end)` owns the lines that *start* inside it (Hadoop's `TextInputFormat`
+//! A text or CSV split `[start, end)` owns the lines that *start* inside it (Hadoop's `TextInputFormat`
 //! rule): it skips the partial line at its start (the previous split reads it to its end) and
 //! reads its last line past `end`. So splits can be cut anywhere and every line is read
-//! exactly once. CSV records must not contain line breaks inside quotes.
+//! exactly once. CSV records must not contain line breaks inside quotes. A Parquet split owns
+//! the row groups whose middle byte is inside it (Spark's rule), so every row group is read
+//! once however the splits are cut. Sources read only the columns the job uses (the planner
+//! passes a projection): CSV parses and Parquet decodes no other column.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
@@ -12,6 +16,9 @@ use std::sync::Arc;
 
 use arrow_array::{RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::RowGroupMetaData;
 use serde::{Deserialize, Serialize};
 
 use super::BatchError;
@@ -34,6 +41,9 @@ pub enum SourceSpec {
         #[serde(default = "comma")]
         delimiter: char,
     },
+    /// Parquet: the file's schema, strings and binaries as `Utf8` and `Binary` (also when
+    /// written as views, large or dictionary-encoded); row groups are the splits.
+    Parquet { path: PathBuf },
 }
 
 fn yes() -> bool {
@@ -47,17 +57,27 @@ fn comma() -> char {
 impl SourceSpec {
     pub fn path(&self) -> &Path {
         match self {
-            Self::Text { path } | Self::Csv { path, .. } => path,
+            Self::Text { path } | Self::Csv { path, .. } | Self::Parquet { path } => path,
+        }
+    }
+
+    /// The format's name, for `explain`.
+    pub fn format(&self) -> &'static str {
+        match self {
+            Self::Text { .. } => "text",
+            Self::Csv { .. } => "csv",
+            Self::Parquet { .. } => "parquet",
         }
     }
 
     pub(crate) fn path_mut(&mut self) -> &mut PathBuf {
         match self {
-            Self::Text { path } | Self::Csv { path, .. } => path,
+            Self::Text { path } | Self::Csv { path, .. } | Self::Parquet { path } => path,
         }
     }
 
-    /// The rows' schema: `line` for text, inferred from up to 1000 records for CSV.
+    /// The rows' schema: `line` for text, inferred from up to 1000 records for CSV, the
+    /// footer's for Parquet.
     pub fn schema(&self) -> Result<SchemaRef, BatchError> {
         match self {
             Self::Text { path } => {
@@ -82,17 +102,33 @@ impl SourceSpec {
                 }
                 Ok(Arc::new(schema))
             }
+            Self::Parquet { path } => {
+                let builder = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
+                    .map_err(|e| not_parquet(path, e))?;
+                let fields = builder
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| Field::new(f.name(), plain_type(f.data_type()), f.is_nullable()));
+                Ok(Arc::new(Schema::new(fields.collect::<Vec<_>>())))
+            }
         }
     }
 
-    /// Calls `emit` with the rows of `split`, in batches of at most [`BATCH_ROWS`].
+    /// Calls `emit` with the rows of `split`, in batches of at most [`BATCH_ROWS`]: the
+    /// columns of `schema` (the file's, from [`schema`](Self::schema)) at `projection`, or
+    /// all of them.
     pub fn read(
         &self,
         schema: &SchemaRef,
+        projection: Option<&[usize]>,
         split: FileSplit,
         mut emit: impl FnMut(RecordBatch) -> Result<(), BatchError>,
     ) -> Result<(), BatchError> {
         let path = self.path();
+        if let Self::Parquet { .. } = self {
+            return read_parquet(path, schema, projection, split, emit);
+        }
         let mut lines = SplitLines::open(path, split)?;
         match self {
             Self::Text { .. } => {
@@ -137,10 +173,14 @@ impl SourceSpec {
                     if chunk.is_empty() {
                         break;
                     }
-                    let reader = arrow_csv::ReaderBuilder::new(schema.clone())
+                    let mut reader = arrow_csv::ReaderBuilder::new(schema.clone())
                         .with_header(false)
                         .with_delimiter(delimiter_byte(*delimiter)?)
-                        .with_batch_size(BATCH_ROWS)
+                        .with_batch_size(BATCH_ROWS);
+                    if let Some(p) = projection {
+                        reader = reader.with_projection(p.to_vec());
+                    }
+                    let reader = reader
                         .build(chunk.as_slice())
                         .map_err(|e| bad(path, e.to_string()))?;
                     for batch in reader {
@@ -154,9 +194,89 @@ impl SourceSpec {
                     }
                 }
             }
+            Self::Parquet { .. } => unreachable!("read above"),
         }
         Ok(())
     }
+}
+
+/// The row groups of `split` (those whose middle byte is in it), the projected columns only.
+fn read_parquet(
+    path: &Path,
+    schema: &SchemaRef,
+    projection: Option<&[usize]>,
+    split: FileSplit,
+    mut emit: impl FnMut(RecordBatch) -> Result<(), BatchError>,
+) -> Result<(), BatchError> {
+    // Strings and binaries decoded as the planned (plain) types, whatever the writer's hint.
+    let options = ArrowReaderOptions::new().with_schema(schema.clone());
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(open(path)?, options)
+        .map_err(|e| not_parquet(path, e))?;
+    let groups: Vec<usize> = (builder.metadata().row_groups().iter().enumerate())
+        .filter(|(_, g)| (split.start..split.end).contains(&middle(g)))
+        .map(|(i, _)| i)
+        .collect();
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let mask = match projection {
+        Some(p) => ProjectionMask::roots(builder.parquet_schema(), p.iter().copied()),
+        None => ProjectionMask::all(),
+    };
+    let planned = match projection {
+        Some(p) => Arc::new(schema.project(p).map_err(BatchError::arrow("project"))?),
+        None => schema.clone(),
+    };
+    let reader = builder
+        .with_row_groups(groups)
+        .with_projection(mask)
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| bad(path, e.to_string()))?;
+    // The reader returns the projected columns in file order; `order` puts them in the
+    // projection's.
+    let mut sorted = projection.map(<[usize]>::to_vec).unwrap_or_default();
+    sorted.sort_unstable();
+    let order: Option<Vec<usize>> = projection.map(|p| {
+        p.iter()
+            .map(|i| sorted.binary_search(i).unwrap_or_default())
+            .collect()
+    });
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(path, format!("corrupt Parquet data: {e}")))?;
+        let columns = match &order {
+            Some(order) => order.iter().map(|&i| batch.column(i).clone()).collect(),
+            None => batch.columns().to_vec(),
+        };
+        // The planned schema (no writer metadata), so that batches of all files concatenate.
+        let batch = RecordBatch::try_new(planned.clone(), columns)
+            .map_err(|e| bad(path, format!("Parquet column of an unexpected type: {e}")))?;
+        emit(batch)?;
+    }
+    Ok(())
+}
+
+/// The middle byte of a row group's column chunks.
+fn middle(group: &RowGroupMetaData) -> u64 {
+    let ranges = group.columns().iter().map(|c| c.byte_range());
+    let start = ranges.clone().map(|(s, _)| s).min().unwrap_or(0);
+    let end = ranges.map(|(s, len)| s + len).max().unwrap_or(0);
+    start + end.saturating_sub(start) / 2
+}
+
+/// The type a Parquet column is read as: views, large and dictionary-encoded strings and
+/// binaries as plain ones (what the operators take), anything else as written.
+fn plain_type(data_type: &DataType) -> DataType {
+    match data_type {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        DataType::Dictionary(_, value) => plain_type(value),
+        other => other.clone(),
+    }
+}
+
+fn not_parquet(path: &Path, e: parquet::errors::ParquetError) -> BatchError {
+    bad(path, format!("not a readable Parquet file: {e}"))
 }
 
 fn text_batch(schema: &SchemaRef, lines: Vec<String>) -> Result<RecordBatch, BatchError> {
@@ -303,7 +423,7 @@ mod tests {
             let schema = spec.schema().unwrap();
             let mut read = Vec::new();
             for w in bounds.windows(2) {
-                spec.read(&schema, FileSplit { start: w[0], end: w[1] }, |batch| {
+                spec.read(&schema, None, FileSplit { start: w[0], end: w[1] }, |batch| {
                     let column = batch.column(0).as_any().downcast_ref::<StringArray>().unwrap();
                     read.extend(column.iter().map(|s| s.unwrap().to_string()));
                     Ok(())
@@ -311,6 +431,92 @@ mod tests {
             }
             prop_assert_eq!(read, lines);
         }
+    }
+
+    /// A Parquet file of `rows` rows in row groups of `group_rows`: `id` Int64, `name` as a
+    /// large string (read as Utf8), `unused` Float64; every seventh name null.
+    fn parquet_file(path: &Path, rows: i64, group_rows: usize) {
+        use arrow_array::{Float64Array, Int64Array, LargeStringArray};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::LargeUtf8, true),
+            Field::new("unused", DataType::Float64, false),
+        ]));
+        let properties = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(group_rows))
+            .build();
+        let file = File::create(path).unwrap();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(properties)).unwrap();
+        let ids: Vec<i64> = (0..rows).collect();
+        let names = ids
+            .iter()
+            .map(|i| (!i.is_multiple_of(7)).then(|| format!("n{i}")));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(ids.clone())),
+                Arc::new(names.collect::<LargeStringArray>()),
+                Arc::new(Float64Array::from(vec![0.5; rows as usize])),
+            ],
+        )
+        .unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// However a Parquet file is cut into splits, every row group is read exactly once,
+        /// with only the projected columns, strings as Utf8.
+        #[test]
+        fn parquet_splits_read_every_row_group_once(
+            rows in 0i64..3000,
+            group_rows in 1usize..700,
+            cuts in prop::collection::btree_set(1u64..40_000, 0..8),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.parquet");
+            parquet_file(&path, rows, group_rows);
+            let len = std::fs::metadata(&path).unwrap().len();
+            let spec = SourceSpec::Parquet { path: path.clone() };
+            let schema = spec.schema().unwrap();
+            prop_assert_eq!(schema.field(1).data_type(), &DataType::Utf8);
+            let mut bounds = vec![0];
+            bounds.extend(cuts.into_iter().filter(|&c| c < len));
+            bounds.push(len);
+            let (mut ids, mut names) = (Vec::new(), Vec::new());
+            for w in bounds.windows(2) {
+                let split = FileSplit { start: w[0], end: w[1] };
+                spec.read(&schema, Some(&[1, 0]), split, |batch| {
+                    assert_eq!(batch.num_columns(), 2);
+                    assert_eq!(batch.schema().field(0).name(), "name");
+                    let id = batch.column(1).as_any().downcast_ref::<arrow_array::Int64Array>();
+                    ids.extend(id.unwrap().values().iter().copied());
+                    let name = batch.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+                    names.extend(name.iter().map(|n| n.map(str::to_string)));
+                    Ok(())
+                }).unwrap();
+            }
+            prop_assert_eq!(ids, (0..rows).collect::<Vec<_>>());
+            let expected: Vec<_> = (0..rows).map(|i| (!i.is_multiple_of(7)).then(|| format!("n{i}"))).collect();
+            prop_assert_eq!(names, expected);
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_parquet_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        parquet_file(&path, 1000, 100);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+        let spec = SourceSpec::Parquet { path: path.clone() };
+        let error = spec.schema().unwrap_err().to_string();
+        assert!(
+            error.contains("t.parquet") && error.contains("not a readable Parquet file"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -331,7 +537,7 @@ mod tests {
             .collect();
         assert_eq!(types, [DataType::Utf8, DataType::Int64, DataType::Float64]);
         let mut rows = 0;
-        spec.read(&schema, FileSplit { start: 0, end: 22 }, |b| {
+        spec.read(&schema, None, FileSplit { start: 0, end: 22 }, |b| {
             rows += b.num_rows();
             Ok(())
         })
@@ -339,7 +545,7 @@ mod tests {
         assert_eq!(rows, 2);
         std::fs::write(&path, "k,v,x\na,1,0.5\nb,oops,1.5\n").unwrap();
         let error = spec
-            .read(&schema, FileSplit { start: 0, end: 25 }, |_| Ok(()))
+            .read(&schema, None, FileSplit { start: 0, end: 25 }, |_| Ok(()))
             .unwrap_err()
             .to_string();
         assert!(error.contains("t.csv") && error.contains("oops"), "{error}");

@@ -151,14 +151,34 @@ pub struct ProjectSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum SinkSpec {
-    /// A folder of CSV part files (`part-00000`, …), one per reducer, each with a header.
+    /// A folder of CSV part files (`part-00000`, …), one per subtask, each with a header.
     Csv { path: PathBuf },
+    /// A folder of Parquet part files (snappy; a row group when the budget refuses more).
+    Parquet { path: PathBuf },
+    /// A folder of text part files: the one text column's values, a line each (Spark's
+    /// text sink).
+    Text { path: PathBuf },
 }
 
 impl SinkSpec {
     pub fn path(&self) -> &Path {
         match self {
-            Self::Csv { path } => path,
+            Self::Csv { path } | Self::Parquet { path } | Self::Text { path } => path,
+        }
+    }
+
+    fn path_mut(&mut self) -> &mut PathBuf {
+        match self {
+            Self::Csv { path } | Self::Parquet { path } | Self::Text { path } => path,
+        }
+    }
+
+    /// The format's name, for `explain`.
+    pub fn format(&self) -> &'static str {
+        match self {
+            Self::Csv { .. } => "csv",
+            Self::Parquet { .. } => "parquet",
+            Self::Text { .. } => "text",
         }
     }
 }
@@ -188,8 +208,9 @@ impl JobSpec {
                 let p = source.path_mut();
                 *p = folder.join(&*p);
             }
-            if let Some(SinkSpec::Csv { path }) = &mut step.sink {
-                *path = folder.join(&*path);
+            if let Some(sink) = &mut step.sink {
+                let p = sink.path_mut();
+                *p = folder.join(&*p);
             }
         }
         if spec.name.is_none() {
