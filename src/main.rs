@@ -136,6 +136,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                 "output": result.output,
                 "parts": result.parts,
                 "rows_in": result.rows_in,
+                "rows_skipped": result.rows_skipped,
                 "rows_out": result.rows_out,
                 "partial_flushes": result.partial_flushes,
                 "spilled_runs": result.spilled_runs,
@@ -147,9 +148,14 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         println!("{doc}");
     } else {
         println!(
-            "{}: {} rows in, {} rows out to {} ({} part{}, {} mode) in {:.2} s{}",
+            "{}: {} rows in{}, {} rows out to {} ({} part{}, {} mode) in {:.2} s{}",
             result.name,
             result.rows_in,
+            if result.rows_skipped > 0 {
+                format!(" ({} malformed skipped)", result.rows_skipped)
+            } else {
+                String::new()
+            },
             result.rows_out,
             result.output.display(),
             result.parts,

@@ -405,7 +405,7 @@ fn bad_specs_and_inputs_fail_with_one_line_and_leave_nothing() {
         ("type mismatch", &WORDCOUNT.replace("keys = [\"word\"], aggregates = [{ fn = \"count\", as = \"n\" }]", "keys = [\"word\"], aggregates = [{ fn = \"sum\", column = \"word\", as = \"n\" }]"), &["\"counts\"", "\"word\"", "Utf8"]),
         ("unknown join input", &WORDCOUNT.replace("tokenize = { column = \"line\" }", "join = { right = \"x\", on = [\"line\"] }"), &["\"words\"", "\"x\"", "not an earlier step"]),
         ("two operators", &WORDCOUNT.replace("tokenize = { column = \"line\" }", "tokenize = { column = \"line\" }\nsink = { csv = { path = \"o\" } }"), &["\"words\"", "tokenize and sink"]),
-        ("bad CSV value", "[[step]]\nname = \"s\"\nsource = { csv = { path = \"bad.csv\" } }\n[[step]]\nname = \"a\"\naggregate = { keys = [\"k\"], aggregates = [{ fn = \"sum\", column = \"v\", as = \"s\" }] }\n[[step]]\nname = \"o\"\nsink = { csv = { path = \"out\" } }\n", &["bad.csv", "x"]),
+        ("bad CSV value", "[[step]]\nname = \"s\"\nsource = { csv = { path = \"bad.csv\" } }\n[[step]]\nname = \"a\"\naggregate = { keys = [\"k\"], aggregates = [{ fn = \"sum\", column = \"v\", as = \"s\" }] }\n[[step]]\nname = \"o\"\nsink = { csv = { path = \"out\" } }\n", &["bad.csv", "line 1502:", "'x'"]),
     ];
     for (what, spec, needles) in cases {
         f.write("job.toml", spec.as_bytes());
@@ -414,6 +414,34 @@ fn bad_specs_and_inputs_fail_with_one_line_and_leave_nothing() {
         assert_entries(&f.dir, &["bad.csv", "in.txt", "job.toml"]);
         let _ = what;
     }
+    // `on_error = "skip"`: the bad record is skipped and counted, the rest summed.
+    f.write(
+        "job.toml",
+        b"[[step]]\nname = \"s\"\nsource = { csv = { path = \"bad.csv\", on_error = \"skip\" } }\n[[step]]\nname = \"a\"\naggregate = { keys = [\"k\"], aggregates = [{ fn = \"sum\", column = \"v\", as = \"s\" }] }\n[[step]]\nname = \"o\"\nsink = { csv = { path = \"out\" } }\n",
+    );
+    let run = f.millrace(["run", "job.toml", "--json"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    // One warning for the first skipped record of a split, naming its line.
+    assert!(
+        run.stderr_lines().len() == 1
+            && run
+                .stderr
+                .contains("bad.csv: line 1502: bad CSV record skipped"),
+        "{}",
+        run.stderr
+    );
+    let json = run.json();
+    assert_eq!(
+        (json["rows_in"].as_u64(), json["rows_skipped"].as_u64()),
+        (Some(1500), Some(1))
+    );
+    let mut sums = read_parts(&f, "out", "k,s");
+    sums.sort();
+    let expected: Vec<String> = (0..7)
+        .map(|k| format!("k{k},{}", (0..1500).filter(|i| i % 7 == k).sum::<i64>()))
+        .collect();
+    assert_eq!(sums, expected);
+    fs::remove_dir_all(f.path("out")).unwrap();
     // An existing output needs --force, and is left as it was.
     f.write("job.toml", WORDCOUNT.as_bytes());
     fs::create_dir(f.path("out")).unwrap();

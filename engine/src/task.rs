@@ -209,6 +209,8 @@ pub struct SubtaskReport {
     pub end_us: u64,
     pub records_in: u64,
     pub records_out: u64,
+    /// Input records dropped as malformed (a CSV source's `on_error = "skip"`).
+    pub records_skipped: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// Time spent waiting for credit on output channels.

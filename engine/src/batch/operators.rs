@@ -248,6 +248,7 @@ impl Invokable for StageTask {
                 out.finish()?;
             }
             report.records_in = stats.rows_in;
+            report.records_skipped = stats.skipped;
             report.records_out = stats.rows_out;
             report.spilled_runs = stats.flushes + stats.spill.runs;
             report.spill_written_bytes = stats.spill.written_bytes;
@@ -317,6 +318,8 @@ enum Out {
 struct StageStats {
     rows_in: u64,
     rows_out: u64,
+    /// Malformed input records skipped (`on_error = "skip"`).
+    skipped: u64,
     /// Partial aggregates emitted early because memory ran out.
     flushes: u64,
     spill: SpillStats,
@@ -329,6 +332,7 @@ fn for_each_batch(
     i: usize,
     subtask: usize,
     rows_in: &mut u64,
+    skipped: &mut u64,
     mut f: impl FnMut(RecordBatch) -> Result<(), EngineError>,
 ) -> Result<(), EngineError> {
     match (input, &stage.input) {
@@ -343,7 +347,7 @@ fn for_each_batch(
             let schema = from_defs(columns)?;
             while let Some(split) = splits.next(subtask) {
                 let mut failed = None;
-                source
+                *skipped += source
                     .read(&schema, projection.as_deref(), split, |batch| {
                         *rows_in += batch.num_rows() as u64;
                         f(batch).map_err(|e| {
@@ -403,35 +407,69 @@ fn run_stage(
     };
     match &stage.head {
         Head::Pass => {
-            for_each_batch(stage, &mut input, 0, subtask, &mut rows_in, downstream)?;
+            for_each_batch(
+                stage,
+                &mut input,
+                0,
+                subtask,
+                &mut rows_in,
+                &mut stats.skipped,
+                downstream,
+            )?;
         }
         Head::Limit(n) => {
             let mut left = *n;
-            for_each_batch(stage, &mut input, 0, subtask, &mut rows_in, |batch| {
-                let take = left.min(batch.num_rows() as u64);
-                left -= take;
-                if take > 0 {
-                    downstream(batch.slice(0, take as usize))?;
-                }
-                Ok(())
-            })?;
+            for_each_batch(
+                stage,
+                &mut input,
+                0,
+                subtask,
+                &mut rows_in,
+                &mut stats.skipped,
+                |batch| {
+                    let take = left.min(batch.num_rows() as u64);
+                    left -= take;
+                    if take > 0 {
+                        downstream(batch.slice(0, take as usize))?;
+                    }
+                    Ok(())
+                },
+            )?;
         }
         Head::Sort { spec, limit } => {
             let mut sorter = Sorter::new(spec, input_schema(0)?, *limit, budget, spill)?;
-            for_each_batch(stage, &mut input, 0, subtask, &mut rows_in, |b| {
-                sorter.push(b)
-            })?;
+            for_each_batch(
+                stage,
+                &mut input,
+                0,
+                subtask,
+                &mut rows_in,
+                &mut stats.skipped,
+                |b| sorter.push(b),
+            )?;
             stats.spill.add(sorter.finish(&mut downstream)?);
         }
         Head::Join(spec) => {
             let left = input_schema(0)?;
             let mut join = HashJoin::new(spec, &left, input_schema(1)?, budget, spill)?;
-            for_each_batch(stage, &mut input, 1, subtask, &mut rows_in, |b| {
-                join.build(b)
-            })?;
-            for_each_batch(stage, &mut input, 0, subtask, &mut rows_in, |b| {
-                join.probe(b, &mut downstream)
-            })?;
+            for_each_batch(
+                stage,
+                &mut input,
+                1,
+                subtask,
+                &mut rows_in,
+                &mut stats.skipped,
+                |b| join.build(b),
+            )?;
+            for_each_batch(
+                stage,
+                &mut input,
+                0,
+                subtask,
+                &mut rows_in,
+                &mut stats.skipped,
+                |b| join.probe(b, &mut downstream),
+            )?;
             stats.spill.add(join.finish(&mut downstream)?);
         }
         Head::Aggregate {
@@ -439,9 +477,15 @@ fn run_stage(
             input: columns,
         } => {
             let mut aggregate = FinalAggregate::new(spec, from_defs(columns)?, budget, spill)?;
-            for_each_batch(stage, &mut input, 0, subtask, &mut rows_in, |b| {
-                aggregate.push(&b)
-            })?;
+            for_each_batch(
+                stage,
+                &mut input,
+                0,
+                subtask,
+                &mut rows_in,
+                &mut stats.skipped,
+                |b| aggregate.push(&b),
+            )?;
             stats.spill.add(aggregate.finish(&mut downstream)?);
         }
     }
@@ -705,6 +749,8 @@ pub struct BatchJobResult {
     pub parts: usize,
     /// Rows read from the sources.
     pub rows_in: u64,
+    /// Malformed source records skipped (`on_error = "skip"`), not in `rows_in`.
+    pub rows_skipped: u64,
     /// Rows written to the sink.
     pub rows_out: u64,
     /// Partial aggregates emitted early because their memory ran out.
@@ -844,6 +890,12 @@ pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
         .filter(|s| s.vertex_id == sink_vertex)
         .map(|s| s.records_out)
         .sum();
+    let rows_skipped = result
+        .subtasks
+        .iter()
+        .filter(is_scan)
+        .map(|s| s.records_skipped)
+        .sum();
     let partial_flushes = result
         .subtasks
         .iter()
@@ -867,6 +919,7 @@ pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
         output,
         parts,
         rows_in,
+        rows_skipped,
         rows_out,
         partial_flushes,
         spilled_runs,
@@ -938,6 +991,7 @@ mod tests {
                         path: "in.csv".into(),
                         header: true,
                         delimiter: ';',
+                        on_error: crate::batch::source::OnError::Skip,
                     },
                     columns: columns.clone(),
                     projection: Some(vec![0]),

@@ -40,6 +40,8 @@ pub enum SourceSpec {
         header: bool,
         #[serde(default = "comma")]
         delimiter: char,
+        #[serde(default)]
+        on_error: OnError,
     },
     /// Parquet: the file's schema, strings and binaries as `Utf8` and `Binary` (also when
     /// written as views, large or dictionary-encoded); row groups are the splits.
@@ -92,6 +94,7 @@ impl SourceSpec {
                 path,
                 header,
                 delimiter,
+                ..
             } => {
                 let file = open(path)?;
                 let (schema, _) = format(*header, *delimiter)?
@@ -124,23 +127,22 @@ impl SourceSpec {
         projection: Option<&[usize]>,
         split: FileSplit,
         mut emit: impl FnMut(RecordBatch) -> Result<(), BatchError>,
-    ) -> Result<(), BatchError> {
+    ) -> Result<u64, BatchError> {
         let path = self.path();
         if let Self::Parquet { .. } = self {
-            return read_parquet(path, schema, projection, split, emit);
+            return read_parquet(path, schema, projection, split, emit).map(|()| 0);
         }
+        let mut skipped = 0;
         let mut lines = SplitLines::open(path, split)?;
         match self {
             Self::Text { .. } => {
                 let mut batch: Vec<String> = Vec::with_capacity(BATCH_ROWS);
                 while let Some(line) = lines.next_line()? {
                     let text = std::str::from_utf8(line).map(str::to_owned);
-                    let text = text.map_err(|_| {
-                        bad(
-                            path,
-                            format!("line at byte {} is not UTF-8", lines.line_start),
-                        )
-                    })?;
+                    let Ok(text) = text else {
+                        let number = line_number(path, lines.line_start)?;
+                        return Err(bad(path, format!("line {number} is not UTF-8")));
+                    };
                     batch.push(text);
                     if batch.len() == BATCH_ROWS {
                         emit(text_batch(schema, std::mem::take(&mut batch))?)?;
@@ -151,21 +153,32 @@ impl SourceSpec {
                 }
             }
             Self::Csv {
-                header, delimiter, ..
+                header,
+                delimiter,
+                on_error,
+                ..
             } => {
                 if *header && split.start == 0 {
                     lines.next_line()?;
                 }
+                let csv = Csv {
+                    path,
+                    schema,
+                    projection,
+                    delimiter: delimiter_byte(*delimiter)?,
+                };
                 // Whole lines of up to ~4 MiB at a time through the Arrow CSV parser.
                 let mut chunk = Vec::with_capacity(4 << 20);
+                let mut starts = Vec::new();
                 loop {
-                    let chunk_start = lines.position();
                     chunk.clear();
+                    starts.clear();
                     while chunk.len() < 4 << 20 {
                         match lines.next_line()? {
                             Some(line) => {
                                 chunk.extend_from_slice(line);
                                 chunk.push(b'\n');
+                                starts.push(lines.line_start);
                             }
                             None => break,
                         }
@@ -173,30 +186,138 @@ impl SourceSpec {
                     if chunk.is_empty() {
                         break;
                     }
-                    let mut reader = arrow_csv::ReaderBuilder::new(schema.clone())
-                        .with_header(false)
-                        .with_delimiter(delimiter_byte(*delimiter)?)
-                        .with_batch_size(BATCH_ROWS);
-                    if let Some(p) = projection {
-                        reader = reader.with_projection(p.to_vec());
-                    }
-                    let reader = reader
-                        .build(chunk.as_slice())
-                        .map_err(|e| bad(path, e.to_string()))?;
-                    for batch in reader {
-                        let batch = batch.map_err(|e| {
-                            bad(
-                                path,
-                                format!("bad CSV record in the lines from byte {chunk_start}: {e}"),
-                            )
-                        })?;
+                    let batches = match csv.parse(&chunk) {
+                        Ok(batches) => batches,
+                        Err(_) => csv.parse_good_lines(&chunk, &starts, *on_error, &mut skipped)?,
+                    };
+                    for batch in batches {
                         emit(batch)?;
                     }
                 }
             }
             Self::Parquet { .. } => unreachable!("read above"),
         }
-        Ok(())
+        Ok(skipped)
+    }
+}
+
+/// What to do with a CSV record that does not parse: fail the job (naming the file and the
+/// line) or skip it and count it (`on_error = "skip"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    #[default]
+    Fail,
+    Skip,
+}
+
+/// How a CSV source's lines are parsed.
+struct Csv<'a> {
+    path: &'a Path,
+    schema: &'a SchemaRef,
+    projection: Option<&'a [usize]>,
+    delimiter: u8,
+}
+
+impl Csv<'_> {
+    /// The records of whole lines, or the parser's first error.
+    fn parse(&self, lines: &[u8]) -> Result<Vec<RecordBatch>, arrow_schema::ArrowError> {
+        let mut reader = arrow_csv::ReaderBuilder::new(self.schema.clone())
+            .with_header(false)
+            .with_delimiter(self.delimiter)
+            .with_batch_size(BATCH_ROWS);
+        if let Some(p) = self.projection {
+            reader = reader.with_projection(p.to_vec());
+        }
+        reader.build(lines)?.collect()
+    }
+
+    /// A chunk with a bad record in it: the records of its good lines, each bad one skipped
+    /// and counted, or the first one's error with its line number. The lines are halved until
+    /// the bad ones are alone (a few parses per bad line, not one per line).
+    fn parse_good_lines(
+        &self,
+        chunk: &[u8],
+        starts: &[u64],
+        on_error: OnError,
+        skipped: &mut u64,
+    ) -> Result<Vec<RecordBatch>, BatchError> {
+        // Byte offset in `chunk` of each line's start, and the chunk's end.
+        let mut bounds: Vec<usize> = Vec::with_capacity(starts.len() + 1);
+        bounds.push(0);
+        bounds.extend(
+            (chunk.iter().enumerate())
+                .filter(|(_, &b)| b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        let mut batches = Vec::new();
+        let mut pending = vec![(0, starts.len())]; // Line ranges, the next one last.
+        while let Some((from, to)) = pending.pop() {
+            let lines = &chunk[bounds[from]..bounds[to]];
+            let e = match self.parse(lines) {
+                Ok(good) => {
+                    batches.extend(good);
+                    continue;
+                }
+                Err(e) if to - from == 1 => e,
+                Err(_) => {
+                    let middle = from + (to - from) / 2;
+                    pending.push((middle, to));
+                    pending.push((from, middle));
+                    continue;
+                }
+            };
+            let number = || line_number(self.path, starts[from]);
+            if on_error == OnError::Fail {
+                let why = without_position(&e);
+                return Err(bad(
+                    self.path,
+                    format!("line {}: bad CSV record: {why}", number()?),
+                ));
+            }
+            if *skipped == 0 {
+                tracing::warn!(
+                    "{}: line {}: bad CSV record skipped (on_error = \"skip\"; the split's further ones are counted): {}",
+                    self.path.display(),
+                    number()?,
+                    without_position(&e)
+                );
+            }
+            *skipped += 1;
+        }
+        Ok(batches)
+    }
+}
+
+/// The parser's message without its own line count (it saw one line).
+fn without_position(e: &arrow_schema::ArrowError) -> String {
+    let message = e.to_string();
+    match message.find(" at line ") {
+        Some(at) => {
+            let rest = &message[at + " at line ".len()..];
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            format!("{}{}", &message[..at], &rest[digits..])
+        }
+        None => message,
+    }
+}
+
+/// The 1-based number of the line that starts at byte `offset` (counted on the error path
+/// only: splits know byte offsets, not line numbers).
+fn line_number(path: &Path, offset: u64) -> Result<u64, BatchError> {
+    let file = open(path)?;
+    let mut reader = BufReader::with_capacity(1 << 20, std::io::Read::take(file, offset));
+    let mut newlines = 1;
+    loop {
+        let buffer = reader
+            .fill_buf()
+            .map_err(|e| bad(path, format!("cannot read: {e}")))?;
+        if buffer.is_empty() {
+            return Ok(newlines);
+        }
+        newlines += buffer.iter().filter(|&&b| b == b'\n').count() as u64;
+        let n = buffer.len();
+        reader.consume(n);
     }
 }
 
@@ -362,10 +483,6 @@ impl SplitLines {
         Ok(lines)
     }
 
-    fn position(&self) -> u64 {
-        self.at
-    }
-
     fn read_line(&mut self) -> std::io::Result<usize> {
         self.line.clear();
         let n = self.reader.read_until(b'\n', &mut self.line)?;
@@ -449,9 +566,7 @@ mod tests {
         let mut writer =
             parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(properties)).unwrap();
         let ids: Vec<i64> = (0..rows).collect();
-        let names = ids
-            .iter()
-            .map(|i| (!i.is_multiple_of(7)).then(|| format!("n{i}")));
+        let names = ids.iter().map(|i| (i % 7 != 0).then(|| format!("n{i}")));
         let batch = RecordBatch::try_new(
             schema,
             vec![
@@ -499,7 +614,7 @@ mod tests {
                 }).unwrap();
             }
             prop_assert_eq!(ids, (0..rows).collect::<Vec<_>>());
-            let expected: Vec<_> = (0..rows).map(|i| (!i.is_multiple_of(7)).then(|| format!("n{i}"))).collect();
+            let expected: Vec<_> = (0..rows).map(|i| (i % 7 != 0).then(|| format!("n{i}"))).collect();
             prop_assert_eq!(names, expected);
         }
     }
@@ -519,6 +634,62 @@ mod tests {
         );
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// Bad records anywhere (a wrong type, a missing field, one more field): `fail` names
+        /// the first one's line, `skip` drops exactly them and keeps every other record.
+        #[test]
+        fn bad_csv_records_are_named_or_skipped(
+            lines in prop::collection::vec((0u8..12, 0i64..1000), 1..400),
+            crlf: bool,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.csv");
+            let sep = if crlf { "\r\n" } else { "\n" };
+            // The schema comes from the first 1000 records: all good here.
+            let mut text = format!("k,v{sep}");
+            text.push_str(&(0..1000).map(|i| format!("a,{i}{sep}")).collect::<String>());
+            let mut good = (0..1000).collect::<Vec<i64>>();
+            let mut first_bad = None;
+            for (i, (kind, v)) in lines.iter().enumerate() {
+                let line = match kind {
+                    0 => format!("a,x{v}"),
+                    1 => "a".to_string(),
+                    2 => format!("a,{v},{v}"),
+                    _ => {
+                        good.push(*v);
+                        format!("a,{v}")
+                    }
+                };
+                if *kind < 3 && first_bad.is_none() {
+                    first_bad = Some(i + 1002);
+                }
+                text.push_str(&line);
+                text.push_str(sep);
+            }
+            std::fs::write(&path, &text).unwrap();
+            let all = FileSplit { start: 0, end: text.len() as u64 };
+            let spec = |on_error| SourceSpec::Csv { path: path.clone(), header: true, delimiter: ',', on_error };
+            let schema = spec(OnError::Fail).schema().unwrap();
+            let mut read = Vec::new();
+            let skipped = spec(OnError::Skip).read(&schema, Some(&[1]), all, |batch| {
+                let v = batch.column(0).as_any().downcast_ref::<arrow_array::Int64Array>().unwrap();
+                read.extend(v.values().iter().copied());
+                Ok(())
+            }).unwrap();
+            prop_assert_eq!(skipped as usize, 1000 + lines.len() - good.len());
+            prop_assert_eq!(read, good);
+            let failed = spec(OnError::Fail).read(&schema, None, all, |_| Ok(()));
+            match first_bad {
+                Some(line) => {
+                    let e = failed.unwrap_err().to_string();
+                    prop_assert!(e.contains(&format!("t.csv: line {line}: bad CSV record")), "{}", e);
+                }
+                None => prop_assert_eq!(failed.unwrap(), 0),
+            }
+        }
+    }
+
     #[test]
     fn csv_schema_is_inferred_and_bad_records_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -528,6 +699,7 @@ mod tests {
             path: path.clone(),
             header: true,
             delimiter: ',',
+            on_error: OnError::Fail,
         };
         let schema = spec.schema().unwrap();
         let types: Vec<_> = schema
