@@ -1013,3 +1013,192 @@ sink = { text = { path = "out" } }
     );
     assert!(!f.path("out2").exists());
 }
+
+/// `union` (by column name): its branches closed by a partial aggregate, a round-robin
+/// exchange into the sink, a local top-N and a join's hash exchange, in every mode, equal the
+/// oracle; bad unions fail with one line naming the step.
+#[test]
+fn unions_equal_the_oracle() {
+    let f = Fixture::new();
+    let mut rng = SplitMix(33);
+    // a and c are `k,v`, b is `v,k`; c has empty (null) values.
+    let mut all: Vec<(String, Option<i64>)> = Vec::new();
+    let mut files = [
+        String::from("k,v\n"),
+        String::from("v,k\n"),
+        String::from("k,v\n"),
+    ];
+    for (i, file) in files.iter_mut().enumerate() {
+        for _ in 0..20_000 {
+            let k = format!("k{}", rng.next_u64() % 300);
+            let v = (i != 2 || !rng.next_u64().is_multiple_of(4))
+                .then(|| (rng.next_u64() % 1000) as i64);
+            let text = v.map(|v| v.to_string()).unwrap_or_default();
+            file.push_str(&if i == 1 {
+                format!("{text},{k}\n")
+            } else {
+                format!("{k},{text}\n")
+            });
+            all.push((k, v));
+        }
+    }
+    for (name, text) in ["a.csv", "b.csv", "c.csv"].iter().zip(&files) {
+        f.write(name, text.as_bytes());
+    }
+    let head = r#"
+[[step]]
+name = "a"
+source = { csv = { path = "a.csv" } }
+[[step]]
+name = "b"
+source = { csv = { path = "b.csv" } }
+[[step]]
+name = "c"
+source = { csv = { path = "c.csv" } }
+[[step]]
+name = "all"
+union = ["a", "b", "c"]
+"#;
+    let job = |tail: &str| {
+        format!("{head}{tail}\n[[step]]\nname = \"out\"\nsink = {{ csv = {{ path = \"out\" }} }}\n")
+    };
+    let cell = |v: &Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+    // Aggregate after the union.
+    let mut sums: BTreeMap<String, (u64, i64)> = BTreeMap::new();
+    for (k, v) in &all {
+        let e = sums.entry(k.clone()).or_default();
+        e.0 += 1;
+        e.1 += v.unwrap_or(0);
+    }
+    let sums: Vec<String> = sums
+        .iter()
+        .map(|(k, (n, s))| format!("{k},{n},{s}"))
+        .collect();
+    // Straight into the sink.
+    let mut rows: Vec<String> = all
+        .iter()
+        .map(|(k, v)| format!("{k},{}", cell(v)))
+        .collect();
+    rows.sort();
+    // The top 5 by v descending (nulls first, as descending sorts put them), then k.
+    let mut top_oracle: Vec<(String, Option<i64>)> = all.clone();
+    top_oracle.sort_by(|x, y| match (x.1, y.1) {
+        (None, None) => x.0.cmp(&y.0),
+        (None, Some(_)) => std::cmp::Ordering::Less,
+        (Some(_), None) => std::cmp::Ordering::Greater,
+        (Some(a), Some(b)) => b.cmp(&a).then(x.0.cmp(&y.0)),
+    });
+    let top5: Vec<String> = top_oracle[..5]
+        .iter()
+        .map(|(k, v)| format!("{k},{}", cell(v)))
+        .collect();
+    // As a join's left side: the rows of a, b and c whose key is among the first 100.
+    let mut semi: Vec<String> = all
+        .iter()
+        .filter(|(k, _)| k[1..].parse::<u64>().unwrap() < 100)
+        .map(|(k, v)| format!("{k},{}", cell(v)))
+        .collect();
+    semi.sort();
+    let keys: String = (0..100).map(|k| format!("k{k}\n")).collect();
+    f.write("keys.csv", format!("k\n{keys}").as_bytes());
+    let cases = [
+        ("aggregate", job("[[step]]\nname = \"agg\"\naggregate = { keys = [\"k\"], aggregates = [{ fn = \"count\", as = \"n\" }, { fn = \"sum\", column = \"v\", as = \"s\" }] }"), "k,n,s", sums, true),
+        ("sink", job(""), "k,v", rows, true),
+        ("top", job("[[step]]\nname = \"sorted\"\nsort = { by = [\"v desc\", \"k\"] }\n[[step]]\nname = \"five\"\nlimit = 5"), "k,v", top5, false),
+        ("join", job("[[step]]\nname = \"keys\"\nsource = { csv = { path = \"keys.csv\" } }\n[[step]]\nname = \"known\"\ninput = \"all\"\njoin = { right = \"keys\", on = [\"k\"], type = \"semi\" }"), "k,v", semi, true),
+    ];
+    for (what, spec, header, expected, unordered) in cases {
+        f.write("u.toml", spec.as_bytes());
+        for mode in ["pipelined", "staged", "mapreduce"] {
+            f.ok([
+                "run",
+                "u.toml",
+                "--force",
+                "--mode",
+                mode,
+                "--parallelism",
+                "3",
+                "--memory",
+                "8MiB",
+            ]);
+            let mut got = read_parts(&f, "out", header);
+            if unordered {
+                got.sort();
+            }
+            assert!(
+                got == expected,
+                "{what} {mode}: {} rows, expected {}",
+                got.len(),
+                expected.len()
+            );
+            if what == "sink" {
+                assert_eq!(fs::read_dir(f.path("out")).unwrap().count(), 3);
+            }
+        }
+    }
+    let run = f.ok(["explain", "u.toml"]);
+    assert!(
+        run.stdout.contains("b (source) → (b in union order)"),
+        "{}",
+        run.stdout
+    );
+    f.write("u.toml", job("").as_bytes());
+    let run = f.ok(["explain", "u.toml"]);
+    assert!(
+        run.stdout.contains("edge 2 → 3: rebalance (round-robin)"),
+        "{}",
+        run.stdout
+    );
+    fs::remove_dir_all(f.path("out")).unwrap();
+    // Bad unions.
+    f.write("t.txt", b"x\n");
+    let bad = [
+        (
+            head.replace("path = \"c.csv\"", "path = \"keys.csv\""),
+            &["\"all\"", "\"c\" has no column \"v\""][..],
+        ),
+        (
+            head.replace("csv = { path = \"c.csv\" }", "text = { path = \"t.txt\" }"),
+            &[
+                "\"all\"",
+                "column \"line\" of \"c\" is not in the first input (k, v)",
+            ][..],
+        ),
+        (
+            head.replace("union = [\"a\", \"b\", \"c\"]", "union = [\"a\"]"),
+            &["\"all\"", "at least two inputs"][..],
+        ),
+        (
+            head.replace(
+                "union = [\"a\", \"b\", \"c\"]",
+                "union = [\"a\", \"a\", \"c\"]",
+            ),
+            &[
+                "\"all\"",
+                "\"a\" is not an earlier step, or another step already uses it",
+            ][..],
+        ),
+    ];
+    for (spec, needles) in bad {
+        let spec =
+            format!("{spec}[[step]]\nname = \"out\"\nsink = {{ csv = {{ path = \"out\" }} }}\n");
+        f.write("u.toml", spec.as_bytes());
+        assert_error(&f.millrace(["run", "u.toml"]), needles);
+        assert!(!f.path("out").exists());
+    }
+    // Types differ: v is text in one input.
+    f.write("d.csv", b"k,v\nx,abc\n");
+    let spec = head.replace("path = \"c.csv\"", "path = \"d.csv\"");
+    f.write(
+        "u.toml",
+        format!("{spec}[[step]]\nname = \"out\"\nsink = {{ csv = {{ path = \"out\" }} }}\n")
+            .as_bytes(),
+    );
+    assert_error(
+        &f.millrace(["run", "u.toml"]),
+        &[
+            "\"all\"",
+            "column \"v\" is Int64 in one input and Utf8 in \"c\"",
+        ],
+    );
+}

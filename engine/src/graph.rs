@@ -49,6 +49,8 @@ pub enum Distribution {
     Hash { key_groups: usize },
     /// Every record to every consumer.
     Broadcast,
+    /// Records dealt round-robin over the consumers, whatever their keys (Flink's rebalance).
+    Rebalance,
 }
 
 impl Distribution {
@@ -59,6 +61,7 @@ impl Distribution {
             Self::Range(_) => "range",
             Self::Hash { .. } => "hash",
             Self::Broadcast => "broadcast",
+            Self::Rebalance => "rebalance",
         }
     }
 }

@@ -202,16 +202,15 @@ impl Invokable for StageTask {
                         what: "a scan stage runs without splits".into(),
                     })?)
                 }
-                StageInput::Exchange { .. } => Input::Gates(
-                    ctx.inputs
-                        .drain(..)
-                        .map(|gate| {
-                            let (tx, rx) = mpsc::channel(2);
-                            readers.spawn(read_gate(gate, tx));
-                            rx
-                        })
-                        .collect(),
-                ),
+                StageInput::Exchange { sides, .. } => {
+                    // One channel per side of the head; every gate of a side feeds its channel.
+                    let count = sides.iter().max().map_or(0, |&s| s + 1);
+                    let (txs, rxs): (Vec<_>, Vec<_>) = (0..count).map(|_| mpsc::channel(2)).unzip();
+                    for (gate, &side) in ctx.inputs.drain(..).zip(sides) {
+                        readers.spawn(read_gate(gate, txs[side].clone()));
+                    }
+                    Input::Gates(rxs)
+                }
             };
             let (tx, mut rx) = mpsc::channel::<ToSend>(4);
             let out = match &stage.tail {
@@ -403,7 +402,11 @@ fn run_stage(
             projection,
             ..
         } => scan_schema(columns, projection.as_deref()),
-        StageInput::Exchange { columns, .. } => from_defs(&columns[i]),
+        // The columns of side `i` (every edge of a side carries the same).
+        StageInput::Exchange { columns, sides, .. } => {
+            let edge = sides.iter().position(|&s| s == i).unwrap_or(i);
+            from_defs(columns.get(edge).map_or(&[][..], Vec::as_slice))
+        }
     };
     match &stage.head {
         Head::Pass => {
@@ -516,6 +519,10 @@ enum TailOp {
         sorter: Option<Box<Sorter>>,
         limit: u64,
         out: Exchange,
+    },
+    Rebalance {
+        out: Exchange,
+        next: usize,
     },
     Sink(PartWriter),
 }
@@ -639,6 +646,10 @@ impl TailOp {
                 limit: limit.unwrap_or(u64::MAX),
                 out: exchange(out)?,
             },
+            Tail::Rebalance => Self::Rebalance {
+                out: exchange(out)?,
+                next: 0,
+            },
             Tail::Sink { sink } => {
                 let Out::Sink(file) = out else {
                     return Err(EngineError::Internal {
@@ -688,6 +699,11 @@ impl TailOp {
                     Ok(())
                 }
             },
+            Self::Rebalance { .. } if batch.num_rows() == 0 => Ok(()),
+            Self::Rebalance { out, next } => {
+                *next += 1;
+                out.send(*next % out.consumers, &batch)
+            }
             Self::Sink(part) => part.write(&batch),
         }
     }
@@ -710,7 +726,7 @@ impl TailOp {
                 drop(reservation);
                 Ok((out.rows, flushes))
             }
-            Self::Hash { out, .. } => Ok((out.rows, 0)),
+            Self::Hash { out, .. } | Self::Rebalance { out, .. } => Ok((out.rows, 0)),
             Self::Gather {
                 sorter, mut out, ..
             } => {
@@ -838,14 +854,14 @@ pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
             }
             StageInput::Exchange { from, .. } => {
                 for &f in from {
-                    let edge = graph.connect(
-                        crate::graph::VertexId(f),
-                        v,
-                        Distribution::Hash {
+                    let distribution = match plan.stages[f].tail {
+                        Tail::Rebalance => Distribution::Rebalance,
+                        _ => Distribution::Hash {
                             key_groups: KEY_GROUPS,
                         },
-                        partition_type,
-                    );
+                    };
+                    let edge =
+                        graph.connect(crate::graph::VertexId(f), v, distribution, partition_type);
                     if plan.mode == Mode::MapReduce {
                         edge.slow_start = 0.05;
                     }
@@ -1014,6 +1030,7 @@ mod tests {
                 input: StageInput::Exchange {
                     from: vec![0, 1],
                     columns: vec![columns.clone(), columns.clone()],
+                    sides: vec![0, 1],
                 },
                 head: Head::Join(JoinSpec {
                     right: "r".into(),
@@ -1035,6 +1052,7 @@ mod tests {
                 input: StageInput::Exchange {
                     from: vec![2],
                     columns: vec![columns.clone()],
+                    sides: vec![0],
                 },
                 head: Head::Sort {
                     spec: sort,
@@ -1094,6 +1112,7 @@ mod tests {
                 StageInput::Exchange {
                     from: vec![0, 1],
                     columns: Vec::new(),
+                    sides: vec![0, 1],
                 },
             ),
         ];

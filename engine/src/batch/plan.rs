@@ -83,11 +83,12 @@ pub enum StageInput {
         columns: Vec<ColumnDef>,
         projection: Option<Vec<usize>>,
     },
-    /// Exchanges from earlier stages (in this order: a join's left, then its right), with
-    /// the columns each carries.
+    /// Exchanges from earlier stages, with the columns each carries and the side of the head
+    /// it feeds (0, or 1 for a join's right side; the branches of a union feed one side).
     Exchange {
         from: Vec<usize>,
         columns: Vec<Vec<ColumnDef>>,
+        sides: Vec<usize>,
     },
 }
 
@@ -119,6 +120,9 @@ pub enum Tail {
     },
     /// Hashed by these columns.
     Hash { keys: Vec<String> },
+    /// Batches dealt round-robin to the next stage's subtasks (the branches of a union
+    /// before a sink).
+    Rebalance,
     /// All to the one subtask of the next stage, after a local top-N or limit.
     Gather {
         sort: Option<SortSpec>,
@@ -170,10 +174,21 @@ impl Plan {
     }
 }
 
-/// A stage being built, and the schema of the rows it produces so far.
+/// A stage being built (one per branch after a union), and the schema of the rows it
+/// produces so far.
 struct Open {
-    stage: Stage,
+    stages: Vec<Stage>,
     schema: SchemaRef,
+}
+
+impl Open {
+    /// Adds a row operator to every branch.
+    fn push(&mut self, op: RowOp, step: String) {
+        for stage in &mut self.stages {
+            stage.ops.push(op.clone());
+            stage.steps.push(step.clone());
+        }
+    }
 }
 
 fn at(step: &Step, what: impl std::fmt::Display) -> BatchError {
@@ -234,7 +249,7 @@ impl JobSpec {
                         None => file.clone(),
                     };
                     Open {
-                        stage: Stage {
+                        stages: vec![Stage {
                             name: step.name.clone(),
                             single: false,
                             input: StageInput::Scan {
@@ -247,15 +262,14 @@ impl JobSpec {
                             tail: Tail::Hash { keys: Vec::new() },
                             columns: Vec::new(),
                             steps: vec![format!("{} (source)", step.name)],
-                        },
+                        }],
                         schema,
                     }
                 }
                 "filter" | "project" | "tokenize" => {
                     let mut input = take(&mut open, input_name, step)?;
                     let (op, schema) = row_op(step, &input.schema).map_err(|e| at(step, e))?;
-                    input.stage.ops.push(op);
-                    input.stage.steps.push(format!("{} ({kind})", step.name));
+                    input.push(op, format!("{} ({kind})", step.name));
                     input.schema = schema;
                     input
                 }
@@ -266,6 +280,7 @@ impl JobSpec {
                     HashAggregate::new(&spec, &input.schema, Phase::Final)
                         .map_err(|e| at(step, e))?;
                     let columns = to_defs(&input.schema);
+                    let partial = spec.schemas(&input.schema).map_err(|e| at(step, e))?.0;
                     let from = close(
                         &mut stages,
                         input,
@@ -275,7 +290,6 @@ impl JobSpec {
                         },
                         Some(format!("{} (partial aggregate)", step.name)),
                     );
-                    let partial = spec.schemas(&from.1).map_err(|e| at(step, e))?.0;
                     exchange_stage(
                         step,
                         vec![(from.0, partial)],
@@ -313,6 +327,20 @@ impl JobSpec {
                     );
                     let kind = format!("{:?} hash join", spec.kind).to_lowercase();
                     exchange_stage(step, vec![l, r], Head::Join(spec), &kind, output, false)
+                }
+                "union" => {
+                    let names = step.union.clone().expect("kind");
+                    if step.input.is_some() {
+                        return Err(at(step, "a union names its inputs in `union`, not `input`"));
+                    }
+                    if names.len() < 2 {
+                        return Err(at(step, "a union needs at least two inputs"));
+                    }
+                    let mut inputs = Vec::new();
+                    for name in &names {
+                        inputs.push((name, take(&mut open, name, step)?));
+                    }
+                    union(inputs).map_err(|e| at(step, e))?
                 }
                 "sort" => {
                     let spec = step.sort.clone().expect("kind");
@@ -352,25 +380,27 @@ impl JobSpec {
                 "limit" => {
                     let n = step.limit.expect("kind");
                     let mut input = take(&mut open, input_name, step)?;
-                    if matches!(&input.stage.head, Head::Sort { limit: Some(l), .. } if *l == n)
-                        && input.stage.ops.is_empty()
-                    {
-                        // Folded into the sort before it (top-N).
-                        input.stage.steps.push(format!("{} (limit)", step.name));
-                        input
-                    } else {
-                        let schema = input.schema.clone();
-                        let from = close(
-                            &mut stages,
-                            input,
-                            Tail::Gather {
-                                sort: None,
-                                limit: Some(n),
-                            },
-                            None,
-                        );
-                        exchange_stage(step, vec![from], Head::Limit(n), "limit", schema, true)
+                    if let [sort] = input.stages.as_mut_slice() {
+                        if matches!(&sort.head, Head::Sort { limit: Some(l), .. } if *l == n)
+                            && sort.ops.is_empty()
+                        {
+                            // Folded into the sort before it (top-N).
+                            sort.steps.push(format!("{} (limit)", step.name));
+                            open.push((step.name.clone(), input));
+                            continue;
+                        }
                     }
+                    let schema = input.schema.clone();
+                    let from = close(
+                        &mut stages,
+                        input,
+                        Tail::Gather {
+                            sort: None,
+                            limit: Some(n),
+                        },
+                        None,
+                    );
+                    exchange_stage(step, vec![from], Head::Limit(n), "limit", schema, true)
                 }
                 "sink" => {
                     let spec = step.sink.clone().expect("kind");
@@ -387,8 +417,21 @@ impl JobSpec {
                             ));
                         }
                     }
+                    if input.stages.len() > 1 {
+                        // The branches of a union meet in one stage that writes the parts.
+                        let schema = input.schema.clone();
+                        let from = close(&mut stages, input, Tail::Rebalance, None);
+                        input = exchange_stage(
+                            step,
+                            vec![(from.0, schema)],
+                            Head::Pass,
+                            "union",
+                            from.1,
+                            false,
+                        );
+                    }
                     let label = format!("{} ({} sink)", step.name, spec.format());
-                    input.stage.steps.push(label);
+                    input.stages[0].steps.push(label);
                     sink = Some(spec.clone());
                     close(&mut stages, input, Tail::Sink { sink: spec }, None);
                     continue;
@@ -452,7 +495,11 @@ fn used_columns(steps: &[Step], source: usize, schema: &Schema) -> Option<Vec<us
             let s = &steps[j];
             let input =
                 (s.input.as_deref()).or((j == at + 1 && s.source.is_none()).then_some(name));
-            input == Some(name) || s.join.as_ref().is_some_and(|j| j.right == name)
+            input == Some(name)
+                || s.join.as_ref().is_some_and(|j| j.right == name)
+                || s.union
+                    .as_ref()
+                    .is_some_and(|u| u.iter().any(|n| n == name))
         })?;
         let step = &steps[next];
         if let Some(p) = &step.filter {
@@ -468,12 +515,13 @@ fn used_columns(steps: &[Step], source: usize, schema: &Schema) -> Option<Vec<us
             used.extend(a.aggregates.iter().filter_map(|c| c.column.as_deref()));
             break;
         } else if let Some(j) = &step.join {
-            let left = step.input.as_deref() == Some(name) || next == at + 1;
+            let left =
+                step.input.as_deref() == Some(name) || (step.input.is_none() && next == at + 1);
             let keys = if left { &j.on } else { j.right_keys() };
             used.extend(keys.iter().map(String::as_str));
         } else if let Some(s) = &step.sort {
             used.extend(s.by.iter().map(|k| k.column.as_str()));
-        } else if step.limit.is_none() {
+        } else if step.limit.is_none() && step.union.is_none() {
             return None; // A sink (every column) or something new.
         }
         at = next;
@@ -490,45 +538,112 @@ fn used_columns(steps: &[Step], source: usize, schema: &Schema) -> Option<Vec<us
     Some(read)
 }
 
-/// Ends an open stage with `tail`; returns its index and the schema it sends.
+/// Ends an open stage (every branch) with `tail`; returns the stages' indices and the schema
+/// they send.
 fn close(
     stages: &mut Vec<Stage>,
-    mut open: Open,
+    open: Open,
     tail: Tail,
     step: Option<String>,
-) -> (usize, SchemaRef) {
-    open.stage.tail = tail;
-    open.stage.columns = to_defs(&open.schema);
-    open.stage.steps.extend(step);
-    stages.push(open.stage);
-    (stages.len() - 1, open.schema)
+) -> (Vec<usize>, SchemaRef) {
+    let mut from = Vec::new();
+    for mut stage in open.stages {
+        stage.tail = tail.clone();
+        stage.columns = to_defs(&open.schema);
+        stage.steps.extend(step.clone());
+        stages.push(stage);
+        from.push(stages.len() - 1);
+    }
+    (from, open.schema)
 }
 
-/// A new stage behind exchanges from `from` (stage, schema it sends).
+/// A new stage behind exchanges, one input side per entry: the stages that feed it and the
+/// schema they send.
 fn exchange_stage(
     step: &Step,
-    from: Vec<(usize, SchemaRef)>,
+    sides: Vec<(Vec<usize>, SchemaRef)>,
     head: Head,
     what: &str,
     schema: SchemaRef,
     single: bool,
 ) -> Open {
+    let (mut from, mut columns, mut side_of) = (Vec::new(), Vec::new(), Vec::new());
+    for (side, (stages, schema)) in sides.into_iter().enumerate() {
+        for stage in stages {
+            from.push(stage);
+            columns.push(to_defs(&schema));
+            side_of.push(side);
+        }
+    }
     Open {
-        stage: Stage {
+        stages: vec![Stage {
             name: step.name.clone(),
             single,
             input: StageInput::Exchange {
-                from: from.iter().map(|f| f.0).collect(),
-                columns: from.iter().map(|f| to_defs(&f.1)).collect(),
+                from,
+                columns,
+                sides: side_of,
             },
             head,
             ops: Vec::new(),
             tail: Tail::Hash { keys: Vec::new() },
             columns: Vec::new(),
             steps: vec![format!("{} ({what})", step.name)],
-        },
+        }],
         schema,
     }
+}
+
+/// The branches of a union, matched by column name (Spark's `unionByName`): every input has
+/// the first one's columns, of the same types, in any order (reordered with a projection); a
+/// column is nullable when it is in any input.
+fn union(inputs: Vec<(&String, Open)>) -> Result<Open, String> {
+    let first = inputs[0].1.schema.clone();
+    let names: Vec<String> = first.fields().iter().map(|f| f.name().clone()).collect();
+    let mut nullable = vec![false; names.len()];
+    let mut stages = Vec::new();
+    for (name, mut input) in inputs {
+        let schema = input.schema.clone();
+        let mut extra: Vec<&str> = (schema.fields().iter())
+            .map(|f| f.name().as_str())
+            .filter(|n| !names.iter().any(|m| m == n))
+            .collect();
+        if let Some(column) = extra.pop() {
+            return Err(format!(
+                "column {column:?} of {name:?} is not in the first input ({})",
+                names.join(", ")
+            ));
+        }
+        for (i, field) in first.fields().iter().enumerate() {
+            let Ok(theirs) = schema.field_with_name(field.name()) else {
+                return Err(format!("{name:?} has no column {:?}", field.name()));
+            };
+            if theirs.data_type() != field.data_type() {
+                return Err(format!(
+                    "column {:?} is {} in one input and {} in {name:?}",
+                    field.name(),
+                    field.data_type(),
+                    theirs.data_type()
+                ));
+            }
+            nullable[i] |= theirs.is_nullable();
+        }
+        if schema.fields().iter().map(|f| f.name()).ne(names.iter()) {
+            input.push(
+                RowOp::Project {
+                    columns: names.clone(),
+                },
+                format!("({name} in union order)"),
+            );
+        }
+        stages.extend(input.stages);
+    }
+    let fields = (first.fields().iter().zip(nullable))
+        .map(|(f, nullable)| f.as_ref().clone().with_nullable(nullable));
+    Ok(Open {
+        stages,
+        schema: Arc::new(Schema::new(fields.collect::<Vec<_>>())),
+    })
 }
 
 /// A filter, project or tokenize step checked against `schema`, and the schema after it.
@@ -607,6 +722,7 @@ pub fn explain(plan: &Plan, parallelism: usize) -> String {
                         super::KEY_GROUPS
                     ),
                     Tail::Gather { .. } => "gather to one subtask".into(),
+                    Tail::Rebalance => "rebalance (round-robin)".into(),
                     Tail::Sink { .. } => unreachable!("a sink feeds no stage"),
                 };
                 let _ = writeln!(out, "edge {f} → {v}: {how}, {partition}");

@@ -96,6 +96,8 @@ pub struct Step {
     pub sort: Option<SortSpec>,
     /// The first N rows (after a `sort`: the top N).
     pub limit: Option<u64>,
+    /// The rows of every step named (by column name; Spark's `unionByName`, SQL's UNION ALL).
+    pub union: Option<Vec<String>>,
 }
 
 impl Step {
@@ -110,6 +112,7 @@ impl Step {
             ("join", self.join.is_some()),
             ("sort", self.sort.is_some()),
             ("limit", self.limit.is_some()),
+            ("union", self.union.is_some()),
             ("sink", self.sink.is_some()),
         ];
         let given: Vec<&str> = kinds.iter().filter(|k| k.1).map(|k| k.0).collect();
