@@ -169,16 +169,15 @@ impl SourceSpec {
                 };
                 // Whole lines of up to ~4 MiB at a time through the Arrow CSV parser.
                 let mut chunk = Vec::with_capacity(4 << 20);
-                let mut starts = Vec::new();
                 loop {
                     chunk.clear();
-                    starts.clear();
+                    let mut chunk_start = None;
                     while chunk.len() < 4 << 20 {
                         match lines.next_line()? {
                             Some(line) => {
                                 chunk.extend_from_slice(line);
                                 chunk.push(b'\n');
-                                starts.push(lines.line_start);
+                                chunk_start.get_or_insert(lines.line_start);
                             }
                             None => break,
                         }
@@ -188,7 +187,10 @@ impl SourceSpec {
                     }
                     let batches = match csv.parse(&chunk) {
                         Ok(batches) => batches,
-                        Err(_) => csv.parse_good_lines(&chunk, &starts, *on_error, &mut skipped)?,
+                        Err(_) => {
+                            let start = chunk_start.unwrap_or_default();
+                            csv.parse_good_lines(&chunk, start, *on_error, &mut skipped)?
+                        }
                     };
                     for batch in batches {
                         emit(batch)?;
@@ -232,26 +234,27 @@ impl Csv<'_> {
         reader.build(lines)?.collect()
     }
 
-    /// A chunk with a bad record in it: the records of its good lines, each bad one skipped
-    /// and counted, or the first one's error with its line number. The lines are halved until
-    /// the bad ones are alone (a few parses per bad line, not one per line).
+    /// A chunk with a bad record in it (its first line at byte `start` of the file): the
+    /// records of its good lines, each bad one skipped and counted, or the first one's error
+    /// with its line number. The lines are halved until the bad ones are alone (a few parses
+    /// per bad line, not one per line).
     fn parse_good_lines(
         &self,
         chunk: &[u8],
-        starts: &[u64],
+        start: u64,
         on_error: OnError,
         skipped: &mut u64,
     ) -> Result<Vec<RecordBatch>, BatchError> {
-        // Byte offset in `chunk` of each line's start, and the chunk's end.
-        let mut bounds: Vec<usize> = Vec::with_capacity(starts.len() + 1);
-        bounds.push(0);
+        // Byte offset in `chunk` of each line's start, and the chunk's end (each line of the
+        // chunk is one line of the file).
+        let mut bounds: Vec<usize> = vec![0];
         bounds.extend(
             (chunk.iter().enumerate())
                 .filter(|(_, &b)| b == b'\n')
                 .map(|(i, _)| i + 1),
         );
         let mut batches = Vec::new();
-        let mut pending = vec![(0, starts.len())]; // Line ranges, the next one last.
+        let mut pending = vec![(0, bounds.len() - 1)]; // Line ranges, the next one last.
         while let Some((from, to)) = pending.pop() {
             let lines = &chunk[bounds[from]..bounds[to]];
             let e = match self.parse(lines) {
@@ -267,7 +270,7 @@ impl Csv<'_> {
                     continue;
                 }
             };
-            let number = || line_number(self.path, starts[from]);
+            let number = || Ok::<_, BatchError>(line_number(self.path, start)? + from as u64);
             if on_error == OnError::Fail {
                 let why = without_position(&e);
                 return Err(bad(
