@@ -5,7 +5,7 @@
 
 mod util;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 
 use util::{assert_entries, assert_error, Fixture, SplitMix};
@@ -219,6 +219,87 @@ sink = { csv = { path = "out" } }
     }
 }
 
+/// `count_distinct` of an integer column (with nulls, and a group of nulls only) and of a
+/// string column, in every mode, in memory and under a 4 MiB budget that the ~60,000 distinct
+/// users of one region far exceed (the final aggregate spills its sets into runs and merges
+/// them): equal to an oracle of sets per region.
+#[test]
+fn count_distinct_equals_the_oracle_in_every_mode_and_budget() {
+    let f = Fixture::new();
+    let mut rng = SplitMix(12);
+    let mut csv = String::from("region,user,page\n");
+    let mut oracle: BTreeMap<String, (BTreeSet<u64>, BTreeSet<String>, u64)> = BTreeMap::new();
+    for _ in 0..300_000 {
+        let r = rng.next_u64();
+        let region = ["big", "big", "n", "s", "e", "w", "nulls"][(r % 7) as usize];
+        let user = match region {
+            "nulls" => None,
+            _ if r.is_multiple_of(11) => None,
+            "big" => Some(rng.next_u64() % 150_000),
+            _ => Some(rng.next_u64() % 500),
+        };
+        let page = format!(
+            "/p/{}",
+            rng.next_u64() % if region == "big" { 40_000 } else { 300 }
+        );
+        let shown = user.map_or(String::new(), |u| u.to_string());
+        csv.push_str(&format!("{region},{shown},{page}\n"));
+        let e = oracle.entry(region.to_string()).or_default();
+        e.0.extend(user);
+        e.1.insert(page);
+        e.2 += 1;
+    }
+    f.write("visits.csv", csv.as_bytes());
+    f.write(
+        "d.toml",
+        br#"
+[[step]]
+name = "visits"
+source = { csv = { path = "visits.csv" } }
+[[step]]
+name = "per_region"
+aggregate = { keys = ["region"], aggregates = [
+  { fn = "count_distinct", column = "user", as = "users" },
+  { fn = "count_distinct", column = "page", as = "pages" },
+  { fn = "count", as = "n" },
+] }
+[[step]]
+name = "out"
+sink = { csv = { path = "out" } }
+"#,
+    );
+    let expected: BTreeMap<String, (usize, usize, u64)> = oracle
+        .into_iter()
+        .map(|(region, (users, pages, n))| (region, (users.len(), pages.len(), n)))
+        .collect();
+    assert_eq!(expected["nulls"].0, 0);
+    assert!(expected["big"].0 > 50_000);
+    for mode in ["pipelined", "staged", "mapreduce"] {
+        for memory in ["1GiB", "4MiB"] {
+            let run = f.ok([
+                "run", "d.toml", "--force", "--json", "--mode", mode, "--memory", memory,
+            ]);
+            let mut got = BTreeMap::new();
+            for line in read_parts(&f, "out", "region,users,pages,n") {
+                let v: Vec<&str> = line.split(',').collect();
+                let row = (
+                    v[1].parse().unwrap(),
+                    v[2].parse().unwrap(),
+                    v[3].parse().unwrap(),
+                );
+                assert!(got.insert(v[0].to_string(), row).is_none(), "{line}");
+            }
+            assert_eq!(got, expected, "{mode} {memory}");
+            let spilled = run.json()["spilled_runs"].as_u64().unwrap();
+            assert_eq!(
+                spilled > 0,
+                memory == "4MiB",
+                "{mode} {memory}: {spilled} runs"
+            );
+        }
+    }
+}
+
 /// Filter and project before the aggregate: the oracle applies the same predicate by hand.
 #[test]
 fn filter_and_project_before_the_aggregate_equal_the_oracle() {
@@ -397,11 +478,12 @@ fn bad_specs_and_inputs_fail_with_one_line_and_leave_nothing() {
     // The schema is inferred from the first 1000 records; the bad value comes later.
     let bad: String = (0..1500).map(|i| format!("k{},{i}\n", i % 7)).collect();
     f.write("bad.csv", format!("k,v\n{bad}c,x\n").as_bytes());
-    let cases: [(&str, &str, &[&str]); 8] = [
+    let cases: [(&str, &str, &[&str]); 9] = [
         ("unknown field", &WORDCOUNT.replace("name = \"wc\"", "name = \"wc\"\nspeed = 3"), &["speed"]),
         ("unknown step field", &WORDCOUNT.replace("tokenize = { column = \"line\" }", "tokenize = { column = \"line\", lower = true }"), &["lower"]),
         ("missing input", &WORDCOUNT.replace("in.txt", "missing.txt"), &["missing.txt", "lines"]),
         ("unknown column", &WORDCOUNT.replace("column = \"line\"", "column = \"text\""), &["\"words\"", "\"text\"", "line"]),
+        ("count_distinct without a column", &WORDCOUNT.replace("fn = \"count\"", "fn = \"count_distinct\""), &["\"counts\"", "\"n\"", "needs a column"]),
         ("type mismatch", &WORDCOUNT.replace("keys = [\"word\"], aggregates = [{ fn = \"count\", as = \"n\" }]", "keys = [\"word\"], aggregates = [{ fn = \"sum\", column = \"word\", as = \"n\" }]"), &["\"counts\"", "\"word\"", "Utf8"]),
         ("unknown join input", &WORDCOUNT.replace("tokenize = { column = \"line\" }", "join = { right = \"x\", on = [\"line\"] }"), &["\"words\"", "\"x\"", "not an earlier step"]),
         ("two operators", &WORDCOUNT.replace("tokenize = { column = \"line\" }", "tokenize = { column = \"line\" }\nsink = { csv = { path = \"o\" } }"), &["\"words\"", "tokenize and sink"]),

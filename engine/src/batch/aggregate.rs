@@ -4,22 +4,27 @@
 //! owner; merges the states of every partial aggregate of its keys).
 //!
 //! Group keys are normalized to comparable bytes with `arrow-row` (any key types, nulls
-//! included), so a group is a byte string in a hash map, as the sorter's keys are.
+//! included), so a group is a byte string in a hash map, as the sorter's keys are. So are the
+//! values of `count_distinct`: one hash set per call holds every group's distinct values, and
+//! its partial state is the list of a group's values (a group with more than
+//! [`PIECE_BYTES`] of them is sent as several rows, which merge like any others).
 //!
 //! ```text
 //! rows ──update──► partial states ──(exchange by key hash)──merge──► final states ──► rows
 //!                  keys + per call: count | sum | min | max | avg as (sum, count)
+//!                                   | count_distinct as a list of value rows
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::sync::Arc;
 
-use arrow_array::builder::{Float64Builder, Int64Builder};
+use arrow_array::builder::{BinaryBuilder, Float64Builder, Int64Builder, ListBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_row::{RowConverter, SortField};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use super::sort::{rows_of, sorted_order, Runs, MIN_RUN_BYTES};
@@ -31,7 +36,7 @@ use crate::EngineError;
 
 /// An aggregate function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum AggFunc {
     /// Rows (no column) or non-null values of a column.
     Count,
@@ -40,6 +45,9 @@ pub enum AggFunc {
     Max,
     /// Mean of the non-null values, as a float.
     Avg,
+    /// Distinct non-null values of a column of any type `arrow-row` encodes (SQL's
+    /// `COUNT(DISTINCT column)`); values are equal when their row bytes are.
+    CountDistinct,
 }
 
 /// One aggregate of a step: `func(column) AS name`.
@@ -113,6 +121,10 @@ impl AggregateSpec {
                     partial.push(Field::new(&call.name, DataType::Int64, false));
                     output.push(Field::new(&call.name, DataType::Int64, false));
                 }
+                AggFunc::CountDistinct => {
+                    partial.push(Field::new(&call.name, distinct_state(), false));
+                    output.push(Field::new(&call.name, DataType::Int64, false));
+                }
                 AggFunc::Sum | AggFunc::Min | AggFunc::Max => {
                     partial.push(Field::new(&call.name, value.clone(), true));
                     output.push(Field::new(&call.name, value, true));
@@ -170,6 +182,16 @@ impl AggregateSpec {
                 Some(DataType::Float64) => Num::Float,
                 Some(DataType::Int64) | None => Num::Int,
                 Some(_) if call.func == AggFunc::Count => Num::Int,
+                Some(other) if call.func == AggFunc::CountDistinct => {
+                    if !RowConverter::supports_fields(&[SortField::new(other.clone())]) {
+                        return Err(BatchError::TypeMismatch {
+                            column: call.column.clone().unwrap_or_default(),
+                            found: other.to_string(),
+                            expected: "a type with a row encoding, for count_distinct".into(),
+                        });
+                    }
+                    Num::Int
+                }
                 Some(other) => {
                     return Err(BatchError::TypeMismatch {
                         column: call.column.clone().unwrap_or_default(),
@@ -206,8 +228,11 @@ pub struct HashAggregate {
     converter: RowConverter,
     /// Normalized key bytes → group index (groups numbered in first-seen order).
     groups: HashMap<Box<[u8]>, usize>,
-    /// Per group, one state per call: group `g`'s are `accs[g * calls..][..calls]`.
+    /// Per group, one state per call: group `g`'s are `accs[g * calls..][..calls]` (for
+    /// `count_distinct`, the count of its values in `distinct`).
     accs: Vec<Acc>,
+    /// Per call, the distinct values of every group (`count_distinct` calls only).
+    distinct: Vec<Option<Distinct>>,
     partial_schema: SchemaRef,
     output_schema: SchemaRef,
     /// Bytes the groups hold, estimated (keys, states, map slots).
@@ -229,6 +254,15 @@ impl HashAggregate {
             Phase::Partial => keys,
             Phase::Final => (0..keys.len()).collect(),
         };
+        let distinct = calls
+            .iter()
+            .map(|call| match (call.func, call.column) {
+                (AggFunc::CountDistinct, Some(c)) => {
+                    Distinct::new(input.field(c).data_type()).map(Some)
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             phase,
             keys,
@@ -236,6 +270,7 @@ impl HashAggregate {
             converter,
             groups: HashMap::new(),
             accs: Vec::new(),
+            distinct,
             partial_schema,
             output_schema,
             bytes: 0,
@@ -255,9 +290,15 @@ impl HashAggregate {
         self.groups.len()
     }
 
-    /// Estimated bytes the groups hold.
+    /// Estimated bytes the groups hold (distinct values included).
     pub fn bytes(&self) -> usize {
         self.bytes
+            + self
+                .distinct
+                .iter()
+                .flatten()
+                .map(Distinct::bytes)
+                .sum::<usize>()
     }
 
     /// Adds a batch: input rows (partial phase) or partial states (final phase).
@@ -290,9 +331,25 @@ impl HashAggregate {
         match self.phase {
             Phase::Partial => {
                 for (c, call) in self.calls.iter().enumerate() {
-                    let column = call.column.map(|i| batch.column(i).as_ref());
+                    let column = call.column.map(|i| batch.column(i));
+                    if let (Some(distinct), Some(column)) = (&mut self.distinct[c], column) {
+                        let values = distinct
+                            .converter
+                            .convert_columns(std::slice::from_ref(column))
+                            .map_err(BatchError::arrow("distinct values"))?;
+                        for (row, &g) in group_of.iter().enumerate() {
+                            if column.is_valid(row) {
+                                distinct.insert(
+                                    &mut self.accs[g * n + c],
+                                    g,
+                                    values.row(row).as_ref(),
+                                );
+                            }
+                        }
+                        continue;
+                    }
                     for (row, &g) in group_of.iter().enumerate() {
-                        self.accs[g * n + c].update(call, column, row);
+                        self.accs[g * n + c].update(call, column.map(|a| a.as_ref()), row);
                     }
                 }
             }
@@ -302,6 +359,17 @@ impl HashAggregate {
                     let width = if call.func == AggFunc::Avg { 2 } else { 1 };
                     let states = &batch.columns()[at..at + width];
                     at += width;
+                    if let Some(distinct) = &mut self.distinct[c] {
+                        let lists = states[0].as_list::<i32>();
+                        let values = lists.values().as_binary::<i32>();
+                        let offsets = lists.value_offsets();
+                        for (row, &g) in group_of.iter().enumerate() {
+                            for v in offsets[row] as usize..offsets[row + 1] as usize {
+                                distinct.insert(&mut self.accs[g * n + c], g, values.value(v));
+                            }
+                        }
+                        continue;
+                    }
                     for (row, &g) in group_of.iter().enumerate() {
                         self.accs[g * n + c].merge(call, states, row);
                     }
@@ -337,14 +405,66 @@ impl HashAggregate {
         for (key, &g) in &self.groups {
             order[g] = key;
         }
-        for start in (0..groups).step_by(batch_rows.max(1)) {
-            let end = (start + batch_rows.max(1)).min(groups);
+        // Partial states of `count_distinct` list each group's values, cut into pieces of at
+        // most PIECE_BYTES, a row each. The rows out are (group, whether its first); other
+        // calls' states are in a group's first row.
+        let sets: Vec<Option<ByGroup>> = self
+            .distinct
+            .iter()
+            .map(|d| {
+                d.as_ref()
+                    .filter(|_| phase == Phase::Partial)
+                    .map(|d| d.by_group(groups))
+            })
+            .collect();
+        let mut rows: Vec<(usize, bool)> = Vec::with_capacity(groups);
+        let mut pieces: Vec<Vec<Range<usize>>> = vec![Vec::new(); n];
+        let mut at = vec![0; n];
+        for g in 0..groups {
+            let mut first = true;
+            loop {
+                let mut more = false;
+                for (c, set) in sets.iter().enumerate() {
+                    let Some(set) = set else {
+                        continue;
+                    };
+                    if first {
+                        at[c] = set.starts[g];
+                    }
+                    let piece = set.piece(g, at[c]);
+                    at[c] = piece.end;
+                    more |= piece.end < set.starts[g + 1];
+                    pieces[c].push(piece);
+                }
+                rows.push((g, first));
+                first = false;
+                if !more {
+                    break;
+                }
+            }
+        }
+        for start in (0..rows.len()).step_by(batch_rows.max(1)) {
+            let end = (start + batch_rows.max(1)).min(rows.len());
             let mut columns = self
                 .converter
-                .convert_rows(order[start..end].iter().map(|k| parser.parse(k)))
+                .convert_rows(
+                    rows[start..end]
+                        .iter()
+                        .map(|&(g, _)| parser.parse(order[g])),
+                )
                 .map_err(BatchError::arrow("group keys"))?;
             for (c, call) in self.calls.iter().enumerate() {
-                let accs = (start..end).map(|g| self.accs[g * n + c]);
+                if let Some(set) = &sets[c] {
+                    columns.push(distinct_lists(&set.values, &pieces[c][start..end]));
+                    continue;
+                }
+                let accs = rows[start..end].iter().map(|&(g, first)| {
+                    if first {
+                        self.accs[g * n + c]
+                    } else {
+                        Acc::empty(call)
+                    }
+                });
                 columns.extend(finish(call, accs, phase)?);
             }
             let schema = match phase {
@@ -358,14 +478,137 @@ impl HashAggregate {
         self.groups.clear();
         self.accs.clear();
         self.bytes = 0;
+        for distinct in self.distinct.iter_mut().flatten() {
+            distinct.clear();
+        }
         Ok(batches)
     }
 }
 
+/// The most bytes of distinct values in one row of partial state: a group holding more is
+/// sent (and spilled) as several rows, so that no row outgrows a spill block and a batch of
+/// rows stays far within Arrow's 32-bit offsets. Tiny in unit tests, so that their oracles
+/// check the pieces too.
+const PIECE_BYTES: usize = if cfg!(test) { 64 } else { 16 << 10 };
+
+/// The type of a `count_distinct` partial state: the row bytes of the group's values.
+fn distinct_state() -> DataType {
+    DataType::List(distinct_item())
+}
+
+fn distinct_item() -> FieldRef {
+    Arc::new(Field::new_list_field(DataType::Binary, false))
+}
+
+/// The distinct values of one `count_distinct` call in every group: each entry is the group's
+/// index (4 bytes) followed by the value's `arrow-row` bytes.
+struct Distinct {
+    /// Encodes input values (partial phase).
+    converter: RowConverter,
+    set: HashSet<Box<[u8]>>,
+    /// Bytes the entries allocated, estimated.
+    heap: usize,
+    entry: Vec<u8>,
+}
+
+impl Distinct {
+    fn new(data_type: &DataType) -> Result<Self, BatchError> {
+        let converter = RowConverter::new(vec![SortField::new(data_type.clone())])
+            .map_err(BatchError::arrow("distinct values"))?;
+        Ok(Self {
+            converter,
+            set: HashSet::new(),
+            heap: 0,
+            entry: Vec::new(),
+        })
+    }
+
+    /// Adds `value` to group `g`'s values, counting it in `count` if new.
+    fn insert(&mut self, count: &mut Acc, g: usize, value: &[u8]) {
+        let g = u32::try_from(g).expect("fewer than 2^32 groups");
+        self.entry.clear();
+        self.entry.extend_from_slice(&g.to_le_bytes());
+        self.entry.extend_from_slice(value);
+        if self.set.contains(self.entry.as_slice()) {
+            return;
+        }
+        // The allocation, rounded as allocators do, and its header.
+        self.heap += self.entry.len().next_multiple_of(16) + 16;
+        self.set.insert(self.entry.as_slice().into());
+        if let Acc::Count(n) = count {
+            *n += 1;
+        }
+    }
+
+    /// Estimated bytes held: the entries and the table's slots (a boxed slice and a control
+    /// byte each; at most 7/8 of the slots are used).
+    fn bytes(&self) -> usize {
+        self.heap + self.set.capacity() * (size_of::<Box<[u8]>>() + 1) * 8 / 7
+    }
+
+    /// Every group's values.
+    fn by_group(&self, groups: usize) -> ByGroup<'_> {
+        let group = |entry: &[u8]| u32::from_le_bytes(entry[..4].try_into().expect("4")) as usize;
+        let mut starts = vec![0; groups + 1];
+        for entry in &self.set {
+            starts[group(entry) + 1] += 1;
+        }
+        for g in 0..groups {
+            starts[g + 1] += starts[g];
+        }
+        let mut next = starts.clone();
+        let mut values: Vec<&[u8]> = vec![&[]; self.set.len()];
+        for entry in &self.set {
+            let g = group(entry);
+            values[next[g]] = &entry[4..];
+            next[g] += 1;
+        }
+        ByGroup { values, starts }
+    }
+
+    /// Forgets every value (and the table's memory).
+    fn clear(&mut self) {
+        self.set = HashSet::new();
+        self.heap = 0;
+    }
+}
+
+/// One `count_distinct` call's values by group: group `g`'s are
+/// `values[starts[g]..starts[g + 1]]`.
+struct ByGroup<'a> {
+    values: Vec<&'a [u8]>,
+    starts: Vec<usize>,
+}
+
+impl ByGroup<'_> {
+    /// The piece of group `g`'s values that starts at `start`: at most [`PIECE_BYTES`], but
+    /// at least one value (if any are left).
+    fn piece(&self, g: usize, start: usize) -> Range<usize> {
+        let (end, mut i, mut bytes) = (self.starts[g + 1], start, 0);
+        while i < end && (i == start || bytes + self.values[i].len() <= PIECE_BYTES) {
+            bytes += self.values[i].len();
+            i += 1;
+        }
+        start..i
+    }
+}
+
+/// A `count_distinct` state column: per row, the values of its piece.
+fn distinct_lists(values: &[&[u8]], pieces: &[Range<usize>]) -> ArrayRef {
+    let mut lists = ListBuilder::new(BinaryBuilder::new()).with_field(distinct_item());
+    for piece in pieces {
+        for value in &values[piece.clone()] {
+            lists.values().append_value(value);
+        }
+        lists.append(true);
+    }
+    Arc::new(lists.finish())
+}
+
 /// The final phase under a memory budget: when the budget refuses the groups' growth, their
 /// partial states are sorted by key into a run on disk and the aggregate starts again; at the
-/// end the runs are merged by key and equal keys merged into final rows (a key has at most one
-/// row per run written, so its rows in the merge are at most as many as those runs).
+/// end the runs are merged by key and equal keys merged into final rows (a key has one row per
+/// run written, or a few when its distinct values are cut into pieces).
 pub(crate) struct FinalAggregate {
     spec: AggregateSpec,
     input: SchemaRef,
@@ -447,7 +690,7 @@ impl FinalAggregate {
         }
         // States in key order; the rows of the last key of a batch may go on in the next.
         let (spec, input, converter, keys) = (&self.spec, &self.input, &self.converter, &self.keys);
-        let mut carry: Option<RecordBatch> = None;
+        let mut carry: Vec<RecordBatch> = Vec::new();
         let mut complete = |states: &[RecordBatch]| -> Result<(), EngineError> {
             let mut aggregate = HashAggregate::new(spec, input, Phase::Final)?;
             for batch in states {
@@ -468,13 +711,10 @@ impl FinalAggregate {
             &mut |batch: RecordBatch| {
                 let rows = rows_of(converter, keys, &batch)?;
                 let last = rows.row(batch.num_rows() - 1);
-                if let Some(c) = &carry {
-                    if rows_of(converter, keys, c)?.row(0) == last {
+                if let Some(c) = carry.first() {
+                    if rows_of(converter, keys, &c.slice(0, 1))?.row(0) == last {
                         // The whole batch has the carried key.
-                        let joined =
-                            arrow_select::concat::concat_batches(&batch.schema(), [c, &batch])
-                                .map_err(BatchError::arrow("aggregate merge"))?;
-                        carry = Some(joined);
+                        carry.push(batch);
                         return Ok(());
                     }
                 }
@@ -482,15 +722,15 @@ impl FinalAggregate {
                 while cut > 0 && rows.row(cut - 1) == last {
                     cut -= 1;
                 }
-                let mut done: Vec<RecordBatch> = carry.take().into_iter().collect();
+                let mut done = std::mem::take(&mut carry);
                 done.push(batch.slice(0, cut));
                 complete(&done)?;
-                carry = Some(batch.slice(cut, batch.num_rows() - cut));
+                carry.push(batch.slice(cut, batch.num_rows() - cut));
                 Ok(())
             },
         )?;
-        if let Some(c) = carry {
-            complete(&[c])?;
+        if !carry.is_empty() {
+            complete(&carry)?;
         }
 
         Ok(stats)
@@ -543,7 +783,7 @@ fn finish(
 impl Acc {
     fn empty(call: &Call) -> Self {
         match (call.func, call.num) {
-            (AggFunc::Count, _) => Acc::Count(0),
+            (AggFunc::Count | AggFunc::CountDistinct, _) => Acc::Count(0),
             (AggFunc::Avg, _) => Acc::Avg(0.0, 0),
             (AggFunc::Sum, Num::Int) => Acc::IntSum(None),
             (_, Num::Int) => Acc::Int(None),
@@ -637,7 +877,7 @@ fn combine<T: PartialOrd + std::ops::Add<Output = T> + Copy>(
                     a
                 }
             }
-            AggFunc::Count | AggFunc::Avg => a,
+            AggFunc::Count | AggFunc::Avg | AggFunc::CountDistinct => a,
         },
     }
 }
@@ -647,9 +887,15 @@ mod tests {
     use super::*;
     use arrow_array::{Float64Array, Int64Array, StringArray};
     use proptest::prelude::*;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
-    type Row = (Option<String>, Option<i64>, Option<i64>, Option<f64>);
+    type Row = (
+        Option<String>,
+        Option<i64>,
+        Option<i64>,
+        Option<f64>,
+        Option<String>,
+    );
 
     fn spec() -> AggregateSpec {
         let call = |func, column: Option<&str>, name: &str| AggCall {
@@ -666,6 +912,9 @@ mod tests {
                 call(AggFunc::Min, Some("v"), "min"),
                 call(AggFunc::Max, Some("f"), "fmax"),
                 call(AggFunc::Avg, Some("v"), "avg"),
+                call(AggFunc::CountDistinct, Some("v"), "vd"),
+                call(AggFunc::CountDistinct, Some("s"), "sd"),
+                call(AggFunc::CountDistinct, Some("f"), "fd"),
             ],
         }
     }
@@ -696,6 +945,12 @@ mod tests {
                     rows.iter().map(|r| r.3).collect::<Vec<_>>(),
                 )) as ArrayRef,
             ),
+            (
+                "s",
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.4.clone()).collect::<Vec<_>>(),
+                )) as ArrayRef,
+            ),
         ])
         .unwrap()
     }
@@ -715,10 +970,15 @@ mod tests {
                 let avg = (!values.is_empty())
                     .then(|| values.iter().sum::<i64>() as f64 / values.len() as f64);
                 let fmax = floats.iter().copied().reduce(f64::max);
+                let vd = values.iter().collect::<BTreeSet<_>>().len();
+                let sd = rows.iter().filter_map(|r| r.4.as_ref());
+                let sd = sd.collect::<BTreeSet<_>>().len();
+                let fd = floats.iter().map(|f| f.to_bits());
+                let fd = fd.collect::<BTreeSet<_>>().len();
                 (
                     format!("{k:?}|{g:?}"),
                     format!(
-                        "{}|{}|{sum:?}|{:?}|{fmax:?}|{avg:?}",
+                        "{}|{}|{sum:?}|{:?}|{fmax:?}|{avg:?}|{vd}|{sd}|{fd}",
                         rows.len(),
                         values.len(),
                         values.iter().min()
@@ -748,13 +1008,16 @@ mod tests {
                     (!g.is_null(i)).then(|| g.value(i))
                 );
                 let value = format!(
-                    "{}|{}|{:?}|{:?}|{:?}|{:?}",
+                    "{}|{}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}",
                     int(2, i).unwrap(),
                     int(3, i).unwrap(),
                     int(4, i),
                     int(5, i),
                     float(6, i),
-                    float(7, i)
+                    float(7, i),
+                    int(8, i).unwrap(),
+                    int(9, i).unwrap(),
+                    int(10, i).unwrap()
                 );
                 assert!(
                     out.insert(key.clone(), value).is_none(),
@@ -770,8 +1033,9 @@ mod tests {
             (
                 prop::option::weighted(0.9, "[a-h]{0,3}"),
                 prop::option::weighted(0.9, 0i64..3),
-                prop::option::weighted(0.8, -1000i64..1000),
+                prop::option::weighted(0.8, -100i64..100),
                 prop::option::weighted(0.8, -10.0f64..10.0),
+                prop::option::weighted(0.8, "[a-c]{0,2}"),
             ),
             0..1500,
         )
@@ -781,7 +1045,8 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// Any split of the rows over partial aggregates (emitting early at random points, as
         /// a map does when memory runs out) and any number of final aggregates fed by key hash
-        /// give the oracle's groups: heavy duplicates, null keys and null values included.
+        /// give the oracle's groups: heavy duplicates, null keys and null values included
+        /// (`count_distinct`'s values cut into many pieces: they are tiny in tests).
         #[test]
         fn two_phases_equal_the_oracle(
             rows in rows(),
@@ -862,10 +1127,123 @@ mod tests {
                 name: "s".into(),
             }],
         };
-        let rows: Vec<Row> = vec![(Some("a".into()), None, Some(i64::MAX), None); 2];
+        let rows: Vec<Row> = vec![(Some("a".into()), None, Some(i64::MAX), None, None); 2];
         let mut agg = HashAggregate::new(&spec, &batch(&[]).schema(), Phase::Partial).unwrap();
         agg.push(&batch(&rows)).unwrap();
         let e = agg.emit(10).unwrap_err().to_string();
         assert!(e.contains("\"s\""), "{e}");
+    }
+
+    /// One group with 200,000 distinct values (each twice, in separate partial flushes) and
+    /// one with three, under a budget far below their sets: the final aggregate spills runs,
+    /// each holding part of the big group's values, and the merge counts each value once.
+    #[test]
+    fn many_distinct_values_spill_runs_and_count_exactly() {
+        let spec = AggregateSpec {
+            keys: vec!["k".into()],
+            aggregates: vec![
+                AggCall {
+                    func: AggFunc::CountDistinct,
+                    column: Some("v".into()),
+                    name: "n".into(),
+                },
+                AggCall {
+                    func: AggFunc::Count,
+                    column: None,
+                    name: "rows".into(),
+                },
+            ],
+        };
+        let input = batch(&[]).schema();
+        let distinct = 200_000i64;
+        let rows: Vec<Row> = (0..2 * distinct)
+            .map(|i| (Some("a".into()), None, Some(i % distinct), None, None))
+            .chain((0..1000).map(|i| {
+                (
+                    Some("b".into()),
+                    None,
+                    (i % 4 > 0).then_some(i % 4),
+                    None,
+                    None,
+                )
+            }))
+            .collect();
+
+        // The sets' memory is counted: one partial aggregate holding every value.
+        let mut partial = HashAggregate::new(&spec, &input, Phase::Partial).unwrap();
+        for chunk in rows.chunks(BATCH_ROWS) {
+            partial.push(&batch(chunk)).unwrap();
+        }
+        assert!(partial.bytes() > 200_000 * 32, "{} bytes", partial.bytes());
+        let states = partial.emit(BATCH_ROWS).unwrap();
+        let state_rows: usize = states.iter().map(RecordBatch::num_rows).sum();
+        assert!(
+            state_rows > 1000,
+            "the big group is cut into pieces: {state_rows} rows"
+        );
+        assert_eq!(partial.bytes(), 0);
+
+        let dir = tempfile::tempdir().unwrap();
+        let budget = MemoryBudget::new(256 << 10);
+        let spill = SpillDir {
+            dir: dir.path().into(),
+            options: Default::default(),
+        };
+        let mut last = FinalAggregate::new(&spec, input.clone(), &budget, spill).unwrap();
+        let mut partial = HashAggregate::new(&spec, &input, Phase::Partial).unwrap();
+        for chunk in rows.chunks(BATCH_ROWS) {
+            partial.push(&batch(chunk)).unwrap();
+            for states in partial.emit(BATCH_ROWS).unwrap() {
+                last.push(&states).unwrap();
+            }
+        }
+        let mut output = Vec::new();
+        let stats = last
+            .finish(&mut |b| {
+                output.push(b);
+                Ok(())
+            })
+            .unwrap();
+        assert!(stats.runs > 1, "a 256 KiB budget spills: {stats:?}");
+        let mut got = BTreeMap::new();
+        for b in &output {
+            let k = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+            let n = b.column(1).as_primitive::<Int64Type>();
+            let r = b.column(2).as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                assert!(got
+                    .insert(k.value(i).to_string(), (n.value(i), r.value(i)))
+                    .is_none());
+            }
+        }
+        let want = BTreeMap::from([
+            ("a".into(), (distinct, 2 * distinct)),
+            ("b".into(), (3, 1000)),
+        ]);
+        assert_eq!(got, want);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn count_distinct_is_spelled_so_in_specs_and_needs_a_column() {
+        let call: AggCall =
+            toml::from_str("fn = \"count_distinct\"\ncolumn = \"v\"\nas = \"n\"").unwrap();
+        assert_eq!(call.func, AggFunc::CountDistinct);
+        let input = batch(&[]).schema();
+        let mut bad = spec();
+        bad.aggregates.push(AggCall {
+            func: AggFunc::CountDistinct,
+            column: None,
+            name: "users".into(),
+        });
+        let e = HashAggregate::new(&bad, &input, Phase::Partial)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("\"users\"") && e.contains("needs a column"),
+            "{e}"
+        );
+        assert!(bad.schemas(&input).is_err());
     }
 }
