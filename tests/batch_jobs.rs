@@ -1284,3 +1284,111 @@ union = ["a", "b", "c"]
         ],
     );
 }
+
+/// Sort Benchmark records as a source and a sink: `examples/terasort.toml` runs as the TeraSort
+/// job in every mode (byte-identical to `millrace sort`, one file that `validate` accepts);
+/// other record jobs run as general stages (a descending sort, a top-N), gathered into one
+/// file; a sink of other columns and a file that is not whole records are refused.
+#[test]
+fn record_files_run_as_terasort_or_as_stages() {
+    let f = Fixture::new();
+    fs::create_dir(f.path("data")).unwrap();
+    f.gen(&[], "200000", "data/in.dat");
+    f.ok(["sort", "data/in.dat", "sorted-by-sort.dat"]);
+    let expected = f.read("sorted-by-sort.dat");
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    fs::copy(examples.join("terasort.toml"), f.path("terasort.toml")).unwrap();
+    let run = f.ok(["explain", "terasort.toml"]);
+    assert!(run.stdout.contains("runs as TeraSort"), "{}", run.stdout);
+    for mode in ["pipelined", "staged", "mapreduce"] {
+        let run = f.ok(["run", "terasort.toml", "--force", "--mode", mode, "--json"]);
+        assert_eq!(run.json()["rows_out"], 200_000);
+        assert!(
+            f.read("data/sorted.dat") == expected,
+            "{mode}: differs from sort"
+        );
+    }
+    f.ok(["validate", "data/sorted.dat"]);
+    let records =
+        |name: &str| -> Vec<Vec<u8>> { f.read(name).chunks(100).map(<[u8]>::to_vec).collect() };
+    let mut all = records("data/in.dat");
+    all.sort_by(|a, b| a[..10].cmp(&b[..10]));
+    // Descending: not TeraSort's shape, so general stages (a gather, then the sort).
+    let spec = fs::read_to_string(f.path("terasort.toml")).unwrap();
+    f.write(
+        "desc.toml",
+        spec.replace("by = [\"key\"]", "by = [\"key desc\"]")
+            .replace("sorted.dat", "desc.dat")
+            .as_bytes(),
+    );
+    let run = f.ok(["explain", "desc.toml"]);
+    assert!(!run.stdout.contains("runs as TeraSort"), "{}", run.stdout);
+    for mode in ["pipelined", "staged", "mapreduce"] {
+        f.ok([
+            "run",
+            "desc.toml",
+            "--force",
+            "--mode",
+            mode,
+            "--memory",
+            "8MiB",
+        ]);
+        let got = records("data/desc.dat");
+        assert_eq!(got.len(), all.len());
+        // Keys descending; the records themselves the input's.
+        assert!(
+            got.windows(2).all(|w| w[0][..10] >= w[1][..10]),
+            "{mode}: not descending"
+        );
+        let mut sorted = got.clone();
+        sorted.sort_by(|a, b| a[..10].cmp(&b[..10]));
+        assert!(
+            sorted
+                .iter()
+                .map(|r| &r[..10])
+                .eq(all.iter().map(|r| &r[..10])),
+            "{mode}"
+        );
+    }
+    // The ten smallest keys, with a parallel scan: gathered into one file.
+    f.write(
+        "ten.toml",
+        spec.replace(
+            "name = \"out\"",
+            "name = \"ten\"\nlimit = 10\n[[step]]\nname = \"out\"",
+        )
+        .replace("sorted.dat", "ten.dat")
+        .as_bytes(),
+    );
+    f.ok(["run", "ten.toml", "--parallelism", "3"]);
+    assert!(records("data/ten.dat")
+        .iter()
+        .map(|r| &r[..10])
+        .eq(all[..10].iter().map(|r| &r[..10])));
+    // Refused: a sink of other columns, and a file that is not whole records.
+    f.write("t.csv", b"a,b\n1,2\n");
+    f.write("bad.toml", b"[[step]]\nname = \"s\"\nsource = { csv = { path = \"t.csv\" } }\n[[step]]\nname = \"out\"\nsink = { records = { path = \"r.dat\" } }\n");
+    assert_error(
+        &f.millrace(["run", "bad.toml"]),
+        &[
+            "\"out\"",
+            "a records sink writes key: FixedSizeBinary(10)",
+            "a: Int64, b: Int64",
+        ],
+    );
+    f.write("data/odd.dat", &[7u8; 250]);
+    f.write(
+        "odd.toml",
+        spec.replace("in.dat", "odd.dat")
+            .replace("sorted.dat", "odd-out.dat")
+            .as_bytes(),
+    );
+    assert_error(
+        &f.millrace(["run", "odd.toml"]),
+        &[
+            "odd.dat",
+            "250 bytes is not a whole number of 100-byte records",
+        ],
+    );
+    assert!(!f.path("r.dat").exists() && !f.path("data/odd-out.dat").exists());
+}

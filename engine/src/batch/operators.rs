@@ -32,7 +32,7 @@ use super::plan::{from_defs, scan_schema, Head, Plan, Stage, StageInput, Tail};
 use super::sink::PartWriter;
 use super::sort::Sorter;
 use super::source::BATCH_ROWS;
-use super::spec::{JobSpec, Mode, RowOp};
+use super::spec::{JobSpec, Mode, RowOp, SinkSpec};
 use super::spill::{SpillDir, SpillStats};
 use super::{codec, consumers_of, BatchError, KEY_GROUPS};
 use crate::graph::{Distribution, JobGraph};
@@ -799,6 +799,9 @@ pub fn plan(config: &BatchJobConfig) -> Result<(Plan, usize), EngineError> {
 pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
     let job_start = Instant::now();
     let (plan, parallelism) = plan(config)?;
+    if let Some((input, output)) = plan.terasort() {
+        return run_terasort(config, &plan, parallelism, input, output);
+    }
     let memory = config
         .memory_bytes
         .or(plan.memory_bytes)
@@ -818,11 +821,13 @@ pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
         what: "a plan without stages".into(),
     })?;
     let parts = if sink_stage.single { 1 } else { parallelism };
+    // A records sink writes one file, as `sort` does; the others a folder of parts.
+    let folder = !matches!(plan.sink, SinkSpec::Records { .. });
     let target = OutputTarget::create(
         plan.sink.path(),
         &sources.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
         0,
-        Some(parts),
+        folder.then_some(parts),
         IoMode::Buffered,
         config.force,
     )?;
@@ -942,6 +947,50 @@ pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
         spilled_bytes,
         wall: job_start.elapsed(),
         subtasks: result.subtasks,
+    })
+}
+
+/// Runs a plan that is TeraSort (records sorted by key into records) as the TeraSort job: the
+/// fixed-record operators on the same runtime, `millrace sort`'s fast path.
+fn run_terasort(
+    config: &BatchJobConfig,
+    plan: &Plan,
+    parallelism: usize,
+    input: &std::path::Path,
+    output: &std::path::Path,
+) -> Result<BatchJobResult, EngineError> {
+    use crate::terasort::{self, ExecutionMode, SortConfig};
+    let mut sort = SortConfig::new(input, output);
+    sort.mode = match plan.mode {
+        Mode::Pipelined => ExecutionMode::Pipelined,
+        Mode::Staged => ExecutionMode::Staged,
+        Mode::MapReduce => ExecutionMode::MapReduce,
+    };
+    (sort.maps, sort.reducers) = (parallelism, parallelism);
+    if let Some(memory) = config.memory_bytes.or(plan.memory_bytes) {
+        sort.memory_bytes = memory;
+    }
+    sort.spill_dirs.extend(config.spill_dir.clone());
+    sort.force = config.force;
+    sort.max_attempts = config.max_attempts.max(1);
+    let given = config.parallelism.or(plan.parallelism).is_some();
+    sort.fit_default_parallelism(!given, !given);
+    sort.check_limits()?;
+    let report = terasort::run(&sort, Arc::new(terasort::Progress::default()))?;
+    Ok(BatchJobResult {
+        name: plan.name.clone(),
+        mode: plan.mode,
+        parallelism: report.reducers,
+        output: report.output,
+        parts: 1,
+        rows_in: report.records,
+        rows_skipped: 0,
+        rows_out: report.records,
+        partial_flushes: 0,
+        spilled_runs: 0,
+        spilled_bytes: report.io.spill_written_bytes,
+        wall: std::time::Duration::from_micros(report.wall_us),
+        subtasks: report.timeline.subtasks,
     })
 }
 

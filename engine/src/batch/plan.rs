@@ -162,6 +162,35 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The input and output when the plan is TeraSort: records sorted by key (ascending) into
+    /// records, nothing else. Such a job runs as the TeraSort job (`millrace sort`'s fixed-record
+    /// operators) rather than as general stages.
+    pub fn terasort(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        let [scan, sort] = self.stages.as_slice() else {
+            return None;
+        };
+        let StageInput::Scan {
+            source: SourceSpec::Records { path },
+            projection: None,
+            ..
+        } = &scan.input
+        else {
+            return None;
+        };
+        let by_key = |spec: &SortSpec| matches!(spec.by.as_slice(), [k] if k.column == "key" && !k.descending);
+        let shape = scan.ops.is_empty()
+            && matches!(&scan.tail, Tail::Gather { sort: Some(s), limit: None } if by_key(s))
+            && sort.ops.is_empty()
+            && matches!(&sort.head, Head::Sort { spec, limit: None } if by_key(spec))
+            && matches!(
+                &sort.tail,
+                Tail::Sink {
+                    sink: SinkSpec::Records { .. }
+                }
+            );
+        shape.then_some((path.as_path(), self.sink.path()))
+    }
+
     /// Every file the job reads.
     pub fn sources(&self) -> Vec<PathBuf> {
         self.stages
@@ -415,6 +444,38 @@ impl JobSpec {
                                     describe(&input.schema)
                                 ),
                             ));
+                        }
+                    }
+                    if let SinkSpec::Records { .. } = spec {
+                        if *input.schema != *super::source::records_schema() {
+                            return Err(at(
+                                step,
+                                format!(
+                                    "a records sink writes key: FixedSizeBinary(10), value: FixedSizeBinary(90); its input has {}",
+                                    describe(&input.schema)
+                                ),
+                            ));
+                        }
+                        if input.stages.len() > 1 || !input.stages[0].single {
+                            // One file, written by one subtask.
+                            let schema = input.schema.clone();
+                            let from = close(
+                                &mut stages,
+                                input,
+                                Tail::Gather {
+                                    sort: None,
+                                    limit: None,
+                                },
+                                None,
+                            );
+                            input = exchange_stage(
+                                step,
+                                vec![(from.0, schema)],
+                                Head::Pass,
+                                "gather",
+                                from.1,
+                                true,
+                            );
                         }
                     }
                     if input.stages.len() > 1 {
@@ -766,6 +827,12 @@ pub fn explain(plan: &Plan, parallelism: usize) -> String {
                 columns(&stage.columns)
             );
         }
+    }
+    if plan.terasort().is_some() {
+        let _ = writeln!(
+            out,
+            "runs as TeraSort: the fixed-record operators of `millrace sort` (sample, range exchange, sort, one output file)"
+        );
     }
     let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
     let _ = match plan.mode {

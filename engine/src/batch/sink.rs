@@ -1,5 +1,6 @@
 //! Sinks: one part file per subtask of the last stage, in CSV (a header each), Parquet or text
-//! (a line per value of the one text column). The part files belong to the job's output
+//! (a line per value of the one text column); or one file of Sort Benchmark records, written
+//! by the one subtask of the last stage. The part files belong to the job's output
 //! target: written under its temp name, published on success, removed on failure.
 //!
 //! A Parquet part buffers its open row group in memory: the sink grows a reservation with the
@@ -8,7 +9,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use arrow_array::{Array, RecordBatch, StringArray};
+use arrow_array::{Array, FixedSizeBinaryArray, RecordBatch, StringArray};
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -18,6 +19,7 @@ use super::spec::SinkSpec;
 use super::BatchError;
 use crate::memory::{MemoryBudget, Reservation};
 use crate::output::{OutputFile, RangeWriter};
+use crate::record::RECORD_LEN;
 use crate::EngineError;
 
 /// Rows per Parquet row group at most (Spark and pyarrow write about a million).
@@ -38,6 +40,7 @@ enum Format {
         reservation: Reservation,
     },
     Text(Output),
+    Records(Output),
 }
 
 impl PartWriter {
@@ -74,6 +77,7 @@ impl PartWriter {
                 }
             }
             SinkSpec::Text { .. } => Format::Text(output),
+            SinkSpec::Records { .. } => Format::Records(output),
         };
         Ok(Self {
             format,
@@ -121,6 +125,30 @@ impl PartWriter {
                 }
                 output.writer.write(&lines)
             }
+            Format::Records(output) => {
+                let (keys, values) = (batch.column(0), batch.column(1));
+                let (Some(keys), Some(values)) = (
+                    keys.as_any().downcast_ref::<FixedSizeBinaryArray>(),
+                    values.as_any().downcast_ref::<FixedSizeBinaryArray>(),
+                ) else {
+                    return Err(BatchError::Spec {
+                        what: "a records sink writes 10-byte keys and 90-byte values".into(),
+                    }
+                    .into());
+                };
+                if keys.null_count() + values.null_count() > 0 {
+                    return Err(BatchError::Spec {
+                        what: "a records sink cannot write a null key or value".into(),
+                    }
+                    .into());
+                }
+                let mut records = Vec::with_capacity(batch.num_rows() * RECORD_LEN);
+                for i in 0..batch.num_rows() {
+                    records.extend_from_slice(keys.value(i));
+                    records.extend_from_slice(values.value(i));
+                }
+                output.writer.write(&records)
+            }
         }
     }
 
@@ -138,7 +166,7 @@ impl PartWriter {
             Format::Parquet { writer, .. } => writer
                 .into_inner()
                 .map_err(|e| parquet_error(&self.error, e))?,
-            Format::Text(output) => output,
+            Format::Text(output) | Format::Records(output) => output,
         };
         output.writer.finish()?;
         Ok(self.rows)

@@ -22,6 +22,7 @@ use parquet::file::metadata::RowGroupMetaData;
 use serde::{Deserialize, Serialize};
 
 use super::BatchError;
+use crate::record::{KEY_LEN, RECORD_LEN};
 use crate::source::FileSplit;
 
 /// Rows per batch a source produces.
@@ -46,6 +47,9 @@ pub enum SourceSpec {
     /// Parquet: the file's schema, strings and binaries as `Utf8` and `Binary` (also when
     /// written as views, large or dictionary-encoded); row groups are the splits.
     Parquet { path: PathBuf },
+    /// Sort Benchmark records (gensort's binary format): `key` (10 bytes) and `value` (90
+    /// bytes), both `FixedSizeBinary`.
+    Records { path: PathBuf },
 }
 
 fn yes() -> bool {
@@ -59,7 +63,10 @@ fn comma() -> char {
 impl SourceSpec {
     pub fn path(&self) -> &Path {
         match self {
-            Self::Text { path } | Self::Csv { path, .. } | Self::Parquet { path } => path,
+            Self::Text { path }
+            | Self::Csv { path, .. }
+            | Self::Parquet { path }
+            | Self::Records { path } => path,
         }
     }
 
@@ -69,12 +76,16 @@ impl SourceSpec {
             Self::Text { .. } => "text",
             Self::Csv { .. } => "csv",
             Self::Parquet { .. } => "parquet",
+            Self::Records { .. } => "records",
         }
     }
 
     pub(crate) fn path_mut(&mut self) -> &mut PathBuf {
         match self {
-            Self::Text { path } | Self::Csv { path, .. } | Self::Parquet { path } => path,
+            Self::Text { path }
+            | Self::Csv { path, .. }
+            | Self::Parquet { path }
+            | Self::Records { path } => path,
         }
     }
 
@@ -105,6 +116,18 @@ impl SourceSpec {
                 }
                 Ok(Arc::new(schema))
             }
+            Self::Records { path } => {
+                let len = (open(path)?.metadata())
+                    .map_err(|e| bad(path, format!("cannot read: {e}")))?
+                    .len();
+                if len % RECORD_LEN as u64 != 0 {
+                    return Err(bad(
+                        path,
+                        format!("{len} bytes is not a whole number of {RECORD_LEN}-byte records"),
+                    ));
+                }
+                Ok(records_schema())
+            }
             Self::Parquet { path } => {
                 let builder = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
                     .map_err(|e| not_parquet(path, e))?;
@@ -129,8 +152,12 @@ impl SourceSpec {
         mut emit: impl FnMut(RecordBatch) -> Result<(), BatchError>,
     ) -> Result<u64, BatchError> {
         let path = self.path();
-        if let Self::Parquet { .. } = self {
-            return read_parquet(path, schema, projection, split, emit).map(|()| 0);
+        match self {
+            Self::Parquet { .. } => {
+                return read_parquet(path, schema, projection, split, emit).map(|()| 0)
+            }
+            Self::Records { .. } => return read_records(path, projection, split, emit).map(|()| 0),
+            _ => {}
         }
         let mut skipped = 0;
         let mut lines = SplitLines::open(path, split)?;
@@ -197,7 +224,7 @@ impl SourceSpec {
                     }
                 }
             }
-            Self::Parquet { .. } => unreachable!("read above"),
+            Self::Parquet { .. } | Self::Records { .. } => unreachable!("read above"),
         }
         Ok(skipped)
     }
@@ -322,6 +349,84 @@ fn line_number(path: &Path, offset: u64) -> Result<u64, BatchError> {
         let n = buffer.len();
         reader.consume(n);
     }
+}
+
+/// The schema of Sort Benchmark records.
+pub fn records_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::FixedSizeBinary(KEY_LEN as i32), false),
+        Field::new(
+            "value",
+            DataType::FixedSizeBinary((RECORD_LEN - KEY_LEN) as i32),
+            false,
+        ),
+    ]))
+}
+
+/// The records that start in `split`, [`BATCH_ROWS`] at a time.
+fn read_records(
+    path: &Path,
+    projection: Option<&[usize]>,
+    split: FileSplit,
+    mut emit: impl FnMut(RecordBatch) -> Result<(), BatchError>,
+) -> Result<(), BatchError> {
+    use arrow_array::FixedSizeBinaryArray;
+    let file = open(path)?;
+    let record = RECORD_LEN as u64;
+    let start = split.start.next_multiple_of(record);
+    let end = split.end.next_multiple_of(record);
+    let schema = records_schema();
+    let columns = projection.map_or(vec![0, 1], <[usize]>::to_vec);
+    let schema = Arc::new(
+        schema
+            .project(&columns)
+            .map_err(BatchError::arrow("project"))?,
+    );
+    let mut buffer = vec![0u8; BATCH_ROWS * RECORD_LEN];
+    let mut at = start;
+    while at < end {
+        let want = ((end - at) as usize).min(buffer.len());
+        let got = read_full(&file, &mut buffer[..want], at)
+            .map_err(|e| bad(path, format!("read failed at byte {at}: {e}")))?;
+        let got = got - got % RECORD_LEN;
+        if got == 0 {
+            break; // The file ends inside the split.
+        }
+        let records = buffer[..got].chunks_exact(RECORD_LEN);
+        let arrays = columns.iter().map(|&c| {
+            let part = |r: &[u8]| {
+                if c == 0 {
+                    r[..KEY_LEN].to_vec()
+                } else {
+                    r[KEY_LEN..].to_vec()
+                }
+            };
+            let values = records.clone().map(part);
+            FixedSizeBinaryArray::try_from_iter(values)
+                .map(|a| Arc::new(a) as arrow_array::ArrayRef)
+        });
+        let arrays = arrays
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(BatchError::arrow("records"))?;
+        emit(RecordBatch::try_new(schema.clone(), arrays).map_err(BatchError::arrow("records"))?)?;
+        at += got as u64;
+    }
+    Ok(())
+}
+
+/// Reads up to `buffer.len()` bytes at `offset`; fewer only at the end of the file.
+fn read_full(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buffer.len() {
+        match file.read_at(&mut buffer[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// The row groups of `split` (those whose middle byte is in it), the projected columns only.

@@ -161,18 +161,27 @@ pub enum SinkSpec {
     /// A folder of text part files: the one text column's values, a line each (Spark's
     /// text sink).
     Text { path: PathBuf },
+    /// One file of Sort Benchmark records (`key` and `value`, 10 and 90 bytes), as `sort`
+    /// writes (gensort's format; valsort checks it).
+    Records { path: PathBuf },
 }
 
 impl SinkSpec {
     pub fn path(&self) -> &Path {
         match self {
-            Self::Csv { path } | Self::Parquet { path } | Self::Text { path } => path,
+            Self::Csv { path }
+            | Self::Parquet { path }
+            | Self::Text { path }
+            | Self::Records { path } => path,
         }
     }
 
     fn path_mut(&mut self) -> &mut PathBuf {
         match self {
-            Self::Csv { path } | Self::Parquet { path } | Self::Text { path } => path,
+            Self::Csv { path }
+            | Self::Parquet { path }
+            | Self::Text { path }
+            | Self::Records { path } => path,
         }
     }
 
@@ -182,6 +191,7 @@ impl SinkSpec {
             Self::Csv { .. } => "csv",
             Self::Parquet { .. } => "parquet",
             Self::Text { .. } => "text",
+            Self::Records { .. } => "records",
         }
     }
 }
