@@ -123,7 +123,21 @@ pub fn run(config: &JobsConfig, progress: &dyn Fn(&str)) -> Result<JobsReport, B
     let mut peers = Vec::new();
     for &peer in &config.peers {
         progress(&format!("setting up {peer} (the first time installs it)…"));
-        let setup = script.setup(peer.name())?;
+        // Any failure of a peer's setup skips it (with the script's last line): the bench
+        // measures the peers that run here.
+        let setup = match script.setup(peer.name()) {
+            Err(BenchError::PeerSetup {
+                status,
+                stderr_tail,
+                ..
+            }) => Setup::Skipped {
+                reason: format!(
+                    "jobs.sh setup {peer} failed ({status}): {}",
+                    stderr_tail.lines().last().unwrap_or("no output")
+                ),
+            },
+            setup => setup?,
+        };
         match &setup {
             Setup::Ready { version } => {
                 progress(&format!("{peer}: {version}"));

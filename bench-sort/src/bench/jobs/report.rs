@@ -369,7 +369,7 @@ impl JobsReport {
             .tools
             .iter()
             .map(|t| match &t.setup {
-                Setup::Ready { version } => format!("{}: {version}", t.tool),
+                Setup::Ready { version } => version.clone(),
                 Setup::Skipped { reason } => format!("{}: skipped — {reason}", t.tool),
             })
             .collect();
