@@ -54,7 +54,8 @@ enum Command {
     /// Sort 100-byte records by their 10-byte key (TeraSort) through the engine.
     #[command(alias = "terasort")]
     Sort(SortArgs),
-    /// Measure sorts against this machine's floor and against GNU sort.
+    /// Measure sorts against this machine's floor and other sort tools (bench sort, the
+    /// default), or batch jobs beside DuckDB, Polars, DataFusion and Spark (bench jobs).
     Bench(BenchArgs),
     /// Run a batch job from a TOML spec (word count, group-by; see examples/).
     Run(RunArgs),
@@ -400,11 +401,80 @@ struct SortArgs {
     json: bool,
 }
 
+/// `millrace bench [sort] …` and `millrace bench jobs …`: without a subcommand the flags are
+/// `bench sort`'s, as before `jobs` existed.
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct BenchArgs {
-    /// What to benchmark.
-    #[arg(value_parser = ["sort"], default_value = "sort")]
-    what: String,
+    #[command(subcommand)]
+    what: Option<BenchCommand>,
+    #[command(flatten)]
+    sort: BenchSortArgs,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Sorts against this machine's floor, GNU sort and the peers (the default).
+    Sort(BenchSortArgs),
+    /// Word count, group-by and join beside DuckDB, Polars, DataFusion and Spark, in memory
+    /// and under a budget that forces spilling; every output compared with every other.
+    Jobs(BenchJobsArgs),
+}
+
+impl BenchArgs {
+    fn json(&self) -> bool {
+        match &self.what {
+            None => self.sort.json,
+            Some(BenchCommand::Sort(a)) => a.json,
+            Some(BenchCommand::Jobs(a)) => a.json,
+        }
+    }
+}
+
+#[derive(Args)]
+struct BenchJobsArgs {
+    /// Multiplies the default sizes: text of ~1 GB (17M lines) for the word count, 100M sales
+    /// rows (CSV and Parquet) for the group-by, 100M orders × 10M customers for the join.
+    #[arg(long, default_value = "1", value_parser = bench_sort::bench::jobs::parse_scale)]
+    scale: f64,
+    /// The jobs to run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "JOB,...",
+        default_value = "wordcount,groupby,join"
+    )]
+    jobs: Vec<String>,
+    /// The peers to run the same queries on the same files (scripts/peers/jobs.sh, installed on
+    /// first use into MILLRACE_PEERS_DIR, default DIR/peers); one that cannot be installed is
+    /// reported as skipped with the install step. `none`: millrace alone.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "PEER,...",
+        default_value = "duckdb,polars,datafusion,spark"
+    )]
+    peers: Vec<String>,
+    /// The memory budget that forces spilling: millrace --memory, the peers' memory limits
+    /// (Spark's heap at least 512MiB). Default: 256MiB × --scale, at least 16MiB.
+    #[arg(long, value_name = "SIZE", value_parser = engine::memory::parse_size)]
+    spill_memory: Option<u64>,
+    /// Runs of every tool in every case; medians are reported.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: u32,
+    /// Folder for inputs, outputs and the report (bench-jobs-report.md and .json).
+    #[arg(value_parser = PathArg, long, default_value = "bench-data")]
+    dir: PathBuf,
+    /// Keep the generated inputs, the job specs and every output.
+    #[arg(long)]
+    keep: bool,
+    /// Print the report as JSON only (it is always written to DIR/bench-jobs-report.json).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct BenchSortArgs {
     /// Records per run (k, M, G suffixes); repeat for several sizes.
     #[arg(long, default_value = "10M")]
     records: Vec<String>,
@@ -570,7 +640,7 @@ fn main() -> ExitCode {
         Command::Gen(a) => ("gen", a.json),
         Command::Validate(a) => ("validate", a.json),
         Command::Sort(a) => ("sort", a.json),
-        Command::Bench(a) => ("bench", a.json),
+        Command::Bench(a) => ("bench", a.json()),
         Command::Run(a) => ("run", a.json),
         Command::Explain(_) => ("explain", false),
     };
@@ -1174,6 +1244,75 @@ fn output_timeline(path: &Path) -> paths::Write {
 }
 
 fn bench(args: BenchArgs) -> Result<ExitCode> {
+    match args.what {
+        None => bench_sort(args.sort),
+        Some(BenchCommand::Sort(args)) => bench_sort(args),
+        Some(BenchCommand::Jobs(args)) => bench_jobs(args),
+    }
+}
+
+/// The command line as typed, for a report: arguments with spaces or quotes are quoted.
+fn command_line() -> String {
+    std::env::args_os()
+        .enumerate()
+        .map(|(i, arg)| {
+            let text = if i == 0 {
+                Path::new(&arg)
+                    .file_name()
+                    .map_or("millrace".into(), |n| n.to_string_lossy().into_owned())
+            } else {
+                arg.to_string_lossy().into_owned()
+            };
+            if !text.is_empty()
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_=.,/:+@%".contains(c))
+            {
+                text
+            } else {
+                format!("'{}'", text.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn bench_jobs(args: BenchJobsArgs) -> Result<ExitCode> {
+    use bench_sort::bench::jobs::{self, Job, JobPeer, JobsConfig};
+    let envelope = Envelope::new("millrace.bench.jobs");
+    let config = JobsConfig {
+        dir: args.dir,
+        scale: args.scale,
+        jobs: Job::parse_list(&args.jobs)?,
+        peers: JobPeer::parse_list(&args.peers)?,
+        spill_memory_bytes: args.spill_memory,
+        runs: args.runs as usize,
+        keep: args.keep,
+        millrace_exe: std::env::current_exe()
+            .context("cannot find the millrace binary to run the jobs")?,
+        peers_dir: None,
+        command: command_line(),
+    };
+    let report = jobs::run(&config, &|line| eprintln!("{line}")).context("bench jobs failed")?;
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        let body: Value = serde_json::from_str(&report.to_json())?;
+        let status = if report.passed() { "ok" } else { "failed" };
+        let doc = envelope.wrap(status, json!({ "command": "bench jobs", "report": body }));
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&doc)?)?;
+    } else {
+        write!(stdout, "{}", report.to_markdown())?;
+    }
+    if report.passed() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for failure in &report.failures {
+        eprintln!("bench jobs: {failure}");
+    }
+    Ok(ExitCode::from(1))
+}
+
+fn bench_sort(args: BenchSortArgs) -> Result<ExitCode> {
     use bench_sort::bench::{self, BenchConfig, OutOfCoreConfig};
     let envelope = Envelope::new("millrace.bench");
     let out_of_core = if args.out_of_core {

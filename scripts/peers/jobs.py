@@ -45,10 +45,13 @@ forwards here):
       (exit 1), error (its message), wall_s, memory_limit; one line on stderr too. Bad
       arguments or inputs: one line on stderr, exit 2.
 
-  jobs.py compare A.csv B.csv
-      Equal headers and the same multiset of rows; cells equal as text, or as numbers (integers
-      exactly, floats within 1e-9 relative). Exit 0 with one line on stdout, or 1 with the first
-      difference on stderr.
+  jobs.py compare A B [C...] [--json]
+      Every output against every other: equal headers and the same multiset of rows; cells
+      equal as text, or as numbers (integers exactly, floats within 1e-9 relative). An output
+      is a CSV file with a header, or a folder of CSV part files (millrace's sink, Spark's
+      write), concatenated in name order with one header. Exit 0 with one line on stdout, or 1
+      with each difference on stderr; --json prints one JSON line instead (same, outputs with
+      their rows, pairs, differences with a, b and what).
 """
 
 from __future__ import annotations
@@ -738,29 +741,100 @@ def row_key(row: list[str]):
     return exact, floats
 
 
+class Unreadable(Exception):
+    """An output that is no CSV with a header: a difference, not a crash."""
+
+
+def output_files(path: str) -> list[Path]:
+    """A CSV file, or a folder's part files in name order (not names starting with `.` or
+    `_`: checksums and markers)."""
+    p = Path(path)
+    if not p.is_dir():
+        return [p]
+    return sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith((".", "_")))
+
+
 def read_rows(path: str) -> tuple[list[str], list[list[str]]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            fail(f"{path} is empty (no header)", 1)
-        return header, [row for row in reader]
+    """The header and rows of a CSV file, or of a folder of CSV parts concatenated (each part
+    starts with the same header; empty parts are skipped, as a subtask that got no rows may
+    write one)."""
+    header, rows = None, []
+    files = output_files(path)
+    if not files:
+        raise Unreadable(f"{path} holds no part files")
+    for part in files:
+        try:
+            with open(part, newline="", encoding="utf-8") as f:
+                reader = csv.reader(f)
+                first = next(reader, None)
+                if first is None:
+                    continue
+                if header is None:
+                    header = first
+                elif first != header:
+                    raise Unreadable(f"{part} starts with {first}, not the header {header}")
+                rows.extend(reader)
+        except (OSError, UnicodeDecodeError, csv.Error) as error:
+            raise Unreadable(f"cannot read {part}: {error}") from error
+    if header is None:
+        raise Unreadable(f"{path} is empty (no header)")
+    return header, rows
+
+
+def difference(a: str, table_a, b: str, table_b) -> str | None:
+    """None when the two (header, rows sorted by row_key) tables are the same, else the first
+    difference."""
+    (header_a, rows_a), (header_b, rows_b) = table_a, table_b
+    if header_a != header_b:
+        return f"headers differ: {a} has {header_a}, {b} has {header_b}"
+    if len(rows_a) != len(rows_b):
+        return f"row counts differ: {a} has {len(rows_a)}, {b} has {len(rows_b)}"
+    if rows_a == rows_b:
+        return None
+    for row_a, row_b in zip(rows_a, rows_b):
+        if len(row_a) != len(row_b) or not all(map(same, row_a, row_b)):
+            return f"first difference (rows in sorted order): {a}: {row_a}; {b}: {row_b}"
+    return None
 
 
 def compare(args) -> None:
-    header_a, rows_a = read_rows(args.a)
-    header_b, rows_b = read_rows(args.b)
-    if header_a != header_b:
-        fail(f"headers differ: {args.a} has {header_a}, {args.b} has {header_b}", 1)
-    if len(rows_a) != len(rows_b):
-        fail(f"row counts differ: {args.a} has {len(rows_a)}, {args.b} has {len(rows_b)}", 1)
-    rows_a.sort(key=row_key)
-    rows_b.sort(key=row_key)
-    for row_a, row_b in zip(rows_a, rows_b):
-        if len(row_a) != len(row_b) or not all(map(same, row_a, row_b)):
-            where = f"{args.a}: {row_a}; {args.b}: {row_b}"
-            fail(f"first difference (rows in sorted order): {where}", 1)
-    print(f"same: {args.a} and {args.b}, {len(rows_a)} rows of {len(header_a)} columns")
+    """Every output against every other. Without --json (two outputs, as before): one line on
+    stdout when all are the same (exit 0), else each difference on stderr (exit 1). With
+    --json: one JSON line on stdout, {"same", "outputs": [{"path", "rows"} or {"path",
+    "error"}], "pairs", "differences": [{"a", "b", "what"}]}, exit 0 or 1 the same way."""
+    paths = args.paths
+    if len(paths) < 2:
+        fail("compare takes two outputs or more")
+    tables, outputs, differences = {}, [], []
+    for path in paths:
+        try:
+            header, rows = read_rows(path)
+        except Unreadable as error:
+            outputs.append({"path": path, "error": str(error)})
+            differences.append({"a": path, "b": None, "what": str(error)})
+            continue
+        rows.sort(key=row_key)
+        tables[path] = (header, rows)
+        outputs.append({"path": path, "rows": len(rows), "columns": len(header)})
+    readable = [p for p in paths if p in tables]
+    pairs = 0
+    for i, a in enumerate(readable):
+        for b in readable[i + 1 :]:
+            pairs += 1
+            what = difference(a, tables[a], b, tables[b])
+            if what is not None:
+                differences.append({"a": a, "b": b, "what": what})
+    if args.json:
+        report = {"same": not differences, "outputs": outputs, "pairs": pairs}
+        print(json.dumps({**report, "differences": differences}))
+    elif not differences:
+        header, rows = tables[paths[0]]
+        names = " and ".join(paths) if len(paths) == 2 else f"{len(paths)} outputs"
+        print(f"same: {names}, {len(rows)} rows of {len(header)} columns")
+    else:
+        for d in differences:
+            print(f"jobs.py: {d['what']}", file=sys.stderr)
+    sys.exit(0 if not differences else 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -781,9 +855,9 @@ def main() -> None:
     r.add_argument("out")
     r.add_argument("--input", nargs="+", action="extend", required=True)
     r.add_argument("--memory-limit", type=int)
-    c = sub.add_parser("compare", help="compare two outputs")
-    c.add_argument("a")
-    c.add_argument("b")
+    c = sub.add_parser("compare", help="compare outputs, each with each")
+    c.add_argument("paths", nargs="+", metavar="OUTPUT")
+    c.add_argument("--json", action="store_true")
     args = parser.parse_args()
     {"gen": gen, "run": run, "compare": compare}[args.action](args)
 

@@ -5,7 +5,8 @@
 #   scripts/peers/jobs.sh setup PEER                      install; prints one version line
 #   scripts/peers/jobs.sh gen KIND OUT --rows N [--seed S] [--format csv|parquet]
 #   scripts/peers/jobs.sh run PEER QUERY OUT --input PATH… [--memory-limit BYTES]
-#   scripts/peers/jobs.sh compare A.csv B.csv             exit 1 with the first difference
+#   scripts/peers/jobs.sh compare A B [C…] [--json]        each with each; exit 1 on a difference
+#                                                         (an output: a CSV file or a folder of parts)
 #
 # PEER: duckdb datafusion polars spark, or gen (only what `gen` and `compare` need: numpy,
 # pyarrow; every peer's setup installs them too). KIND: text sales join. QUERY: wordcount
@@ -23,7 +24,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 usage() {
   cat >&2 <<EOF
 usage: $0 setup PEER | gen KIND OUT --rows N [--seed S] [--format csv|parquet]
-       | run PEER QUERY OUT --input PATH... [--memory-limit BYTES] | compare A B
+       | run PEER QUERY OUT --input PATH... [--memory-limit BYTES] | compare A B [C...] [--json]
   (PEER: duckdb datafusion polars spark gen; KIND: text sales join; QUERY: wordcount groupby join)
 EOF
   exit 2

@@ -160,6 +160,25 @@ pub enum BenchError {
         /// Why.
         source: ValidateError,
     },
+    /// A `--jobs` or `bench jobs --peers` name is not one.
+    #[error("unknown {what} {name:?} in {flag}; the {what}s are: {valid}")]
+    UnknownName {
+        /// `job` or `peer`.
+        what: &'static str,
+        /// The flag it was given to.
+        flag: &'static str,
+        /// The name as given.
+        name: String,
+        /// The valid names, comma-separated.
+        valid: String,
+    },
+    /// `bench jobs` cannot generate its inputs: `jobs.sh setup gen` could not install numpy
+    /// and pyarrow.
+    #[error("bench jobs cannot generate its inputs: {reason}")]
+    NoGenerator {
+        /// The script's reason, with the install step.
+        reason: String,
+    },
     /// A `--peers` name is not a peer.
     #[error("unknown peer {name:?} in --peers; the peers are: {valid}")]
     UnknownPeer {

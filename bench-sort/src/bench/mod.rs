@@ -1,5 +1,7 @@
 //! `millrace bench sort`: measures the TeraSort job against this machine's floor and against
 //! GNU sort, and writes a report that can be compared across commits.
+//! (`millrace bench jobs`, the batch jobs beside DuckDB, Polars, DataFusion and Spark, is
+//! [`jobs`]; it shares the work folder, the children and the peers' scripts.)
 //!
 //! For every size and format (binary always, ASCII with [`BenchConfig::ascii`]) a case runs:
 //!
@@ -95,6 +97,7 @@ mod child;
 mod config;
 mod error;
 pub mod floor;
+pub mod jobs;
 mod machine;
 mod peers;
 mod report;

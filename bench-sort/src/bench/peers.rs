@@ -40,11 +40,14 @@ use crate::valsort;
 pub const PEERS_DIR_ENV: &str = "MILLRACE_PEERS_DIR";
 
 /// Exit code of `run.sh setup` when the peer cannot be installed here.
-const SKIP_EXIT_CODE: i32 = 3;
+pub(super) const SKIP_EXIT_CODE: i32 = 3;
 
-/// The scripts `run.sh` needs, written to `<peers dir>/scripts/` before the setup.
-const SCRIPTS: [(&str, &str); 9] = [
+/// The scripts `run.sh` (sort peers) and `jobs.sh` (batch-job peers, `bench jobs`) need,
+/// written to `<peers dir>/scripts/` before the setup.
+const SCRIPTS: [(&str, &str); 11] = [
     ("run.sh", include_str!("../../../scripts/peers/run.sh")),
+    ("jobs.sh", include_str!("../../../scripts/peers/jobs.sh")),
+    ("jobs.py", include_str!("../../../scripts/peers/jobs.py")),
     (
         "common.sh",
         include_str!("../../../scripts/peers/common.sh"),
@@ -210,7 +213,12 @@ pub(super) fn peers_dir(bench_dir: &Path) -> PathBuf {
 /// `PEER: skipped — REASON` → `REASON`: the last line of the script's stderr that says so,
 /// else its last line.
 pub(super) fn skip_reason(peer: Peer, stderr: &str) -> String {
-    let prefix = format!("{}: skipped — ", peer.name());
+    skip_reason_named(peer.name(), stderr)
+}
+
+/// [`skip_reason`] of the script's setup of `name` (a peer, or `gen` for `jobs.sh`).
+pub(super) fn skip_reason_named(name: &str, stderr: &str) -> String {
+    let prefix = format!("{name}: skipped — ");
     let lines: Vec<&str> = stderr
         .lines()
         .map(str::trim)
@@ -444,7 +452,7 @@ impl Peers {
 }
 
 /// Writes the embedded scripts under `dir`, replacing what differs.
-fn write_scripts(dir: &Path) -> Result<(), BenchError> {
+pub(super) fn write_scripts(dir: &Path) -> Result<(), BenchError> {
     for (name, text) in SCRIPTS {
         let path = dir.join(name);
         if fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
