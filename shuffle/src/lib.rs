@@ -30,7 +30,7 @@ pub use exchange::{
     blocking, exchange, pipelined, BlockingStore, ChannelIndex, Event, ExchangeMetrics, InputGate,
     Received, ResultPartition, ResultPartitionType, ResultSubpartition, SpillTarget, SpilledBuffer,
 };
-pub use mmap::MappedFile;
+pub use mmap::{MappedFile, FAULT_AROUND_BYTES};
 pub use spill::{
     Compression, FileIndex, IoEngine, PartitionEntry, SegmentFileReader, SegmentFileWriter,
     SegmentIndex, SpillError, WriterOptions,

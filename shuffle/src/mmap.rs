@@ -25,6 +25,11 @@ use std::fs::File;
 use std::io;
 use std::ops::Deref;
 
+/// Bytes around a read fault that Linux maps along with the faulting page, when they are in
+/// the page cache (`fault_around_bytes`, 64 KiB by default, a window aligned to its size):
+/// readers that release pages behind them allow for it, and merges count it per source.
+pub const FAULT_AROUND_BYTES: usize = 64 << 10;
+
 /// A read-only map of a whole file.
 #[derive(Debug)]
 pub struct MappedFile {

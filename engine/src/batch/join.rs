@@ -160,7 +160,7 @@ const NONE: u32 = u32::MAX;
 /// Where build rows are kept.
 enum Build {
     Memory(Vec<RecordBatch>),
-    Spilled(Box<BatchFile>),
+    Spilled(Box<Partitioned>),
 }
 
 /// A hash join in progress; see the module documentation.
@@ -177,7 +177,7 @@ pub(crate) struct HashJoin {
     reservation: Reservation,
     spill: SpillDir,
     table: Option<Table>,
-    probe_file: Option<BatchFile>,
+    probe_file: Option<Partitioned>,
     pub stats: SpillStats,
 }
 
@@ -235,9 +235,8 @@ impl HashJoin {
         }
         match &mut self.build {
             Build::Spilled(file) => {
-                let written =
-                    write_partitioned(file, &self.converter, &self.right_keys, &batch, true)?;
-                self.stats.written_bytes += written;
+                self.stats.written_bytes +=
+                    file.push(&self.converter, &self.right_keys, &batch, true)?;
             }
             Build::Memory(held) => {
                 self.held_bytes += batch.get_array_memory_size() as u64;
@@ -252,11 +251,11 @@ impl HashJoin {
 
     /// Moves the build rows held in memory to partitioned spill files.
     fn spill_build(&mut self) -> Result<(), EngineError> {
-        let mut file = self.spill.create("join-build")?;
+        let mut file = Partitioned::new(self.spill.create("join-build")?);
         if let Build::Memory(held) = &mut self.build {
             for batch in held.drain(..) {
                 self.stats.written_bytes +=
-                    write_partitioned(&mut file, &self.converter, &self.right_keys, &batch, true)?;
+                    file.push(&self.converter, &self.right_keys, &batch, true)?;
             }
         }
         self.stats.runs += 1;
@@ -286,10 +285,12 @@ impl HashJoin {
         if let Build::Spilled(_) = self.build {
             let file = match &mut self.probe_file {
                 Some(file) => file,
-                None => self.probe_file.insert(self.spill.create("join-probe")?),
+                None => {
+                    (self.probe_file).insert(Partitioned::new(self.spill.create("join-probe")?))
+                }
             };
             self.stats.written_bytes +=
-                write_partitioned(file, &self.converter, &self.left_keys, &batch, false)?;
+                file.push(&self.converter, &self.left_keys, &batch, false)?;
             return Ok(());
         }
         if self.table.is_none() {
@@ -343,8 +344,10 @@ impl HashJoin {
         let Some(probe) = self.probe_file.take() else {
             return Ok(self.stats);
         };
-        let (build_segments, probe_segments) = (file.segments(), probe.segments());
-        let (build_reader, probe_reader) = (file.into_reader()?, probe.into_reader()?);
+        let (build_reader, build_segments, written) = file.finish()?;
+        self.stats.written_bytes += written;
+        let (probe_reader, probe_segments, written) = probe.finish()?;
+        self.stats.written_bytes += written;
         let read = std::cell::Cell::new(0u64);
         for p in 0..PARTITIONS {
             // Chunks of build rows that fit, read as they are needed; the probe partition
@@ -413,34 +416,84 @@ impl HashJoin {
     }
 }
 
-/// Writes `batch` into `file` as one segment of hash partitions (rows with a null key are
-/// dropped when `drop_null_keys`: on the build side they can never match).
-fn write_partitioned(
-    file: &mut BatchFile,
-    converter: &RowConverter,
-    keys: &[usize],
-    batch: &RecordBatch,
-    drop_null_keys: bool,
-) -> Result<u64, EngineError> {
-    let (rows, valid) = key_rows(converter, keys, batch)?;
-    let mut of: Vec<Vec<u32>> = vec![Vec::new(); PARTITIONS as usize];
-    for i in 0..rows.num_rows() {
-        if drop_null_keys && !valid[i] {
-            continue;
+/// Rows of a join side that wait per partition before they go to the spill file, at most.
+const PENDING_BYTES: usize = 1 << 20;
+
+/// A join side hash-partitioned into a spill file. Rows wait per partition until
+/// [`PENDING_BYTES`] of them are held, then go out as one segment with one block per
+/// partition: a segment (a map when read) and 32 tiny blocks per input batch would not scale.
+struct Partitioned {
+    file: BatchFile,
+    pending: Vec<Vec<RecordBatch>>,
+    pending_bytes: usize,
+}
+
+impl Partitioned {
+    fn new(file: BatchFile) -> Self {
+        Self {
+            file,
+            pending: vec![Vec::new(); PARTITIONS as usize],
+            pending_bytes: 0,
         }
-        of[partition_of(rows.row(i).as_ref()) as usize].push(i as u32);
     }
-    let mut written = 0;
-    for (p, indices) in of.into_iter().enumerate() {
-        if indices.is_empty() {
-            continue;
+
+    /// Adds `batch`'s rows to their partitions (rows with a null key are dropped when
+    /// `drop_null_keys`: on the build side they can never match); returns the bytes written.
+    fn push(
+        &mut self,
+        converter: &RowConverter,
+        keys: &[usize],
+        batch: &RecordBatch,
+        drop_null_keys: bool,
+    ) -> Result<u64, EngineError> {
+        let (rows, valid) = key_rows(converter, keys, batch)?;
+        let mut of: Vec<Vec<u32>> = vec![Vec::new(); PARTITIONS as usize];
+        for i in 0..rows.num_rows() {
+            if drop_null_keys && !valid[i] {
+                continue;
+            }
+            of[partition_of(rows.row(i).as_ref()) as usize].push(i as u32);
         }
-        let part = arrow_select::take::take_record_batch(batch, &UInt32Array::from(indices))
-            .map_err(BatchError::arrow("partition a join side"))?;
-        written += file.write(p as u32, &part)?;
+        for (p, indices) in of.into_iter().enumerate() {
+            if indices.is_empty() {
+                continue;
+            }
+            let part = arrow_select::take::take_record_batch(batch, &UInt32Array::from(indices))
+                .map_err(BatchError::arrow("partition a join side"))?;
+            self.pending_bytes += part.get_array_memory_size();
+            self.pending[p].push(part);
+        }
+        if self.pending_bytes < PENDING_BYTES {
+            return Ok(0);
+        }
+        self.flush()
     }
-    file.seal()?;
-    Ok(written)
+
+    /// Writes the rows waiting as one segment; returns the bytes written.
+    fn flush(&mut self) -> Result<u64, EngineError> {
+        let mut written = 0;
+        for (p, batches) in self.pending.iter_mut().enumerate() {
+            let Some(first) = batches.first() else {
+                continue;
+            };
+            let part = arrow_select::concat::concat_batches(&first.schema(), batches.iter())
+                .map_err(BatchError::arrow("partition a join side"))?;
+            written += self.file.write(p as u32, &part)?;
+            batches.clear();
+        }
+        if self.pending_bytes > 0 {
+            self.file.seal()?;
+        }
+        self.pending_bytes = 0;
+        Ok(written)
+    }
+
+    /// The file to read: its reader, its segments and the bytes the last flush wrote.
+    fn finish(mut self) -> Result<(shuffle::spill::SegmentFileReader, u32, u64), EngineError> {
+        let written = self.flush()?;
+        let segments = self.file.segments();
+        Ok((self.file.into_reader()?, segments, written))
+    }
 }
 
 /// Joins one probe batch with `table`. `matched` (when given) records which probe rows found

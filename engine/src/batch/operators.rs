@@ -277,9 +277,9 @@ async fn read_gate(
                 Received::Buffer(buffer) => frames.push(buffer.as_bytes(), &mut collect)?,
                 Received::Spilled(spilled) => {
                     let reader = spilled.open()?;
-                    for block in
-                        reader.partition_blocks(spilled.segment.segment, spilled.partition)?
-                    {
+                    let blocks =
+                        reader.partition_blocks(spilled.segment.segment, spilled.partition)?;
+                    for block in blocks.releasing() {
                         let block = block?;
                         spill_read += block.payload.len() as u64;
                         frames.push(&block.payload, &mut collect)?;

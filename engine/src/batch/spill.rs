@@ -111,7 +111,7 @@ pub(crate) fn batches<'a>(
     partition: u32,
     read: &'a std::cell::Cell<u64>,
 ) -> Result<impl Iterator<Item = Result<RecordBatch, EngineError>> + 'a, EngineError> {
-    let blocks = reader.partition_blocks(segment, partition)?;
+    let blocks = reader.partition_blocks(segment, partition)?.releasing();
     Ok(blocks.flat_map(move |block| {
         let decoded = block.map_err(EngineError::from).and_then(|block| {
             read.set(read.get() + block.payload.len() as u64);

@@ -43,15 +43,11 @@ use crate::EngineError;
 /// Most runs merged at once; more are merged in groups first.
 pub const MAX_FAN_IN: usize = 64;
 
-/// Memory one open run costs during a merge besides its blocks: the pages the kernel maps
-/// around each fault (`fault_around_bytes`, 64 KiB by default).
-const FAULT_AROUND_BYTES: usize = 64 << 10;
-
 /// How many runs a merge may hold open with `memory_bytes` (the arenas' share, free by then):
 /// each holds its mapped block, a decompressed copy when the block is compressed, and the
 /// fault-around pages.
 fn fan_in(memory_bytes: usize, block_bytes: usize) -> usize {
-    (memory_bytes / (2 * block_bytes + FAULT_AROUND_BYTES)).clamp(2, MAX_FAN_IN)
+    (memory_bytes / (2 * block_bytes + shuffle::FAULT_AROUND_BYTES)).clamp(2, MAX_FAN_IN)
 }
 
 /// Bytes of sort entry per record held in an arena (`key80 << 48 | index`).

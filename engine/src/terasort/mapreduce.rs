@@ -61,8 +61,8 @@ pub(super) struct MapReducePlan {
 /// Read-ahead per map output a reducer merges from its file, at most and at least.
 const MERGE_READ_AHEAD: u64 = 256 << 10;
 const MIN_READ_AHEAD: u64 = 16 << 10;
-/// Pages the kernel maps around each fault (`fault_around_bytes`).
-const FAULT_AROUND: u64 = 64 << 10;
+/// Pages the kernel maps around each fault.
+const FAULT_AROUND: u64 = shuffle::FAULT_AROUND_BYTES as u64;
 
 /// One map task: one split, sorted and spilled, its runs merged into one map output.
 pub(super) struct SortingMapTask {

@@ -126,6 +126,12 @@ impl SegmentFileReader {
             segment,
             partition,
             base: entry.as_ref().map_or(0, |e| e.offset),
+            map,
+            map_start: entry
+                .as_ref()
+                .map_or(0, |e| (e.offset - seg.index.offset) as usize),
+            release: false,
+            released: 0,
             bytes,
             at: 0,
             records: 0,
@@ -273,6 +279,12 @@ pub struct PartitionBlocks<'a> {
     partition: u32,
     /// File offset of `bytes[0]`.
     base: u64,
+    /// The segment's map, and the offset of `bytes[0]` in it.
+    map: &'a MappedFile,
+    map_start: usize,
+    /// Whether the bytes of blocks already handed out are dropped from memory; up to where.
+    release: bool,
+    released: usize,
     bytes: &'a [u8],
     at: usize,
     records: u64,
@@ -282,6 +294,15 @@ pub struct PartitionBlocks<'a> {
 }
 
 impl<'a> PartitionBlocks<'a> {
+    /// Drops the pages of each block handed out once the next one is asked for (the caller
+    /// is done with its payload by then), so that reading a large partition through the map
+    /// does not grow the resident set. A payload still held stays valid: its pages are read
+    /// again from the page cache or the file if touched.
+    pub fn releasing(mut self) -> Self {
+        self.release = true;
+        self
+    }
+
     fn corrupt(&mut self, at: usize, reason: BlockError) -> SpillError {
         self.done = true;
         SpillError::Corrupt {
@@ -294,6 +315,21 @@ impl<'a> PartitionBlocks<'a> {
     }
 
     fn next_block(&mut self) -> Option<Result<DecodedBlock<'a>, SpillError>> {
+        if self.release && self.at > self.released {
+            // Whole pages, those shared with the neighbours' bytes included (read again if
+            // touched). A read fault maps the aligned fault-around window of pages around it,
+            // so: the first time from the segment's start (what reads of earlier partitions
+            // left), then from a window behind the last release.
+            const PAGE: usize = 4096;
+            let from = match self.released {
+                0 => 0,
+                r => (self.map_start + r).saturating_sub(crate::mmap::FAULT_AROUND_BYTES),
+            };
+            let to = (self.map_start + self.at).next_multiple_of(PAGE);
+            self.map
+                .release(from / PAGE * PAGE, to - from / PAGE * PAGE);
+            self.released = self.at;
+        }
         if self.done {
             return None;
         }
