@@ -327,7 +327,9 @@ impl<'a> RunCursor<'a> {
     }
 }
 
-/// Where a merge reads one sorted run from.
+/// Where a merge reads one sorted run from. (A merge holds at most `MAX_FAN_IN` cursors in a
+/// `Vec`; boxing the larger variant would cost an indirection per record read.)
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Cursor<'a> {
     /// A run in a segment file, a block at a time.
     Run(RunCursor<'a>),
