@@ -87,6 +87,13 @@ struct RunArgs {
     /// Attempts per subtask (retries after a failure).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=10))]
     max_attempts: u32,
+    /// Write the job timeline (every subtask attempt's interval, volumes and spans),
+    /// published with the output.
+    #[arg(long, value_parser = PathArg)]
+    timeline: Option<PathBuf>,
+    /// Format of --timeline.
+    #[arg(long, value_enum, default_value = "json", requires = "timeline")]
+    timeline_format: TimelineFormat,
     /// Print a JSON summary on standard output.
     #[arg(long)]
     json: bool,
@@ -126,7 +133,29 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         spill_dir: args.spill_dir,
         max_attempts: args.max_attempts,
     };
-    let result = engine::batch::run(&config)?;
+    let result = match &args.timeline {
+        None => engine::batch::run(&config)?,
+        Some(timeline) => {
+            // Every path against every other before any work: the timeline too.
+            let (plan, _) = engine::batch::plan(&config)?;
+            let reads: Vec<Read> = (plan.sources().iter())
+                .map(|source| Read::new("input", source))
+                .chain(std::iter::once(Read::new("job spec", &config.spec)))
+                .collect();
+            let kind = match plan.sink {
+                engine::batch::spec::SinkSpec::Records { .. } => OutputKind::File,
+                _ => OutputKind::Folder,
+            };
+            let writes = [
+                output("the sink", plan.sink.path(), kind),
+                output("--timeline", timeline, OutputKind::File),
+            ];
+            paths::check(&reads, &writes, args.force)?;
+            let finished = engine::batch::run_uncommitted(&config)?;
+            let bytes = timeline_bytes(&finished.result.timeline, args.timeline_format)?;
+            commit_with(timeline, args.force, &bytes, || Ok(finished.publish()?))?
+        }
+    };
     if args.json {
         let doc = envelope.wrap(
             "ok",
@@ -1071,33 +1100,37 @@ fn sort(args: SortArgs) -> Result<ExitCode> {
 /// so a failure leaves neither.
 fn sort_and_commit(args: &SortArgs, config: &SortConfig) -> Result<SortReport> {
     let finished = run_sort(config)?;
-    let timeline = match &args.timeline {
-        Some(path) => Some(PendingFile::with_bytes(
-            path,
-            "--timeline",
-            args.force,
-            &timeline_bytes(&finished.report, args.timeline_format)?,
-        )?),
-        None => None,
-    };
-    // The small file first: if the output cannot be renamed into place (another process
-    // created it meanwhile), the timeline is taken back and the command leaves neither.
-    let timeline = timeline.map(PendingFile::publish).transpose()?;
-    match finished.publish() {
-        Ok(report) => Ok(report),
-        Err(error) => {
-            if let Some(timeline) = timeline {
-                timeline.retract();
-            }
-            Err(error.into())
+    match &args.timeline {
+        Some(path) => {
+            let bytes = timeline_bytes(&finished.report.timeline, args.timeline_format)?;
+            commit_with(path, args.force, &bytes, || Ok(finished.publish()?))
         }
+        None => Ok(finished.publish()?),
     }
 }
 
-fn timeline_bytes(report: &SortReport, format: TimelineFormat) -> Result<Vec<u8>> {
+/// Writes and syncs `bytes` as the --timeline file under its temp name, publishes it, then
+/// the job's output; if the output cannot be renamed into place (another process created it
+/// meanwhile), the timeline is taken back and the command leaves neither.
+fn commit_with<T>(
+    timeline: &Path,
+    force: bool,
+    bytes: &[u8],
+    publish: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let pending = PendingFile::with_bytes(timeline, "--timeline", force, bytes)?;
+    // The small file first.
+    let published = pending.publish()?;
+    publish().inspect_err(|_| published.retract())
+}
+
+fn timeline_bytes(
+    timeline: &engine::timeline::Timeline,
+    format: TimelineFormat,
+) -> Result<Vec<u8>> {
     Ok(match format {
-        TimelineFormat::Json => serde_json::to_vec_pretty(&report.timeline)?,
-        TimelineFormat::Chrome => serde_json::to_vec(&report.timeline.to_chrome_trace())?,
+        TimelineFormat::Json => serde_json::to_vec_pretty(timeline)?,
+        TimelineFormat::Chrome => serde_json::to_vec(&timeline.to_chrome_trace())?,
     })
 }
 

@@ -1392,3 +1392,72 @@ fn record_files_run_as_terasort_or_as_stages() {
     );
     assert!(!f.path("r.dat").exists() && !f.path("data/odd-out.dat").exists());
 }
+
+/// `run --timeline`: every subtask of every vertex, published with the output (JSON or Chrome
+/// trace); a timeline path that is an input, the spec, or inside the output is refused before
+/// any work; an existing one needs --force.
+#[test]
+fn run_writes_a_timeline_with_its_output() {
+    let f = Fixture::new();
+    f.write("in.txt", text(2_000, 4).as_bytes());
+    f.write("wc.toml", WORDCOUNT.as_bytes());
+    f.ok([
+        "run",
+        "wc.toml",
+        "--timeline",
+        "t.json",
+        "--parallelism",
+        "3",
+    ]);
+    let timeline: serde_json::Value = serde_json::from_slice(&f.read("t.json")).unwrap();
+    assert_eq!(timeline["job"], "wc");
+    let subtasks = timeline["subtasks"].as_array().unwrap();
+    let mut vertices: Vec<&str> = subtasks
+        .iter()
+        .map(|s| s["vertex"].as_str().unwrap())
+        .collect();
+    vertices.dedup();
+    assert_eq!((subtasks.len(), vertices), (6, vec!["lines", "counts"]));
+    let words: u64 = word_oracle(&text(2_000, 4)).values().sum();
+    let into_counts: u64 = subtasks
+        .iter()
+        .filter(|s| s["vertex"] == "counts")
+        .map(|s| s["records_in"].as_u64().unwrap())
+        .sum();
+    assert!(into_counts > 0 && into_counts <= words);
+    let run = f.millrace([
+        "run",
+        "wc.toml",
+        "--timeline",
+        "t.json",
+        "--force",
+        "--timeline-format",
+        "chrome",
+    ]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let trace: serde_json::Value = serde_json::from_slice(&f.read("t.json")).unwrap();
+    assert!(trace["traceEvents"]
+        .as_array()
+        .is_some_and(|e| !e.is_empty()));
+    let before = f.sha256("in.txt");
+    for (path, needle) in [
+        ("in.txt", "is the input file"),
+        ("wc.toml", "is the job spec file"),
+        ("out/t.json", "holds --timeline"),
+    ] {
+        assert_error(
+            &f.millrace(["run", "wc.toml", "--timeline", path, "--force"]),
+            &["--timeline", needle],
+        );
+    }
+    assert_eq!(f.sha256("in.txt"), before);
+    fs::remove_dir_all(f.path("out")).unwrap();
+    assert_error(
+        &f.millrace(["run", "wc.toml", "--timeline", "t.json"]),
+        &["t.json", "--force"],
+    );
+    assert!(
+        !f.path("out").exists(),
+        "a refused timeline publishes no output"
+    );
+}

@@ -28,7 +28,9 @@ pub mod spec;
 mod spill;
 
 pub use codec::{decode, encode};
-pub use operators::{plan, register_operators, run, BatchJobConfig, BatchJobResult};
+pub use operators::{
+    plan, register_operators, run, run_uncommitted, BatchJobConfig, BatchJobResult, FinishedJob,
+};
 pub use plan::{explain, Plan, Stage};
 pub use spec::JobSpec;
 

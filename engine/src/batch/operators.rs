@@ -775,7 +775,8 @@ pub struct BatchJobResult {
     pub spilled_runs: u64,
     pub spilled_bytes: u64,
     pub wall: std::time::Duration,
-    pub subtasks: Vec<SubtaskReport>,
+    /// Every subtask attempt's interval, volumes and spans (`--timeline`).
+    pub timeline: crate::timeline::Timeline,
 }
 
 /// Checks a spec against its data and plans it with `config`'s overrides.
@@ -793,11 +794,40 @@ pub fn plan(config: &BatchJobConfig) -> Result<(Plan, usize), EngineError> {
     Ok((plan, parallelism))
 }
 
-/// Runs a job spec: plans it, builds the job graph (a vertex per stage, hash or gather
-/// exchanges of the mode's partition type), runs it on the runtime, and publishes the output
-/// folder only when every subtask succeeded.
+/// A job that ran; its output waits under its temp name until [`publish`](Self::publish),
+/// so that the caller can write other outputs (a timeline) and then publish them all.
+pub struct FinishedJob {
+    pub result: BatchJobResult,
+    output: Pending,
+}
+
+enum Pending {
+    Stages(OutputTarget),
+    TeraSort(crate::terasort::FinishedSort),
+}
+
+impl FinishedJob {
+    /// Renames the output into place; returns what the job did.
+    pub fn publish(self) -> Result<BatchJobResult, EngineError> {
+        match self.output {
+            Pending::Stages(target) => drop(target.publish()?),
+            Pending::TeraSort(sort) => drop(sort.publish()?),
+        }
+        Ok(self.result)
+    }
+}
+
+/// Runs a job spec and publishes its output (only when every subtask succeeded).
 pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
+    run_uncommitted(config)?.publish()
+}
+
+/// Runs a job spec up to, not including, the rename of its output: plans it, builds the job
+/// graph (a vertex per stage, hash, gather or rebalance exchanges of the mode's partition
+/// type) and runs it on the runtime; a TeraSort-shaped plan runs as the TeraSort job.
+pub fn run_uncommitted(config: &BatchJobConfig) -> Result<FinishedJob, EngineError> {
     let job_start = Instant::now();
+    let started_at = std::time::SystemTime::now();
     let (plan, parallelism) = plan(config)?;
     if let Some((input, output)) = plan.terasort() {
         return run_terasort(config, &plan, parallelism, input, output);
@@ -932,21 +962,39 @@ pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
     let spilled_runs = others().map(|s| s.spilled_runs).sum();
     let spilled_bytes = others().map(|s| s.spill_written_bytes).sum();
     target.sync()?;
-    let output = target.publish()?;
-    Ok(BatchJobResult {
-        name: plan.name,
-        mode: plan.mode,
-        parallelism,
-        output,
-        parts,
-        rows_in,
-        rows_skipped,
-        rows_out,
-        partial_flushes,
-        spilled_runs,
-        spilled_bytes,
-        wall: job_start.elapsed(),
-        subtasks: result.subtasks,
+    let wall = job_start.elapsed();
+    // The runtime's record of every subtask; the phases are TeraSort's, none here.
+    let no_phases = crate::timeline::PhaseRules {
+        vertices: &[],
+        spans: &[],
+        nested_spans: &[],
+    };
+    let timeline = crate::timeline::Timeline::new(
+        plan.name.clone(),
+        plan.mode.as_str(),
+        started_at,
+        wall.as_micros() as u64,
+        result.subtasks,
+        &no_phases,
+        Vec::new(),
+    );
+    Ok(FinishedJob {
+        result: BatchJobResult {
+            name: plan.name,
+            mode: plan.mode,
+            parallelism,
+            output: plan.sink.path().to_path_buf(),
+            parts,
+            rows_in,
+            rows_skipped,
+            rows_out,
+            partial_flushes,
+            spilled_runs,
+            spilled_bytes,
+            wall,
+            timeline,
+        },
+        output: Pending::Stages(target),
     })
 }
 
@@ -958,7 +1006,7 @@ fn run_terasort(
     parallelism: usize,
     input: &std::path::Path,
     output: &std::path::Path,
-) -> Result<BatchJobResult, EngineError> {
+) -> Result<FinishedJob, EngineError> {
     use crate::terasort::{self, ExecutionMode, SortConfig};
     let mut sort = SortConfig::new(input, output);
     sort.mode = match plan.mode {
@@ -976,21 +1024,25 @@ fn run_terasort(
     let given = config.parallelism.or(plan.parallelism).is_some();
     sort.fit_default_parallelism(!given, !given);
     sort.check_limits()?;
-    let report = terasort::run(&sort, Arc::new(terasort::Progress::default()))?;
-    Ok(BatchJobResult {
-        name: plan.name.clone(),
-        mode: plan.mode,
-        parallelism: report.reducers,
-        output: report.output,
-        parts: 1,
-        rows_in: report.records,
-        rows_skipped: 0,
-        rows_out: report.records,
-        partial_flushes: 0,
-        spilled_runs: 0,
-        spilled_bytes: report.io.spill_written_bytes,
-        wall: std::time::Duration::from_micros(report.wall_us),
-        subtasks: report.timeline.subtasks,
+    let finished = terasort::run_uncommitted(&sort, Arc::new(terasort::Progress::default()))?;
+    let report = &finished.report;
+    Ok(FinishedJob {
+        result: BatchJobResult {
+            name: plan.name.clone(),
+            mode: plan.mode,
+            parallelism: report.reducers,
+            output: report.output.clone(),
+            parts: 1,
+            rows_in: report.records,
+            rows_skipped: 0,
+            rows_out: report.records,
+            partial_flushes: 0,
+            spilled_runs: 0,
+            spilled_bytes: report.io.spill_written_bytes,
+            wall: std::time::Duration::from_micros(report.wall_us),
+            timeline: report.timeline.clone(),
+        },
+        output: Pending::TeraSort(finished),
     })
 }
 
