@@ -803,7 +803,7 @@ pub struct FinishedJob {
 
 enum Pending {
     Stages(OutputTarget),
-    TeraSort(crate::terasort::FinishedSort),
+    TeraSort(Box<crate::terasort::FinishedSort>),
 }
 
 impl FinishedJob {
@@ -1042,7 +1042,7 @@ fn run_terasort(
             wall: std::time::Duration::from_micros(report.wall_us),
             timeline: report.timeline.clone(),
         },
-        output: Pending::TeraSort(finished),
+        output: Pending::TeraSort(Box::new(finished)),
     })
 }
 
