@@ -180,6 +180,8 @@ pub struct TaskResources {
     pub input: Option<JobInput>,
     /// The job's output files (one, or one per part), opened by their temp paths.
     pub outputs: Vec<OutputFile>,
+    /// User functions of batch jobs built with the Rust API (they live in this process).
+    pub functions: crate::batch::spec::Functions,
 }
 
 impl Default for TaskResources {
@@ -192,6 +194,7 @@ impl Default for TaskResources {
             progress: Arc::default(),
             input: None,
             outputs: Vec::new(),
+            functions: Default::default(),
         }
     }
 }

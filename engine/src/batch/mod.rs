@@ -4,6 +4,7 @@
 //!
 //! - `codec`: a batch ↔ the bytes of one exchange buffer (Arrow IPC stream).
 //! - `spec`: the TOML job spec (named steps, each one operator, each fed by one step).
+//! - `builder`: [`JobBuilder`], the same spec built in Rust, with closures for user code.
 //! - `plan`: checked steps → stages (the vertices) and exchanges; `explain`.
 //! - `operators`: the one vertex operator, `batch.stage` (input → head → row operators →
 //!   tail), and [`run`].
@@ -16,6 +17,7 @@
 //! owned by one consumer, as Flink does; equal keys always meet in one consumer.
 
 pub mod aggregate;
+mod builder;
 mod codec;
 pub mod filter;
 pub mod join;
@@ -27,12 +29,18 @@ mod source;
 pub mod spec;
 mod spill;
 
+pub use aggregate::{AggCall, AggFunc};
+pub use builder::JobBuilder;
 pub use codec::{decode, encode};
+pub use join::JoinKind;
 pub use operators::{
-    plan, register_operators, run, run_uncommitted, BatchJobConfig, BatchJobResult, FinishedJob,
+    plan, plan_spec, register_operators, run, run_spec, run_uncommitted, BatchJobConfig,
+    BatchJobResult, FinishedJob,
 };
 pub use plan::{explain, Plan, Stage};
+pub use source::SourceSpec;
 pub use spec::JobSpec;
+pub use spec::{Mode, SinkSpec};
 
 /// Key groups of hash exchanges (Flink's default maximum parallelism is 128).
 pub const KEY_GROUPS: usize = 128;
@@ -97,6 +105,8 @@ pub enum BatchError {
     BadInput { file: String, what: String },
     #[error("{what}: {reason}")]
     Arrow { what: &'static str, reason: String },
+    #[error("function {name:?}: {reason}")]
+    Function { name: String, reason: String },
 }
 
 impl BatchError {

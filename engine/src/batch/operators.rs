@@ -32,7 +32,7 @@ use super::plan::{from_defs, scan_schema, Head, Plan, Stage, StageInput, Tail};
 use super::sink::PartWriter;
 use super::sort::Sorter;
 use super::source::BATCH_ROWS;
-use super::spec::{JobSpec, Mode, RowOp, SinkSpec};
+use super::spec::{Functions, JobSpec, Mode, RowOp, SinkSpec};
 use super::spill::{SpillDir, SpillStats};
 use super::{codec, consumers_of, BatchError, KEY_GROUPS};
 use crate::graph::{Distribution, JobGraph};
@@ -57,8 +57,21 @@ pub fn register_operators(registry: &mut OperatorRegistry) {
 }
 
 /// Applies a row operator to a batch.
-fn apply(op: &RowOp, batch: &RecordBatch) -> Result<RecordBatch, BatchError> {
+fn apply(
+    op: &RowOp,
+    batch: &RecordBatch,
+    functions: &Functions,
+) -> Result<RecordBatch, BatchError> {
     match op {
+        RowOp::Map { function } => {
+            let f = functions.0.get(function).ok_or_else(|| BatchError::Spec {
+                what: format!("no function {function:?} in this process"),
+            })?;
+            f(batch.clone()).map_err(|reason| BatchError::Function {
+                name: function.clone(),
+                reason,
+            })
+        }
         RowOp::Filter(predicate) => predicate.filter(batch),
         RowOp::Project { columns } => {
             let schema = batch.schema();
@@ -224,8 +237,9 @@ impl Invokable for StageTask {
                 }),
             };
             let subtask = ctx.subtask;
+            let functions = resources.functions.clone();
             let work = spawn_blocking_handle(move || {
-                run_stage(&stage, input, out, subtask, &budget, spill)
+                run_stage(&stage, input, out, subtask, &budget, spill, &functions)
             });
             if let Some(out) = ctx.outputs.first_mut() {
                 while let Some((consumer, bytes)) = rx.recv().await {
@@ -385,6 +399,7 @@ fn run_stage(
     subtask: usize,
     budget: &Arc<MemoryBudget>,
     spill: SpillDir,
+    functions: &Functions,
 ) -> Result<StageStats, EngineError> {
     let mut stats = StageStats::default();
     let mut tail = TailOp::new(stage, out, budget, &spill)?;
@@ -392,7 +407,7 @@ fn run_stage(
     let mut downstream = |batch: RecordBatch| -> Result<(), EngineError> {
         let mut batch = batch;
         for op in &stage.ops {
-            batch = apply(op, &batch)?;
+            batch = apply(op, &batch, functions)?;
         }
         tail.push(batch)
     };
@@ -779,9 +794,14 @@ pub struct BatchJobResult {
     pub timeline: crate::timeline::Timeline,
 }
 
-/// Checks a spec against its data and plans it with `config`'s overrides.
+/// Checks a spec file against its data and plans it with `config`'s overrides.
 pub fn plan(config: &BatchJobConfig) -> Result<(Plan, usize), EngineError> {
-    let mut plan = JobSpec::from_file(&config.spec)?.plan()?;
+    plan_spec(&JobSpec::from_file(&config.spec)?, config)
+}
+
+/// Checks a spec against its data and plans it with `config`'s overrides.
+pub fn plan_spec(spec: &JobSpec, config: &BatchJobConfig) -> Result<(Plan, usize), EngineError> {
+    let mut plan = spec.plan()?;
     if let Some(mode) = config.mode {
         plan.mode = mode;
     }
@@ -826,9 +846,15 @@ pub fn run(config: &BatchJobConfig) -> Result<BatchJobResult, EngineError> {
 /// graph (a vertex per stage, hash, gather or rebalance exchanges of the mode's partition
 /// type) and runs it on the runtime; a TeraSort-shaped plan runs as the TeraSort job.
 pub fn run_uncommitted(config: &BatchJobConfig) -> Result<FinishedJob, EngineError> {
+    run_spec(JobSpec::from_file(&config.spec)?, config)
+}
+
+/// [`run_uncommitted`] for a spec in memory (`config.spec` is not read): what
+/// [`JobBuilder`](super::JobBuilder) runs, user functions included.
+pub fn run_spec(spec: JobSpec, config: &BatchJobConfig) -> Result<FinishedJob, EngineError> {
     let job_start = Instant::now();
     let started_at = std::time::SystemTime::now();
-    let (plan, parallelism) = plan(config)?;
+    let (plan, parallelism) = plan_spec(&spec, config)?;
     if let Some((input, output)) = plan.terasort() {
         return run_terasort(config, &plan, parallelism, input, output);
     }
@@ -914,6 +940,7 @@ pub fn run_uncommitted(config: &BatchJobConfig) -> Result<FinishedJob, EngineErr
         spill_dirs: vec![job_dir.path().to_path_buf()],
         pool: BufferPool::new(1 << 16, 0),
         outputs: (0..parts).map(|r| target.file(r).clone()).collect(),
+        functions: spec.functions,
         ..TaskResources::default()
     });
     let env = JobEnv {

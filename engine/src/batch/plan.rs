@@ -295,9 +295,10 @@ impl JobSpec {
                         schema,
                     }
                 }
-                "filter" | "project" | "tokenize" => {
+                "filter" | "project" | "tokenize" | "map" => {
                     let mut input = take(&mut open, input_name, step)?;
-                    let (op, schema) = row_op(step, &input.schema).map_err(|e| at(step, e))?;
+                    let (op, schema) =
+                        row_op(step, &input.schema, &self.functions).map_err(|e| at(step, e))?;
                     input.push(op, format!("{} ({kind})", step.name));
                     input.schema = schema;
                     input
@@ -707,8 +708,25 @@ fn union(inputs: Vec<(&String, Open)>) -> Result<Open, String> {
     })
 }
 
-/// A filter, project or tokenize step checked against `schema`, and the schema after it.
-fn row_op(step: &Step, schema: &SchemaRef) -> Result<(RowOp, SchemaRef), BatchError> {
+/// A filter, project, tokenize or map step checked against `schema`, and the schema after it
+/// (a user function's: what it returns for an empty batch).
+fn row_op(
+    step: &Step,
+    schema: &SchemaRef,
+    functions: &super::spec::Functions,
+) -> Result<(RowOp, SchemaRef), BatchError> {
+    if let Some(name) = &step.map {
+        let function = functions.0.get(name).ok_or_else(|| BatchError::Spec {
+            what: format!("no function {name:?} (functions come from the Rust API)"),
+        })?;
+        let empty = arrow_array::RecordBatch::new_empty(schema.clone());
+        let out = function(empty).map_err(|reason| BatchError::Function {
+            name: name.clone(),
+            reason,
+        })?;
+        let function = name.clone();
+        return Ok((RowOp::Map { function }, out.schema()));
+    }
     if let Some(p) = &step.filter {
         p.check(schema)?;
         return Ok((RowOp::Filter(p.clone()), schema.clone()));

@@ -67,8 +67,8 @@ impl Mode {
     }
 }
 
-/// A job spec as written.
-#[derive(Clone, Debug, Deserialize)]
+/// A job spec as written (TOML), or as built with [`JobBuilder`](super::JobBuilder).
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub name: Option<String>,
@@ -77,10 +77,29 @@ pub struct JobSpec {
     pub memory: Option<String>,
     #[serde(rename = "step", default)]
     pub steps: Vec<Step>,
+    /// The user functions `map` steps call (the Rust API only: a spec carries no code).
+    #[serde(skip)]
+    pub functions: Functions,
+}
+
+/// A user function over batches: a batch in, a batch out (any schema, the same for every
+/// batch), or an error message.
+pub type BatchFn = std::sync::Arc<
+    dyn Fn(arrow_array::RecordBatch) -> Result<arrow_array::RecordBatch, String> + Send + Sync,
+>;
+
+/// User functions by name; they live in the process that runs the job.
+#[derive(Clone, Default)]
+pub struct Functions(pub std::collections::BTreeMap<String, BatchFn>);
+
+impl std::fmt::Debug for Functions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 /// One step: a name and exactly one operator.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
     pub name: String,
@@ -98,6 +117,10 @@ pub struct Step {
     pub limit: Option<u64>,
     /// The rows of every step named (by column name; Spark's `unionByName`, SQL's UNION ALL).
     pub union: Option<Vec<String>>,
+    /// A user function (by its name in [`JobSpec::functions`]) applied to every batch: the
+    /// Rust API's `map_batches` and `filter_batches`; not in TOML.
+    #[serde(skip)]
+    pub map: Option<String>,
 }
 
 impl Step {
@@ -114,13 +137,19 @@ impl Step {
             ("limit", self.limit.is_some()),
             ("union", self.union.is_some()),
             ("sink", self.sink.is_some()),
+            ("map", self.map.is_some()),
         ];
         let given: Vec<&str> = kinds.iter().filter(|k| k.1).map(|k| k.0).collect();
         match given.as_slice() {
             [one] => Ok(one),
             [] => Err(format!(
                 "no operator (give one of {})",
-                kinds.map(|k| k.0).join(", ")
+                // `map` is the Rust API's.
+                kinds[..kinds.len() - 1]
+                    .iter()
+                    .map(|k| k.0)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
             many => Err(format!(
                 "one operator per step, found {}",
@@ -200,9 +229,18 @@ impl SinkSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RowOp {
-    Tokenize { column: usize, name: String },
+    Tokenize {
+        column: usize,
+        name: String,
+    },
     Filter(Predicate),
-    Project { columns: Vec<String> },
+    Project {
+        columns: Vec<String>,
+    },
+    /// A user function, by name (it lives in the process: `TaskResources::functions`).
+    Map {
+        function: String,
+    },
 }
 
 impl JobSpec {

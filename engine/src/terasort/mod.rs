@@ -1026,6 +1026,7 @@ pub fn run_uncommitted(
         outputs: (0..config.reducers)
             .map(|r| target.file(r).clone())
             .collect(),
+        ..TaskResources::default()
     });
     let env = scheduler::JobEnv {
         spill_dirs: job_dirs,
