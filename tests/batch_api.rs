@@ -19,37 +19,7 @@ use std::fs;
 use std::path::Path;
 
 use engine::batch::{BatchJobConfig, JobBuilder, Mode, SinkSpec, SourceSpec};
-use util::Fixture;
-
-/// The rows of a folder of CSV parts (headers dropped), floats to 6 decimals (sums may
-/// differ in their last bits with the order rows arrive in); sorted unless `ordered`.
-fn rows(folder: &Path, ordered: bool) -> Vec<String> {
-    let mut parts: Vec<_> = fs::read_dir(folder)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    parts.sort();
-    let mut rows: Vec<String> = parts
-        .iter()
-        .flat_map(|p| {
-            let text = fs::read_to_string(p).unwrap();
-            text.lines().skip(1).map(str::to_string).collect::<Vec<_>>()
-        })
-        .map(|row| {
-            row.split(',')
-                .map(|v| match v.parse::<f64>() {
-                    Ok(x) if v.contains('.') => format!("{x:.6}"),
-                    _ => v.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .collect();
-    if !ordered {
-        rows.sort();
-    }
-    rows
-}
+use util::{normalized_rows as rows, Fixture};
 
 #[test]
 fn api_jobs_equal_their_specs_in_every_mode() {

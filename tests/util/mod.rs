@@ -431,3 +431,35 @@ pub fn stable_sort_by_key(bytes: &[u8]) -> Vec<u8> {
     records.sort_by(|a, b| a[..KEY].cmp(&b[..KEY]));
     records.concat()
 }
+
+/// The rows of a folder of CSV part files in name order (each part's header dropped), floats
+/// to 6 decimals (sums may differ in their last bits with the order rows arrive in); sorted
+/// unless `ordered`.
+#[allow(dead_code)]
+pub fn normalized_rows(folder: &Path, ordered: bool) -> Vec<String> {
+    let mut parts: Vec<_> = fs::read_dir(folder)
+        .expect("an output folder")
+        .map(|e| e.expect("a part").path())
+        .collect();
+    parts.sort();
+    let mut rows: Vec<String> = parts
+        .iter()
+        .flat_map(|p| {
+            let text = fs::read_to_string(p).expect("a CSV part");
+            text.lines().skip(1).map(str::to_string).collect::<Vec<_>>()
+        })
+        .map(|row| {
+            row.split(',')
+                .map(|v| match v.parse::<f64>() {
+                    Ok(x) if v.contains('.') => format!("{x:.6}"),
+                    _ => v.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    if !ordered {
+        rows.sort();
+    }
+    rows
+}

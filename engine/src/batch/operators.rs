@@ -338,63 +338,73 @@ struct StageStats {
     spill: SpillStats,
 }
 
-/// Calls `f` with every batch of input `i`.
-fn for_each_batch(
-    stage: &Stage,
-    input: &mut Input,
-    i: usize,
+/// A stage's input on its blocking thread, and the rows read from it.
+struct Reader<'a> {
+    stage: &'a Stage,
+    input: Input,
     subtask: usize,
-    rows_in: &mut u64,
-    skipped: &mut u64,
-    mut f: impl FnMut(RecordBatch) -> Result<(), EngineError>,
-) -> Result<(), EngineError> {
-    match (input, &stage.input) {
-        (
-            Input::Splits(splits),
-            StageInput::Scan {
-                source,
-                columns,
-                projection,
-            },
-        ) => {
-            let schema = from_defs(columns)?;
-            while let Some(split) = splits.next(subtask) {
-                let mut failed = None;
-                *skipped += source
-                    .read(&schema, projection.as_deref(), split, |batch| {
-                        *rows_in += batch.num_rows() as u64;
-                        f(batch).map_err(|e| {
-                            failed = Some(e);
-                            BatchError::Spec {
-                                what: "stopped".into(),
-                            }
+    rows_in: u64,
+    /// Malformed source records skipped.
+    skipped: u64,
+}
+
+impl Reader<'_> {
+    /// Calls `f` with every batch of input side `i`.
+    fn each(
+        &mut self,
+        i: usize,
+        mut f: impl FnMut(RecordBatch) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        let (stage, subtask) = (self.stage, self.subtask);
+        let (rows_in, skipped) = (&mut self.rows_in, &mut self.skipped);
+        match (&mut self.input, &stage.input) {
+            (
+                Input::Splits(splits),
+                StageInput::Scan {
+                    source,
+                    columns,
+                    projection,
+                },
+            ) => {
+                let schema = from_defs(columns)?;
+                while let Some(split) = splits.next(subtask) {
+                    let mut failed = None;
+                    *skipped += source
+                        .read(&schema, projection.as_deref(), split, |batch| {
+                            *rows_in += batch.num_rows() as u64;
+                            f(batch).map_err(|e| {
+                                failed = Some(e);
+                                BatchError::Spec {
+                                    what: "stopped".into(),
+                                }
+                            })
                         })
-                    })
-                    .map_err(|e| failed.take().unwrap_or(EngineError::Batch(e)))?;
+                        .map_err(|e| failed.take().unwrap_or(EngineError::Batch(e)))?;
+                }
+                Ok(())
             }
-            Ok(())
-        }
-        (Input::Gates(gates), _) => {
-            let gate = gates.get_mut(i).ok_or_else(|| EngineError::Internal {
-                what: format!("stage {} has no input {i}", stage.name),
-            })?;
-            while let Some(batch) = gate.blocking_recv() {
-                let batch = batch?;
-                *rows_in += batch.num_rows() as u64;
-                f(batch)?;
+            (Input::Gates(gates), _) => {
+                let gate = gates.get_mut(i).ok_or_else(|| EngineError::Internal {
+                    what: format!("stage {} has no input {i}", stage.name),
+                })?;
+                while let Some(batch) = gate.blocking_recv() {
+                    let batch = batch?;
+                    *rows_in += batch.num_rows() as u64;
+                    f(batch)?;
+                }
+                Ok(())
             }
-            Ok(())
+            _ => Err(EngineError::Internal {
+                what: format!("stage {} got the wrong kind of input", stage.name),
+            }),
         }
-        _ => Err(EngineError::Internal {
-            what: format!("stage {} got the wrong kind of input", stage.name),
-        }),
     }
 }
 
 /// Runs a stage on its blocking thread: input → head → row operators → tail.
 fn run_stage(
     stage: &Stage,
-    mut input: Input,
+    input: Input,
     out: Out,
     subtask: usize,
     budget: &Arc<MemoryBudget>,
@@ -403,7 +413,13 @@ fn run_stage(
 ) -> Result<StageStats, EngineError> {
     let mut stats = StageStats::default();
     let mut tail = TailOp::new(stage, out, budget, &spill)?;
-    let mut rows_in = 0;
+    let mut reader = Reader {
+        stage,
+        input,
+        subtask,
+        rows_in: 0,
+        skipped: 0,
+    };
     let mut downstream = |batch: RecordBatch| -> Result<(), EngineError> {
         let mut batch = batch;
         for op in &stage.ops {
@@ -425,69 +441,29 @@ fn run_stage(
     };
     match &stage.head {
         Head::Pass => {
-            for_each_batch(
-                stage,
-                &mut input,
-                0,
-                subtask,
-                &mut rows_in,
-                &mut stats.skipped,
-                downstream,
-            )?;
+            reader.each(0, downstream)?;
         }
         Head::Limit(n) => {
             let mut left = *n;
-            for_each_batch(
-                stage,
-                &mut input,
-                0,
-                subtask,
-                &mut rows_in,
-                &mut stats.skipped,
-                |batch| {
-                    let take = left.min(batch.num_rows() as u64);
-                    left -= take;
-                    if take > 0 {
-                        downstream(batch.slice(0, take as usize))?;
-                    }
-                    Ok(())
-                },
-            )?;
+            reader.each(0, |batch| {
+                let take = left.min(batch.num_rows() as u64);
+                left -= take;
+                if take > 0 {
+                    downstream(batch.slice(0, take as usize))?;
+                }
+                Ok(())
+            })?;
         }
         Head::Sort { spec, limit } => {
             let mut sorter = Sorter::new(spec, input_schema(0)?, *limit, budget, spill)?;
-            for_each_batch(
-                stage,
-                &mut input,
-                0,
-                subtask,
-                &mut rows_in,
-                &mut stats.skipped,
-                |b| sorter.push(b),
-            )?;
+            reader.each(0, |b| sorter.push(b))?;
             stats.spill.add(sorter.finish(&mut downstream)?);
         }
         Head::Join(spec) => {
             let left = input_schema(0)?;
             let mut join = HashJoin::new(spec, &left, input_schema(1)?, budget, spill)?;
-            for_each_batch(
-                stage,
-                &mut input,
-                1,
-                subtask,
-                &mut rows_in,
-                &mut stats.skipped,
-                |b| join.build(b),
-            )?;
-            for_each_batch(
-                stage,
-                &mut input,
-                0,
-                subtask,
-                &mut rows_in,
-                &mut stats.skipped,
-                |b| join.probe(b, &mut downstream),
-            )?;
+            reader.each(1, |b| join.build(b))?;
+            reader.each(0, |b| join.probe(b, &mut downstream))?;
             stats.spill.add(join.finish(&mut downstream)?);
         }
         Head::Aggregate {
@@ -495,19 +471,11 @@ fn run_stage(
             input: columns,
         } => {
             let mut aggregate = FinalAggregate::new(spec, from_defs(columns)?, budget, spill)?;
-            for_each_batch(
-                stage,
-                &mut input,
-                0,
-                subtask,
-                &mut rows_in,
-                &mut stats.skipped,
-                |b| aggregate.push(&b),
-            )?;
+            reader.each(0, |b| aggregate.push(&b))?;
             stats.spill.add(aggregate.finish(&mut downstream)?);
         }
     }
-    stats.rows_in = rows_in;
+    (stats.rows_in, stats.skipped) = (reader.rows_in, reader.skipped);
     let (rows_out, flushes) = tail.finish()?;
     stats.rows_out = rows_out;
     stats.flushes = flushes;

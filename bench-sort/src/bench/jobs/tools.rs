@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{InputFormat, Job, JobPeer};
 use super::spec::DataSet;
-use crate::bench::child::{die_with_parent, output_with_usage, tail};
+use crate::bench::child::{die_with_parent, output_with_usage, tail, Usage};
 use crate::bench::peers::{skip_reason_named, SKIP_EXIT_CODE};
 use crate::bench::{BenchError, PEERS_DIR_ENV};
 
@@ -68,6 +68,20 @@ pub struct ToolRun {
 }
 
 impl ToolRun {
+    /// A run that failed until its output says otherwise, with its process tree's usage.
+    fn failed(usage: &Usage) -> Self {
+        Self {
+            status: RunStatus::Failed,
+            wall_s: 0.0,
+            job_s: None,
+            cpu_s: usage.cpu_s,
+            peak_rss_bytes: usage.peak_rss_bytes,
+            spilled_bytes: None,
+            rows_out: None,
+            error: None,
+        }
+    }
+
     /// A case the tool cannot run, with the reason.
     pub(super) fn unsupported(reason: String) -> Self {
         Self {
@@ -218,16 +232,7 @@ impl Script {
                 source,
             })?;
         let line = last_json_line::<PeerLine>(&output.stdout);
-        let mut run = ToolRun {
-            status: RunStatus::Failed,
-            wall_s: 0.0,
-            job_s: None,
-            cpu_s: usage.cpu_s,
-            peak_rss_bytes: usage.peak_rss_bytes,
-            spilled_bytes: None,
-            rows_out: None,
-            error: None,
-        };
+        let mut run = ToolRun::failed(&usage);
         match line {
             Some(line) if output.status.success() && line.status == "ok" => {
                 sync_output(out)?;
@@ -422,16 +427,7 @@ pub(super) fn run_millrace(
         source,
     })?;
     let line = parse_millrace(&output.stdout);
-    let mut run = ToolRun {
-        status: RunStatus::Failed,
-        wall_s: 0.0,
-        job_s: None,
-        cpu_s: usage.cpu_s,
-        peak_rss_bytes: usage.peak_rss_bytes,
-        spilled_bytes: None,
-        rows_out: None,
-        error: None,
-    };
+    let mut run = ToolRun::failed(&usage);
     match line {
         Some(line) if output.status.success() && line.status == "ok" => {
             sync_output(sink)?;
