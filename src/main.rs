@@ -147,7 +147,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                 _ => OutputKind::Folder,
             };
             let writes = [
-                output("the sink", plan.sink.path(), kind),
+                output("sink", plan.sink.path(), kind),
                 output("--timeline", timeline, OutputKind::File),
             ];
             paths::check(&reads, &writes, args.force)?;
