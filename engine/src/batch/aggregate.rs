@@ -227,7 +227,7 @@ pub struct HashAggregate {
     calls: Vec<Call>,
     converter: RowConverter,
     /// Normalized key bytes → group index (groups numbered in first-seen order).
-    groups: HashMap<Box<[u8]>, usize>,
+    groups: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
     /// Per group, one state per call: group `g`'s are `accs[g * calls..][..calls]` (for
     /// `count_distinct`, the count of its values in `distinct`).
     accs: Vec<Acc>,
@@ -268,7 +268,7 @@ impl HashAggregate {
             keys,
             calls,
             converter,
-            groups: HashMap::new(),
+            groups: HashMap::default(),
             accs: Vec::new(),
             distinct,
             partial_schema,
@@ -505,7 +505,7 @@ fn distinct_item() -> FieldRef {
 struct Distinct {
     /// Encodes input values (partial phase).
     converter: RowConverter,
-    set: HashSet<Box<[u8]>>,
+    set: HashSet<Box<[u8]>, foldhash::fast::RandomState>,
     /// Bytes the entries allocated, estimated.
     heap: usize,
     entry: Vec<u8>,
@@ -517,7 +517,7 @@ impl Distinct {
             .map_err(BatchError::arrow("distinct values"))?;
         Ok(Self {
             converter,
-            set: HashSet::new(),
+            set: HashSet::default(),
             heap: 0,
             entry: Vec::new(),
         })
@@ -568,7 +568,7 @@ impl Distinct {
 
     /// Forgets every value (and the table's memory).
     fn clear(&mut self) {
-        self.set = HashSet::new();
+        self.set = HashSet::default();
         self.heap = 0;
     }
 }

@@ -151,9 +151,12 @@ fn partition_of(row: &[u8]) -> u32 {
 /// Build rows in memory: one batch, a map from key to its first row and a chain to the next.
 struct Table {
     batch: RecordBatch,
-    first: HashMap<Box<[u8]>, u32>,
+    first: Index,
     next: Vec<u32>,
 }
+
+/// Key (normalized bytes) → first build row.
+type Index = HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>;
 
 const NONE: u32 = u32::MAX;
 
@@ -310,22 +313,18 @@ impl HashJoin {
         let batch = arrow_select::concat::concat_batches(&self.right_schema, batches)
             .map_err(BatchError::arrow("join build side"))?;
         let (rows, valid) = key_rows(&self.converter, &self.right_keys, &batch)?;
-        let mut first: HashMap<Box<[u8]>, u32> = HashMap::with_capacity(rows.num_rows());
-        let mut next = vec![NONE; rows.num_rows()];
+        let n = rows.num_rows();
+        let mut first = Index::with_capacity_and_hasher(n, Default::default());
+        let mut next = vec![NONE; n];
         // Insert backwards so that each chain lists rows in arrival order.
-        for i in (0..rows.num_rows()).rev() {
+        for i in (0..n).rev() {
             if !valid[i] {
                 continue;
             }
             let key = rows.row(i);
             match first.get_mut(key.as_ref()) {
-                Some(head) => {
-                    next[i] = *head;
-                    *head = i as u32;
-                }
-                None => {
-                    first.insert(key.as_ref().into(), i as u32);
-                }
+                Some(head) => next[i] = std::mem::replace(head, i as u32),
+                None => drop(first.insert(key.as_ref().into(), i as u32)),
             }
         }
         Ok(Table { batch, first, next })
@@ -566,7 +565,7 @@ fn emit_unmatched(
     let right = vec![None; left.len()];
     let empty = Table {
         batch: RecordBatch::new_empty(join.right_schema.clone()),
-        first: HashMap::new(),
+        first: Index::default(),
         next: Vec::new(),
     };
     emit(joined(join, &empty, batch, &left, &right)?)
