@@ -1446,3 +1446,45 @@ fn run_writes_a_timeline_with_its_output() {
         "a refused timeline publishes no output"
     );
 }
+
+/// A CSV schema given in the spec: names and types as written (zip codes stay text, dates
+/// are dates), the header line skipped; a bad entry names itself.
+#[test]
+fn csv_schemas_can_be_given() {
+    let f = Fixture::new();
+    f.write(
+        "z.csv",
+        b"zip,day,n\n00501,2026-11-29,3\n00501,2026-11-30,4\n10001,2026-11-29,5\n",
+    );
+    let spec = |schema: &str| {
+        format!(
+            "[[step]]\nname = \"z\"\nsource = {{ csv = {{ path = \"z.csv\", schema = {schema} }} }}\n\
+             [[step]]\nname = \"late\"\nfilter = {{ ne = {{ column = \"code\", value = \"x\" }} }}\n\
+             [[step]]\nname = \"a\"\naggregate = {{ keys = [\"code\"], aggregates = [{{ fn = \"sum\", column = \"n\", as = \"n\" }}, {{ fn = \"count_distinct\", column = \"day\", as = \"days\" }}] }}\n\
+             [[step]]\nname = \"out\"\nsink = {{ csv = {{ path = \"out\" }} }}\n"
+        )
+    };
+    f.write(
+        "z.toml",
+        spec(r#"["code Utf8", "day Date32", "n Int64"]"#).as_bytes(),
+    );
+    f.ok(["run", "z.toml"]);
+    let mut rows = read_parts(&f, "out", "code,n,days");
+    rows.sort();
+    assert_eq!(rows, ["00501,7,2", "10001,5,1"]);
+    let run = f.ok(["explain", "z.toml"]);
+    assert!(
+        run.stdout.contains("[code: Utf8, day: Date32, n: Int64]"),
+        "{}",
+        run.stdout
+    );
+    for (schema, needle) in [
+        (r#"["code"]"#, "write a name and a type"),
+        (r#"["code Text"]"#, "CSV schema entry \"code Text\""),
+        ("[]", "at least one column"),
+    ] {
+        f.write("z.toml", spec(schema).as_bytes());
+        fs::remove_dir_all(f.path("out")).ok();
+        assert_error(&f.millrace(["run", "z.toml"]), &["\"z\"", needle]);
+    }
+}

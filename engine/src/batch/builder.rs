@@ -281,6 +281,7 @@ impl SourceSpec {
             header: true,
             delimiter: ',',
             on_error: Default::default(),
+            schema: None,
         }
     }
 

@@ -1104,6 +1104,7 @@ mod tests {
                         header: true,
                         delimiter: ';',
                         on_error: crate::batch::source::OnError::Skip,
+                        schema: Some(vec!["word Utf8".into()]),
                     },
                     columns: columns.clone(),
                     projection: Some(vec![0]),

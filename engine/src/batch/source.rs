@@ -34,7 +34,9 @@ pub const BATCH_ROWS: usize = 8192;
 pub enum SourceSpec {
     /// One `line` column (UTF-8, the line break removed).
     Text { path: PathBuf },
-    /// Records with a schema inferred from the first lines (Int64, Float64, Boolean, Utf8).
+    /// Records with a schema inferred from the first lines (Int64, Float64, Boolean, Utf8),
+    /// or given: `schema = ["id Int64", "name Utf8", "day Date32"]` (a name and an Arrow type
+    /// per column, in file order; a header line is then skipped, not read).
     Csv {
         path: PathBuf,
         #[serde(default = "yes")]
@@ -43,6 +45,8 @@ pub enum SourceSpec {
         delimiter: char,
         #[serde(default)]
         on_error: OnError,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        schema: Option<Vec<String>>,
     },
     /// Parquet: the file's schema, strings and binaries as `Utf8` and `Binary` (also when
     /// written as views, large or dictionary-encoded); row groups are the splits.
@@ -100,6 +104,14 @@ impl SourceSpec {
                     DataType::Utf8,
                     false,
                 )])))
+            }
+            Self::Csv {
+                path,
+                schema: Some(columns),
+                ..
+            } => {
+                open(path)?;
+                given_schema(columns)
             }
             Self::Csv {
                 path,
@@ -349,6 +361,33 @@ fn line_number(path: &Path, offset: u64) -> Result<u64, BatchError> {
         let n = buffer.len();
         reader.consume(n);
     }
+}
+
+/// A schema given as `"name Type"` entries; errors name the entry.
+fn given_schema(columns: &[String]) -> Result<SchemaRef, BatchError> {
+    let field = |column: &String| {
+        let bad = |why: String| BatchError::Spec {
+            what: format!("CSV schema entry {column:?}: {why}"),
+        };
+        let (name, data_type) = (column.trim().split_once(char::is_whitespace))
+            .ok_or_else(|| bad("write a name and a type, as \"price Float64\"".into()))?;
+        let data_type: DataType = (data_type.trim().parse()).map_err(|e| {
+            bad(format!(
+                "{e} (Arrow types: Int64, Float64, Utf8, Boolean, Date32, …)"
+            ))
+        })?;
+        Ok(Field::new(name, data_type, true))
+    };
+    let fields = columns
+        .iter()
+        .map(field)
+        .collect::<Result<Vec<_>, BatchError>>()?;
+    if fields.is_empty() {
+        return Err(BatchError::Spec {
+            what: "a CSV schema needs at least one column".into(),
+        });
+    }
+    Ok(Arc::new(Schema::new(fields)))
 }
 
 /// The schema of Sort Benchmark records.
@@ -777,7 +816,7 @@ mod tests {
             }
             std::fs::write(&path, &text).unwrap();
             let all = FileSplit { start: 0, end: text.len() as u64 };
-            let spec = |on_error| SourceSpec::Csv { path: path.clone(), header: true, delimiter: ',', on_error };
+            let spec = |on_error| SourceSpec::Csv { path: path.clone(), header: true, delimiter: ',', on_error, schema: None };
             let schema = spec(OnError::Fail).schema().unwrap();
             let mut read = Vec::new();
             let skipped = spec(OnError::Skip).read(&schema, Some(&[1]), all, |batch| {
@@ -808,6 +847,7 @@ mod tests {
             header: true,
             delimiter: ',',
             on_error: OnError::Fail,
+            schema: None,
         };
         let schema = spec.schema().unwrap();
         let types: Vec<_> = schema
