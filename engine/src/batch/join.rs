@@ -372,19 +372,17 @@ impl HashJoin {
                 let single = chunks == 0 && build.peek().is_none();
                 let table = self.table_of(&chunk)?;
                 drop(chunk);
-                let mut offset = 0usize;
-                for segment in 0..probe_segments {
-                    for batch in batches(&probe_reader, segment, p, &read)? {
-                        let batch = batch?;
-                        let rows = batch.num_rows();
-                        if matched.len() < offset + rows {
-                            matched.resize(offset + rows, false);
-                        }
-                        let bits = (!single).then(|| &mut matched[offset..offset + rows]);
-                        probe_batch(&self, &table, &batch, bits, single, emit)?;
-                        offset += rows;
-                    }
-                }
+                each_probe(
+                    &probe_reader,
+                    probe_segments,
+                    p,
+                    &read,
+                    &mut matched,
+                    |batch, bits| {
+                        let bits = (!single).then_some(bits);
+                        probe_batch(&self, &table, batch, bits, single, emit)
+                    },
+                )?;
                 chunks += 1;
                 drop(table);
                 self.reservation.shrink_to(0);
@@ -396,23 +394,44 @@ impl HashJoin {
                 _ => self.kind != JoinKind::Inner,
             };
             if owed {
-                let mut offset = 0usize;
-                for segment in 0..probe_segments {
-                    for batch in batches(&probe_reader, segment, p, &read)? {
-                        let batch = batch?;
-                        let rows = batch.num_rows();
-                        if matched.len() < offset + rows {
-                            matched.resize(offset + rows, false);
-                        }
-                        emit_unmatched(&self, &batch, &matched[offset..offset + rows], emit)?;
-                        offset += rows;
-                    }
-                }
+                each_probe(
+                    &probe_reader,
+                    probe_segments,
+                    p,
+                    &read,
+                    &mut matched,
+                    |batch, bits| emit_unmatched(&self, batch, bits, emit),
+                )?;
             }
         }
         self.stats.read_bytes += read.get();
         Ok(self.stats)
     }
+}
+
+/// Calls `f` with each batch of probe partition `p` (over every segment) and the matched
+/// bits of its rows, grown as the rows are numbered across chunks of the build side.
+fn each_probe(
+    reader: &shuffle::spill::SegmentFileReader,
+    segments: u32,
+    p: u32,
+    read: &std::cell::Cell<u64>,
+    matched: &mut Vec<bool>,
+    mut f: impl FnMut(&RecordBatch, &mut [bool]) -> Result<(), EngineError>,
+) -> Result<(), EngineError> {
+    let mut offset = 0usize;
+    for segment in 0..segments {
+        for batch in batches(reader, segment, p, read)? {
+            let batch = batch?;
+            let rows = batch.num_rows();
+            if matched.len() < offset + rows {
+                matched.resize(offset + rows, false);
+            }
+            f(&batch, &mut matched[offset..offset + rows])?;
+            offset += rows;
+        }
+    }
+    Ok(())
 }
 
 /// Rows of a join side that wait per partition before they go to the spill file, at most.
