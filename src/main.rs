@@ -137,21 +137,22 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => engine::batch::run(&config)?,
         Some(timeline) => {
             // Every path against every other before any work: the timeline too.
-            let (plan, _) = engine::batch::plan(&config)?;
+            let (plan, parallelism) = engine::batch::plan(&config)?;
             let reads: Vec<Read> = (plan.sources().iter())
                 .map(|source| Read::new("input", source))
                 .chain(std::iter::once(Read::new("job spec", &config.spec)))
                 .collect();
-            let kind = match plan.sink {
-                engine::batch::spec::SinkSpec::Records { .. } => OutputKind::File,
-                _ => OutputKind::Folder,
+            let kind = match plan.sink.one_file() {
+                true => OutputKind::File,
+                false => OutputKind::Folder,
             };
             let writes = [
                 output("sink", plan.sink.path(), kind),
                 output("--timeline", timeline, OutputKind::File),
             ];
             paths::check(&reads, &writes, args.force)?;
-            let finished = engine::batch::run_uncommitted(&config)?;
+            // The plan checked is the plan run (no code in a spec: no functions).
+            let finished = engine::batch::run_plan(plan, parallelism, Default::default(), &config)?;
             let bytes = timeline_bytes(&finished.result.timeline, args.timeline_format)?;
             commit_with(timeline, args.force, &bytes, || Ok(finished.publish()?))?
         }

@@ -34,7 +34,7 @@ pub use builder::JobBuilder;
 pub use codec::{decode, encode};
 pub use join::JoinKind;
 pub use operators::{
-    plan, plan_spec, register_operators, run, run_spec, run_uncommitted, BatchJobConfig,
+    plan, plan_spec, register_operators, run, run_plan, run_spec, run_uncommitted, BatchJobConfig,
     BatchJobResult, FinishedJob,
 };
 pub use plan::{explain, Plan, Stage};

@@ -32,7 +32,7 @@ use super::plan::{from_defs, scan_schema, Head, Plan, Stage, StageInput, Tail};
 use super::sink::PartWriter;
 use super::sort::Sorter;
 use super::source::BATCH_ROWS;
-use super::spec::{Functions, JobSpec, Mode, RowOp, SinkSpec};
+use super::spec::{Functions, JobSpec, Mode, RowOp};
 use super::spill::{SpillDir, SpillStats};
 use super::{codec, consumers_of, BatchError, KEY_GROUPS};
 use crate::graph::{Distribution, JobGraph};
@@ -820,9 +820,20 @@ pub fn run_uncommitted(config: &BatchJobConfig) -> Result<FinishedJob, EngineErr
 /// [`run_uncommitted`] for a spec in memory (`config.spec` is not read): what
 /// [`JobBuilder`](super::JobBuilder) runs, user functions included.
 pub fn run_spec(spec: JobSpec, config: &BatchJobConfig) -> Result<FinishedJob, EngineError> {
+    let (plan, parallelism) = plan_spec(&spec, config)?;
+    run_plan(plan, parallelism, spec.functions, config)
+}
+
+/// [`run_spec`] for a spec already planned (by [`plan`] or [`plan_spec`], with `config`),
+/// with the user functions its `map` steps call.
+pub fn run_plan(
+    plan: Plan,
+    parallelism: usize,
+    functions: Functions,
+    config: &BatchJobConfig,
+) -> Result<FinishedJob, EngineError> {
     let job_start = Instant::now();
     let started_at = std::time::SystemTime::now();
-    let (plan, parallelism) = plan_spec(&spec, config)?;
     if let Some((input, output)) = plan.terasort() {
         return run_terasort(config, &plan, parallelism, input, output);
     }
@@ -846,7 +857,7 @@ pub fn run_spec(spec: JobSpec, config: &BatchJobConfig) -> Result<FinishedJob, E
     })?;
     let parts = if sink_stage.single { 1 } else { parallelism };
     // A records sink writes one file, as `sort` does; the others a folder of parts.
-    let folder = !matches!(plan.sink, SinkSpec::Records { .. });
+    let folder = !plan.sink.one_file();
     let target = OutputTarget::create(
         plan.sink.path(),
         &sources.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
@@ -908,7 +919,7 @@ pub fn run_spec(spec: JobSpec, config: &BatchJobConfig) -> Result<FinishedJob, E
         spill_dirs: vec![job_dir.path().to_path_buf()],
         pool: BufferPool::new(1 << 16, 0),
         outputs: (0..parts).map(|r| target.file(r).clone()).collect(),
-        functions: spec.functions,
+        functions,
         ..TaskResources::default()
     });
     let env = JobEnv {

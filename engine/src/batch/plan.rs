@@ -435,62 +435,44 @@ impl JobSpec {
                 "sink" => {
                     let spec = step.sink.clone().expect("kind");
                     let mut input = take(&mut open, input_name, step)?;
-                    if let SinkSpec::Text { .. } = spec {
-                        let fields = input.schema.fields();
-                        if fields.len() != 1 || fields[0].data_type() != &DataType::Utf8 {
-                            return Err(at(
-                                step,
-                                format!(
-                                    "a text sink writes one text column; its input has {}",
-                                    describe(&input.schema)
-                                ),
-                            ));
-                        }
+                    let fields = input.schema.fields();
+                    let wants = match spec {
+                        SinkSpec::Text { .. } => Some((
+                            "one text column",
+                            fields.len() == 1 && fields[0].data_type() == &DataType::Utf8,
+                        )),
+                        SinkSpec::Records { .. } => Some((
+                            "key: FixedSizeBinary(10), value: FixedSizeBinary(90)",
+                            *input.schema == *super::source::records_schema(),
+                        )),
+                        _ => None,
+                    };
+                    if let Some((what, false)) = wants {
+                        let has = describe(&input.schema);
+                        let sink = spec.format();
+                        return Err(at(
+                            step,
+                            format!("a {sink} sink writes {what}; its input has {has}"),
+                        ));
                     }
-                    if let SinkSpec::Records { .. } = spec {
-                        if *input.schema != *super::source::records_schema() {
-                            return Err(at(
-                                step,
-                                format!(
-                                    "a records sink writes key: FixedSizeBinary(10), value: FixedSizeBinary(90); its input has {}",
-                                    describe(&input.schema)
-                                ),
-                            ));
-                        }
-                        if input.stages.len() > 1 || !input.stages[0].single {
-                            // One file, written by one subtask.
-                            let schema = input.schema.clone();
-                            let from = close(
-                                &mut stages,
-                                input,
+                    // A records sink writes one file, from one subtask; the branches of a union
+                    // meet in one stage that writes the parts.
+                    let one_file = spec.one_file();
+                    if input.stages.len() > 1 || (one_file && !input.stages[0].single) {
+                        let (tail, what) = match one_file {
+                            true => (
                                 Tail::Gather {
                                     sort: None,
                                     limit: None,
                                 },
-                                None,
-                            );
-                            input = exchange_stage(
-                                step,
-                                vec![(from.0, schema)],
-                                Head::Pass,
                                 "gather",
-                                from.1,
-                                true,
-                            );
-                        }
-                    }
-                    if input.stages.len() > 1 {
-                        // The branches of a union meet in one stage that writes the parts.
+                            ),
+                            false => (Tail::Rebalance, "union"),
+                        };
                         let schema = input.schema.clone();
-                        let from = close(&mut stages, input, Tail::Rebalance, None);
-                        input = exchange_stage(
-                            step,
-                            vec![(from.0, schema)],
-                            Head::Pass,
-                            "union",
-                            from.1,
-                            false,
-                        );
+                        let from = close(&mut stages, input, tail, None);
+                        let sides = vec![(from.0, schema)];
+                        input = exchange_stage(step, sides, Head::Pass, what, from.1, one_file);
                     }
                     let label = format!("{} ({} sink)", step.name, spec.format());
                     input.stages[0].steps.push(label);

@@ -214,6 +214,12 @@ impl SinkSpec {
         }
     }
 
+    /// Whether the sink writes one file (records, as `sort` does) rather than a folder of
+    /// part files.
+    pub fn one_file(&self) -> bool {
+        matches!(self, Self::Records { .. })
+    }
+
     /// The format's name, for `explain`.
     pub fn format(&self) -> &'static str {
         match self {
