@@ -432,16 +432,15 @@ fn read_records(
             break; // The file ends inside the split.
         }
         let records = buffer[..got].chunks_exact(RECORD_LEN);
+        // Each column's bytes in one buffer: no allocation per record.
         let arrays = columns.iter().map(|&c| {
-            let part = |r: &[u8]| {
-                if c == 0 {
-                    r[..KEY_LEN].to_vec()
-                } else {
-                    r[KEY_LEN..].to_vec()
-                }
+            let (range, width) = match c {
+                0 => (0..KEY_LEN, KEY_LEN),
+                _ => (KEY_LEN..RECORD_LEN, RECORD_LEN - KEY_LEN),
             };
-            let values = records.clone().map(part);
-            FixedSizeBinaryArray::try_from_iter(values)
+            let mut bytes = Vec::with_capacity(got / RECORD_LEN * width);
+            records.clone().for_each(|r| bytes.extend_from_slice(&r[range.clone()]));
+            FixedSizeBinaryArray::try_new(width as i32, bytes.into(), None)
                 .map(|a| Arc::new(a) as arrow_array::ArrayRef)
         });
         let arrays = arrays
