@@ -265,22 +265,8 @@ pub fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> Result<BenchReport,
             source,
         })?;
     }
-    for (report_path, text) in [
-        (&path, report.to_json()),
-        (&markdown_path, report.to_markdown()),
-    ] {
-        engine::output::PendingFile::with_bytes(
-            report_path,
-            "bench report",
-            true,
-            (text + "\n").as_bytes(),
-        )
-        .and_then(engine::output::PendingFile::publish)
-        .map_err(|source| BenchError::Report {
-            path: report_path.clone(),
-            source,
-        })?;
-    }
+    write_report(&path, report.to_json())?;
+    write_report(&markdown_path, report.to_markdown())?;
     let kept: Vec<&Path> = moves.iter().map(|(_, to)| to.as_path()).collect();
     remove_stale_files(&config.dir, &kept, progress);
     progress(&format!(
@@ -397,6 +383,18 @@ fn remove_stale_files(dir: &Path, kept: &[&Path], progress: &dyn Fn(&str)) {
             ));
         }
     }
+}
+
+/// Writes one report file (`text` and a line break) under a temp name, then renames it into
+/// place: a reader never sees half a report.
+pub(crate) fn write_report(path: &Path, text: String) -> Result<(), BenchError> {
+    engine::output::PendingFile::with_bytes(path, "bench report", true, (text + "\n").as_bytes())
+        .and_then(engine::output::PendingFile::publish)
+        .map(drop)
+        .map_err(|source| BenchError::Report {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]

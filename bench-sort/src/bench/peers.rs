@@ -183,13 +183,51 @@ impl FromStr for Peer {
     }
 }
 
-/// What the setup of one peer gave.
-#[derive(Clone, Debug, PartialEq)]
-pub(super) enum Setup {
+/// What the setup of one peer gave (`run.sh setup` or `jobs.sh setup`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Setup {
     /// Installed; the version line the script printed.
     Ready { version: String },
     /// Not installable here; the script's one line, without the `PEER: skipped — ` prefix.
     Skipped { reason: String },
+}
+
+/// Runs a script's `setup NAME` (`command`): ready with the version it printed last, skipped
+/// (exit [`SKIP_EXIT_CODE`]) with its reason, or an error for any other failure.
+pub(super) fn run_setup(mut command: Command, name: &'static str) -> Result<Setup, BenchError> {
+    let output = match command.output() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Setup::Skipped {
+                reason: "bash not found: apt-get install bash".to_owned(),
+            })
+        }
+        Err(source) => {
+            return Err(BenchError::Spawn {
+                program: PathBuf::from("bash"),
+                source,
+            })
+        }
+        Ok(output) => output,
+    };
+    match output.status.code() {
+        Some(0) => Ok(Setup::Ready {
+            version: String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("unknown version")
+                .trim()
+                .to_owned(),
+        }),
+        Some(SKIP_EXIT_CODE) => Ok(Setup::Skipped {
+            reason: skip_reason(name, &String::from_utf8_lossy(&output.stderr)),
+        }),
+        _ => Err(BenchError::PeerSetup {
+            peer: name,
+            status: output.status.to_string(),
+            stderr_tail: tail(&output.stderr),
+        }),
+    }
 }
 
 /// The asked peers, set up.
@@ -210,14 +248,9 @@ pub(super) fn peers_dir(bench_dir: &Path) -> PathBuf {
     }
 }
 
-/// `PEER: skipped — REASON` → `REASON`: the last line of the script's stderr that says so,
-/// else its last line.
-pub(super) fn skip_reason(peer: Peer, stderr: &str) -> String {
-    skip_reason_named(peer.name(), stderr)
-}
-
-/// [`skip_reason`] of the script's setup of `name` (a peer, or `gen` for `jobs.sh`).
-pub(super) fn skip_reason_named(name: &str, stderr: &str) -> String {
+/// `NAME: skipped — REASON` → `REASON`: the last line of the stderr of the script's setup of
+/// `name` (a peer, or `gen` for `jobs.sh`) that says so, else its last line.
+fn skip_reason(name: &str, stderr: &str) -> String {
     let prefix = format!("{name}: skipped — ");
     let lines: Vec<&str> = stderr
         .lines()
@@ -276,39 +309,9 @@ impl Peers {
     }
 
     fn setup(&self, peer: Peer) -> Result<Setup, BenchError> {
-        let output = match self.command().arg("setup").arg(peer.name()).output() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(Setup::Skipped {
-                    reason: "bash not found: apt-get install bash".to_owned(),
-                })
-            }
-            Err(source) => {
-                return Err(BenchError::Spawn {
-                    program: PathBuf::from("bash"),
-                    source,
-                })
-            }
-            Ok(output) => output,
-        };
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        match output.status.code() {
-            Some(0) => Ok(Setup::Ready {
-                version: String::from_utf8_lossy(&output.stdout)
-                    .lines()
-                    .rfind(|l| !l.trim().is_empty())
-                    .unwrap_or("unknown version")
-                    .trim()
-                    .to_owned(),
-            }),
-            Some(SKIP_EXIT_CODE) => Ok(Setup::Skipped {
-                reason: skip_reason(peer, &stderr),
-            }),
-            _ => Err(BenchError::PeerSetup {
-                peer: peer.name(),
-                status: output.status.to_string(),
-                stderr_tail: tail(&output.stderr),
-            }),
-        }
+        let mut command = self.command();
+        command.arg("setup").arg(peer.name());
+        run_setup(command, peer.name())
     }
 
     /// Whether `peer` was asked for (installed or skipped).
@@ -717,11 +720,14 @@ mod tests {
         let stderr = "Collecting apache-flink\nflink: skipped — java not found: apt-get install \
                       openjdk-17-jdk-headless\n";
         assert_eq!(
-            skip_reason(Peer::Flink, stderr),
+            skip_reason(Peer::Flink.name(), stderr),
             "java not found: apt-get install openjdk-17-jdk-headless"
         );
-        assert_eq!(skip_reason(Peer::Flink, "oops\n\n"), "oops");
-        assert_eq!(skip_reason(Peer::Flink, ""), "the setup gave no reason");
+        assert_eq!(skip_reason(Peer::Flink.name(), "oops\n\n"), "oops");
+        assert_eq!(
+            skip_reason(Peer::Flink.name(), ""),
+            "the setup gave no reason"
+        );
     }
 
     /// A stand-in run.sh: `setup` skips one peer the way the real script does, `run` copies

@@ -245,22 +245,8 @@ pub fn run(config: &JobsConfig, progress: &dyn Fn(&str)) -> Result<JobsReport, B
         comparisons,
     };
     check_report_paths(config, &report_paths)?;
-    for (path, text) in [
-        (&report_paths[0], report.to_json()),
-        (&report_paths[1], report.to_markdown()),
-    ] {
-        engine::output::PendingFile::with_bytes(
-            path,
-            "bench report",
-            true,
-            (text + "\n").as_bytes(),
-        )
-        .and_then(engine::output::PendingFile::publish)
-        .map_err(|source| BenchError::Report {
-            path: path.clone(),
-            source,
-        })?;
-    }
+    super::write_report(&report_paths[0], report.to_json())?;
+    super::write_report(&report_paths[1], report.to_markdown())?;
     progress(&format!(
         "report written to {} and {}",
         report_paths[0].display(),

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -14,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::config::{InputFormat, Job, JobPeer};
 use super::spec::DataSet;
 use crate::bench::child::{die_with_parent, output_with_usage, tail, Usage};
-use crate::bench::peers::{skip_reason_named, SKIP_EXIT_CODE};
+use crate::bench::peers::run_setup;
+pub use crate::bench::peers::Setup;
 use crate::bench::{BenchError, PEERS_DIR_ENV};
 
 /// Characters of an error message kept in the report.
@@ -104,16 +104,6 @@ pub(super) struct Script {
     pub(super) peers_dir: PathBuf,
 }
 
-/// What `jobs.sh setup` gave.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "status", rename_all = "lowercase")]
-pub enum Setup {
-    /// Installed; the version line the script printed.
-    Ready { version: String },
-    /// Not installable here; the script's reason.
-    Skipped { reason: String },
-}
-
 impl Script {
     fn command(&self) -> Command {
         let mut command = Command::new("bash");
@@ -127,38 +117,9 @@ impl Script {
     /// `jobs.sh setup NAME` (a peer, or `gen`): ready with its version, skipped with the
     /// install step, or an error for any other failure.
     pub(super) fn setup(&self, name: &'static str) -> Result<Setup, BenchError> {
-        let output = match self.command().arg("setup").arg(name).output() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(Setup::Skipped {
-                    reason: "bash not found: apt-get install bash".to_owned(),
-                })
-            }
-            Err(source) => {
-                return Err(BenchError::Spawn {
-                    program: PathBuf::from("bash"),
-                    source,
-                })
-            }
-            Ok(output) => output,
-        };
-        match output.status.code() {
-            Some(0) => Ok(Setup::Ready {
-                version: String::from_utf8_lossy(&output.stdout)
-                    .lines()
-                    .rfind(|l| !l.trim().is_empty())
-                    .unwrap_or("unknown version")
-                    .trim()
-                    .to_owned(),
-            }),
-            Some(SKIP_EXIT_CODE) => Ok(Setup::Skipped {
-                reason: skip_reason_named(name, &String::from_utf8_lossy(&output.stderr)),
-            }),
-            _ => Err(BenchError::PeerSetup {
-                peer: name,
-                status: output.status.to_string(),
-                stderr_tail: tail(&output.stderr),
-            }),
-        }
+        let mut command = self.command();
+        command.arg("setup").arg(name);
+        run_setup(command, name)
     }
 
     /// Generates `data` with `jobs.sh gen`; fills in its bytes and seconds.
