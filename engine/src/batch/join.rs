@@ -8,12 +8,14 @@
 //! chunks of build rows that fit, the probe partition read once per chunk, with a bitmap of
 //! matched probe rows for the left, semi and anti joins.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow_row::{RowConverter, Rows, SortField};
 use arrow_schema::{Field, Schema, SchemaRef};
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
 
 use super::source::BATCH_ROWS;
@@ -148,15 +150,216 @@ fn partition_of(row: &[u8]) -> u32 {
     hasher.finalize() % PARTITIONS
 }
 
-/// Build rows in memory: one batch, a map from key to its first row and a chain to the next.
+/// Build rows in memory: one batch, an index from key to its first row and a chain to the
+/// next row of the same key (empty when every key is unique: a probe then reads no chain).
 struct Table {
     batch: RecordBatch,
-    first: Index,
+    index: Index,
     next: Vec<u32>,
 }
 
-/// Key (normalized bytes) → first build row.
-type Index = HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>;
+/// Key → first build row. The hash tables hold row numbers (and an integer key), never a
+/// boxed key: a key behind a pointer made every probe two more cache misses and a `memcmp`.
+enum Index {
+    /// One integer key column whose values span at most [`DENSE_SPAN`] × the rows: the first
+    /// row of each value in an array from the least value on (DuckDB's perfect hash join).
+    Dense { min: i64, first: Vec<u32> },
+    /// One integer key column, by value: a probe is one slot.
+    Int(HashTable<(i64, u32)>),
+    /// Any other key: its normalized bytes, all in one buffer.
+    Rows { keys: Rows, first: HashTable<u32> },
+}
+
+/// The keys of a batch, as an [`Index`] compares them, and which rows have no null key.
+enum Keys {
+    Int(Vec<i64>),
+    Rows(Rows),
+}
+
+/// The value of an integer key column as `i64`, when it is one (`None`: use key rows).
+fn int_values(array: &dyn Array) -> Option<Vec<i64>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    use arrow_schema::DataType as T;
+    fn of<P: arrow_array::ArrowPrimitiveType>(a: &dyn Array) -> Vec<i64>
+    where
+        P::Native: Into<i64>,
+    {
+        a.as_primitive::<P>()
+            .values()
+            .iter()
+            .map(|&v| v.into())
+            .collect()
+    }
+    Some(match array.data_type() {
+        T::Int8 => of::<Int8Type>(array),
+        T::Int16 => of::<Int16Type>(array),
+        T::Int32 => of::<Int32Type>(array),
+        T::Int64 => of::<Int64Type>(array),
+        T::UInt8 => of::<UInt8Type>(array),
+        T::UInt16 => of::<UInt16Type>(array),
+        T::UInt32 => of::<UInt32Type>(array),
+        T::Date32 => of::<Date32Type>(array),
+        T::Date64 => of::<Date64Type>(array),
+        _ => return None,
+    })
+}
+
+impl Keys {
+    /// The keys of `columns` of `batch` (one integer column: by value) and which rows have
+    /// no null key.
+    fn of(
+        converter: &RowConverter,
+        columns: &[usize],
+        batch: &RecordBatch,
+    ) -> Result<(Self, Vec<bool>), BatchError> {
+        if let [c] = columns {
+            if let Some(values) = int_values(batch.column(*c).as_ref()) {
+                let valid = match batch.column(*c).logical_nulls() {
+                    Some(nulls) => nulls.iter().collect(),
+                    None => vec![true; batch.num_rows()],
+                };
+                return Ok((Self::Int(values), valid));
+            }
+        }
+        let (rows, valid) = key_rows(converter, columns, batch)?;
+        Ok((Self::Rows(rows), valid))
+    }
+}
+
+/// A dense index may have this many slots per build row (4 bytes each, where a hash table
+/// slot takes 16 and more than one per row).
+const DENSE_SPAN: u64 = 4;
+
+fn hash_int(key: i64) -> u64 {
+    // A fixed multiplier (Fibonacci hashing) spread into the high bits hashbrown reads.
+    (key as u64)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .rotate_left(26)
+}
+
+fn hash_bytes(key: &[u8]) -> u64 {
+    foldhash::quality::FixedState::with_seed(0x5eed).hash_one(key)
+}
+
+impl Index {
+    /// An index of `keys` (rows with `valid` false left out), and the chains of rows that
+    /// share a key, each in arrival order.
+    fn build(keys: Keys, valid: &[bool]) -> (Self, Vec<u32>) {
+        let n = valid.len();
+        let mut next = vec![NONE; n];
+        // Insert backwards so that each chain lists rows in arrival order.
+        let rows = (0..n as u32).rev().filter(|&i| valid[i as usize]);
+        let index = match keys {
+            Keys::Int(values) if let Some((min, span)) = Self::dense_span(&values, valid) => {
+                let mut first = vec![NONE; span];
+                for i in rows {
+                    let slot = &mut first[(values[i as usize] - min) as usize];
+                    next[i as usize] = std::mem::replace(slot, i);
+                }
+                Self::Dense { min, first }
+            }
+            Keys::Int(values) => {
+                let mut first = HashTable::with_capacity(n);
+                for i in rows {
+                    let key = values[i as usize];
+                    match first.entry(
+                        hash_int(key),
+                        |e: &(i64, u32)| e.0 == key,
+                        |e| hash_int(e.0),
+                    ) {
+                        Entry::Occupied(mut head) => {
+                            next[i as usize] = std::mem::replace(&mut head.get_mut().1, i)
+                        }
+                        Entry::Vacant(slot) => drop(slot.insert((key, i))),
+                    }
+                }
+                Self::Int(first)
+            }
+            Keys::Rows(keys) => {
+                let mut first = HashTable::with_capacity(n);
+                let hash = |i: u32| hash_bytes(keys.row(i as usize).as_ref());
+                for i in rows {
+                    let key = keys.row(i as usize);
+                    match first.entry(hash(i), |&j| keys.row(j as usize) == key, |&j| hash(j)) {
+                        Entry::Occupied(mut head) => {
+                            next[i as usize] = std::mem::replace(head.get_mut(), i)
+                        }
+                        Entry::Vacant(slot) => drop(slot.insert(i)),
+                    }
+                }
+                Self::Rows { keys, first }
+            }
+        };
+        if next.iter().all(|&j| j == NONE) {
+            next = Vec::new();
+        }
+        (index, next)
+    }
+
+    /// The least key and the span of `values` (rows with a key), when a dense index fits.
+    fn dense_span(values: &[i64], valid: &[bool]) -> Option<(i64, usize)> {
+        let keys = values
+            .iter()
+            .zip(valid)
+            .filter(|(_, &v)| v)
+            .map(|(&k, _)| k);
+        let (min, max) = keys.fold(None, |acc: Option<(i64, i64)>, k| match acc {
+            None => Some((k, k)),
+            Some((lo, hi)) => Some((lo.min(k), hi.max(k))),
+        })?;
+        let span = (max as i128 - min as i128 + 1) as u128;
+        (span <= u128::from(DENSE_SPAN) * values.len() as u128).then_some((min, span as usize))
+    }
+
+    /// The first build row of each probe key (`NONE`: no match or a null key).
+    fn heads(&self, probe: &Keys, valid: &[bool]) -> Result<Vec<u32>, EngineError> {
+        let found =
+            |i: usize, head: Option<u32>| if valid[i] { head.unwrap_or(NONE) } else { NONE };
+        Ok(match (self, probe) {
+            (Self::Dense { min, first }, Keys::Int(values)) => values
+                .iter()
+                .enumerate()
+                .map(|(i, &key)| {
+                    let slot = (key as i128 - *min as i128) as u128;
+                    let head = (slot < first.len() as u128).then(|| first[slot as usize]);
+                    found(i, head)
+                })
+                .collect(),
+            (Self::Int(first), Keys::Int(values)) => values
+                .iter()
+                .enumerate()
+                .map(|(i, &key)| found(i, first.find(hash_int(key), |e| e.0 == key).map(|e| e.1)))
+                .collect(),
+            (Self::Rows { keys, first }, Keys::Rows(probe)) => (0..probe.num_rows())
+                .map(|i| {
+                    let key = probe.row(i);
+                    let head = first
+                        .find(hash_bytes(key.as_ref()), |&j| keys.row(j as usize) == key)
+                        .copied();
+                    found(i, head)
+                })
+                .collect(),
+            // Both sides' keys have the same types, so they take the same path.
+            _ => {
+                return Err(EngineError::Internal {
+                    what: "join keys of the two sides hashed differently".into(),
+                })
+            }
+        })
+    }
+}
+
+impl Table {
+    /// A table of no rows.
+    fn empty(schema: &SchemaRef) -> Self {
+        Self {
+            batch: RecordBatch::new_empty(schema.clone()),
+            index: Index::Int(HashTable::new()),
+            next: Vec::new(),
+        }
+    }
+}
 
 const NONE: u32 = u32::MAX;
 
@@ -312,22 +515,9 @@ impl HashJoin {
     fn table_of(&self, batches: &[RecordBatch]) -> Result<Table, EngineError> {
         let batch = arrow_select::concat::concat_batches(&self.right_schema, batches)
             .map_err(BatchError::arrow("join build side"))?;
-        let (rows, valid) = key_rows(&self.converter, &self.right_keys, &batch)?;
-        let n = rows.num_rows();
-        let mut first = Index::with_capacity_and_hasher(n, Default::default());
-        let mut next = vec![NONE; n];
-        // Insert backwards so that each chain lists rows in arrival order.
-        for i in (0..n).rev() {
-            if !valid[i] {
-                continue;
-            }
-            let key = rows.row(i);
-            match first.get_mut(key.as_ref()) {
-                Some(head) => next[i] = std::mem::replace(head, i as u32),
-                None => drop(first.insert(key.as_ref().into(), i as u32)),
-            }
-        }
-        Ok(Table { batch, first, next })
+        let (keys, valid) = Keys::of(&self.converter, &self.right_keys, &batch)?;
+        let (index, next) = Index::build(keys, &valid);
+        Ok(Table { batch, index, next })
     }
 
     /// Ends the probe side: joins the spilled partitions, if any.
@@ -525,22 +715,20 @@ fn probe_batch(
     complete: bool,
     emit: &mut impl FnMut(RecordBatch) -> Result<(), EngineError>,
 ) -> Result<(), EngineError> {
-    let (rows, valid) = key_rows(&join.converter, &join.left_keys, batch)?;
+    let (keys, valid) = Keys::of(&join.converter, &join.left_keys, batch)?;
+    let heads = table.index.heads(&keys, &valid)?;
+    drop(keys);
     let mut left: Vec<u32> = Vec::new();
     let mut right: Vec<Option<u32>> = Vec::new();
     for i in 0..batch.num_rows() {
-        let head = if valid[i] {
-            table.first.get(rows.row(i).as_ref()).copied()
-        } else {
-            None
-        };
-        let hit = head.is_some();
+        let head = heads[i];
+        let hit = head != NONE;
         if let Some(m) = matched.as_deref_mut() {
             m[i] |= hit;
         }
         match join.kind {
             JoinKind::Inner | JoinKind::Left => {
-                let mut j = head.unwrap_or(NONE);
+                let mut j = head;
                 while j != NONE {
                     left.push(i as u32);
                     right.push(Some(j));
@@ -549,7 +737,7 @@ fn probe_batch(
                         left.clear();
                         right.clear();
                     }
-                    j = table.next[j as usize];
+                    j = table.next.get(j as usize).copied().unwrap_or(NONE);
                 }
                 if !hit && complete && join.kind == JoinKind::Left {
                     left.push(i as u32);
@@ -582,11 +770,7 @@ fn emit_unmatched(
         return Ok(());
     }
     let right = vec![None; left.len()];
-    let empty = Table {
-        batch: RecordBatch::new_empty(join.right_schema.clone()),
-        first: Index::default(),
-        next: Vec::new(),
-    };
+    let empty = Table::empty(&join.right_schema);
     emit(joined(join, &empty, batch, &left, &right)?)
 }
 
@@ -602,12 +786,19 @@ fn joined(
         arrow_select::take::take(array.as_ref(), indices, None)
             .map_err(BatchError::arrow("join output"))
     };
-    let left_idx = UInt32Array::from(left.to_vec());
-    let mut columns = batch
-        .columns()
-        .iter()
-        .map(|c| take(c, &left_idx))
-        .collect::<Result<Vec<_>, _>>()?;
+    // Probe rows in a run (each matched once, the usual foreign key): a slice, not a copy.
+    let run = left.windows(2).all(|w| w[1] == w[0] + 1);
+    let mut columns = if run && !left.is_empty() {
+        let part = batch.slice(left[0] as usize, left.len());
+        part.columns().to_vec()
+    } else {
+        let left_idx = UInt32Array::from(left.to_vec());
+        batch
+            .columns()
+            .iter()
+            .map(|c| take(c, &left_idx))
+            .collect::<Result<Vec<_>, _>>()?
+    };
     if matches!(join.kind, JoinKind::Inner | JoinKind::Left) {
         let right_idx = UInt32Array::from(right.to_vec());
         for &c in &join.right_out {
@@ -633,14 +824,23 @@ mod tests {
     type Row = (Option<i64>, i64);
 
     fn side(name: &str, rows: &[Row]) -> RecordBatch {
+        side_keyed(name, rows, &DataType::Int64)
+    }
+
+    /// A side whose key column is `key` (Int64, Int32 or the keys' decimal text).
+    fn side_keyed(name: &str, rows: &[Row], key: &DataType) -> RecordBatch {
+        let keys = rows.iter().map(|r| r.0);
+        let keys: ArrayRef = match key {
+            DataType::Int64 => Arc::new(Int64Array::from_iter(keys)),
+            DataType::Int32 => Arc::new(arrow_array::Int32Array::from_iter(
+                keys.map(|k| k.map(|k| k as i32)),
+            )),
+            _ => Arc::new(arrow_array::StringArray::from_iter(
+                keys.map(|k| k.map(|k| k.to_string())),
+            )),
+        };
         RecordBatch::try_from_iter_with_nullable([
-            (
-                "k",
-                Arc::new(Int64Array::from(
-                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-                )) as _,
-                true,
-            ),
+            ("k", keys, true),
             (
                 name,
                 Arc::new(Int64Array::from(
@@ -653,6 +853,22 @@ mod tests {
     }
 
     fn column(batch: &RecordBatch, i: usize) -> Vec<Option<i64>> {
+        use arrow_array::cast::AsArray;
+        let column = batch.column(i);
+        match column.data_type() {
+            DataType::Utf8 => {
+                return column
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|k| k.map(|k| k.parse().unwrap()))
+                    .collect()
+            }
+            DataType::Int32 => {
+                let a = column.as_primitive::<arrow_array::types::Int32Type>();
+                return a.iter().map(|k| k.map(i64::from)).collect();
+            }
+            _ => {}
+        }
         let a = batch
             .column(i)
             .as_any()
@@ -698,6 +914,26 @@ mod tests {
         batch_rows: usize,
         budget_bytes: u64,
     ) -> (Vec<Vec<Option<i64>>>, SpillStats) {
+        join_keyed(
+            kind,
+            left,
+            right,
+            batch_rows,
+            budget_bytes,
+            &DataType::Int64,
+        )
+    }
+
+    /// [`join`] with keys of type `key` (see [`side_keyed`]).
+    fn join_keyed(
+        kind: JoinKind,
+        left: &[Row],
+        right: &[Row],
+        batch_rows: usize,
+        budget_bytes: u64,
+        key: &DataType,
+    ) -> (Vec<Vec<Option<i64>>>, SpillStats) {
+        let side = |name: &str, rows: &[Row]| side_keyed(name, rows, key);
         let dir = tempfile::tempdir().unwrap();
         let spec = JoinSpec {
             right: "r".into(),
@@ -763,8 +999,21 @@ mod tests {
             kind in prop::sample::select(vec![JoinKind::Inner, JoinKind::Left, JoinKind::Semi, JoinKind::Anti]),
             batch_rows in 1usize..400,
             budget in prop::sample::select(vec![8u64 << 10, 64 << 10, 64 << 20]),
+            // Each index: dense integers, sparse integers (a hash table of values), the
+            // extremes of i64 (a span that overflows), text (key rows); Int32 dense.
+            (spread, key) in prop::sample::select(vec![
+                (1i64, DataType::Int64),
+                (7919, DataType::Int64),
+                (i64::MAX / 10, DataType::Int64),
+                (1, DataType::Int32),
+                (1, DataType::Utf8),
+            ]),
         ) {
-            let (got, stats) = join(kind, &left, &right, batch_rows, budget);
+            let spread_out = |rows: Vec<Row>| -> Vec<Row> {
+                rows.into_iter().map(|(k, v)| (k.map(|k| (k - 20).saturating_mul(spread)), v)).collect()
+            };
+            let (left, right) = (spread_out(left), spread_out(right));
+            let (got, stats) = join_keyed(kind, &left, &right, batch_rows, budget, &key);
             prop_assert_eq!(got, oracle(kind, &left, &right));
             if budget == 8 << 10 && right.len() > 1000 {
                 prop_assert!(stats.runs > 0, "an 8 KiB budget spills the build side");

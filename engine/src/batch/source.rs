@@ -439,7 +439,9 @@ fn read_records(
                 _ => (KEY_LEN..RECORD_LEN, RECORD_LEN - KEY_LEN),
             };
             let mut bytes = Vec::with_capacity(got / RECORD_LEN * width);
-            records.clone().for_each(|r| bytes.extend_from_slice(&r[range.clone()]));
+            records
+                .clone()
+                .for_each(|r| bytes.extend_from_slice(&r[range.clone()]));
             FixedSizeBinaryArray::try_new(width as i32, bytes.into(), None)
                 .map(|a| Arc::new(a) as arrow_array::ArrayRef)
         });
