@@ -151,33 +151,6 @@ pub fn mem_total_bytes(meminfo: &str) -> Option<u64> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reserve_refuse_release() {
-        let budget = MemoryBudget::new(100);
-        let mut a = budget.try_reserve(60).unwrap();
-        assert!(budget.try_reserve(41).is_none());
-        assert!(a.try_grow(40));
-        assert!(!a.try_grow(1));
-        a.shrink_to(10);
-        assert_eq!(budget.used_bytes(), 10);
-        let b = budget.try_reserve(90).unwrap();
-        drop((a, b));
-        assert_eq!(budget.used_bytes(), 0);
-        assert_eq!(budget.peak_bytes(), 100);
-    }
-
-    #[test]
-    fn mem_total_parses() {
-        let meminfo = "MemTotal:       24636392 kB\nMemFree:        21000000 kB\n";
-        assert_eq!(mem_total_bytes(meminfo), Some(24_636_392 * 1024));
-        assert_eq!(mem_total_bytes("MemFree: 1 kB\n"), None);
-    }
-}
-
 /// Parses a byte size: a number with an optional unit (k, M, G, T for powers of 1000; KiB,
 /// MiB, GiB, TiB for powers of 1024; case-insensitive).
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -210,4 +183,31 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         return Err(format!("{text:?} is out of range"));
     }
     Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserve_refuse_release() {
+        let budget = MemoryBudget::new(100);
+        let mut a = budget.try_reserve(60).unwrap();
+        assert!(budget.try_reserve(41).is_none());
+        assert!(a.try_grow(40));
+        assert!(!a.try_grow(1));
+        a.shrink_to(10);
+        assert_eq!(budget.used_bytes(), 10);
+        let b = budget.try_reserve(90).unwrap();
+        drop((a, b));
+        assert_eq!(budget.used_bytes(), 0);
+        assert_eq!(budget.peak_bytes(), 100);
+    }
+
+    #[test]
+    fn mem_total_parses() {
+        let meminfo = "MemTotal:       24636392 kB\nMemFree:        21000000 kB\n";
+        assert_eq!(mem_total_bytes(meminfo), Some(24_636_392 * 1024));
+        assert_eq!(mem_total_bytes("MemFree: 1 kB\n"), None);
+    }
 }
