@@ -34,7 +34,7 @@ pub fn job(data: &Path, out: &Path) -> JobBuilder {
                 AggCall::of(AggFunc::Avg, "quantity", "avg_units"),
             ],
         )
-        .sink("out", SinkSpec::Csv { path: out.into() })
+        .sink("out", SinkSpec::csv(out))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -29,7 +29,7 @@ pub fn job(data: &Path, out: &Path) -> JobBuilder {
             ],
         )
         .sort("largest_first", ["revenue desc", "manager"])
-        .sink("out", SinkSpec::Csv { path: out.into() })
+        .sink("out", SinkSpec::csv(out))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

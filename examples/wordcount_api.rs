@@ -32,7 +32,7 @@ pub fn job(data: &Path, out: &Path) -> JobBuilder {
         })
         .key_by(["word"])
         .aggregate("counts", [AggCall::count("count")])
-        .sink("out", SinkSpec::Csv { path: out.into() })
+        .sink("out", SinkSpec::csv(out))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -91,12 +91,7 @@ fn a_user_function_error_fails_the_job_and_leaves_nothing() {
                 }
                 Ok(batch)
             })
-            .sink(
-                "out",
-                SinkSpec::Csv {
-                    path: f.path("out"),
-                },
-            )
+            .sink("out", SinkSpec::csv(f.path("out")))
     };
     let error = job().run(&config).unwrap_err().to_string();
     assert!(

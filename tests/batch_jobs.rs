@@ -1081,6 +1081,81 @@ sink = { text = { path = "out" } }
     assert!(!f.path("out2").exists());
 }
 
+/// `one_file = true`: CSV, Parquet and text sinks write one file (one header), gathered to
+/// one subtask, equal to the counts the folder of parts holds, in every mode; an existing file
+/// needs `--force`, a folder in its place is refused.
+#[test]
+fn one_file_sinks_write_one_file() {
+    let f = Fixture::new();
+    let input = text(20_000, 4);
+    f.write("in.txt", input.as_bytes());
+    let expected = word_oracle(&input);
+    for mode in ["pipelined", "staged", "mapreduce"] {
+        let spec = WORDCOUNT.replace(
+            "csv = { path = \"out\" }",
+            "csv = { path = \"out.csv\", one_file = true }",
+        );
+        f.write("one.toml", spec.as_bytes());
+        f.ok(["run", "one.toml", "--mode", mode, "--force"]);
+        let text = fs::read_to_string(f.path("out.csv")).expect("one CSV file");
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("word,n"), "{mode}");
+        let got: BTreeMap<String, u64> = lines
+            .map(|line| {
+                let (w, n) = line.split_once(',').unwrap();
+                (w.to_string(), n.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(got, expected, "{mode}");
+    }
+    // Parquet: one file, every word once.
+    let spec = WORDCOUNT.replace(
+        "csv = { path = \"out\" }",
+        "parquet = { path = \"out.parquet\", one_file = true }",
+    );
+    f.write("pq.toml", spec.as_bytes());
+    f.ok(["run", "pq.toml", "--parallelism", "3"]);
+    let file = fs::File::open(f.path("out.parquet")).expect("one Parquet file");
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let rows: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, expected.len());
+    // Text: the lines of the filter's output, one file.
+    let spec = WORDCOUNT
+        .replace(
+            "[[step]]\nname = \"words\"\ntokenize = { column = \"line\" }\n[[step]]\nname = \"counts\"\naggregate = { keys = [\"word\"], aggregates = [{ fn = \"count\", as = \"n\" }] }\n",
+            "",
+        )
+        .replace(
+            "csv = { path = \"out\" }",
+            "text = { path = \"lines.txt\", one_file = true }",
+        );
+    f.write("text.toml", spec.as_bytes());
+    f.ok(["run", "text.toml"]);
+    let mut got: Vec<&str> = Vec::new();
+    let written = fs::read_to_string(f.path("lines.txt")).expect("one text file");
+    got.extend(written.lines());
+    let mut want: Vec<&str> = input.lines().collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    // Existing outputs: a file needs --force; a folder where the file would go is refused.
+    let run = f.millrace(["run", "text.toml"]);
+    assert_error(&run, &["lines.txt", "--force"]);
+    fs::create_dir(f.path("dir.csv")).unwrap();
+    f.write(
+        "dir.toml",
+        spec.replace(
+            "text = { path = \"lines.txt\"",
+            "text = { path = \"dir.csv\"",
+        )
+        .as_bytes(),
+    );
+    let run = f.millrace(["run", "dir.toml", "--force"]);
+    assert_error(&run, &["dir.csv"]);
+    assert!(f.path("dir.csv").is_dir());
+}
+
 /// `union` (by column name): its branches closed by a partial aggregate, a round-robin
 /// exchange into the sink, a local top-N and a join's hash exchange, in every mode, equal the
 /// oracle; bad unions fail with one line naming the step.

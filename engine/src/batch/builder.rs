@@ -14,7 +14,7 @@
 //!     .key_by(["word"])
 //!     .aggregate("counts", [AggCall::count("n")])
 //!     .sort("top", ["n desc", "word"])
-//!     .sink("out", SinkSpec::Csv { path: "counts".into() })
+//!     .sink("out", SinkSpec::csv("counts"))
 //!     .run(&BatchJobConfig::default())?;
 //! println!("{} words", result.rows_out);
 //! # Ok::<(), engine::EngineError>(())

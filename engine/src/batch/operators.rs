@@ -1168,7 +1168,7 @@ mod tests {
                 },
                 ops: Vec::new(),
                 tail: Tail::Sink {
-                    sink: SinkSpec::Csv { path: "out".into() },
+                    sink: SinkSpec::csv("out"),
                 },
                 columns: columns.clone(),
                 steps: Vec::new(),

@@ -183,41 +183,95 @@ pub struct ProjectSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum SinkSpec {
-    /// A folder of CSV part files (`part-00000`, …), one per subtask, each with a header.
-    Csv { path: PathBuf },
-    /// A folder of Parquet part files (snappy; a row group when the budget refuses more).
-    Parquet { path: PathBuf },
+    /// A folder of CSV part files (`part-00000`, …), one per subtask, each with a header;
+    /// with `one_file`, one CSV file written by one subtask.
+    Csv {
+        path: PathBuf,
+        #[serde(default)]
+        one_file: bool,
+    },
+    /// A folder of Parquet part files (snappy; a row group when the budget refuses more), or
+    /// one file with `one_file`.
+    Parquet {
+        path: PathBuf,
+        #[serde(default)]
+        one_file: bool,
+    },
     /// A folder of text part files: the one text column's values, a line each (Spark's
-    /// text sink).
-    Text { path: PathBuf },
+    /// text sink), or one file with `one_file`.
+    Text {
+        path: PathBuf,
+        #[serde(default)]
+        one_file: bool,
+    },
     /// One file of Sort Benchmark records (`key` and `value`, 10 and 90 bytes), as `sort`
     /// writes (gensort's format; valsort checks it).
     Records { path: PathBuf },
 }
 
 impl SinkSpec {
+    /// A folder of CSV part files.
+    pub fn csv(path: impl Into<PathBuf>) -> Self {
+        Self::Csv {
+            path: path.into(),
+            one_file: false,
+        }
+    }
+
+    /// A folder of Parquet part files.
+    pub fn parquet(path: impl Into<PathBuf>) -> Self {
+        Self::Parquet {
+            path: path.into(),
+            one_file: false,
+        }
+    }
+
+    /// A folder of text part files.
+    pub fn text(path: impl Into<PathBuf>) -> Self {
+        Self::Text {
+            path: path.into(),
+            one_file: false,
+        }
+    }
+
+    /// The same sink writing one file instead of a folder of parts.
+    pub fn into_one_file(mut self) -> Self {
+        match &mut self {
+            Self::Csv { one_file, .. }
+            | Self::Parquet { one_file, .. }
+            | Self::Text { one_file, .. } => *one_file = true,
+            Self::Records { .. } => {}
+        }
+        self
+    }
+
     pub fn path(&self) -> &Path {
         match self {
-            Self::Csv { path }
-            | Self::Parquet { path }
-            | Self::Text { path }
+            Self::Csv { path, .. }
+            | Self::Parquet { path, .. }
+            | Self::Text { path, .. }
             | Self::Records { path } => path,
         }
     }
 
     fn path_mut(&mut self) -> &mut PathBuf {
         match self {
-            Self::Csv { path }
-            | Self::Parquet { path }
-            | Self::Text { path }
+            Self::Csv { path, .. }
+            | Self::Parquet { path, .. }
+            | Self::Text { path, .. }
             | Self::Records { path } => path,
         }
     }
 
-    /// Whether the sink writes one file (records, as `sort` does) rather than a folder of
-    /// part files.
+    /// Whether the sink writes one file (records always, as `sort` does; the others with
+    /// `one_file`) rather than a folder of part files.
     pub fn one_file(&self) -> bool {
-        matches!(self, Self::Records { .. })
+        match self {
+            Self::Csv { one_file, .. }
+            | Self::Parquet { one_file, .. }
+            | Self::Text { one_file, .. } => *one_file,
+            Self::Records { .. } => true,
+        }
     }
 
     /// The format's name, for `explain`.
