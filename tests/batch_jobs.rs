@@ -451,9 +451,83 @@ vertex 0 lines ×3: lines (source) → words (tokenize) → counts (partial aggr
 edge 0 → 1: hash(word) over 128 key groups, blocking
 vertex 1 counts ×3: counts (final aggregate) → out (csv sink)
   writes csv out [word: Utf8, n: Int64]
-regions: 2 regions: {lines}, {counts}, each once its inputs are complete
+regions: 2 regions: {lines}, {counts}, each once its blocking inputs are complete
 ";
     assert_eq!(run.stdout, expected);
+}
+
+/// `exchange` on a step sets the execution style of the edges into it alone: a pipelined job
+/// with a staged join and a mapreduce sort has the partition types and regions it says, gives
+/// the rows every uniform mode gives, and `exchange` on a step that reads no exchange is one
+/// line naming it.
+#[test]
+fn exchange_modes_can_differ_per_edge() {
+    let f = Fixture::new();
+    let (orders, customers) = orders_and_customers(&f);
+    let spec = |extra_join: &str, extra_sort: &str| {
+        format!(
+            r#"
+name = "mixed"
+[[step]]
+name = "orders"
+source = {{ csv = {{ path = "orders.csv" }} }}
+[[step]]
+name = "customers"
+source = {{ csv = {{ path = "customers.csv" }} }}
+[[step]]
+name = "joined"
+input = "orders"
+join = {{ right = "customers", on = ["cust"], right_on = ["id"] }}
+{extra_join}
+[[step]]
+name = "per_customer"
+aggregate = {{ keys = ["cust"], aggregates = [{{ fn = "count", as = "n" }}, {{ fn = "sum", column = "amount", as = "amount" }}] }}
+[[step]]
+name = "largest"
+sort = {{ by = ["amount desc", "cust"] }}
+{extra_sort}
+[[step]]
+name = "out"
+sink = {{ csv = {{ path = "out" }} }}
+"#
+        )
+    };
+    f.write("uniform.toml", spec("", "").as_bytes());
+    f.write(
+        "mixed.toml",
+        spec("exchange = \"staged\"", "exchange = \"mapreduce\"").as_bytes(),
+    );
+    let explain = f.ok(["explain", "mixed.toml"]).stdout;
+    for line in [
+        "edge 0 → 2: hash(cust) over 128 key groups, blocking (exchange = \"staged\")",
+        "edge 1 → 2: hash(id) over 128 key groups, blocking (exchange = \"staged\")",
+        "edge 2 → 3: hash(cust) over 128 key groups, pipelined\n",
+        "edge 3 → 4: gather to one subtask, blocking, consumers deployed at 5% of producers finished (exchange = \"mapreduce\")",
+        "regions: 4 regions: {orders}, {customers}, {joined, per_customer}, {largest}",
+    ] {
+        assert!(explain.contains(line), "{line:?} in\n{explain}");
+    }
+    f.ok(["run", "mixed.toml", "--memory", "4MiB"]);
+    let mixed = util::normalized_rows(&f.path("out"), true);
+    assert!(!mixed.is_empty() && !orders.is_empty() && !customers.is_empty());
+    for mode in ["pipelined", "staged", "mapreduce"] {
+        f.ok(["run", "uniform.toml", "--mode", mode, "--force"]);
+        assert_eq!(util::normalized_rows(&f.path("out"), true), mixed, "{mode}");
+    }
+    f.write(
+        "bad.toml",
+        spec("", "")
+            .replace(
+                "name = \"out\"\n",
+                "name = \"out\"\nexchange = \"staged\"\n",
+            )
+            .as_bytes(),
+    );
+    let run = f.millrace(["run", "bad.toml", "--force"]);
+    assert_error(&run, &["\"out\"", "`exchange`", "reads no exchange"]);
+    f.write("bad2.toml", spec("exchange = \"eager\"", "").as_bytes());
+    let run = f.millrace(["run", "bad2.toml", "--force"]);
+    assert_error(&run, &["eager", "pipelined"]);
 }
 
 #[test]

@@ -866,47 +866,21 @@ pub fn run_plan(
         IoMode::Buffered,
         config.force,
     )?;
-    let mut graph = JobGraph::new(plan.name.clone());
-    let partition_type = match plan.mode {
-        Mode::Pipelined => ResultPartitionType::Pipelined,
-        Mode::Staged | Mode::MapReduce => ResultPartitionType::Blocking,
-    };
+    let mut graph = job_graph(&plan, parallelism);
     let mut scans = Vec::new();
-    for stage in &plan.stages {
-        let p = if stage.single { 1 } else { parallelism };
-        let v = graph.add_vertex(
-            stage.name.clone(),
-            p,
-            OperatorDescriptor::BatchStage(Box::new(stage.clone())),
-        );
-        match &stage.input {
-            StageInput::Scan { source, .. } => {
-                let input_bytes = super::source::open(source.path())?
-                    .metadata()
-                    .map_err(|e| EngineError::io("read", source.path(), 0, e))?
-                    .len();
-                let split_bytes = (input_bytes / (4 * p as u64)).clamp(1 << 20, 64 << 20);
-                graph.vertices[v.0].splits = Some(Arc::new(SplitEnumerator::for_range(
-                    input_bytes,
-                    split_bytes,
-                )));
-                scans.push(v.0);
-            }
-            StageInput::Exchange { from, .. } => {
-                for &f in from {
-                    let distribution = match plan.stages[f].tail {
-                        Tail::Rebalance => Distribution::Rebalance,
-                        _ => Distribution::Hash {
-                            key_groups: KEY_GROUPS,
-                        },
-                    };
-                    let edge =
-                        graph.connect(crate::graph::VertexId(f), v, distribution, partition_type);
-                    if plan.mode == Mode::MapReduce {
-                        edge.slow_start = 0.05;
-                    }
-                }
-            }
+    for (v, stage) in plan.stages.iter().enumerate() {
+        if let StageInput::Scan { source, .. } = &stage.input {
+            let p = graph.vertices[v].parallelism;
+            let input_bytes = super::source::open(source.path())?
+                .metadata()
+                .map_err(|e| EngineError::io("read", source.path(), 0, e))?
+                .len();
+            let split_bytes = (input_bytes / (4 * p as u64)).clamp(1 << 20, 64 << 20);
+            graph.vertices[v].splits = Some(Arc::new(SplitEnumerator::for_range(
+                input_bytes,
+                split_bytes,
+            )));
+            scans.push(v);
         }
     }
     let spill_root = config.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -1002,6 +976,42 @@ pub fn run_plan(
         },
         output: Pending::Stages(target),
     })
+}
+
+/// The job graph of `plan`: a vertex per stage (`batch.stage`), an edge per exchange with the
+/// distribution its producer's tail asks for and the partition type of the exchange's mode
+/// (the stage's `exchange`, or the job's). Scans get their splits when the job runs.
+pub(crate) fn job_graph(plan: &Plan, parallelism: usize) -> JobGraph {
+    let mut graph = JobGraph::new(plan.name.clone());
+    for stage in &plan.stages {
+        let p = if stage.single { 1 } else { parallelism };
+        let v = graph.add_vertex(
+            stage.name.clone(),
+            p,
+            OperatorDescriptor::BatchStage(Box::new(stage.clone())),
+        );
+        if let StageInput::Exchange { from, .. } = &stage.input {
+            let mode = plan.edge_mode(stage);
+            let partition_type = match mode {
+                Mode::Pipelined => ResultPartitionType::Pipelined,
+                Mode::Staged | Mode::MapReduce => ResultPartitionType::Blocking,
+            };
+            for &f in from {
+                let distribution = match plan.stages[f].tail {
+                    Tail::Rebalance => Distribution::Rebalance,
+                    _ => Distribution::Hash {
+                        key_groups: KEY_GROUPS,
+                    },
+                };
+                let edge =
+                    graph.connect(crate::graph::VertexId(f), v, distribution, partition_type);
+                if mode == Mode::MapReduce {
+                    edge.slow_start = 0.05;
+                }
+            }
+        }
+    }
+    graph
 }
 
 /// Runs a plan that is TeraSort (records sorted by key into records) as the TeraSort job: the
@@ -1131,6 +1141,7 @@ mod tests {
                 },
                 columns: columns.clone(),
                 steps: vec!["scan (source)".into()],
+                exchange: None,
             },
             Stage {
                 name: "join".into(),
@@ -1153,6 +1164,7 @@ mod tests {
                 },
                 columns: columns.clone(),
                 steps: Vec::new(),
+                exchange: None,
             },
             Stage {
                 name: "top".into(),
@@ -1172,6 +1184,7 @@ mod tests {
                 },
                 columns: columns.clone(),
                 steps: Vec::new(),
+                exchange: None,
             },
         ];
         for stage in stages {
@@ -1206,6 +1219,7 @@ mod tests {
             tail: Tail::Hash { keys: Vec::new() },
             columns: Vec::new(),
             steps: Vec::new(),
+            exchange: None,
         };
         let scan = || StageInput::Scan {
             source: crate::batch::source::SourceSpec::Text { path: "in".into() },

@@ -147,6 +147,9 @@ pub struct Stage {
     pub columns: Vec<ColumnDef>,
     /// The steps chained in this stage, as `name (kind)`, for `explain`.
     pub steps: Vec<String>,
+    /// The execution style of the exchanges into this stage, when not the job's.
+    #[serde(default)]
+    pub exchange: Option<Mode>,
 }
 
 /// A spec checked against its data: the stages the job graph is built from.
@@ -162,6 +165,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The execution style of the exchanges into `stage`: its own, or the job's.
+    pub fn edge_mode(&self, stage: &Stage) -> Mode {
+        stage.exchange.unwrap_or(self.mode)
+    }
+
     /// The input and output when the plan is TeraSort: records sorted by key (ascending) into
     /// records, nothing else. Such a job runs as the TeraSort job (`millrace sort`'s fixed-record
     /// operators) rather than as general stages.
@@ -291,6 +299,7 @@ impl JobSpec {
                             tail: Tail::Hash { keys: Vec::new() },
                             columns: Vec::new(),
                             steps: vec![format!("{} (source)", step.name)],
+                            exchange: None,
                         }],
                         schema,
                     }
@@ -492,6 +501,15 @@ impl JobSpec {
                 what: format!("step {name:?}: its rows go nowhere (no step uses it as input)"),
             });
         }
+        for step in self.steps.iter().filter(|s| s.exchange.is_some()) {
+            let begins = |s: &Stage| s.name == step.name && s.exchange.is_some();
+            if !stages.iter().any(begins) {
+                return Err(at(
+                    step,
+                    "`exchange` is set but this step reads no exchange (an aggregate, join, sort, limit or a gathered sink does; this one runs in its input's stage)",
+                ));
+            }
+        }
         let memory_bytes = self
             .memory
             .as_deref()
@@ -633,6 +651,7 @@ fn exchange_stage(
             tail: Tail::Hash { keys: Vec::new() },
             columns: Vec::new(),
             steps: vec![format!("{} ({what})", step.name)],
+            exchange: step.exchange,
         }],
         schema,
     }
@@ -756,7 +775,7 @@ fn row_op(
 /// the exchanges with their distribution and partition type, and the pipelined regions.
 pub fn explain(plan: &Plan, parallelism: usize) -> String {
     use std::fmt::Write;
-    let partition = match plan.mode {
+    let partition = |mode| match mode {
         Mode::Pipelined => "pipelined",
         Mode::Staged => "blocking",
         Mode::MapReduce => "blocking, consumers deployed at 5% of producers finished",
@@ -786,7 +805,12 @@ pub fn explain(plan: &Plan, parallelism: usize) -> String {
                     Tail::Rebalance => "rebalance (round-robin)".into(),
                     Tail::Sink { .. } => unreachable!("a sink feeds no stage"),
                 };
-                let _ = writeln!(out, "edge {f} → {v}: {how}, {partition}");
+                let mode = plan.edge_mode(stage);
+                let own = match stage.exchange {
+                    Some(m) if m != plan.mode => format!(" (exchange = {:?})", m.as_str()),
+                    _ => String::new(),
+                };
+                let _ = writeln!(out, "edge {f} → {v}: {how}, {}{own}", partition(mode));
             }
         }
         let p = if stage.single { 1 } else { parallelism };
@@ -834,20 +858,25 @@ pub fn explain(plan: &Plan, parallelism: usize) -> String {
             "runs as TeraSort: the fixed-record operators of `millrace sort` (sample, range exchange, sort, one output file)"
         );
     }
-    let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
-    let _ = match plan.mode {
-        Mode::Pipelined => writeln!(
+    // The regions the scheduler deploys: stages joined by pipelined edges.
+    let regions = super::operators::job_graph(plan, parallelism).pipelined_regions();
+    let name = |r: &[crate::graph::VertexId]| {
+        let names: Vec<&str> = r.iter().map(|v| plan.stages[v.0].name.as_str()).collect();
+        format!("{{{}}}", names.join(", "))
+    };
+    let _ = match regions.as_slice() {
+        [one] => writeln!(
             out,
-            "regions: 1 pipelined region: {{{}}} deployed together",
-            names.join(", ")
+            "regions: 1 pipelined region: {} deployed together",
+            name(one)
         ),
         _ => writeln!(
             out,
-            "regions: {} regions: {}, each once its inputs are complete",
-            names.len(),
-            names
+            "regions: {} regions: {}, each once its blocking inputs are complete",
+            regions.len(),
+            regions
                 .iter()
-                .map(|n| format!("{{{n}}}"))
+                .map(|r| name(r))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),

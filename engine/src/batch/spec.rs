@@ -117,6 +117,10 @@ pub struct Step {
     pub limit: Option<u64>,
     /// The rows of every step named (by column name; Spark's `unionByName`, SQL's UNION ALL).
     pub union: Option<Vec<String>>,
+    /// The execution style of the exchange(s) into this step, when it reads through one
+    /// (an aggregate's final phase, a join, a sort, a limit, a gathered sink): overrides the
+    /// job's `mode` for these edges only.
+    pub exchange: Option<Mode>,
     /// A user function (by its name in [`JobSpec::functions`]) applied to every batch: the
     /// Rust API's `map_batches` and `filter_batches`; not in TOML.
     #[serde(skip)]
