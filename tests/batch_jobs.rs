@@ -1230,6 +1230,111 @@ fn one_file_sinks_write_one_file() {
     assert!(f.path("dir.csv").is_dir());
 }
 
+/// A folder of parts is a source: a word count's CSV parts (and Parquet parts) read by a
+/// second job equal the oracle; marker files (`_SUCCESS`, `.crc`) are skipped; an empty
+/// folder, parts with other columns, a FIFO among the parts and an output inside the folder
+/// read are one line each.
+#[test]
+fn a_folder_of_parts_is_a_source() {
+    let f = Fixture::new();
+    let input = text(20_000, 5);
+    f.write("in.txt", input.as_bytes());
+    f.write("wc.toml", WORDCOUNT.as_bytes());
+    f.ok(["run", "wc.toml", "--parallelism", "3"]);
+    f.write("out/_SUCCESS", b"");
+    f.write("out/.part-00000.crc", b"not csv");
+    let expected = word_oracle(&input);
+    let frequent: BTreeMap<String, u64> = expected.into_iter().filter(|&(_, n)| n > 3).collect();
+    let read_total = |f: &Fixture| -> BTreeMap<String, u64> {
+        let text = fs::read_to_string(f.path("total.csv")).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("word,n"));
+        lines
+            .map(|l| {
+                let (w, n) = l.split_once(',').unwrap();
+                (w.to_string(), n.parse().unwrap())
+            })
+            .collect()
+    };
+    let second = |source: &str| {
+        format!(
+            r#"
+[[step]]
+name = "counts"
+source = {{ {source} }}
+[[step]]
+name = "frequent"
+filter = {{ gt = {{ column = "n", value = 3 }} }}
+[[step]]
+name = "sum"
+sink = {{ csv = {{ path = "total.csv", one_file = true }} }}
+"#
+        )
+    };
+    f.write("csv.toml", second("csv = { path = \"out\" }").as_bytes());
+    let explain = f.ok(["explain", "csv.toml"]).stdout;
+    assert!(
+        explain.contains("reads csv out (3 files) in splits"),
+        "{explain}"
+    );
+    for mode in ["pipelined", "staged", "mapreduce"] {
+        f.ok(["run", "csv.toml", "--mode", mode, "--force"]);
+        assert_eq!(read_total(&f), frequent, "{mode}");
+    }
+    // Parquet parts, read back as a folder.
+    f.write(
+        "pq.toml",
+        WORDCOUNT
+            .replace("csv = { path = \"out\" }", "parquet = { path = \"pq\" }")
+            .as_bytes(),
+    );
+    f.ok(["run", "pq.toml", "--parallelism", "3"]);
+    f.write(
+        "pqsum.toml",
+        second("parquet = { path = \"pq\" }").as_bytes(),
+    );
+    f.ok(["run", "pqsum.toml", "--force"]);
+    assert_eq!(read_total(&f), frequent);
+    // Errors.
+    fs::create_dir(f.path("empty")).unwrap();
+    f.write("empty/_SUCCESS", b"");
+    f.write("e.toml", second("csv = { path = \"empty\" }").as_bytes());
+    assert_error(
+        &f.millrace(["run", "e.toml", "--force"]),
+        &["empty", "without data files"],
+    );
+    fs::create_dir(f.path("mixed")).unwrap();
+    f.write("mixed/part-00000", b"word,n\na,5\n");
+    f.write("mixed/part-00001", b"word,count\nb,6\n");
+    f.write("m.toml", second("csv = { path = \"mixed\" }").as_bytes());
+    assert_error(
+        &f.millrace(["run", "m.toml", "--force"]),
+        &["mixed/part-00001", "count", "part-00000"],
+    );
+    let fifo = f.path("out/part-00009");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    assert_error(
+        &f.millrace(["run", "csv.toml", "--force"]),
+        &["part-00009", "not a regular file"],
+    );
+    fs::remove_file(&fifo).unwrap();
+    f.write(
+        "inside.toml",
+        second("csv = { path = \"out\" }")
+            .replace("total.csv", "out/total.csv")
+            .as_bytes(),
+    );
+    assert_error(
+        &f.millrace(["run", "inside.toml"]),
+        &["out/total.csv", "inside"],
+    );
+    assert!(!f.path("out/total.csv").exists());
+}
+
 /// `union` (by column name): its branches closed by a partial aggregate, a round-robin
 /// exchange into the sink, a local top-N and a join's hash exchange, in every mode, equal the
 /// oracle; bad unions fail with one line naming the step.

@@ -16,7 +16,7 @@
 //! Arrow IPC stream. Blocking partitions store buffers in segment blocks that may cut a frame
 //! anywhere, so the consumer reassembles frames from whatever bytes arrive.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,7 +31,7 @@ use super::join::HashJoin;
 use super::plan::{from_defs, scan_schema, Head, Plan, Stage, StageInput, Tail};
 use super::sink::PartWriter;
 use super::sort::Sorter;
-use super::source::BATCH_ROWS;
+use super::source::{SourceFile, BATCH_ROWS};
 use super::spec::{Functions, JobSpec, Mode, RowOp};
 use super::spill::{SpillDir, SpillStats};
 use super::{codec, consumers_of, BatchError, KEY_GROUPS};
@@ -40,7 +40,7 @@ use crate::memory::{MemoryBudget, Reservation};
 use crate::operator::{OperatorDescriptor, OperatorRegistry, TaskResources};
 use crate::output::{IoMode, OutputFile, OutputTarget};
 use crate::scheduler::{self, JobEnv};
-use crate::source::SplitEnumerator;
+use crate::source::{FileSplit, SplitEnumerator};
 use crate::task::{spawn_blocking_handle, BoxFuture, Invokable, SubtaskContext, SubtaskReport};
 use crate::tempdir::JobTempDir;
 use crate::EngineError;
@@ -362,15 +362,17 @@ impl Reader<'_> {
                 Input::Splits(splits),
                 StageInput::Scan {
                     source,
+                    files,
                     columns,
                     projection,
                 },
             ) => {
                 let schema = from_defs(columns)?;
                 while let Some(split) = splits.next(subtask) {
+                    let (file, split) = file_split(files, split)?;
                     let mut failed = None;
                     *skipped += source
-                        .read(&schema, projection.as_deref(), split, |batch| {
+                        .read(file, &schema, projection.as_deref(), split, |batch| {
                             *rows_in += batch.num_rows() as u64;
                             f(batch).map_err(|e| {
                                 failed = Some(e);
@@ -399,6 +401,45 @@ impl Reader<'_> {
             }),
         }
     }
+}
+
+/// The splits of a scan's files: each file's bytes cut into splits of up to `split_bytes`, in
+/// one range of offsets (file `i` from the sum of the lengths before it), so a split never
+/// spans two files.
+fn scan_splits(files: &[SourceFile], split_bytes: u64) -> SplitEnumerator {
+    let mut base = 0;
+    let mut splits = Vec::new();
+    for file in files {
+        let mut start = 0;
+        while start < file.len {
+            let end = (start + split_bytes.max(1)).min(file.len);
+            splits.push(FileSplit {
+                start: base + start,
+                end: base + end,
+            });
+            start = end;
+        }
+        base += file.len;
+    }
+    SplitEnumerator::new(splits)
+}
+
+/// The file a split of [`scan_splits`] lies in, and the split in that file's offsets.
+fn file_split(files: &[SourceFile], split: FileSplit) -> Result<(&Path, FileSplit), EngineError> {
+    let mut base = 0;
+    for file in files {
+        if split.start < base + file.len {
+            let local = FileSplit {
+                start: split.start - base,
+                end: split.end - base,
+            };
+            return Ok((&file.path, local));
+        }
+        base += file.len;
+    }
+    Err(EngineError::Internal {
+        what: format!("split {split:?} lies past the source's files"),
+    })
 }
 
 /// Runs a stage on its blocking thread: input → head → row operators → tail.
@@ -869,17 +910,11 @@ pub fn run_plan(
     let mut graph = job_graph(&plan, parallelism);
     let mut scans = Vec::new();
     for (v, stage) in plan.stages.iter().enumerate() {
-        if let StageInput::Scan { source, .. } = &stage.input {
+        if let StageInput::Scan { files, .. } = &stage.input {
             let p = graph.vertices[v].parallelism;
-            let input_bytes = super::source::open(source.path())?
-                .metadata()
-                .map_err(|e| EngineError::io("read", source.path(), 0, e))?
-                .len();
+            let input_bytes: u64 = files.iter().map(|f| f.len).sum();
             let split_bytes = (input_bytes / (4 * p as u64)).clamp(1 << 20, 64 << 20);
-            graph.vertices[v].splits = Some(Arc::new(SplitEnumerator::for_range(
-                input_bytes,
-                split_bytes,
-            )));
+            graph.vertices[v].splits = Some(Arc::new(scan_splits(files, split_bytes)));
             scans.push(v);
         }
     }
@@ -1120,6 +1155,7 @@ mod tests {
                 name: "scan".into(),
                 single: false,
                 input: StageInput::Scan {
+                    files: Vec::new(),
                     source: SourceSpec::Csv {
                         path: "in.csv".into(),
                         header: true,
@@ -1223,6 +1259,7 @@ mod tests {
         };
         let scan = || StageInput::Scan {
             source: crate::batch::source::SourceSpec::Text { path: "in".into() },
+            files: Vec::new(),
             columns: Vec::new(),
             projection: None,
         };

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::aggregate::{AggregateSpec, HashAggregate, Phase};
 use super::join::JoinSpec;
 use super::sort::SortSpec;
-use super::source::SourceSpec;
+use super::source::{SourceFile, SourceSpec};
 use super::spec::{JobSpec, Mode, RowOp, SinkSpec, Step};
 use super::BatchError;
 use crate::EngineError;
@@ -80,6 +80,8 @@ pub enum StageInput {
     /// only those at `projection` when the job uses fewer.
     Scan {
         source: SourceSpec,
+        /// The file, or the folder's data files, as listed when the job was planned.
+        files: Vec<SourceFile>,
         columns: Vec<ColumnDef>,
         projection: Option<Vec<usize>>,
     },
@@ -179,12 +181,17 @@ impl Plan {
         };
         let StageInput::Scan {
             source: SourceSpec::Records { path },
+            files,
             projection: None,
             ..
         } = &scan.input
         else {
             return None;
         };
+        // One file: the TeraSort job reads one (a folder runs as general stages).
+        if !matches!(files.as_slice(), [one] if one.path == *path) {
+            return None;
+        }
         let by_key = |spec: &SortSpec| matches!(spec.by.as_slice(), [k] if k.column == "key" && !k.descending);
         let shape = scan.ops.is_empty()
             && matches!(&scan.tail, Tail::Gather { sort: Some(s), limit: None } if by_key(s))
@@ -279,7 +286,7 @@ impl JobSpec {
             let next = match kind {
                 "source" => {
                     let source = step.source.clone().expect("kind");
-                    let file = source.schema().map_err(|e| at(step, e))?;
+                    let (files, file) = source.plan().map_err(|e| at(step, e))?;
                     let projection = used_columns(&self.steps, i, &file);
                     let schema = match &projection {
                         Some(p) => Arc::new(file.project(p).map_err(|e| at(step, e))?),
@@ -291,6 +298,7 @@ impl JobSpec {
                             single: false,
                             input: StageInput::Scan {
                                 source,
+                                files,
                                 columns: to_defs(&file),
                                 projection,
                             },
@@ -822,6 +830,7 @@ pub fn explain(plan: &Plan, parallelism: usize) -> String {
         );
         if let StageInput::Scan {
             source,
+            files,
             columns: c,
             projection,
         } = &stage.input
@@ -834,9 +843,13 @@ pub fn explain(plan: &Plan, parallelism: usize) -> String {
                 Some(_) => format!(" ({} of {} columns)", read.len(), c.len()),
                 None => String::new(),
             };
+            let folder = match files.as_slice() {
+                [one] if one.path == source.path() => String::new(),
+                _ => format!(" ({} files)", files.len()),
+            };
             let _ = writeln!(
                 out,
-                "  reads {} {} in splits [{}]{of}",
+                "  reads {} {}{folder} in splits [{}]{of}",
                 source.format(),
                 source.path().display(),
                 columns(&read)

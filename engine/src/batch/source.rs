@@ -1,5 +1,5 @@
 //! Sources: text lines, CSV records and Parquet row groups, read from byte-range splits of a
-//! file.
+//! file, or of every data file of a folder (a job's folder of parts is the next job's input).
 //!
 //! A text or CSV split `[start, end)` owns the lines that *start* inside it (Hadoop's `TextInputFormat`
 //! rule): it skips the partial line at its start (the previous split reads it to its end) and
@@ -24,6 +24,46 @@ use serde::{Deserialize, Serialize};
 use super::BatchError;
 use crate::record::{KEY_LEN, RECORD_LEN};
 use crate::source::FileSplit;
+
+/// One file of a source, and its length when the job was planned: the splits cover that much.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub len: u64,
+}
+
+/// The files a source path names: the file itself, or the data files of a folder — its
+/// regular files by name, without those named `.*` or `_*` (Hadoop's and Spark's marker and
+/// checksum files: `_SUCCESS`, `.part-00000.crc`) and without subfolders.
+pub fn files(path: &Path) -> Result<Vec<SourceFile>, BatchError> {
+    let of = |path: PathBuf| -> Result<SourceFile, BatchError> {
+        let len = (open(&path)?.metadata())
+            .map_err(|e| bad(&path, format!("cannot read: {e}")))?
+            .len();
+        Ok(SourceFile { path, len })
+    };
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return Ok(vec![of(path.to_path_buf())?]);
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| bad(path, format!("cannot list: {e}")))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| bad(path, format!("cannot list: {e}")))?;
+        let name = entry.file_name();
+        let hidden = name
+            .as_encoded_bytes()
+            .first()
+            .is_some_and(|b| matches!(b, b'.' | b'_'));
+        if !hidden && !std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()) {
+            names.push(entry.path());
+        }
+    }
+    names.sort();
+    if names.is_empty() {
+        return Err(bad(path, "is a folder without data files".into()));
+    }
+    names.into_iter().map(of).collect()
+}
 
 /// Rows per batch a source produces.
 pub const BATCH_ROWS: usize = 8192;
@@ -93,11 +133,94 @@ impl SourceSpec {
         }
     }
 
-    /// The rows' schema: `line` for text, inferred from up to 1000 records for CSV, the
-    /// footer's for Parquet.
-    pub fn schema(&self) -> Result<SchemaRef, BatchError> {
+    /// The source's files and their rows' schema: `line` for text, inferred from the first
+    /// 1000 records for CSV (over a folder's files in order), the footer's for Parquet (every
+    /// file of a folder must have the first one's).
+    pub fn plan(&self) -> Result<(Vec<SourceFile>, SchemaRef), BatchError> {
+        let files = files(self.path())?;
+        let schema = match self {
+            Self::Csv { schema: None, .. } if files.len() > 1 => self.csv_schema(&files)?,
+            _ => self.schema_of(&files[0].path)?,
+        };
+        if matches!(self, Self::Parquet { .. } | Self::Records { .. }) {
+            for file in &files[1..] {
+                let other = self.schema_of(&file.path)?;
+                if other != schema {
+                    return Err(bad(
+                        &file.path,
+                        format!(
+                            "has columns [{}], the folder's first file [{}]",
+                            describe(&other),
+                            describe(&schema)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok((files, schema))
+    }
+
+    /// The schema of one CSV folder: each file's inferred from its records until 1000 are
+    /// read, widened where files differ (Int64 and Float64 to Float64, others to Utf8).
+    fn csv_schema(&self, files: &[SourceFile]) -> Result<SchemaRef, BatchError> {
+        let Self::Csv {
+            header, delimiter, ..
+        } = self
+        else {
+            unreachable!("a CSV source")
+        };
+        let mut left = 1000;
+        let mut merged: Option<(PathBuf, Vec<Field>)> = None;
+        for file in files {
+            let (schema, read) = format(*header, *delimiter)?
+                .infer_schema(BufReader::new(open(&file.path)?), Some(left))
+                .map_err(|e| bad(&file.path, format!("cannot read a CSV schema: {e}")))?;
+            let fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            match &mut merged {
+                None => merged = Some((file.path.clone(), fields)),
+                Some((first, known)) => {
+                    let names =
+                        |f: &[Field]| f.iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+                    if names(known) != names(&fields) {
+                        return Err(bad(
+                            &file.path,
+                            format!(
+                                "has CSV columns {:?}, the folder's first file {} has {:?}",
+                                names(&fields),
+                                first.display(),
+                                names(known)
+                            ),
+                        ));
+                    }
+                    if read > 0 {
+                        for (k, f) in known.iter_mut().zip(&fields) {
+                            let wider = match (k.data_type(), f.data_type()) {
+                                (a, b) if a == b => a.clone(),
+                                (DataType::Int64, DataType::Float64)
+                                | (DataType::Float64, DataType::Int64) => DataType::Float64,
+                                _ => DataType::Utf8,
+                            };
+                            *k = k.clone().with_data_type(wider).with_nullable(true);
+                        }
+                    }
+                }
+            }
+            left = left.saturating_sub(read);
+            if left == 0 {
+                break;
+            }
+        }
+        let (path, fields) = merged.expect("a folder has a file");
+        if fields.is_empty() {
+            return Err(bad(&path, "no CSV columns (is the file empty?)".into()));
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// The schema of one file of the source.
+    fn schema_of(&self, path: &Path) -> Result<SchemaRef, BatchError> {
         match self {
-            Self::Text { path } => {
+            Self::Text { .. } => {
                 open(path)?;
                 Ok(Arc::new(Schema::new(vec![Field::new(
                     "line",
@@ -106,7 +229,6 @@ impl SourceSpec {
                 )])))
             }
             Self::Csv {
-                path,
                 schema: Some(columns),
                 ..
             } => {
@@ -114,10 +236,7 @@ impl SourceSpec {
                 given_schema(columns)
             }
             Self::Csv {
-                path,
-                header,
-                delimiter,
-                ..
+                header, delimiter, ..
             } => {
                 let file = open(path)?;
                 let (schema, _) = format(*header, *delimiter)?
@@ -128,7 +247,7 @@ impl SourceSpec {
                 }
                 Ok(Arc::new(schema))
             }
-            Self::Records { path } => {
+            Self::Records { .. } => {
                 let len = (open(path)?.metadata())
                     .map_err(|e| bad(path, format!("cannot read: {e}")))?
                     .len();
@@ -140,7 +259,7 @@ impl SourceSpec {
                 }
                 Ok(records_schema())
             }
-            Self::Parquet { path } => {
+            Self::Parquet { .. } => {
                 let builder = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
                     .map_err(|e| not_parquet(path, e))?;
                 let fields = builder
@@ -153,17 +272,17 @@ impl SourceSpec {
         }
     }
 
-    /// Calls `emit` with the rows of `split`, in batches of at most [`BATCH_ROWS`]: the
-    /// columns of `schema` (the file's, from [`schema`](Self::schema)) at `projection`, or
-    /// all of them.
+    /// Calls `emit` with the rows of `split` of file `path` (one of the source's), in
+    /// batches of at most [`BATCH_ROWS`]: the columns of `schema` (from [`plan`](Self::plan))
+    /// at `projection`, or all of them.
     pub fn read(
         &self,
+        path: &Path,
         schema: &SchemaRef,
         projection: Option<&[usize]>,
         split: FileSplit,
         mut emit: impl FnMut(RecordBatch) -> Result<(), BatchError>,
     ) -> Result<u64, BatchError> {
-        let path = self.path();
         match self {
             Self::Parquet { .. } => {
                 return read_parquet(path, schema, projection, split, emit).map(|()| 0)
@@ -577,6 +696,14 @@ fn bad(path: &Path, what: String) -> BatchError {
 
 /// Opens an input, with an error that names it.
 ///
+/// `name: type, …` of a schema's columns.
+fn describe(schema: &Schema) -> String {
+    let columns: Vec<String> = (schema.fields().iter())
+        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+        .collect();
+    columns.join(", ")
+}
+
 /// Only regular files: they are read by splits at any offset. The type is checked before
 /// opening, because opening a FIFO for reading waits for a writer.
 pub(crate) fn open(path: &Path) -> Result<File, BatchError> {
@@ -685,10 +812,10 @@ mod tests {
             bounds.extend(cuts.into_iter().filter(|&c| c < len));
             bounds.push(len);
             let spec = SourceSpec::Text { path: path.clone() };
-            let schema = spec.schema().unwrap();
+            let schema = spec.plan().unwrap().1;
             let mut read = Vec::new();
             for w in bounds.windows(2) {
-                spec.read(&schema, None, FileSplit { start: w[0], end: w[1] }, |batch| {
+                spec.read(spec.path(), &schema, None, FileSplit { start: w[0], end: w[1] }, |batch| {
                     let column = batch.column(0).as_any().downcast_ref::<StringArray>().unwrap();
                     read.extend(column.iter().map(|s| s.unwrap().to_string()));
                     Ok(())
@@ -743,7 +870,7 @@ mod tests {
             parquet_file(&path, rows, group_rows);
             let len = std::fs::metadata(&path).unwrap().len();
             let spec = SourceSpec::Parquet { path: path.clone() };
-            let schema = spec.schema().unwrap();
+            let schema = spec.plan().unwrap().1;
             prop_assert_eq!(schema.field(1).data_type(), &DataType::Utf8);
             let mut bounds = vec![0];
             bounds.extend(cuts.into_iter().filter(|&c| c < len));
@@ -751,7 +878,7 @@ mod tests {
             let (mut ids, mut names) = (Vec::new(), Vec::new());
             for w in bounds.windows(2) {
                 let split = FileSplit { start: w[0], end: w[1] };
-                spec.read(&schema, Some(&[1, 0]), split, |batch| {
+                spec.read(spec.path(), &schema, Some(&[1, 0]), split, |batch| {
                     assert_eq!(batch.num_columns(), 2);
                     assert_eq!(batch.schema().field(0).name(), "name");
                     let id = batch.column(1).as_any().downcast_ref::<arrow_array::Int64Array>();
@@ -775,7 +902,7 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
         let spec = SourceSpec::Parquet { path: path.clone() };
-        let error = spec.schema().unwrap_err().to_string();
+        let error = spec.plan().unwrap_err().to_string();
         assert!(
             error.contains("t.parquet") && error.contains("not a readable Parquet file"),
             "{error}"
@@ -818,16 +945,16 @@ mod tests {
             std::fs::write(&path, &text).unwrap();
             let all = FileSplit { start: 0, end: text.len() as u64 };
             let spec = |on_error| SourceSpec::Csv { path: path.clone(), header: true, delimiter: ',', on_error, schema: None };
-            let schema = spec(OnError::Fail).schema().unwrap();
+            let schema = spec(OnError::Fail).plan().unwrap().1;
             let mut read = Vec::new();
-            let skipped = spec(OnError::Skip).read(&schema, Some(&[1]), all, |batch| {
+            let skipped = spec(OnError::Skip).read(&path, &schema, Some(&[1]), all, |batch| {
                 let v = batch.column(0).as_any().downcast_ref::<arrow_array::Int64Array>().unwrap();
                 read.extend(v.values().iter().copied());
                 Ok(())
             }).unwrap();
             prop_assert_eq!(skipped as usize, 1000 + lines.len() - good.len());
             prop_assert_eq!(read, good);
-            let failed = spec(OnError::Fail).read(&schema, None, all, |_| Ok(()));
+            let failed = spec(OnError::Fail).read(&path, &schema, None, all, |_| Ok(()));
             match first_bad {
                 Some(line) => {
                     let e = failed.unwrap_err().to_string();
@@ -850,7 +977,7 @@ mod tests {
             on_error: OnError::Fail,
             schema: None,
         };
-        let schema = spec.schema().unwrap();
+        let schema = spec.plan().unwrap().1;
         let types: Vec<_> = schema
             .fields()
             .iter()
@@ -858,15 +985,27 @@ mod tests {
             .collect();
         assert_eq!(types, [DataType::Utf8, DataType::Int64, DataType::Float64]);
         let mut rows = 0;
-        spec.read(&schema, None, FileSplit { start: 0, end: 22 }, |b| {
-            rows += b.num_rows();
-            Ok(())
-        })
+        spec.read(
+            spec.path(),
+            &schema,
+            None,
+            FileSplit { start: 0, end: 22 },
+            |b| {
+                rows += b.num_rows();
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(rows, 2);
         std::fs::write(&path, "k,v,x\na,1,0.5\nb,oops,1.5\n").unwrap();
         let error = spec
-            .read(&schema, None, FileSplit { start: 0, end: 25 }, |_| Ok(()))
+            .read(
+                &path,
+                &schema,
+                None,
+                FileSplit { start: 0, end: 25 },
+                |_| Ok(()),
+            )
             .unwrap_err()
             .to_string();
         assert!(error.contains("t.csv") && error.contains("oops"), "{error}");
