@@ -1335,6 +1335,65 @@ sink = {{ csv = {{ path = "total.csv", one_file = true }} }}
     assert!(!f.path("out/total.csv").exists());
 }
 
+/// An aggregate without keys (SQL's `SELECT count(*), … FROM t`): one row, finished by one
+/// subtask, in every mode and budget; with no input rows still one row (counts 0).
+#[test]
+fn global_aggregates_give_one_row() {
+    let f = Fixture::new();
+    let input = text(20_000, 6);
+    f.write("in.txt", input.as_bytes());
+    let oracle = word_oracle(&input);
+    let words: u64 = oracle.values().sum();
+    let spec = |filter: &str| {
+        format!(
+            r#"
+[[step]]
+name = "lines"
+source = {{ text = {{ path = "in.txt" }} }}
+[[step]]
+name = "words"
+tokenize = {{ column = "line" }}
+{filter}
+[[step]]
+name = "all"
+aggregate = {{ keys = [], aggregates = [{{ fn = "count", as = "n" }}, {{ fn = "count_distinct", column = "word", as = "distinct" }}] }}
+[[step]]
+name = "out"
+sink = {{ csv = {{ path = "all.csv", one_file = true }} }}
+"#
+        )
+    };
+    f.write("all.toml", spec("").as_bytes());
+    for mode in ["pipelined", "staged", "mapreduce"] {
+        for memory in ["1GiB", "4MiB"] {
+            f.ok([
+                "run", "all.toml", "--mode", mode, "--memory", memory, "--force",
+            ]);
+            let got = fs::read_to_string(f.path("all.csv")).unwrap();
+            let want = format!("n,distinct\n{words},{}\n", oracle.len());
+            assert_eq!(got, want, "{mode} {memory}");
+        }
+    }
+    f.write(
+        "none.toml",
+        spec("[[step]]\nname = \"none\"\nfilter = { eq = { column = \"word\", value = \"no such word\" } }\n")
+            .as_bytes(),
+    );
+    f.ok(["run", "none.toml", "--force", "--parallelism", "3"]);
+    assert_eq!(
+        fs::read_to_string(f.path("all.csv")).unwrap(),
+        "n,distinct\n0,0\n"
+    );
+    f.write(
+        "nothing.toml",
+        spec("").replace("aggregates = [{ fn = \"count\", as = \"n\" }, { fn = \"count_distinct\", column = \"word\", as = \"distinct\" }]", "aggregates = []").as_bytes(),
+    );
+    assert_error(
+        &f.millrace(["run", "nothing.toml", "--force"]),
+        &["\"all\"", "keys or aggregates"],
+    );
+}
+
 /// `union` (by column name): its branches closed by a partial aggregate, a round-robin
 /// exchange into the sink, a local top-N and a join's hash exchange, in every mode, equal the
 /// oracle; bad unions fail with one line naming the step.

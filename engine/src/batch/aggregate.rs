@@ -157,9 +157,9 @@ impl AggregateSpec {
                 available: input.fields().iter().map(|f| f.name().clone()).collect(),
             })
         };
-        if self.keys.is_empty() {
+        if self.keys.is_empty() && self.aggregates.is_empty() {
             return Err(BatchError::Spec {
-                what: "an aggregate needs at least one key".into(),
+                what: "an aggregate needs keys or aggregates (or both)".into(),
             });
         }
         let keys = self
@@ -301,32 +301,44 @@ impl HashAggregate {
                 .sum::<usize>()
     }
 
+    /// The group of key `bytes`, a new one (its states empty) the first time.
+    fn group(&mut self, bytes: &[u8]) -> usize {
+        if let Some(&g) = self.groups.get(bytes) {
+            return g;
+        }
+        let g = self.groups.len();
+        let per_group = self.calls.len().max(1);
+        self.bytes += bytes.len() + 64 + per_group * std::mem::size_of::<Acc>();
+        self.groups.insert(bytes.into(), g);
+        for call in &self.calls {
+            self.accs.push(Acc::empty(call));
+        }
+        g
+    }
+
+    /// A global aggregate (no keys) that saw no rows still has its one group: SQL's one row
+    /// of `count(*) = 0` and null sums.
+    pub fn ensure_global_group(&mut self) {
+        if self.keys.is_empty() && self.groups.is_empty() {
+            self.group(&[]);
+        }
+    }
+
     /// Adds a batch: input rows (partial phase) or partial states (final phase).
     pub fn push(&mut self, batch: &RecordBatch) -> Result<(), BatchError> {
-        let key_columns: Vec<ArrayRef> =
-            self.keys.iter().map(|&k| batch.column(k).clone()).collect();
-        let rows = self
-            .converter
-            .convert_columns(&key_columns)
-            .map_err(BatchError::arrow("key rows"))?;
-        let per_group = self.calls.len().max(1);
-        let mut group_of = Vec::with_capacity(batch.num_rows());
-        for row in rows.iter() {
-            let bytes = row.as_ref();
-            let group = match self.groups.get(bytes) {
-                Some(&g) => g,
-                None => {
-                    let g = self.groups.len();
-                    self.bytes += bytes.len() + 64 + per_group * std::mem::size_of::<Acc>();
-                    self.groups.insert(bytes.into(), g);
-                    for call in &self.calls {
-                        self.accs.push(Acc::empty(call));
-                    }
-                    g
-                }
-            };
-            group_of.push(group);
-        }
+        let group_of = if self.keys.is_empty() {
+            // A global aggregate: every row is in the one group.
+            let g = (batch.num_rows() > 0).then(|| self.group(&[]));
+            vec![g.unwrap_or_default(); batch.num_rows()]
+        } else {
+            let key_columns: Vec<ArrayRef> =
+                self.keys.iter().map(|&k| batch.column(k).clone()).collect();
+            let rows = self
+                .converter
+                .convert_columns(&key_columns)
+                .map_err(BatchError::arrow("key rows"))?;
+            rows.iter().map(|row| self.group(row.as_ref())).collect()
+        };
         let n = self.calls.len();
         match self.phase {
             Phase::Partial => {
@@ -680,6 +692,7 @@ impl FinalAggregate {
         emit: &mut impl FnMut(RecordBatch) -> Result<(), EngineError>,
     ) -> Result<SpillStats, EngineError> {
         if self.runs.is_empty() {
+            self.aggregate.ensure_global_group();
             for batch in self.aggregate.emit(BATCH_ROWS)? {
                 emit(batch)?;
             }
@@ -1095,6 +1108,55 @@ mod tests {
                 prop_assert!(runs > 0, "a 1 KiB budget spills {} groups", groups);
             }
             prop_assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// Without keys, the same calls over any split of the rows (empty included) give one
+        /// row: the oracle's one group of all rows, or zero counts and nulls for no rows.
+        #[test]
+        fn a_global_aggregate_is_one_group(rows in rows(), maps in 1usize..4, flush_every in 0usize..20) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut spec = spec();
+            spec.keys.clear();
+            let input = batch(&[]).schema();
+            let budget = MemoryBudget::new(1 << 30);
+            let spill = SpillDir { dir: dir.path().into(), options: Default::default() };
+            let mut last = FinalAggregate::new(&spec, input.clone(), &budget, spill).unwrap();
+            for m in 0..maps {
+                let mut partial = HashAggregate::new(&spec, &input, Phase::Partial).unwrap();
+                let mine: Vec<Row> = rows.iter().skip(m).step_by(maps).cloned().collect();
+                for (i, chunk) in mine.chunks(7).enumerate() {
+                    partial.push(&batch(chunk)).unwrap();
+                    if flush_every > 0 && i % flush_every == 0 {
+                        for p in partial.emit(5).unwrap() { last.push(&p).unwrap(); }
+                    }
+                }
+                for p in partial.emit(5).unwrap() { last.push(&p).unwrap(); }
+            }
+            let mut output = Vec::new();
+            last.finish(&mut |b| { output.push(b); Ok(()) }).unwrap();
+            // Null key columns in front, as `lines` reads them.
+            let output: Vec<RecordBatch> = output.iter().map(|b| {
+                let n = b.num_rows();
+                let mut columns: Vec<ArrayRef> = vec![
+                    Arc::new(StringArray::from(vec![None::<&str>; n])),
+                    Arc::new(arrow_array::Int64Array::from(vec![None; n])),
+                ];
+                columns.extend(b.columns().iter().cloned());
+                let fields: Vec<arrow_schema::Field> = ["k", "g"].iter().zip([DataType::Utf8, DataType::Int64])
+                    .map(|(name, t)| arrow_schema::Field::new(*name, t, true))
+                    .chain(b.schema().fields().iter().map(|f| f.as_ref().clone()))
+                    .collect();
+                RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+            }).collect();
+            let erased: Vec<Row> = rows.iter().map(|r| (None, None, r.2, r.3, r.4.clone())).collect();
+            let mut expected = oracle(&erased);
+            if rows.is_empty() {
+                expected.insert("None|None".into(), "0|0|None|None|None|None|0|0|0".into());
+            }
+            prop_assert_eq!(lines(&output), expected);
         }
     }
 

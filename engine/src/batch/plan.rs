@@ -337,6 +337,8 @@ impl JobSpec {
                         },
                         Some(format!("{} (partial aggregate)", step.name)),
                     );
+                    // No keys: one group, finished by one subtask (one row, also for no input).
+                    let global = spec.keys.is_empty();
                     exchange_stage(
                         step,
                         vec![(from.0, partial)],
@@ -346,7 +348,7 @@ impl JobSpec {
                         },
                         "final aggregate",
                         output,
-                        false,
+                        global,
                     )
                 }
                 "join" => {
