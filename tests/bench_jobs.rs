@@ -95,6 +95,9 @@ fn bench_jobs_runs_every_job_beside_duckdb_and_compares_the_outputs() {
                         assert!(row["spilled_bytes"].as_u64().is_some(), "{row}");
                         assert_eq!(row["vs_millrace"], 1.0, "{row}");
                     }
+                    // Figures against the input: its floor (read once) and its size.
+                    assert!(row["vs_floor"].as_f64().unwrap() > 0.0, "{row}");
+                    assert!(row["cpu_s_per_gb"].as_f64().unwrap() >= 0.0, "{row}");
                 }
             }
         }
@@ -112,6 +115,10 @@ fn bench_jobs_runs_every_job_beside_duckdb_and_compares_the_outputs() {
             "{comparison}"
         );
         assert!(comparison["rows"].as_u64().unwrap() > 0, "{comparison}");
+    }
+    for data in report["data"].as_array().unwrap() {
+        assert!(data["floor_s"].as_f64().unwrap() > 0.0, "{data}");
+        assert_eq!(data["floor_runs_s"].as_array().unwrap().len(), 1, "{data}");
     }
     // The Markdown report is stdout and the file.
     let markdown = String::from_utf8(f.read("b/bench-jobs-report.md")).unwrap();
@@ -227,4 +234,37 @@ fn bench_jobs_refuses_unknown_names_and_bad_scales() {
         assert_error(&run, needles);
         assert!(!f.path("b").exists());
     }
+}
+
+/// `jobs.py compare` reads only digits as numbers: the words "nan" and "inf" (a word count
+/// has them) are text, so outputs listing them in another order are the same; a real
+/// difference is still one.
+#[test]
+fn compare_takes_nan_and_inf_words_as_text() {
+    let f = Fixture::new();
+    f.write("a.csv", b"word,n\nnan,4\ninf,4\nx,1.5\n");
+    f.write("b.csv", b"word,n\ninf,4\nx,1.5000000000001\nnan,4\n");
+    f.write("c.csv", b"word,n\ninf,4\nx,1.5\nnan,5\n");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/peers/jobs.py");
+    let compare = |a: &str, b: &str| {
+        std::process::Command::new("python3")
+            .arg(script)
+            .args(["compare", a, b])
+            .current_dir(f.path(""))
+            .output()
+    };
+    let Ok(same) = compare("a.csv", "b.csv") else {
+        skip(format_args!(
+            "compare_takes_nan_and_inf_words_as_text: no python3"
+        ));
+        return;
+    };
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+    let differ = compare("a.csv", "c.csv").unwrap();
+    assert_eq!(differ.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&differ.stderr).contains("nan"));
 }

@@ -699,15 +699,17 @@ def run(args) -> None:
 # compare
 
 INTEGER = re.compile(r"^[+-]?\d+$")
+# Only digits make a float: words such as "nan", "inf" and "infinity" (the word count has them)
+# are text, or rows would sort by NaN keys in any order.
+FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 def number(cell: str):
     if INTEGER.match(cell):
         return int(cell)
-    try:
+    if FLOAT.match(cell):
         return float(cell)
-    except ValueError:
-        return None
+    return None
 
 
 def same(a: str, b: str) -> bool:

@@ -169,6 +169,16 @@ impl Job {
         }
     }
 
+    /// The kind of input it reads (`jobs.sh gen KIND`; a [`DataSet`](super::spec::DataSet)'s
+    /// `kind`).
+    pub fn data_kind(self) -> &'static str {
+        match self {
+            Job::WordCount => "text",
+            Job::GroupBy => "sales",
+            Job::Join => "join",
+        }
+    }
+
     /// The input formats it runs on, in order.
     pub fn formats(self) -> &'static [InputFormat] {
         match self {

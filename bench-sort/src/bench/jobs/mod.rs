@@ -186,7 +186,9 @@ pub fn run(config: &JobsConfig, progress: &dyn Fn(&str)) -> Result<JobsReport, B
                 spill_dir: &spill_dir,
                 budget,
             };
-            let (case_rows, case_outputs) = case.run(progress)?;
+            let (case_rows, case_outputs, floor_runs_s) = case.run(progress)?;
+            data.floor_s = crate::bench::report::median(&floor_runs_s).unwrap_or(0.0);
+            data.floor_runs_s = floor_runs_s;
             rows.extend(case_rows);
             outputs.extend(case_outputs);
             if !config.keep {
@@ -226,6 +228,7 @@ pub fn run(config: &JobsConfig, progress: &dyn Fn(&str)) -> Result<JobsReport, B
         }
     }
     report::relate_to_millrace(&mut rows);
+    report::relate_to_floor(&mut rows, &data_sets);
     let report = JobsReport {
         machine: Machine::detect(&config.dir),
         commit,
@@ -292,8 +295,12 @@ struct Case<'a> {
 }
 
 impl Case<'_> {
-    /// The rows of this case, and the (label, path) of every finished output.
-    fn run(&self, progress: &dyn Fn(&str)) -> Result<(Vec<ToolRow>, Vec<Output>), BenchError> {
+    /// The rows of this case, the (label, path) of every finished output and the floor of
+    /// each run.
+    fn run(
+        &self,
+        progress: &dyn Fn(&str),
+    ) -> Result<(Vec<ToolRow>, Vec<Output>, Vec<f64>), BenchError> {
         let (job, format) = (self.job, self.data.format);
         let spec_path = spec::spec_path(self.work, job, format);
         fs::write(&spec_path, spec::spec_text(job, self.data, self.work)).map_err(|source| {
@@ -339,7 +346,24 @@ impl Case<'_> {
             None => runs.push((key, vec![run])),
         };
         let mut outputs = Vec::new();
+        let mut floor_runs_s = Vec::new();
         for index in 1..=self.config.runs {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let floor =
+                crate::bench::floor::read_files(&self.data.files, threads).map_err(|source| {
+                    BenchError::Io {
+                        op: "read the inputs (the floor)",
+                        path: self.data.files[0].clone(),
+                        source,
+                    }
+                })?;
+            progress(&format!(
+                "{job} {} floor run {index}: {:.2} s to read {}",
+                format.name(),
+                floor.as_secs_f64(),
+                self.data.describe()
+            ));
+            floor_runs_s.push(floor.as_secs_f64());
             // Run r starts with the other memory setting than run r - 1, so that neither
             // always comes first (after the generator, or the other format).
             let mut order = MemorySetting::ALL;
@@ -429,7 +453,7 @@ impl Case<'_> {
         for memory in MemorySetting::ALL {
             ordered.extend(rows.iter().filter(|r| r.memory == memory).cloned());
         }
-        Ok((ordered, outputs))
+        Ok((ordered, outputs, floor_runs_s))
     }
 }
 

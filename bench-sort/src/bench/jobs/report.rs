@@ -78,6 +78,10 @@ pub struct ToolRow {
     pub rows_out: Option<u64>,
     /// `wall_s` ÷ millrace's `wall_s` in the same case.
     pub vs_millrace: Option<f64>,
+    /// `wall_s` ÷ the input's floor (reading its files once).
+    pub vs_floor: Option<f64>,
+    /// `cpu_s` per GB (10^9 bytes) of input files.
+    pub cpu_s_per_gb: Option<f64>,
     pub runs: Vec<ToolRun>,
 }
 
@@ -110,6 +114,8 @@ impl ToolRow {
             spilled_bytes: ok.iter().filter_map(|r| r.spilled_bytes).max(),
             rows_out: ok.iter().find_map(|r| r.rows_out),
             vs_millrace: None,
+            vs_floor: None,
+            cpu_s_per_gb: None,
             runs,
         }
     }
@@ -140,6 +146,26 @@ pub(super) fn relate_to_millrace(rows: &mut [ToolRow]) {
             (Some(wall), Some(base)) if base > 0.0 => Some(wall / base),
             _ => None,
         };
+    }
+}
+
+/// Fills in every row's `vs_floor` and `cpu_s_per_gb` from its input.
+pub(super) fn relate_to_floor(rows: &mut [ToolRow], data: &[DataSet]) {
+    for row in rows.iter_mut() {
+        let Some(input) = data
+            .iter()
+            .find(|d| d.kind == row.job.data_kind() && d.format == row.input)
+        else {
+            continue;
+        };
+        row.vs_floor = row
+            .finished_s()
+            .filter(|_| input.floor_s > 0.0)
+            .map(|wall| wall / input.floor_s);
+        row.cpu_s_per_gb = row
+            .cpu_s
+            .filter(|_| row.status == RunStatus::Ok && input.bytes > 0)
+            .map(|cpu| cpu / (input.bytes as f64 / 1e9));
     }
 }
 
@@ -351,10 +377,12 @@ impl JobsReport {
         out += &format!("scale {}:\n", self.scale);
         for data in &self.data {
             out += &format!(
-                "- {}: {} (generated in {:.1} s)\n",
+                "- {}: {} (generated in {:.1} s; floor {:.2} s: {:.2} GB/s read)\n",
                 data.kind,
                 data.describe(),
-                data.gen_s
+                data.gen_s,
+                data.floor_s,
+                data.bytes as f64 / 1e9 / data.floor_s.max(1e-9)
             );
         }
         out += &format!(
@@ -375,8 +403,8 @@ impl JobsReport {
             .collect();
         out += &format!("tools: {}\n\n", tools.join("; "));
 
-        out += "| job | input | memory | tool | status | wall s | job s | CPU s | peak RSS MiB | spilled MiB | ÷ millrace |\n";
-        out += "|---|---|---|---|---|--:|--:|--:|--:|--:|--:|\n";
+        out += "| job | input | memory | tool | status | wall s | job s | ÷ floor | CPU s | CPU s/GB | peak RSS MiB | spilled MiB | ÷ millrace |\n";
+        out += "|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n";
         // (tool, status, error) → the cases it happened in.
         let mut notes: Vec<(NoteKey, Vec<String>)> = Vec::new();
         for r in &self.rows {
@@ -391,14 +419,17 @@ impl JobsReport {
             } else {
                 r.tool.to_owned()
             };
+            let ratio = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.1}"));
             out += &format!(
-                "| {} | {} | {memory} | {tool} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {memory} | {tool} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 r.job,
                 r.input.name(),
                 r.status.name(),
                 secs(r.wall_s),
                 secs(r.job_s),
+                ratio(r.vs_floor),
                 secs(r.cpu_s),
+                ratio(r.cpu_s_per_gb),
                 mib_or_dash(r.peak_rss_bytes),
                 spilled_mib(r.spilled_bytes),
                 r.vs_millrace.map_or("—".to_owned(), |v| format!("{v:.2}")),
@@ -422,8 +453,10 @@ impl JobsReport {
                 included); job s = the tool's own time (millrace: the job's wall; peers: \
                 jobs.py's wall_s − startup_s); CPU (user + system) and peak RSS (its largest \
                 process) of the process tree from wait4; spilled = millrace's spilled_bytes \
-                (the peers do not report theirs); ÷ millrace = wall ÷ millrace's wall in the \
-                same job, input and memory.\n";
+                (the peers do not report theirs); ÷ floor = wall ÷ the input's floor (reading \
+                its files once, measured before the tools in each run; see the inputs above); \
+                CPU s/GB = CPU seconds per 10^9 bytes of input files; ÷ millrace = wall ÷ \
+                millrace's wall in the same job, input and memory.\n";
         if !notes.is_empty() {
             out += "\n";
             for ((tool, status, error), cases) in &notes {

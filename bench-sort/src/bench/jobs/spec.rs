@@ -28,6 +28,10 @@ pub struct DataSet {
     pub bytes: u64,
     /// Seconds the generator took.
     pub gen_s: f64,
+    /// The floor: seconds to read every file once (the median of one measurement per run,
+    /// each before the tools of that run; `bench::floor::read_files`).
+    pub floor_s: f64,
+    pub floor_runs_s: Vec<f64>,
 }
 
 impl DataSet {
@@ -66,6 +70,8 @@ impl DataSet {
             files,
             bytes: 0,
             gen_s: 0.0,
+            floor_s: 0.0,
+            floor_runs_s: Vec::new(),
         }
     }
 
