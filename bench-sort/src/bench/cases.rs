@@ -483,20 +483,6 @@ fn warm(path: &Path) -> Result<(), BenchError> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn variant_order_rotates_per_run() {
-        let order = |by| rotated(4, by).collect::<Vec<_>>();
-        assert_eq!(order(0), [0, 1, 2, 3]);
-        assert_eq!(order(1), [1, 2, 3, 0]);
-        assert_eq!(order(3), [3, 0, 1, 2]);
-        assert_eq!(order(4), order(0));
-    }
-}
-
 /// Generates `records` gensort records of `format` into `input` (kept with `--keep`); returns
 /// their checksum, which every output must match.
 fn generate(
@@ -522,4 +508,18 @@ fn generate(
         work.keep(input);
     }
     Ok(generated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variant_order_rotates_per_run() {
+        let order = |by| rotated(4, by).collect::<Vec<_>>();
+        assert_eq!(order(0), [0, 1, 2, 3]);
+        assert_eq!(order(1), [1, 2, 3, 0]);
+        assert_eq!(order(3), [3, 0, 1, 2]);
+        assert_eq!(order(4), order(0));
+    }
 }

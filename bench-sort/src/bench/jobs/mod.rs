@@ -186,11 +186,11 @@ pub fn run(config: &JobsConfig, progress: &dyn Fn(&str)) -> Result<JobsReport, B
                 spill_dir: &spill_dir,
                 budget,
             };
-            let (case_rows, case_outputs, floor_runs_s) = case.run(progress)?;
-            data.floor_s = crate::bench::report::median(&floor_runs_s).unwrap_or(0.0);
-            data.floor_runs_s = floor_runs_s;
-            rows.extend(case_rows);
-            outputs.extend(case_outputs);
+            let result = case.run(progress)?;
+            data.floor_s = crate::bench::report::median(&result.floor_runs_s).unwrap_or(0.0);
+            data.floor_runs_s = result.floor_runs_s;
+            rows.extend(result.rows);
+            outputs.extend(result.outputs);
             if !config.keep {
                 remove_path(&data.gen_target())?;
             }
@@ -281,6 +281,15 @@ fn check_report_paths(config: &JobsConfig, report_paths: &[PathBuf]) -> Result<(
 /// A finished output: its label in the report (tool, format, memory, run) and its path.
 type Output = (String, PathBuf);
 
+/// What a [`Case`] measured.
+struct CaseResult {
+    rows: Vec<ToolRow>,
+    /// The (label, path) of every finished output.
+    outputs: Vec<Output>,
+    /// The floor of each run.
+    floor_runs_s: Vec<f64>,
+}
+
 /// One job on one input: every run of every tool in both memory settings.
 struct Case<'a> {
     config: &'a JobsConfig,
@@ -295,12 +304,8 @@ struct Case<'a> {
 }
 
 impl Case<'_> {
-    /// The rows of this case, the (label, path) of every finished output and the floor of
-    /// each run.
-    fn run(
-        &self,
-        progress: &dyn Fn(&str),
-    ) -> Result<(Vec<ToolRow>, Vec<Output>, Vec<f64>), BenchError> {
+    /// Every run of every tool, and the floor before each run.
+    fn run(&self, progress: &dyn Fn(&str)) -> Result<CaseResult, BenchError> {
         let (job, format) = (self.job, self.data.format);
         let spec_path = spec::spec_path(self.work, job, format);
         fs::write(&spec_path, spec::spec_text(job, self.data, self.work)).map_err(|source| {
@@ -453,7 +458,11 @@ impl Case<'_> {
         for memory in MemorySetting::ALL {
             ordered.extend(rows.iter().filter(|r| r.memory == memory).cloned());
         }
-        Ok((ordered, outputs, floor_runs_s))
+        Ok(CaseResult {
+            rows: ordered,
+            outputs,
+            floor_runs_s,
+        })
     }
 }
 
