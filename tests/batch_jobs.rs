@@ -537,7 +537,7 @@ fn bad_specs_and_inputs_fail_with_one_line_and_leave_nothing() {
     // The schema is inferred from the first 1000 records; the bad value comes later.
     let bad: String = (0..1500).map(|i| format!("k{},{i}\n", i % 7)).collect();
     f.write("bad.csv", format!("k,v\n{bad}c,x\n").as_bytes());
-    let cases: [(&str, &str, &[&str]); 9] = [
+    let cases: [(&str, &str, &[&str]); 10] = [
         ("unknown field", &WORDCOUNT.replace("name = \"wc\"", "name = \"wc\"\nspeed = 3"), &["speed"]),
         ("unknown step field", &WORDCOUNT.replace("tokenize = { column = \"line\" }", "tokenize = { column = \"line\", lower = true }"), &["lower"]),
         ("missing input", &WORDCOUNT.replace("in.txt", "missing.txt"), &["missing.txt", "lines"]),
@@ -545,6 +545,7 @@ fn bad_specs_and_inputs_fail_with_one_line_and_leave_nothing() {
         ("count_distinct without a column", &WORDCOUNT.replace("fn = \"count\"", "fn = \"count_distinct\""), &["\"counts\"", "\"n\"", "needs a column"]),
         ("type mismatch", &WORDCOUNT.replace("keys = [\"word\"], aggregates = [{ fn = \"count\", as = \"n\" }]", "keys = [\"word\"], aggregates = [{ fn = \"sum\", column = \"word\", as = \"n\" }]"), &["\"counts\"", "\"word\"", "Utf8"]),
         ("unknown join input", &WORDCOUNT.replace("tokenize = { column = \"line\" }", "join = { right = \"x\", on = [\"line\"] }"), &["\"words\"", "\"x\"", "not an earlier step"]),
+        ("unknown join strategy", &WORDCOUNT.replace("tokenize = { column = \"line\" }", "join = { right = \"lines\", on = [\"line\"], strategy = \"nested_loop\" }"), &["nested_loop", "sort_merge"]),
         ("two operators", &WORDCOUNT.replace("tokenize = { column = \"line\" }", "tokenize = { column = \"line\" }\nsink = { csv = { path = \"o\" } }"), &["\"words\"", "tokenize and sink"]),
         ("bad CSV value", "[[step]]\nname = \"s\"\nsource = { csv = { path = \"bad.csv\" } }\n[[step]]\nname = \"a\"\naggregate = { keys = [\"k\"], aggregates = [{ fn = \"sum\", column = \"v\", as = \"s\" }] }\n[[step]]\nname = \"o\"\nsink = { csv = { path = \"out\" } }\n", &["bad.csv", "line 1502:", "'x'"]),
     ];
@@ -644,8 +645,10 @@ fn orders_and_customers(f: &Fixture) -> (Vec<(u64, Option<u64>, u64)>, Vec<(u64,
     let mut csv = String::from("order_id,cust,amount\n");
     for i in 0..30_000u64 {
         let r = rng.next_u64();
-        // Skewed ids: a few customers have most orders; 1 in 50 has no customer id.
-        let cust = (!r.is_multiple_of(50)).then(|| (r >> 8) % 3_000 * ((r >> 20) % 3_000) / 3_000);
+        // Skewed ids over every customer (and some past the last): a few customers have most
+        // orders; 1 in 50 has no customer id.
+        let cust =
+            (!r.is_multiple_of(50)).then(|| (r >> 8) % 210_000 * ((r >> 30) % 210_000) / 210_000);
         let amount = (r >> 32) % 1_000;
         let shown = cust.map_or(String::new(), |c| c.to_string());
         csv.push_str(&format!("{i},{shown},{amount}\n"));
@@ -667,13 +670,16 @@ fn orders_and_customers(f: &Fixture) -> (Vec<(u64, Option<u64>, u64)>, Vec<(u64,
     (orders, customers)
 }
 
-/// Every join kind, in every execution style, in memory and with a budget that makes the
-/// build side spill: equal to a nested-loop oracle.
+/// Every join kind and strategy, in every execution style, in memory and with a budget that
+/// makes the join spill: equal to a nested-loop oracle.
 #[test]
 fn joins_equal_the_oracle_in_every_mode_and_budget() {
     let f = Fixture::new();
     let (orders, customers) = orders_and_customers(&f);
-    for kind in ["inner", "left", "semi", "anti"] {
+    for (kind, strategy) in ["inner", "left", "semi", "anti"]
+        .into_iter()
+        .flat_map(|kind| [(kind, "hash"), (kind, "sort_merge")])
+    {
         let mut expected: Vec<String> = Vec::new();
         let mut by_id: std::collections::HashMap<u64, Vec<&String>> = Default::default();
         for (id, name) in &customers {
@@ -708,31 +714,48 @@ source = {{ csv = {{ path = "customers.csv" }} }}
 [[step]]
 name = "j"
 input = "orders"
-join = {{ right = "customers", on = ["cust"], right_on = ["id"], type = "{kind}" }}
+join = {{ right = "customers", on = ["cust"], right_on = ["id"], type = "{kind}", strategy = "{strategy}" }}
 [[step]]
 name = "out"
 sink = {{ csv = {{ path = "out" }} }}
 "#
         );
         f.write("j.toml", spec.as_bytes());
+        let explained = f.ok(["explain", "j.toml"]).stdout;
+        let named = format!("j ({kind} {} join)", strategy.replace('_', "-"));
+        assert!(explained.contains(&named), "{named}: {explained}");
         let header = if matches!(kind, "inner" | "left") {
             "order_id,cust,amount,name"
         } else {
             "order_id,cust,amount"
         };
         for mode in ["pipelined", "staged", "mapreduce"] {
-            for memory in ["1GiB", "4MiB"] {
+            // One subtask under 4 MiB: its whole build side against a 3 MiB budget (a
+            // sort-merge join's sorted right side goes to a file halfway).
+            for (memory, parallelism) in [("1GiB", "2"), ("4MiB", "2"), ("4MiB", "1")] {
                 let run = f.ok([
-                    "run", "j.toml", "--force", "--json", "--mode", mode, "--memory", memory,
+                    "run",
+                    "j.toml",
+                    "--force",
+                    "--json",
+                    "--mode",
+                    mode,
+                    "--memory",
+                    memory,
+                    "--parallelism",
+                    parallelism,
                 ]);
                 let doc = run.json();
                 let mut got = read_parts(&f, "out", header);
                 got.sort();
-                assert_eq!(got.len(), expected.len(), "{kind} {mode} {memory}");
-                assert!(got == expected, "{kind} {mode} {memory}: rows differ");
+                let case = format!("{kind} {strategy} {mode} {memory} ×{parallelism}");
+                assert_eq!(got.len(), expected.len(), "{case}");
+                assert!(got == expected, "{case}: rows differ");
                 assert_eq!(doc["rows_out"], expected.len() as u64);
                 let spilled = doc["spilled_runs"].as_u64().unwrap();
-                assert_eq!(spilled > 0, memory == "4MiB", "{kind} {mode} {memory}");
+                assert_eq!(spilled > 0, memory == "4MiB", "{case}");
+                let bytes = doc["spilled_bytes"].as_u64().unwrap();
+                assert_eq!(bytes > 0, memory == "4MiB", "{case}");
             }
         }
     }

@@ -179,6 +179,7 @@ impl JobBuilder {
             on: on.into_iter().map(Into::into).collect(),
             right_on: None,
             kind,
+            strategy: Default::default(),
         };
         self.input(left).step(name, |s| s.join = Some(spec))
     }

@@ -7,17 +7,22 @@
 //! joined on its own. A partition that still does not fit (one giant key) is joined in
 //! chunks of build rows that fit, the probe partition read once per chunk, with a bitmap of
 //! matched probe rows for the left, semi and anti joins.
+//!
+//! [`Join`] is the join a stage runs: this hash join, or the sort-merge join of
+//! [`merge_join`](super::merge_join) (`strategy = "sort_merge"`); both build their output
+//! rows with [`JoinOutput`].
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow_row::{RowConverter, Rows, SortField};
-use arrow_schema::{Field, Schema, SchemaRef};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
 
+use super::merge_join::SortMergeJoin;
 use super::source::BATCH_ROWS;
 use super::spill::{batches, BatchFile, SpillDir, SpillStats};
 use super::BatchError;
@@ -42,8 +47,29 @@ pub enum JoinKind {
     Anti,
 }
 
+/// How a join finds the matching rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinStrategy {
+    /// A hash table of the right side (grace partitions when memory is refused).
+    #[default]
+    Hash,
+    /// Both sides sorted on the keys, then merged (Spark's sort-merge join).
+    SortMerge,
+}
+
+impl JoinStrategy {
+    /// The strategy in words, as `explain` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hash => "hash",
+            Self::SortMerge => "sort-merge",
+        }
+    }
+}
+
 /// A `join` step: the step's input (left) joined with the step named `right`, on equal
-/// `on` columns (`right_on` when the right side's names differ).
+/// `on` columns (`right_on` when the right side's names differ), by `strategy`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JoinSpec {
@@ -53,6 +79,8 @@ pub struct JoinSpec {
     pub right_on: Option<Vec<String>>,
     #[serde(rename = "type", default)]
     pub kind: JoinKind,
+    #[serde(default)]
+    pub strategy: JoinStrategy,
 }
 
 impl JoinSpec {
@@ -123,6 +151,33 @@ fn right_columns(spec: &JoinSpec, right: &Schema) -> Result<Vec<usize>, BatchErr
         .collect())
 }
 
+/// The key columns of both sides: `on` in `left`, the right keys in `right`.
+pub(super) fn key_columns(
+    spec: &JoinSpec,
+    left: &Schema,
+    right: &Schema,
+) -> Result<(Vec<usize>, Vec<usize>), BatchError> {
+    let of = |schema: &Schema, keys: &[String]| {
+        keys.iter()
+            .map(|k| super::column_index(schema, k))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok((of(left, &spec.on)?, of(right, spec.right_keys())?))
+}
+
+/// Which rows of `batch` have no null in `columns`.
+pub(super) fn valid_keys(batch: &RecordBatch, columns: &[usize]) -> Vec<bool> {
+    let mut valid = vec![true; batch.num_rows()];
+    for &c in columns {
+        if let Some(nulls) = batch.column(c).logical_nulls() {
+            for (v, ok) in valid.iter_mut().zip(nulls.iter()) {
+                *v &= ok;
+            }
+        }
+    }
+    valid
+}
+
 /// Key rows of `columns` of `batch`, and which rows have no null key.
 fn key_rows(
     converter: &RowConverter,
@@ -130,18 +185,129 @@ fn key_rows(
     batch: &RecordBatch,
 ) -> Result<(Rows, Vec<bool>), BatchError> {
     let keys: Vec<ArrayRef> = columns.iter().map(|&c| batch.column(c).clone()).collect();
-    let mut valid = vec![true; batch.num_rows()];
-    for key in &keys {
-        if let Some(nulls) = key.logical_nulls() {
-            for (v, ok) in valid.iter_mut().zip(nulls.iter()) {
-                *v &= ok;
-            }
-        }
-    }
     let rows = converter
         .convert_columns(&keys)
         .map_err(BatchError::arrow("join keys"))?;
-    Ok((rows, valid))
+    Ok((rows, valid_keys(batch, columns)))
+}
+
+/// The rows a join outputs: the left columns, then (inner and left joins) the right columns
+/// but its keys.
+pub(crate) struct JoinOutput {
+    pub kind: JoinKind,
+    right_out: Vec<usize>,
+    schema: SchemaRef,
+}
+
+impl JoinOutput {
+    pub fn new(spec: &JoinSpec, left: &Schema, right: &Schema) -> Result<Self, BatchError> {
+        Ok(Self {
+            kind: spec.kind,
+            schema: spec.output_schema(left, right)?,
+            right_out: right_columns(spec, right)?,
+        })
+    }
+
+    /// Whether the output has right columns (inner and left joins).
+    pub fn has_right(&self) -> bool {
+        matches!(self.kind, JoinKind::Inner | JoinKind::Left)
+    }
+
+    /// Output rows: the rows `left` of `batch`, beside (inner, left) `right(c, type)` for each
+    /// right column `c` the output has, as many rows.
+    pub fn rows(
+        &self,
+        batch: &RecordBatch,
+        left: &[u32],
+        mut right: impl FnMut(usize, &DataType) -> Result<ArrayRef, ArrowError>,
+    ) -> Result<RecordBatch, EngineError> {
+        // Left rows in a run (each matched once, the usual foreign key): a slice, not a copy.
+        let run = left.windows(2).all(|w| w[1] == w[0] + 1);
+        let mut columns = if run && !left.is_empty() {
+            batch.slice(left[0] as usize, left.len()).columns().to_vec()
+        } else {
+            let left_idx = UInt32Array::from(left.to_vec());
+            batch
+                .columns()
+                .iter()
+                .map(|c| arrow_select::take::take(c.as_ref(), &left_idx, None))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(BatchError::arrow("join output"))?
+        };
+        if self.has_right() {
+            for (i, &c) in self.right_out.iter().enumerate() {
+                let field = self.schema.field(batch.num_columns() + i);
+                columns
+                    .push(right(c, field.data_type()).map_err(BatchError::arrow("join output"))?);
+            }
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(BatchError::arrow("join output"))?)
+    }
+
+    /// The rows `left` of `batch` without a right row: nulls in the right columns, if any.
+    pub fn unmatched(&self, batch: &RecordBatch, left: &[u32]) -> Result<RecordBatch, EngineError> {
+        self.rows(batch, left, |_, t| {
+            Ok(arrow_array::new_null_array(t, left.len()))
+        })
+    }
+}
+
+/// The join a stage runs, by its spec's strategy. The right (build) side is added first, then
+/// the left (probe) side; `finish` emits what is left and returns the spill totals.
+pub(crate) enum Join {
+    Hash(Box<HashJoin>),
+    SortMerge(Box<SortMergeJoin>),
+}
+
+impl Join {
+    pub fn new(
+        spec: &JoinSpec,
+        left: SchemaRef,
+        right: SchemaRef,
+        budget: &Arc<MemoryBudget>,
+        spill: SpillDir,
+    ) -> Result<Self, EngineError> {
+        Ok(match spec.strategy {
+            JoinStrategy::Hash => {
+                Self::Hash(Box::new(HashJoin::new(spec, &left, right, budget, spill)?))
+            }
+            JoinStrategy::SortMerge => Self::SortMerge(Box::new(SortMergeJoin::new(
+                spec, left, right, budget, spill,
+            )?)),
+        })
+    }
+
+    /// Adds a batch of the right side.
+    pub fn build(&mut self, batch: RecordBatch) -> Result<(), EngineError> {
+        match self {
+            Self::Hash(join) => join.build(batch),
+            Self::SortMerge(join) => join.build(batch),
+        }
+    }
+
+    /// Adds a batch of the left side (every right batch was added); emits what it can now.
+    pub fn probe(
+        &mut self,
+        batch: RecordBatch,
+        emit: &mut impl FnMut(RecordBatch) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        match self {
+            Self::Hash(join) => join.probe(batch, emit),
+            Self::SortMerge(join) => join.probe(batch, emit),
+        }
+    }
+
+    /// Emits the rest; the spill totals.
+    pub fn finish(
+        self,
+        emit: &mut impl FnMut(RecordBatch) -> Result<(), EngineError>,
+    ) -> Result<SpillStats, EngineError> {
+        match self {
+            Self::Hash(join) => join.finish(emit),
+            Self::SortMerge(join) => join.finish(emit),
+        }
+    }
 }
 
 fn partition_of(row: &[u8]) -> u32 {
@@ -350,17 +516,6 @@ impl Index {
     }
 }
 
-impl Table {
-    /// A table of no rows.
-    fn empty(schema: &SchemaRef) -> Self {
-        Self {
-            batch: RecordBatch::new_empty(schema.clone()),
-            index: Index::Int(HashTable::new()),
-            next: Vec::new(),
-        }
-    }
-}
-
 const NONE: u32 = u32::MAX;
 
 /// Where build rows are kept.
@@ -371,13 +526,11 @@ enum Build {
 
 /// A hash join in progress; see the module documentation.
 pub(crate) struct HashJoin {
-    kind: JoinKind,
+    out: JoinOutput,
     converter: RowConverter,
     left_keys: Vec<usize>,
     right_keys: Vec<usize>,
-    right_out: Vec<usize>,
     right_schema: SchemaRef,
-    output: SchemaRef,
     build: Build,
     held_bytes: u64,
     reservation: Reservation,
@@ -395,17 +548,8 @@ impl HashJoin {
         budget: &Arc<MemoryBudget>,
         spill: SpillDir,
     ) -> Result<Self, EngineError> {
-        let output = spec.output_schema(left, &right)?;
-        let left_keys = spec
-            .on
-            .iter()
-            .map(|k| super::column_index(left, k))
-            .collect::<Result<Vec<_>, _>>()?;
-        let right_keys = spec
-            .right_keys()
-            .iter()
-            .map(|k| super::column_index(&right, k))
-            .collect::<Result<Vec<_>, _>>()?;
+        let out = JoinOutput::new(spec, left, &right)?;
+        let (left_keys, right_keys) = key_columns(spec, left, &right)?;
         let converter = RowConverter::new(
             left_keys
                 .iter()
@@ -417,13 +561,11 @@ impl HashJoin {
             .try_reserve(0)
             .ok_or_else(|| super::too_small(budget, 0, "a join"))?;
         Ok(Self {
-            kind: spec.kind,
+            out,
             converter,
             left_keys,
-            right_out: right_columns(spec, &right)?,
             right_keys,
             right_schema: right,
-            output,
             build: Build::Memory(Vec::new()),
             held_bytes: 0,
             reservation,
@@ -579,9 +721,9 @@ impl HashJoin {
             }
             let owed = match chunks {
                 // No build rows here: every probe row is unmatched.
-                0 => matches!(self.kind, JoinKind::Left | JoinKind::Anti),
+                0 => matches!(self.out.kind, JoinKind::Left | JoinKind::Anti),
                 1 => false,
-                _ => self.kind != JoinKind::Inner,
+                _ => self.out.kind != JoinKind::Inner,
             };
             if owed {
                 each_probe(
@@ -726,7 +868,7 @@ fn probe_batch(
         if let Some(m) = matched.as_deref_mut() {
             m[i] |= hit;
         }
-        match join.kind {
+        match join.out.kind {
             JoinKind::Inner | JoinKind::Left => {
                 let mut j = head;
                 while j != NONE {
@@ -739,7 +881,7 @@ fn probe_batch(
                     }
                     j = table.next.get(j as usize).copied().unwrap_or(NONE);
                 }
-                if !hit && complete && join.kind == JoinKind::Left {
+                if !hit && complete && join.out.kind == JoinKind::Left {
                     left.push(i as u32);
                     right.push(None);
                 }
@@ -762,16 +904,14 @@ fn emit_unmatched(
     matched: &[bool],
     emit: &mut impl FnMut(RecordBatch) -> Result<(), EngineError>,
 ) -> Result<(), EngineError> {
-    let want_matched = join.kind == JoinKind::Semi;
+    let want_matched = join.out.kind == JoinKind::Semi;
     let left: Vec<u32> = (0..batch.num_rows() as u32)
         .filter(|&i| matched[i as usize] == want_matched)
         .collect();
     if left.is_empty() {
         return Ok(());
     }
-    let right = vec![None; left.len()];
-    let empty = Table::empty(&join.right_schema);
-    emit(joined(join, &empty, batch, &left, &right)?)
+    emit(join.out.unmatched(batch, &left)?)
 }
 
 /// Output rows: the probe rows `left` with the build rows `right` (null: no match).
@@ -782,74 +922,76 @@ fn joined(
     left: &[u32],
     right: &[Option<u32>],
 ) -> Result<RecordBatch, EngineError> {
-    let take = |array: &ArrayRef, indices: &UInt32Array| {
-        arrow_select::take::take(array.as_ref(), indices, None)
-            .map_err(BatchError::arrow("join output"))
-    };
-    // Probe rows in a run (each matched once, the usual foreign key): a slice, not a copy.
-    let run = left.windows(2).all(|w| w[1] == w[0] + 1);
-    let mut columns = if run && !left.is_empty() {
-        let part = batch.slice(left[0] as usize, left.len());
-        part.columns().to_vec()
-    } else {
-        let left_idx = UInt32Array::from(left.to_vec());
-        batch
-            .columns()
-            .iter()
-            .map(|c| take(c, &left_idx))
-            .collect::<Result<Vec<_>, _>>()?
-    };
-    if matches!(join.kind, JoinKind::Inner | JoinKind::Left) {
-        let right_idx = UInt32Array::from(right.to_vec());
-        for &c in &join.right_out {
-            let column = table.batch.column(c);
-            columns.push(if table.batch.num_rows() == 0 {
-                arrow_array::new_null_array(column.data_type(), right.len())
-            } else {
-                take(column, &right_idx)?
-            });
+    let right_idx = UInt32Array::from(right.to_vec());
+    join.out.rows(batch, left, |c, t| {
+        if table.batch.num_rows() == 0 {
+            Ok(arrow_array::new_null_array(t, right.len()))
+        } else {
+            arrow_select::take::take(table.batch.column(c).as_ref(), &right_idx, None)
         }
-    }
-    Ok(RecordBatch::try_new(join.output.clone(), columns)
-        .map_err(BatchError::arrow("join output"))?)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow_array::Int64Array;
-    use arrow_schema::DataType;
     use proptest::prelude::*;
 
     type Row = (Option<i64>, i64);
+    /// A row with several key columns.
+    type Wide = (Vec<Option<i64>>, i64);
 
-    fn side(name: &str, rows: &[Row]) -> RecordBatch {
-        side_keyed(name, rows, &DataType::Int64)
+    const KINDS: [JoinKind; 4] = [
+        JoinKind::Inner,
+        JoinKind::Left,
+        JoinKind::Semi,
+        JoinKind::Anti,
+    ];
+
+    fn wide(rows: &[Row]) -> Vec<Wide> {
+        rows.iter().map(|r| (vec![r.0], r.1)).collect()
     }
 
-    /// A side whose key column is `key` (Int64, Int32 or the keys' decimal text).
-    fn side_keyed(name: &str, rows: &[Row], key: &DataType) -> RecordBatch {
-        let keys = rows.iter().map(|r| r.0);
-        let keys: ArrayRef = match key {
-            DataType::Int64 => Arc::new(Int64Array::from_iter(keys)),
-            DataType::Int32 => Arc::new(arrow_array::Int32Array::from_iter(
-                keys.map(|k| k.map(|k| k as i32)),
-            )),
-            _ => Arc::new(arrow_array::StringArray::from_iter(
-                keys.map(|k| k.map(|k| k.to_string())),
-            )),
+    /// Key columns `k`, `k2`, … (nullable), then the value column `name`.
+    fn side(name: &str, keys: usize, rows: &[Wide]) -> RecordBatch {
+        side_keyed(name, keys, rows, &DataType::Int64)
+    }
+
+    /// [`side`] with key columns of type `key`: Int64, Int32 or the keys' decimal text.
+    fn side_keyed(name: &str, keys: usize, rows: &[Wide], key: &DataType) -> RecordBatch {
+        let column = |values: Vec<Option<i64>>| Arc::new(Int64Array::from(values)) as ArrayRef;
+        let key_column = |values: Vec<Option<i64>>| -> ArrayRef {
+            match key {
+                DataType::Int64 => column(values),
+                DataType::Int32 => Arc::new(arrow_array::Int32Array::from_iter(
+                    values.into_iter().map(|k| k.map(|k| k as i32)),
+                )),
+                _ => Arc::new(arrow_array::StringArray::from_iter(
+                    values.into_iter().map(|k| k.map(|k| k.to_string())),
+                )),
+            }
         };
-        RecordBatch::try_from_iter_with_nullable([
-            ("k", keys, true),
-            (
-                name,
-                Arc::new(Int64Array::from(
-                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
-                )) as _,
-                false,
-            ),
-        ])
-        .unwrap()
+        let mut columns: Vec<(String, ArrayRef, bool)> = (0..keys)
+            .map(|i| {
+                let name = if i == 0 {
+                    "k".into()
+                } else {
+                    format!("k{}", i + 1)
+                };
+                (
+                    name,
+                    key_column(rows.iter().map(|r| r.0[i]).collect()),
+                    true,
+                )
+            })
+            .collect();
+        columns.push((
+            name.into(),
+            column(rows.iter().map(|r| Some(r.1)).collect()),
+            false,
+        ));
+        RecordBatch::try_from_iter_with_nullable(columns).unwrap()
     }
 
     fn column(batch: &RecordBatch, i: usize) -> Vec<Option<i64>> {
@@ -880,24 +1022,28 @@ mod tests {
     }
 
     /// The oracle: nested loops over the rows, SQL semantics (a null key matches nothing).
-    fn oracle(kind: JoinKind, left: &[Row], right: &[Row]) -> Vec<Vec<Option<i64>>> {
+    fn oracle(kind: JoinKind, left: &[Wide], right: &[Wide]) -> Vec<Vec<Option<i64>>> {
         let mut out = Vec::new();
         for l in left {
-            let matches: Vec<&Row> = right
-                .iter()
-                .filter(|r| l.0.is_some() && r.0 == l.0)
-                .collect();
+            let keyed = l.0.iter().all(Option::is_some);
+            let matches: Vec<&Wide> = right.iter().filter(|r| keyed && r.0 == l.0).collect();
+            let row = |right: Option<Option<i64>>| {
+                let mut row = l.0.clone();
+                row.push(Some(l.1));
+                row.extend(right);
+                row
+            };
             match kind {
                 JoinKind::Inner | JoinKind::Left => {
                     for r in &matches {
-                        out.push(vec![l.0, Some(l.1), Some(r.1)]);
+                        out.push(row(Some(Some(r.1))));
                     }
                     if matches.is_empty() && kind == JoinKind::Left {
-                        out.push(vec![l.0, Some(l.1), None]);
+                        out.push(row(Some(None)));
                     }
                 }
-                JoinKind::Semi if !matches.is_empty() => out.push(vec![l.0, Some(l.1)]),
-                JoinKind::Anti if matches.is_empty() => out.push(vec![l.0, Some(l.1)]),
+                JoinKind::Semi if !matches.is_empty() => out.push(row(None)),
+                JoinKind::Anti if matches.is_empty() => out.push(row(None)),
                 _ => {}
             }
         }
@@ -905,66 +1051,68 @@ mod tests {
         out
     }
 
-    /// Runs the join over `left` and `right` in batches of `batch_rows` under `budget_bytes`;
-    /// returns the sorted output rows and whether it spilled.
-    fn join(
+    /// Runs the join of `strategy` over `left` and `right` (`keys` key columns) in batches of
+    /// `batch_rows` under `budget_bytes`; returns the sorted output rows and the spill totals.
+    fn join_on(
+        keys: usize,
         kind: JoinKind,
-        left: &[Row],
-        right: &[Row],
+        strategy: JoinStrategy,
+        left: &[Wide],
+        right: &[Wide],
         batch_rows: usize,
         budget_bytes: u64,
     ) -> (Vec<Vec<Option<i64>>>, SpillStats) {
-        join_keyed(
-            kind,
-            left,
-            right,
-            batch_rows,
-            budget_bytes,
-            &DataType::Int64,
-        )
+        let plan = (keys, kind, strategy, batch_rows, budget_bytes);
+        join_keyed(plan, left, right, &DataType::Int64)
     }
 
-    /// [`join`] with keys of type `key` (see [`side_keyed`]).
+    /// [`join_on`] (its arguments but the sides in `plan`) with keys of type `key` (see
+    /// [`side_keyed`]).
     fn join_keyed(
-        kind: JoinKind,
-        left: &[Row],
-        right: &[Row],
-        batch_rows: usize,
-        budget_bytes: u64,
+        (keys, kind, strategy, batch_rows, budget_bytes): (
+            usize,
+            JoinKind,
+            JoinStrategy,
+            usize,
+            u64,
+        ),
+        left: &[Wide],
+        right: &[Wide],
         key: &DataType,
     ) -> (Vec<Vec<Option<i64>>>, SpillStats) {
-        let side = |name: &str, rows: &[Row]| side_keyed(name, rows, key);
+        let side = |name: &str, keys: usize, rows: &[Wide]| side_keyed(name, keys, rows, key);
         let dir = tempfile::tempdir().unwrap();
         let spec = JoinSpec {
             right: "r".into(),
-            on: vec!["k".into()],
+            on: ["k", "k2", "k3"][..keys]
+                .iter()
+                .map(|k| k.to_string())
+                .collect(),
             right_on: None,
             kind,
+            strategy,
         };
         let budget = MemoryBudget::new(budget_bytes);
         let spill = SpillDir {
             dir: dir.path().into(),
             options: Default::default(),
         };
-        let right_schema = side("rv", &[]).schema();
-        let mut join = HashJoin::new(
-            &spec,
-            &side("lv", &[]).schema(),
-            right_schema,
-            &budget,
-            spill,
-        )
-        .unwrap();
+        let (l, r) = (
+            side("lv", keys, &[]).schema(),
+            side("rv", keys, &[]).schema(),
+        );
+        let mut join = Join::new(&spec, l, r, &budget, spill).unwrap();
         for chunk in right.chunks(batch_rows) {
-            join.build(side("rv", chunk)).unwrap();
+            join.build(side("rv", keys, chunk)).unwrap();
         }
         let mut out = Vec::new();
         let mut emit = |b: RecordBatch| {
+            assert!(b.num_rows() <= BATCH_ROWS);
             out.push(b);
             Ok(())
         };
         for chunk in left.chunks(batch_rows) {
-            join.probe(side("lv", chunk), &mut emit).unwrap();
+            join.probe(side("lv", keys, chunk), &mut emit).unwrap();
         }
         let stats = join.finish(&mut emit).unwrap();
         let mut rows = Vec::new();
@@ -979,6 +1127,19 @@ mod tests {
         (rows, stats)
     }
 
+    /// [`join_on`] the one key `k`.
+    fn join(
+        kind: JoinKind,
+        strategy: JoinStrategy,
+        left: &[Row],
+        right: &[Row],
+        batch_rows: usize,
+        budget_bytes: u64,
+    ) -> (Vec<Vec<Option<i64>>>, SpillStats) {
+        let (left, right) = (wide(left), wide(right));
+        join_on(1, kind, strategy, &left, &right, batch_rows, budget_bytes)
+    }
+
     fn rows(keys: impl Strategy<Value = Option<i64>>, n: usize) -> impl Strategy<Value = Vec<Row>> {
         prop::collection::vec(keys, 0..n).prop_map(|keys| {
             keys.into_iter()
@@ -988,19 +1149,52 @@ mod tests {
         })
     }
 
+    /// Both sides (random keys with heavy duplicates and nulls), a join kind, rows per batch
+    /// and a budget (8 KiB and 64 KiB spill, 64 MiB holds everything).
+    fn cases() -> impl Strategy<Value = (Vec<Row>, Vec<Row>, JoinKind, usize, u64)> {
+        let side = || rows(prop::option::weighted(0.9, 0i64..40), 1500);
+        (
+            side(),
+            side(),
+            prop::sample::select(KINDS.to_vec()),
+            1usize..400,
+            prop::sample::select(vec![8u64 << 10, 64 << 10, 64 << 20]),
+        )
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(40))]
-        /// Random keys with heavy duplicates and nulls, every join kind, budgets that keep the
-        /// build side in memory or spill it (grace partitions, chunks): equal to the oracle.
+        /// Every join kind, budgets that keep the build side in memory or spill it (grace
+        /// partitions, chunks): equal to the oracle.
         #[test]
-        fn hash_join_equals_the_oracle(
-            left in rows(prop::option::weighted(0.9, 0i64..40), 1500),
-            right in rows(prop::option::weighted(0.9, 0i64..40), 1500),
-            kind in prop::sample::select(vec![JoinKind::Inner, JoinKind::Left, JoinKind::Semi, JoinKind::Anti]),
-            batch_rows in 1usize..400,
-            budget in prop::sample::select(vec![8u64 << 10, 64 << 10, 64 << 20]),
-            // Each index: dense integers, sparse integers (a hash table of values), the
-            // extremes of i64 (a span that overflows), text (key rows); Int32 dense.
+        fn hash_join_equals_the_oracle((left, right, kind, batch_rows, budget) in cases()) {
+            let (got, stats) = join(kind, JoinStrategy::Hash, &left, &right, batch_rows, budget);
+            prop_assert_eq!(got, oracle(kind, &wide(&left), &wide(&right)));
+            if budget == 8 << 10 && right.len() > 1000 {
+                prop_assert!(stats.runs > 0, "an 8 KiB budget spills the build side");
+            }
+        }
+
+        /// The same for the sort-merge join: sorted runs of both sides, the sorted right side
+        /// and key groups in spill files under the small budgets.
+        #[test]
+        fn sort_merge_join_equals_the_oracle((left, right, kind, batch_rows, budget) in cases()) {
+            let (got, stats) = join(kind, JoinStrategy::SortMerge, &left, &right, batch_rows, budget);
+            prop_assert_eq!(got, oracle(kind, &wide(&left), &wide(&right)));
+            if budget == 8 << 10 && right.len() > 1000 {
+                prop_assert!(stats.runs > 0 && stats.written_bytes > 0, "an 8 KiB budget spills");
+            }
+            if budget == 64 << 20 {
+                prop_assert_eq!(stats.runs, 0, "64 MiB holds everything");
+            }
+        }
+
+        /// Key types and spreads that take each index of the hash join: dense integers (an
+        /// array), sparse integers (a table of values), the extremes of i64 (a span past
+        /// 64 bits), Int32, text (key rows); both strategies equal the oracle.
+        #[test]
+        fn every_key_index_equals_the_oracle(
+            (left, right, kind, batch_rows, budget) in cases(),
             (spread, key) in prop::sample::select(vec![
                 (1i64, DataType::Int64),
                 (7919, DataType::Int64),
@@ -1008,15 +1202,36 @@ mod tests {
                 (1, DataType::Int32),
                 (1, DataType::Utf8),
             ]),
+            strategy in prop::sample::select(vec![JoinStrategy::Hash, JoinStrategy::SortMerge]),
         ) {
-            let spread_out = |rows: Vec<Row>| -> Vec<Row> {
-                rows.into_iter().map(|(k, v)| (k.map(|k| (k - 20).saturating_mul(spread)), v)).collect()
+            let spread_out = |rows: Vec<Row>| -> Vec<Wide> {
+                let rows: Vec<Row> = rows.into_iter().map(|(k, v)| (k.map(|k| (k - 20).saturating_mul(spread)), v)).collect();
+                wide(&rows)
             };
             let (left, right) = (spread_out(left), spread_out(right));
-            let (got, stats) = join_keyed(kind, &left, &right, batch_rows, budget, &key);
+            let (got, _) = join_keyed((1, kind, strategy, batch_rows, budget), &left, &right, &key);
             prop_assert_eq!(got, oracle(kind, &left, &right));
-            if budget == 8 << 10 && right.len() > 1000 {
-                prop_assert!(stats.runs > 0, "an 8 KiB budget spills the build side");
+        }
+
+        /// Two key columns, nulls in either (the second one's nulls sort inside the first
+        /// one's groups): both strategies equal the oracle, in memory and spilling.
+        #[test]
+        fn two_key_columns_with_nulls_equal_the_oracle(
+            left in prop::collection::vec((prop::option::weighted(0.9, 0i64..6), prop::option::weighted(0.7, 0i64..6)), 0..800),
+            right in prop::collection::vec((prop::option::weighted(0.9, 0i64..6), prop::option::weighted(0.7, 0i64..6)), 0..800),
+            batch_rows in 1usize..300,
+            budget in prop::sample::select(vec![8u64 << 10, 64 << 20]),
+        ) {
+            let numbered = |rows: Vec<(Option<i64>, Option<i64>)>| -> Vec<Wide> {
+                rows.into_iter().enumerate().map(|(i, (a, b))| (vec![a, b], i as i64)).collect()
+            };
+            let (left, right) = (numbered(left), numbered(right));
+            for kind in KINDS {
+                let want = oracle(kind, &left, &right);
+                for strategy in [JoinStrategy::Hash, JoinStrategy::SortMerge] {
+                    let (got, _) = join_on(2, kind, strategy, &left, &right, batch_rows, budget);
+                    prop_assert_eq!(&got, &want, "{:?} {:?}", kind, strategy);
+                }
             }
         }
     }
@@ -1028,21 +1243,76 @@ mod tests {
         let left: Vec<Row> = (0..300).map(|i| (Some(7), i)).collect();
         let mut right: Vec<Row> = (0..3000).map(|i| (Some(7), i)).collect();
         right.push((None, -1));
-        for kind in [
-            JoinKind::Inner,
-            JoinKind::Left,
-            JoinKind::Semi,
-            JoinKind::Anti,
-        ] {
-            let (got, stats) = join(kind, &left, &right, 256, 16 << 10);
+        for kind in KINDS {
+            let (got, stats) = join(kind, JoinStrategy::Hash, &left, &right, 256, 16 << 10);
             assert!(stats.runs > 0, "{kind:?} spilled");
-            assert_eq!(got, oracle(kind, &left, &right), "{kind:?}");
+            assert_eq!(got, oracle(kind, &wide(&left), &wide(&right)), "{kind:?}");
         }
+    }
+
+    /// Sides of several sorted batches each (more than [`BATCH_ROWS`] rows), the right one
+    /// streamed from its spill file under a small budget: the sort-merge join gives the rows
+    /// of the hash join in memory (itself equal to the oracle above).
+    #[test]
+    fn sort_merge_join_streams_a_spilled_right_side_of_many_batches() {
+        let mut state = 5u64;
+        // Keys 0..12000 (about two rows a key on each side), 1 in 20 null.
+        let mut side = |n: i64| -> Vec<Row> {
+            (0..n)
+                .map(|i| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    let r = state >> 16;
+                    ((r % 20 != 0).then_some((r >> 8) as i64 % 12_000), i)
+                })
+                .collect()
+        };
+        let (left, right) = (side(30_000), side(25_000));
+        for kind in KINDS {
+            let (want, _) = join(kind, JoinStrategy::Hash, &left, &right, 1000, 1 << 30);
+            let (got, stats) = join(
+                kind,
+                JoinStrategy::SortMerge,
+                &left,
+                &right,
+                1000,
+                256 << 10,
+            );
+            assert!(stats.runs > 0, "{kind:?} spilled");
+            assert!(
+                got == want,
+                "{kind:?}: {} rows, not {}",
+                got.len(),
+                want.len()
+            );
+        }
+    }
+
+    /// The same giant group through the sort-merge join: the group (over several sorted
+    /// batches) goes to a spill file, read again for each left batch. Semi and anti joins only
+    /// count a group's rows, so the inner and left joins spill exactly one run more than they
+    /// do (the group).
+    #[test]
+    fn sort_merge_join_spills_one_giant_key_group() {
+        let left: Vec<Row> = (0..40).map(|i| (Some(7), i)).collect();
+        let mut right: Vec<Row> = (0..20_000).map(|i| (Some(7), i)).collect();
+        right.push((None, -1));
+        let mut runs = Vec::new();
+        for kind in KINDS {
+            let (got, stats) = join(kind, JoinStrategy::SortMerge, &left, &right, 256, 16 << 10);
+            assert!(stats.runs > 0, "{kind:?} spilled");
+            assert_eq!(got, oracle(kind, &wide(&left), &wide(&right)), "{kind:?}");
+            runs.push(stats.runs);
+        }
+        assert_eq!(runs[0], runs[2] + 1, "inner: the group spilled ({runs:?})");
+        assert_eq!(runs[1], runs[2] + 1, "left: the group spilled ({runs:?})");
+        assert_eq!(runs[3], runs[2], "{runs:?}");
     }
 
     #[test]
     fn key_types_and_names_are_checked() {
-        let left = side("lv", &[]).schema();
+        let left = side("lv", 1, &[]).schema();
         let right = Schema::new(vec![
             Field::new("k", DataType::Utf8, true),
             Field::new("lv", DataType::Int64, false),
@@ -1052,10 +1322,11 @@ mod tests {
             on: vec!["k".into()],
             right_on: None,
             kind: JoinKind::Inner,
+            strategy: JoinStrategy::Hash,
         };
         let e = spec.output_schema(&left, &right).unwrap_err().to_string();
         assert!(e.contains("\"k\"") && e.contains("Utf8"), "{e}");
-        let right = side("lv", &[]).schema();
+        let right = side("lv", 1, &[]).schema();
         let e = spec.output_schema(&left, &right).unwrap_err().to_string();
         assert!(e.contains("\"lv\"") && e.contains("both sides"), "{e}");
         let semi = JoinSpec {
@@ -1063,5 +1334,17 @@ mod tests {
             ..spec
         };
         assert_eq!(semi.output_schema(&left, &right).unwrap().fields().len(), 2);
+    }
+
+    /// `strategy` is `hash` unless told; an unknown one is rejected.
+    #[test]
+    fn strategies_parse() {
+        let parse = |text: &str| toml::from_str::<JoinSpec>(text);
+        let spec = parse("right = \"c\"\non = [\"id\"]").unwrap();
+        assert_eq!(spec.strategy, JoinStrategy::Hash);
+        let spec = parse("right = \"c\"\non = [\"id\"]\nstrategy = \"sort_merge\"").unwrap();
+        assert_eq!(spec.strategy, JoinStrategy::SortMerge);
+        let e = parse("right = \"c\"\non = [\"id\"]\nstrategy = \"merge\"").unwrap_err();
+        assert!(e.to_string().contains("sort_merge"), "{e}");
     }
 }

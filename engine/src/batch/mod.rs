@@ -11,7 +11,8 @@
 //! - `source`: text lines and CSV records from byte-range splits aligned to line ends,
 //!   Parquet row groups; only the columns the job uses.
 //! - `sink`: a part file per subtask of the last stage: CSV, Parquet or text.
-//! - `filter`, `aggregate`, `join`, `sort`: the operators; `spill`: batches in spill files.
+//! - `filter`, `aggregate`, `join` (hash), `merge_join` (sort-merge), `sort`: the operators;
+//!   `spill`: batches in spill files.
 //!
 //! Group keys are hashed (CRC-32 of their normalized `arrow-row` bytes) into key groups, each
 //! owned by one consumer, as Flink does; equal keys always meet in one consumer.
@@ -21,6 +22,7 @@ mod builder;
 mod codec;
 pub mod filter;
 pub mod join;
+mod merge_join;
 mod operators;
 pub mod plan;
 mod sink;
@@ -32,7 +34,7 @@ mod spill;
 pub use aggregate::{AggCall, AggFunc};
 pub use builder::JobBuilder;
 pub use codec::{decode, encode};
-pub use join::JoinKind;
+pub use join::{JoinKind, JoinStrategy};
 pub use operators::{
     plan, plan_spec, register_operators, run, run_plan, run_spec, run_uncommitted, BatchJobConfig,
     BatchJobResult, FinishedJob,

@@ -27,7 +27,7 @@ use shuffle::{Buffer, BufferPool, InputGate, Received, ResultPartitionType};
 use tokio::sync::mpsc;
 
 use super::aggregate::{FinalAggregate, HashAggregate, Phase};
-use super::join::HashJoin;
+use super::join::Join;
 use super::plan::{from_defs, scan_schema, Head, Plan, Stage, StageInput, Tail};
 use super::sink::PartWriter;
 use super::sort::Sorter;
@@ -501,8 +501,7 @@ fn run_stage(
             stats.spill.add(sorter.finish(&mut downstream)?);
         }
         Head::Join(spec) => {
-            let left = input_schema(0)?;
-            let mut join = HashJoin::new(spec, &left, input_schema(1)?, budget, spill)?;
+            let mut join = Join::new(spec, input_schema(0)?, input_schema(1)?, budget, spill)?;
             reader.each(1, |b| join.build(b))?;
             reader.each(0, |b| join.probe(b, &mut downstream))?;
             stats.spill.add(join.finish(&mut downstream)?);
@@ -1129,7 +1128,7 @@ mod tests {
     #[test]
     fn descriptors_round_trip() {
         use crate::batch::aggregate::{AggCall, AggFunc, AggregateSpec};
-        use crate::batch::join::{JoinKind, JoinSpec};
+        use crate::batch::join::{JoinKind, JoinSpec, JoinStrategy};
         use crate::batch::plan::ColumnDef;
         use crate::batch::sort::{SortKey, SortSpec};
         use crate::batch::source::SourceSpec;
@@ -1192,6 +1191,7 @@ mod tests {
                     on: vec!["word".into()],
                     right_on: None,
                     kind: JoinKind::Anti,
+                    strategy: JoinStrategy::SortMerge,
                 }),
                 ops: Vec::new(),
                 tail: Tail::Gather {

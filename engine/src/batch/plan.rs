@@ -374,7 +374,8 @@ impl JobSpec {
                         },
                         None,
                     );
-                    let kind = format!("{:?} hash join", spec.kind).to_lowercase();
+                    let kind = format!("{:?} {} join", spec.kind, spec.strategy.name());
+                    let kind = kind.to_lowercase();
                     exchange_stage(step, vec![l, r], Head::Join(spec), &kind, output, false)
                 }
                 "union" => {
