@@ -1264,7 +1264,10 @@ mod tests {
                         .wrapping_mul(6_364_136_223_846_793_005)
                         .wrapping_add(1_442_695_040_888_963_407);
                     let r = state >> 16;
-                    ((!r.is_multiple_of(20)).then_some((r >> 8) as i64 % 12_000), i)
+                    (
+                        (!r.is_multiple_of(20)).then_some((r >> 8) as i64 % 12_000),
+                        i,
+                    )
                 })
                 .collect()
         };

@@ -697,7 +697,16 @@ mod tests {
 
     #[test]
     fn markdown_has_a_row_per_tool_and_the_targets() {
-        let rows = rows();
+        let mut rows = rows();
+        // A gigabyte of CSV read in half a second: ÷ floor = wall ÷ 0.5, CPU s/GB = CPU s.
+        let mut data = DataSet::planned(
+            Job::GroupBy,
+            InputFormat::Csv,
+            &JobSizes::scaled(0.01),
+            std::path::Path::new("/w"),
+        );
+        (data.bytes, data.floor_s, data.floor_runs_s) = (1_000_000_000, 0.5, vec![0.5, 0.5]);
+        relate_to_floor(&mut rows, std::slice::from_ref(&data));
         let report = JobsReport {
             machine: Machine::detect(std::path::Path::new(".")),
             commit: Some("abc".into()),
@@ -707,7 +716,7 @@ mod tests {
             sizes: JobSizes::scaled(0.01),
             runs: 2,
             spill_memory_bytes: 16 << 20,
-            data: Vec::new(),
+            data: vec![data],
             tools: vec![ToolSetup {
                 tool: "spark",
                 setup: Setup::Skipped {
@@ -726,7 +735,7 @@ mod tests {
         );
         assert!(md.contains("spark: skipped — java not found"), "{md}");
         assert!(
-            md.contains("| groupby | csv | in memory | **millrace** | ok | 2.00 | 1.00 | 3.00 | 100 | 0.0 | 1.00 |"),
+            md.contains("| groupby | csv | in memory | **millrace** | ok | 2.00 | 1.00 | 4.0 | 3.00 | 3.0 | 100 | 0.0 | 1.00 |"),
             "{md}"
         );
         assert!(
