@@ -1318,6 +1318,26 @@ sink = {{ csv = {{ path = "total.csv", one_file = true }} }}
     );
     f.ok(["run", "pqsum.toml", "--force"]);
     assert_eq!(read_total(&f), frequent);
+    // A first part with no rows (a subtask that got none) and an empty file have no say in
+    // the types: `n` stays an integer (a sort by it is numeric).
+    fs::create_dir(f.path("sparse")).unwrap();
+    f.write("sparse/part-00000", b"word,n\n");
+    f.write("sparse/part-00001", b"");
+    f.write("sparse/part-00002", b"word,n\nb,10\na,9\n");
+    f.write(
+        "sparse.toml",
+        second("csv = { path = \"sparse\" }")
+            .replace(
+                "name = \"sum\"",
+                "name = \"top\"\nsort = { by = [\"n desc\"] }\n[[step]]\nname = \"sum\"",
+            )
+            .as_bytes(),
+    );
+    f.ok(["run", "sparse.toml", "--force"]);
+    assert_eq!(
+        fs::read_to_string(f.path("total.csv")).unwrap(),
+        "word,n\nb,10\na,9\n"
+    );
     // Errors.
     fs::create_dir(f.path("empty")).unwrap();
     f.write("empty/_SUCCESS", b"");
@@ -1630,6 +1650,28 @@ fn record_files_run_as_terasort_or_as_stages() {
         );
     }
     f.ok(["validate", "data/sorted.dat"]);
+    // An `exchange` of its own on the sort: the TeraSort job has one mode, so general stages
+    // run it (the same bytes).
+    f.write(
+        "mixed.toml",
+        fs::read_to_string(f.path("terasort.toml"))
+            .unwrap()
+            .replace("sort = {", "exchange = \"staged\"\nsort = {")
+            .replace("sorted.dat", "mixed.dat")
+            .as_bytes(),
+    );
+    let run = f.ok(["explain", "mixed.toml"]);
+    assert!(!run.stdout.contains("runs as TeraSort"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("(exchange = \"staged\")"),
+        "{}",
+        run.stdout
+    );
+    f.ok(["run", "mixed.toml"]);
+    assert!(
+        f.read("data/mixed.dat") == expected,
+        "exchange = staged: differs from sort"
+    );
     let records =
         |name: &str| -> Vec<Vec<u8>> { f.read(name).chunks(100).map(<[u8]>::to_vec).collect() };
     let mut all = records("data/in.dat");

@@ -316,6 +316,38 @@ impl HashAggregate {
         g
     }
 
+    /// The group of each row when the key is one text or integer column: the batch's
+    /// distinct values first (a small table over the values in place), then only those
+    /// encoded as key rows and looked up — not every row (`None`: another key).
+    fn groups_of_one_column(
+        &mut self,
+        batch: &RecordBatch,
+    ) -> Result<Option<Vec<usize>>, BatchError> {
+        let [k] = self.keys[..] else {
+            return Ok(None);
+        };
+        let column = batch.column(k);
+        let (ids, distinct): (Vec<usize>, ArrayRef) = match column.data_type() {
+            DataType::Utf8 => {
+                let strings = column.as_string::<i32>();
+                let (ids, values) = distinct_ids(strings.iter());
+                (ids, Arc::new(arrow_array::StringArray::from(values)))
+            }
+            DataType::Int64 => {
+                let ints = column.as_primitive::<Int64Type>();
+                let (ids, values) = distinct_ids(ints.iter());
+                (ids, Arc::new(arrow_array::Int64Array::from(values)))
+            }
+            _ => return Ok(None),
+        };
+        let rows = self
+            .converter
+            .convert_columns(&[distinct])
+            .map_err(BatchError::arrow("key rows"))?;
+        let groups: Vec<usize> = rows.iter().map(|row| self.group(row.as_ref())).collect();
+        Ok(Some(ids.into_iter().map(|id| groups[id]).collect()))
+    }
+
     /// A global aggregate (no keys) that saw no rows still has its one group: SQL's one row
     /// of `count(*) = 0` and null sums.
     pub fn ensure_global_group(&mut self) {
@@ -330,6 +362,8 @@ impl HashAggregate {
             // A global aggregate: every row is in the one group.
             let g = (batch.num_rows() > 0).then(|| self.group(&[]));
             vec![g.unwrap_or_default(); batch.num_rows()]
+        } else if let Some(group_of) = self.groups_of_one_column(batch)? {
+            group_of
         } else {
             let key_columns: Vec<ArrayRef> =
                 self.keys.iter().map(|&k| batch.column(k).clone()).collect();
@@ -360,9 +394,7 @@ impl HashAggregate {
                         }
                         continue;
                     }
-                    for (row, &g) in group_of.iter().enumerate() {
-                        self.accs[g * n + c].update(call, column.map(|a| a.as_ref()), row);
-                    }
+                    update(&mut self.accs, n, c, call, column, &group_of);
                 }
             }
             Phase::Final => {
@@ -665,7 +697,10 @@ impl FinalAggregate {
     pub fn push(&mut self, batch: &RecordBatch) -> Result<(), EngineError> {
         self.aggregate.push(batch)?;
         let held = self.aggregate.bytes() as u64;
-        if !super::grow_to(&mut self.reservation, held) && held >= MIN_RUN_BYTES {
+        // A global aggregate is one group: a run would hold it whole, and the merge would
+        // gather it again (like one giant group of a keyed `count_distinct`, it is not bounded).
+        let global = self.keys.is_empty();
+        if !super::grow_to(&mut self.reservation, held) && held >= MIN_RUN_BYTES && !global {
             self.spill_run()?;
         }
         Ok(())
@@ -804,42 +839,6 @@ impl Acc {
         }
     }
 
-    /// Adds input row `row` of `column` (`None`: count rows).
-    fn update(&mut self, call: &Call, column: Option<&dyn Array>, row: usize) {
-        let Some(column) = column else {
-            if let Acc::Count(n) = self {
-                *n += 1;
-            }
-            return;
-        };
-        if column.is_null(row) {
-            return;
-        }
-        match self {
-            Acc::Count(n) => *n += 1,
-            Acc::Int(v) => {
-                let x = column.as_primitive::<Int64Type>().value(row);
-                *v = Some(combine(call.func, *v, x));
-            }
-            Acc::IntSum(v) => {
-                *v = Some(
-                    v.unwrap_or(0) + i128::from(column.as_primitive::<Int64Type>().value(row)),
-                );
-            }
-            Acc::Float(v) => {
-                let x = column.as_primitive::<Float64Type>().value(row);
-                *v = Some(combine(call.func, *v, x));
-            }
-            Acc::Avg(sum, n) => {
-                *sum += match call.num {
-                    Num::Int => column.as_primitive::<Int64Type>().value(row) as f64,
-                    Num::Float => column.as_primitive::<Float64Type>().value(row),
-                };
-                *n += 1;
-            }
-        }
-    }
-
     /// Merges partial state row `row` (`states`: one column, two for avg).
     fn merge(&mut self, call: &Call, states: &[ArrayRef], row: usize) {
         let state = &states[0];
@@ -867,6 +866,98 @@ impl Acc {
 }
 
 /// `func` of an accumulated value and a new one.
+/// Numbers the distinct `values` in order of appearance: each value's number, and the
+/// distinct values by number.
+fn distinct_ids<T: std::hash::Hash + Eq + Copy>(
+    values: impl Iterator<Item = T>,
+) -> (Vec<usize>, Vec<T>) {
+    let mut seen: HashMap<T, usize, foldhash::fast::RandomState> = HashMap::default();
+    let mut distinct = Vec::new();
+    let ids = values
+        .map(|v| {
+            *seen.entry(v).or_insert_with(|| {
+                distinct.push(v);
+                distinct.len() - 1
+            })
+        })
+        .collect();
+    (ids, distinct)
+}
+
+/// Adds every row of `column` (`None`: count rows) to the state of call `c` (of `calls` per
+/// group) of the row's group: one pass per call and batch over the typed values, not a
+/// downcast and a virtual null check per row.
+fn update(
+    accs: &mut [Acc],
+    calls: usize,
+    c: usize,
+    call: &Call,
+    column: Option<&ArrayRef>,
+    group_of: &[usize],
+) {
+    let nulls = column.and_then(|a| a.logical_nulls());
+    let rows = group_of
+        .iter()
+        .enumerate()
+        .filter(|(row, _)| nulls.as_ref().is_none_or(|n| n.is_valid(*row)))
+        .map(|(row, &g)| (row, g * calls + c));
+    // The column's values by the type `resolve` checked (none: a count of any type).
+    let ints = column
+        .filter(|a| a.data_type() == &DataType::Int64)
+        .map(|a| a.as_primitive::<Int64Type>().values());
+    let floats = column
+        .filter(|a| a.data_type() == &DataType::Float64)
+        .map(|a| a.as_primitive::<Float64Type>().values());
+    match (Acc::empty(call), ints, floats) {
+        (Acc::Count(_), _, _) => {
+            for (_, at) in rows {
+                if let Acc::Count(n) = &mut accs[at] {
+                    *n += 1;
+                }
+            }
+        }
+        (Acc::Int(_), Some(x), _) => {
+            for (row, at) in rows {
+                if let Acc::Int(v) = &mut accs[at] {
+                    *v = Some(combine(call.func, *v, x[row]));
+                }
+            }
+        }
+        (Acc::IntSum(_), Some(x), _) => {
+            for (row, at) in rows {
+                if let Acc::IntSum(v) = &mut accs[at] {
+                    *v = Some(v.unwrap_or(0) + i128::from(x[row]));
+                }
+            }
+        }
+        (Acc::Float(_), _, Some(x)) => {
+            for (row, at) in rows {
+                if let Acc::Float(v) = &mut accs[at] {
+                    *v = Some(combine(call.func, *v, x[row]));
+                }
+            }
+        }
+        (Acc::Avg(..), Some(x), _) => {
+            for (row, at) in rows {
+                if let Acc::Avg(sum, n) = &mut accs[at] {
+                    *sum += x[row] as f64;
+                    *n += 1;
+                }
+            }
+        }
+        (Acc::Avg(..), _, Some(x)) => {
+            for (row, at) in rows {
+                if let Acc::Avg(sum, n) = &mut accs[at] {
+                    *sum += x[row];
+                    *n += 1;
+                }
+            }
+        }
+        // `resolve` gives every call a column of the type its state takes.
+        _ => {}
+    }
+}
+
 fn combine<T: PartialOrd + std::ops::Add<Output = T> + Copy>(
     func: AggFunc,
     acc: Option<T>,
@@ -1158,6 +1249,44 @@ mod tests {
             }
             prop_assert_eq!(lines(&output), expected);
         }
+    }
+
+    /// A global `count_distinct` past a tiny budget is not spilled (a run of one group would
+    /// be merged whole again): every distinct value is counted, none lost.
+    #[test]
+    fn a_global_count_distinct_under_a_tiny_budget_counts_every_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = spec();
+        spec.keys.clear();
+        let input = batch(&[]).schema();
+        let budget = MemoryBudget::new(1 << 10);
+        let spill = SpillDir {
+            dir: dir.path().into(),
+            options: Default::default(),
+        };
+        let mut last = FinalAggregate::new(&spec, input.clone(), &budget, spill).unwrap();
+        let rows: Vec<Row> = (0..100_000i64)
+            .map(|i| (None, None, Some(i), None, None))
+            .collect();
+        let mut partial = HashAggregate::new(&spec, &input, Phase::Partial).unwrap();
+        for chunk in rows.chunks(4096) {
+            partial.push(&batch(chunk)).unwrap();
+            for p in partial.emit(BATCH_ROWS).unwrap() {
+                last.push(&p).unwrap();
+            }
+        }
+        let mut output = Vec::new();
+        last.finish(&mut |b| {
+            output.push(b);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(output.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+        let vd = output[0]
+            .column_by_name("vd")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        assert_eq!(vd.value(0), 100_000);
     }
 
     #[test]

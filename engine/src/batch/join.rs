@@ -222,7 +222,8 @@ impl JoinOutput {
         mut right: impl FnMut(usize, &DataType) -> Result<ArrayRef, ArrowError>,
     ) -> Result<RecordBatch, EngineError> {
         // Left rows in a run (each matched once, the usual foreign key): a slice, not a copy.
-        let run = left.windows(2).all(|w| w[1] == w[0] + 1);
+        // Only when the run is most of the batch: a slice keeps the whole batch alive.
+        let run = left.len() * 2 >= batch.num_rows() && left.windows(2).all(|w| w[1] == w[0] + 1);
         let mut columns = if run && !left.is_empty() {
             batch.slice(left[0] as usize, left.len()).columns().to_vec()
         } else {
@@ -398,10 +399,8 @@ impl Keys {
 const DENSE_SPAN: u64 = 4;
 
 fn hash_int(key: i64) -> u64 {
-    // A fixed multiplier (Fibonacci hashing) spread into the high bits hashbrown reads.
-    (key as u64)
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        .rotate_left(26)
+    // foldhash's folded multiply: every bit of the key reaches the tag bits hashbrown reads.
+    foldhash::fast::FixedState::with_seed(0x5eed).hash_one(key)
 }
 
 fn hash_bytes(key: &[u8]) -> u64 {
@@ -622,9 +621,9 @@ impl HashJoin {
     ) -> Result<(), EngineError> {
         if self.table.is_none() {
             if let Build::Memory(held) = &self.build {
-                // The table needs a copy of the rows and an entry per row: ask for it.
-                let rows: usize = held.iter().map(|b| b.num_rows()).sum();
-                let more = self.held_bytes + rows as u64 * 64;
+                // The table needs a copy of the rows, key rows and an entry per row: ask.
+                let table: u64 = held.iter().map(|b| self.table_bytes(b)).sum();
+                let more = self.held_bytes + table;
                 if !self.reservation.try_grow(more) {
                     self.spill_build()?;
                 }
@@ -651,6 +650,16 @@ impl HashJoin {
         }
         let table = self.table.as_ref().expect("just built");
         probe_batch(&*self, table, &batch, None, true, emit)
+    }
+
+    /// Memory a table of `batch`'s rows takes beside the batch itself: its copy (the batches
+    /// are concatenated), the key rows (about the key columns' size) and the index and chains
+    /// (64 bytes a row covers a dense array, a hash table of row numbers or of (key, row)).
+    fn table_bytes(&self, batch: &RecordBatch) -> u64 {
+        let keys: usize = (self.right_keys.iter())
+            .map(|&k| batch.column(k).get_array_memory_size())
+            .sum();
+        (batch.get_array_memory_size() + keys + batch.num_rows() * 64) as u64
     }
 
     /// A table of `batches`, its memory reserved (the caller checked it fits or accepts it).
@@ -695,7 +704,7 @@ impl HashJoin {
                 let (mut chunk, mut chunk_bytes) = (Vec::new(), 0u64);
                 for batch in build.by_ref() {
                     let batch = batch?;
-                    chunk_bytes += 2 * batch.get_array_memory_size() as u64;
+                    chunk_bytes += batch.get_array_memory_size() as u64 + self.table_bytes(&batch);
                     chunk.push(batch);
                     if !super::grow_to(&mut self.reservation, chunk_bytes) {
                         break;

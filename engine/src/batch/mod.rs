@@ -9,8 +9,10 @@
 //! - `operators`: the one vertex operator, `batch.stage` (input → head → row operators →
 //!   tail), and [`run`].
 //! - `source`: text lines and CSV records from byte-range splits aligned to line ends,
-//!   Parquet row groups; only the columns the job uses.
-//! - `sink`: a part file per subtask of the last stage: CSV, Parquet or text.
+//!   Parquet row groups, Sort Benchmark records; of a file or a folder's files; only the
+//!   columns the job uses.
+//! - `sink`: a part file per subtask of the last stage (CSV, Parquet or text), or one file
+//!   from one subtask (records, or `one_file`).
 //! - `filter`, `aggregate`, `join` (hash), `merge_join` (sort-merge), `sort`: the operators;
 //!   `spill`: batches in spill files.
 //!

@@ -577,7 +577,8 @@ impl Exchange {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        if self.consumers == 1 {
+        // One consumer, or no key (a global aggregate's one group): all to the first.
+        if self.consumers == 1 || columns.is_empty() {
             return self.send(0, batch);
         }
         let keys: Vec<ArrayRef> = columns.iter().map(|&c| batch.column(c).clone()).collect();
@@ -896,7 +897,8 @@ pub fn run_plan(
         what: "a plan without stages".into(),
     })?;
     let parts = if sink_stage.single { 1 } else { parallelism };
-    // A records sink writes one file, as `sort` does; the others a folder of parts.
+    // A records sink (and any with `one_file`) writes one file, as `sort` does; the others a
+    // folder of parts.
     let folder = !plan.sink.one_file();
     let target = OutputTarget::create(
         plan.sink.path(),

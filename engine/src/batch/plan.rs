@@ -188,6 +188,10 @@ impl Plan {
         else {
             return None;
         };
+        // The TeraSort job has one exchange mode, the job's.
+        if sort.exchange.is_some_and(|m| m != self.mode) {
+            return None;
+        }
         // One file: the TeraSort job reads one (a folder runs as general stages).
         if !matches!(files.as_slice(), [one] if one.path == *path) {
             return None;
@@ -206,15 +210,18 @@ impl Plan {
         shape.then_some((path.as_path(), self.sink.path()))
     }
 
-    /// Every file the job reads.
+    /// Every path the job reads: each source's path and, for a folder, each of its files
+    /// (a file in it may be a link to an output).
     pub fn sources(&self) -> Vec<PathBuf> {
-        self.stages
-            .iter()
-            .filter_map(|s| match &s.input {
-                StageInput::Scan { source, .. } => Some(source.path().to_path_buf()),
-                StageInput::Exchange { .. } => None,
-            })
-            .collect()
+        let mut paths = Vec::new();
+        for stage in &self.stages {
+            if let StageInput::Scan { source, files, .. } = &stage.input {
+                paths.push(source.path().to_path_buf());
+                paths.extend(files.iter().map(|f| f.path.clone()));
+            }
+        }
+        paths.dedup();
+        paths
     }
 }
 
@@ -475,7 +482,7 @@ impl JobSpec {
                             format!("a {sink} sink writes {what}; its input has {has}"),
                         ));
                     }
-                    // A records sink writes one file, from one subtask; the branches of a union
+                    // A one-file sink (records, or `one_file`) writes from one subtask; the branches of a union
                     // meet in one stage that writes the parts.
                     let one_file = spec.one_file();
                     if input.stages.len() > 1 || (one_file && !input.stages[0].single) {
@@ -517,7 +524,7 @@ impl JobSpec {
             if !stages.iter().any(begins) {
                 return Err(at(
                     step,
-                    "`exchange` is set but this step reads no exchange (an aggregate, join, sort, limit or a gathered sink does; this one runs in its input's stage)",
+                    "`exchange` is set but this step reads no exchange (an aggregate, join, sort, limit or a gathered sink does; this one runs in its input's stage — a limit right after a sort is part of the sort's stage: set `exchange` on the sort)",
                 ));
             }
         }
@@ -547,7 +554,7 @@ impl JobSpec {
 }
 
 /// `name: type, …` of a schema's columns.
-fn describe(schema: &Schema) -> String {
+pub(super) fn describe(schema: &Schema) -> String {
     let columns: Vec<String> = (schema.fields().iter())
         .map(|f| format!("{}: {}", f.name(), f.data_type()))
         .collect();
@@ -848,6 +855,7 @@ pub fn explain(plan: &Plan, parallelism: usize) -> String {
             };
             let folder = match files.as_slice() {
                 [one] if one.path == source.path() => String::new(),
+                [_] => " (1 file)".to_string(),
                 _ => format!(" ({} files)", files.len()),
             };
             let _ = writeln!(

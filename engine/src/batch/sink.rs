@@ -1,6 +1,6 @@
 //! Sinks: one part file per subtask of the last stage, in CSV (a header each), Parquet or text
-//! (a line per value of the one text column); or one file of Sort Benchmark records, written
-//! by the one subtask of the last stage. The part files belong to the job's output
+//! (a line per value of the one text column); or one file, written by the one subtask of the
+//! last stage: Sort Benchmark records always, the other formats with `one_file`. The part files belong to the job's output
 //! target: written under its temp name, published on success, removed on failure.
 //!
 //! A Parquet part buffers its open row group in memory: the sink grows a reservation with the

@@ -150,8 +150,8 @@ impl SourceSpec {
                         &file.path,
                         format!(
                             "has columns [{}], the folder's first file [{}]",
-                            describe(&other),
-                            describe(&schema)
+                            super::plan::describe(&other),
+                            super::plan::describe(&schema)
                         ),
                     ));
                 }
@@ -161,7 +161,9 @@ impl SourceSpec {
     }
 
     /// The schema of one CSV folder: each file's inferred from its records until 1000 are
-    /// read, widened where files differ (Int64 and Float64 to Float64, others to Utf8).
+    /// read, widened where files differ (Int64 and Float64 to Float64, others to Utf8; a file
+    /// with no records, such as a part whose subtask got no rows, has no say in the types);
+    /// every file's header must name the same columns. Empty files are skipped.
     fn csv_schema(&self, files: &[SourceFile]) -> Result<SchemaRef, BatchError> {
         let Self::Csv {
             header, delimiter, ..
@@ -171,50 +173,55 @@ impl SourceSpec {
         };
         let mut left = 1000;
         let mut merged: Option<(PathBuf, Vec<Field>)> = None;
-        for file in files {
+        let names = |f: &[Field]| f.iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+        for file in files.iter().filter(|f| f.len > 0) {
+            // Past the first 1000 records only the header is read (its names checked).
             let (schema, read) = format(*header, *delimiter)?
                 .infer_schema(BufReader::new(open(&file.path)?), Some(left))
                 .map_err(|e| bad(&file.path, format!("cannot read a CSV schema: {e}")))?;
             let fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-            match &mut merged {
-                None => merged = Some((file.path.clone(), fields)),
-                Some((first, known)) => {
-                    let names =
-                        |f: &[Field]| f.iter().map(|f| f.name().clone()).collect::<Vec<_>>();
-                    if names(known) != names(&fields) {
-                        return Err(bad(
-                            &file.path,
-                            format!(
-                                "has CSV columns {:?}, the folder's first file {} has {:?}",
-                                names(&fields),
-                                first.display(),
-                                names(known)
-                            ),
-                        ));
-                    }
-                    if read > 0 {
-                        for (k, f) in known.iter_mut().zip(&fields) {
-                            let wider = match (k.data_type(), f.data_type()) {
-                                (a, b) if a == b => a.clone(),
-                                (DataType::Int64, DataType::Float64)
-                                | (DataType::Float64, DataType::Int64) => DataType::Float64,
-                                _ => DataType::Utf8,
-                            };
-                            *k = k.clone().with_data_type(wider).with_nullable(true);
-                        }
-                    }
+            let Some((first, known)) = &mut merged else {
+                merged = Some((file.path.clone(), fields));
+                left -= read;
+                continue;
+            };
+            if names(known) != names(&fields) {
+                return Err(bad(
+                    &file.path,
+                    format!(
+                        "has CSV columns {:?}, the folder's first file {} has {:?}",
+                        names(&fields),
+                        first.display(),
+                        names(known)
+                    ),
+                ));
+            }
+            if read > 0 {
+                for (k, f) in known.iter_mut().zip(&fields) {
+                    let wider = match (k.data_type(), f.data_type()) {
+                        (DataType::Null, t) | (t, DataType::Null) => t.clone(),
+                        (a, b) if a == b => a.clone(),
+                        (DataType::Int64, DataType::Float64)
+                        | (DataType::Float64, DataType::Int64) => DataType::Float64,
+                        _ => DataType::Utf8,
+                    };
+                    *k = k.clone().with_data_type(wider).with_nullable(true);
                 }
             }
-            left = left.saturating_sub(read);
-            if left == 0 {
-                break;
-            }
+            left -= read;
         }
-        let (path, fields) = merged.expect("a folder has a file");
+        let Some((path, fields)) = merged else {
+            return Err(bad(self.path(), "holds only empty files".into()));
+        };
         if fields.is_empty() {
             return Err(bad(&path, "no CSV columns (is the file empty?)".into()));
         }
-        Ok(Arc::new(Schema::new(fields)))
+        // A column no file had a value in: text.
+        let fields = fields.into_iter().map(|f| match f.data_type() {
+            DataType::Null => f.with_data_type(DataType::Utf8).with_nullable(true),
+            _ => f,
+        });
+        Ok(Arc::new(Schema::new(fields.collect::<Vec<_>>())))
     }
 
     /// The schema of one file of the source.
@@ -696,14 +703,6 @@ fn bad(path: &Path, what: String) -> BatchError {
 
 /// Opens an input, with an error that names it.
 ///
-/// `name: type, …` of a schema's columns.
-fn describe(schema: &Schema) -> String {
-    let columns: Vec<String> = (schema.fields().iter())
-        .map(|f| format!("{}: {}", f.name(), f.data_type()))
-        .collect();
-    columns.join(", ")
-}
-
 /// Only regular files: they are read by splits at any offset. The type is checked before
 /// opening, because opening a FIFO for reading waits for a writer.
 pub(crate) fn open(path: &Path) -> Result<File, BatchError> {

@@ -376,13 +376,18 @@ impl JobsReport {
         }
         out += &format!("scale {}:\n", self.scale);
         for data in &self.data {
+            let floor = match data.floor_s {
+                s if s > 0.0 => format!(
+                    "floor {s:.2} s: {:.2} GB/s read",
+                    data.bytes as f64 / 1e9 / s
+                ),
+                _ => "no floor".to_owned(),
+            };
             out += &format!(
-                "- {}: {} (generated in {:.1} s; floor {:.2} s: {:.2} GB/s read)\n",
+                "- {}: {} (generated in {:.1} s; {floor})\n",
                 data.kind,
                 data.describe(),
                 data.gen_s,
-                data.floor_s,
-                data.bytes as f64 / 1e9 / data.floor_s.max(1e-9)
             );
         }
         out += &format!(

@@ -39,20 +39,16 @@ impl DataSet {
     /// `bytes` and `gen_s` are 0).
     pub(super) fn planned(job: Job, format: InputFormat, sizes: &JobSizes, work: &Path) -> Self {
         let data = work.join(DATA_DIR);
-        let (kind, rows, customers, files) = match (job, format) {
-            (Job::WordCount, _) => ("text", sizes.text_lines, 0, vec![data.join("text.txt")]),
-            (Job::GroupBy, InputFormat::Parquet) => (
-                "sales",
-                sizes.sales_rows,
-                0,
-                vec![data.join("sales.parquet")],
-            ),
-            (Job::GroupBy, _) => ("sales", sizes.sales_rows, 0, vec![data.join("sales.csv")]),
+        let (rows, customers, files) = match (job, format) {
+            (Job::WordCount, _) => (sizes.text_lines, 0, vec![data.join("text.txt")]),
+            (Job::GroupBy, InputFormat::Parquet) => {
+                (sizes.sales_rows, 0, vec![data.join("sales.parquet")])
+            }
+            (Job::GroupBy, _) => (sizes.sales_rows, 0, vec![data.join("sales.csv")]),
             (Job::Join, _) => {
                 let (folder, ext) = join_folder(format);
                 let folder = data.join(folder);
                 (
-                    "join",
                     sizes.orders,
                     sizes.customers(),
                     vec![
@@ -63,7 +59,7 @@ impl DataSet {
             }
         };
         Self {
-            kind,
+            kind: job.data_kind(),
             format,
             rows,
             customers,
