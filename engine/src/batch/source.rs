@@ -333,29 +333,15 @@ impl SourceSpec {
                     delimiter: delimiter_byte(*delimiter)?,
                 };
                 // Whole lines of up to ~4 MiB at a time through the Arrow CSV parser.
-                let mut chunk = Vec::with_capacity(4 << 20);
+                let mut chunk = Vec::with_capacity(CSV_CHUNK_BYTES);
                 loop {
                     chunk.clear();
-                    let mut chunk_start = None;
-                    while chunk.len() < 4 << 20 {
-                        match lines.next_line()? {
-                            Some(line) => {
-                                chunk.extend_from_slice(line);
-                                chunk.push(b'\n');
-                                chunk_start.get_or_insert(lines.line_start);
-                            }
-                            None => break,
-                        }
-                    }
-                    if chunk.is_empty() {
+                    let Some(start) = lines.next_lines(&mut chunk, CSV_CHUNK_BYTES)? else {
                         break;
-                    }
+                    };
                     let batches = match csv.parse(&chunk) {
                         Ok(batches) => batches,
-                        Err(_) => {
-                            let start = chunk_start.unwrap_or_default();
-                            csv.parse_good_lines(&chunk, start, *on_error, &mut skipped)?
-                        }
+                        Err(_) => csv.parse_good_lines(&chunk, start, *on_error, &mut skipped)?,
                     };
                     for batch in batches {
                         emit(batch)?;
@@ -724,6 +710,12 @@ pub(crate) fn open(path: &Path) -> Result<File, BatchError> {
     Ok(file)
 }
 
+/// A split's read buffer; tiny in tests, so that lines and chunks straddle its refills.
+const READ_BUFFER_BYTES: usize = if cfg!(test) { 61 } else { 1 << 20 };
+
+/// Bytes of whole CSV lines parsed at a time; small in tests for the same reason.
+const CSV_CHUNK_BYTES: usize = if cfg!(test) { 200 } else { 4 << 20 };
+
 /// The lines that start inside a split.
 struct SplitLines {
     path: PathBuf,
@@ -744,7 +736,7 @@ impl SplitLines {
             .map_err(|e| bad(path, format!("cannot seek to byte {from}: {e}")))?;
         let mut lines = Self {
             path: path.to_path_buf(),
-            reader: BufReader::with_capacity(1 << 20, file),
+            reader: BufReader::with_capacity(READ_BUFFER_BYTES, file),
             at: from,
             line_start: from,
             end: split.end,
@@ -762,6 +754,48 @@ impl SplitLines {
         let n = self.reader.read_until(b'\n', &mut self.line)?;
         self.at += n as u64;
         Ok(n)
+    }
+
+    /// Appends whole lines of the split to `chunk`, line breaks kept (a `\n` added to a last
+    /// line without one), until it holds `max` bytes or the split ends: straight from the
+    /// read buffer, a block at a time. Returns the file offset of the first line appended,
+    /// or `None` when the split has no more lines.
+    fn next_lines(&mut self, chunk: &mut Vec<u8>, max: usize) -> Result<Option<u64>, BatchError> {
+        let first = self.at;
+        let failed =
+            |at: u64, e: std::io::Error| bad(&self.path, format!("read failed at byte {at}: {e}"));
+        // Inside a line: it is finished whatever `max` says.
+        let mut open = false;
+        while (open || chunk.len() < max) && (open || self.at < self.end) {
+            let buffer = self.reader.fill_buf().map_err(|e| failed(self.at, e))?;
+            if buffer.is_empty() {
+                if open {
+                    chunk.push(b'\n');
+                }
+                break;
+            }
+            // The last line of the split is the one holding byte `end - 1`: up to its break.
+            let last_line = self.end.saturating_sub(1).saturating_sub(self.at) as usize;
+            let take = if last_line < buffer.len() {
+                match memchr::memchr(b'\n', &buffer[last_line..]) {
+                    Some(i) => last_line + i + 1,
+                    None => buffer.len(),
+                }
+            } else {
+                match memchr::memrchr(b'\n', buffer) {
+                    Some(i) => i + 1,
+                    None => buffer.len(),
+                }
+            };
+            chunk.extend_from_slice(&buffer[..take]);
+            open = buffer[take - 1] != b'\n';
+            self.reader.consume(take);
+            self.at += take as u64;
+            if !open && self.at > self.end {
+                break;
+            }
+        }
+        Ok((self.at > first).then_some(first))
     }
 
     /// The next line of the split without its line break, or `None` at the split's end.
@@ -821,6 +855,47 @@ mod tests {
                 }).unwrap();
             }
             prop_assert_eq!(read, lines);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// A CSV file (header, CRLF or not, the last line with or without its break) cut into
+        /// splits anywhere: every record read once, in order, however the blocks fall.
+        #[test]
+        fn csv_splits_read_every_record_once(
+            values in prop::collection::vec((0i64..1_000_000, "[a-z]{0,30}"), 0..300),
+            cuts in prop::collection::btree_set(1u64..8000, 0..10),
+            crlf: bool,
+            last_break: bool,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.csv");
+            let sep = if crlf { "\r\n" } else { "\n" };
+            let mut text = format!("n,s{sep}");
+            for (n, w) in &values {
+                text.push_str(&format!("{n},x{w}{sep}"));
+            }
+            if !last_break && !values.is_empty() {
+                text.truncate(text.len() - sep.len());
+            }
+            std::fs::write(&path, &text).unwrap();
+            let len = text.len() as u64;
+            let mut bounds = vec![0];
+            bounds.extend(cuts.into_iter().filter(|&c| c < len));
+            bounds.push(len);
+            let spec = SourceSpec::Csv { path: path.clone(), header: true, delimiter: ',', on_error: OnError::Fail, schema: Some(vec!["n Int64".into(), "s Utf8".into()]) };
+            let schema = spec.plan().unwrap().1;
+            let mut read = Vec::new();
+            for w in bounds.windows(2) {
+                spec.read(spec.path(), &schema, None, FileSplit { start: w[0], end: w[1] }, |batch| {
+                    let n = batch.column(0).as_any().downcast_ref::<arrow_array::Int64Array>().unwrap();
+                    let s = batch.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+                    read.extend((0..batch.num_rows()).map(|i| (n.value(i), s.value(i)[1..].to_string())));
+                    Ok(())
+                }).unwrap();
+            }
+            prop_assert_eq!(read, values);
         }
     }
 
