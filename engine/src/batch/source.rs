@@ -766,7 +766,7 @@ impl SplitLines {
             |at: u64, e: std::io::Error| bad(&self.path, format!("read failed at byte {at}: {e}"));
         // Inside a line: it is finished whatever `max` says.
         let mut open = false;
-        while (open || chunk.len() < max) && (open || self.at < self.end) {
+        while open || (chunk.len() < max && self.at < self.end) {
             let buffer = self.reader.fill_buf().map_err(|e| failed(self.at, e))?;
             if buffer.is_empty() {
                 if open {
