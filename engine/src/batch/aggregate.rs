@@ -1262,6 +1262,48 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// One key column, text or integer (each batch's distinct values numbered in place,
+        /// with and without nulls): the oracle's groups of that key.
+        #[test]
+        fn one_key_column_equals_the_oracle(rows in rows(), text: bool, chunk in 1usize..300) {
+            let mut spec = spec();
+            spec.keys = vec![if text { "k" } else { "g" }.into()];
+            let input = batch(&[]).schema();
+            let mut partial = HashAggregate::new(&spec, &input, Phase::Partial).unwrap();
+            let mut last = HashAggregate::new(&spec, &input, Phase::Final).unwrap();
+            for part in rows.chunks(chunk) {
+                partial.push(&batch(part)).unwrap();
+            }
+            for p in partial.emit(100).unwrap() {
+                last.push(&p).unwrap();
+            }
+            // The other key as a null column, where `lines` reads it.
+            let output: Vec<RecordBatch> = last.emit(100).unwrap().iter().map(|b| {
+                let n = b.num_rows();
+                let null_text: ArrayRef = Arc::new(StringArray::from(vec![None::<&str>; n]));
+                let null_int: ArrayRef = Arc::new(arrow_array::Int64Array::from(vec![None; n]));
+                let mut columns = b.columns().to_vec();
+                let mut fields: Vec<arrow_schema::Field> =
+                    b.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+                if text {
+                    columns.insert(1, null_int);
+                    fields.insert(1, arrow_schema::Field::new("g", DataType::Int64, true));
+                } else {
+                    columns.insert(0, null_text);
+                    fields.insert(0, arrow_schema::Field::new("k", DataType::Utf8, true));
+                }
+                RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+            }).collect();
+            let erased: Vec<Row> = rows.iter().map(|r| match text {
+                true => (r.0.clone(), None, r.2, r.3, r.4.clone()),
+                false => (None, r.1, r.2, r.3, r.4.clone()),
+            }).collect();
+            prop_assert_eq!(lines(&output), oracle(&erased));
+        }
+    }
+
     /// A global `count_distinct` past a tiny budget is not spilled (a run of one group would
     /// be merged whole again): every distinct value is counted, none lost.
     #[test]
