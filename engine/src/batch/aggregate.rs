@@ -1156,6 +1156,30 @@ mod tests {
         )
     }
 
+    /// `rows` split over `maps` partial aggregates (every `maps`-th row each, in batches of 7),
+    /// each handing its states to `route` every `flush_every` batches (as a map does when
+    /// memory runs out) and at the end.
+    fn partials(
+        spec: &AggregateSpec,
+        rows: &[Row],
+        maps: usize,
+        flush_every: usize,
+        mut route: impl FnMut(Vec<RecordBatch>),
+    ) {
+        let input = batch(&[]).schema();
+        for m in 0..maps {
+            let mut partial = HashAggregate::new(spec, &input, Phase::Partial).unwrap();
+            let mine: Vec<Row> = rows.iter().skip(m).step_by(maps).cloned().collect();
+            for (i, chunk) in mine.chunks(7).enumerate() {
+                partial.push(&batch(chunk)).unwrap();
+                if flush_every > 0 && i % flush_every == 0 {
+                    route(partial.emit(5).unwrap());
+                }
+            }
+            route(partial.emit(5).unwrap());
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// Any split of the rows over partial aggregates (emitting early at random points, as
@@ -1180,7 +1204,7 @@ mod tests {
                 .collect();
             let key_types: Vec<SortField> = input.fields()[..2].iter().map(|f| SortField::new(f.data_type().clone())).collect();
             let converter = RowConverter::new(key_types).unwrap();
-            let mut route = |partials: Vec<RecordBatch>| {
+            let route = |partials: Vec<RecordBatch>| {
                 for p in partials {
                     let keys = converter.convert_columns(&p.columns()[..2]).unwrap();
                     for (i, owner) in crate::batch::consumers_of(&keys, 16, reducers).into_iter().enumerate() {
@@ -1188,17 +1212,7 @@ mod tests {
                     }
                 }
             };
-            for m in 0..maps {
-                let mut partial = HashAggregate::new(&spec, &input, Phase::Partial).unwrap();
-                let mine: Vec<Row> = rows.iter().skip(m).step_by(maps).cloned().collect();
-                for (i, chunk) in mine.chunks(7).enumerate() {
-                    partial.push(&batch(chunk)).unwrap();
-                    if flush_every > 0 && i % flush_every == 0 {
-                        route(partial.emit(5).unwrap());
-                    }
-                }
-                route(partial.emit(5).unwrap());
-            }
+            partials(&spec, &rows, maps, flush_every, route);
             let mut output = Vec::new();
             let mut runs = 0;
             for f in finals {
@@ -1226,17 +1240,9 @@ mod tests {
             let budget = MemoryBudget::new(1 << 30);
             let spill = SpillDir { dir: dir.path().into(), options: Default::default() };
             let mut last = FinalAggregate::new(&spec, input.clone(), &budget, spill).unwrap();
-            for m in 0..maps {
-                let mut partial = HashAggregate::new(&spec, &input, Phase::Partial).unwrap();
-                let mine: Vec<Row> = rows.iter().skip(m).step_by(maps).cloned().collect();
-                for (i, chunk) in mine.chunks(7).enumerate() {
-                    partial.push(&batch(chunk)).unwrap();
-                    if flush_every > 0 && i % flush_every == 0 {
-                        for p in partial.emit(5).unwrap() { last.push(&p).unwrap(); }
-                    }
-                }
-                for p in partial.emit(5).unwrap() { last.push(&p).unwrap(); }
-            }
+            partials(&spec, &rows, maps, flush_every, |states| {
+                for p in states { last.push(&p).unwrap(); }
+            });
             let mut output = Vec::new();
             last.finish(&mut |b| { output.push(b); Ok(()) }).unwrap();
             // Null key columns in front, as `lines` reads them.
