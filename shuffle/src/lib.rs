@@ -22,6 +22,7 @@ mod buffer;
 mod error;
 mod exchange;
 mod mmap;
+pub mod net;
 pub mod spill;
 
 pub use buffer::{Buffer, BufferPool};
