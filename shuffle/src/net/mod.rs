@@ -7,8 +7,10 @@
 //! sender never sends a channel more buffers than it was granted, so a slow consumer holds
 //! back its own channel by withholding credit and never stalls the connection the other
 //! channels share (no head-of-line blocking). End of partition travels in band, after the
-//! channel's last buffer.
+//! channel's last buffer. Before any frame, both ends prove they hold the cluster's secret
+//! ([`auth`]).
 
+pub mod auth;
 mod frame;
 
 pub use frame::{Frame, FrameCodec, FrameError, FRAME_HEADER_BYTES};
