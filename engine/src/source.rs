@@ -41,11 +41,24 @@ impl SplitEnumerator {
 
     /// `len` bytes cut into splits of `split_bytes` (the last one shorter).
     pub fn for_range(len: u64, split_bytes: u64) -> Self {
+        Self::for_ranges([len], split_bytes)
+    }
+
+    /// Ranges of `lens` bytes laid end to end in one range of offsets (range `i` from the
+    /// sum of the lengths before it), each cut into splits of `split_bytes` (its last one
+    /// shorter): no split spans two ranges (a folder source's files).
+    pub fn for_ranges(lens: impl IntoIterator<Item = u64>, split_bytes: u64) -> Self {
         let step = split_bytes.max(1);
-        Self::new((0..len.div_ceil(step)).map(|i| FileSplit {
-            start: i * step,
-            end: ((i + 1) * step).min(len),
-        }))
+        let mut base = 0;
+        let mut splits = Vec::new();
+        for len in lens {
+            splits.extend((0..len.div_ceil(step)).map(|i| FileSplit {
+                start: base + i * step,
+                end: base + ((i + 1) * step).min(len),
+            }));
+            base += len;
+        }
+        Self::new(splits)
     }
 
     /// Splits not handed out yet.
@@ -101,5 +114,15 @@ mod tests {
         seen.sort_by_key(|s| s.start);
         let covered: Vec<_> = seen.iter().map(|s| (s.start, s.end)).collect();
         assert_eq!(covered, [(0, 300), (300, 600), (600, 900), (900, 1050)]);
+    }
+
+    #[test]
+    fn ranges_are_split_apart() {
+        let splits = SplitEnumerator::for_ranges([250, 0, 100], 200);
+        let mut got = Vec::new();
+        while let Some(split) = splits.next(0) {
+            got.push((split.start, split.end));
+        }
+        assert_eq!(got, [(0, 200), (200, 250), (250, 350)]);
     }
 }

@@ -382,11 +382,7 @@ impl Keys {
     ) -> Result<(Self, Vec<bool>), BatchError> {
         if let [c] = columns {
             if let Some(values) = int_values(batch.column(*c).as_ref()) {
-                let valid = match batch.column(*c).logical_nulls() {
-                    Some(nulls) => nulls.iter().collect(),
-                    None => vec![true; batch.num_rows()],
-                };
-                return Ok((Self::Int(values), valid));
+                return Ok((Self::Int(values), valid_keys(batch, columns)));
             }
         }
         let (rows, valid) = key_rows(converter, columns, batch)?;

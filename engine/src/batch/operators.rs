@@ -403,28 +403,7 @@ impl Reader<'_> {
     }
 }
 
-/// The splits of a scan's files: each file's bytes cut into splits of up to `split_bytes`, in
-/// one range of offsets (file `i` from the sum of the lengths before it), so a split never
-/// spans two files.
-fn scan_splits(files: &[SourceFile], split_bytes: u64) -> SplitEnumerator {
-    let mut base = 0;
-    let mut splits = Vec::new();
-    for file in files {
-        let mut start = 0;
-        while start < file.len {
-            let end = (start + split_bytes.max(1)).min(file.len);
-            splits.push(FileSplit {
-                start: base + start,
-                end: base + end,
-            });
-            start = end;
-        }
-        base += file.len;
-    }
-    SplitEnumerator::new(splits)
-}
-
-/// The file a split of [`scan_splits`] lies in, and the split in that file's offsets.
+/// The file a split of a scan (`SplitEnumerator::for_ranges` over its files) lies in, and the split in that file's offsets.
 fn file_split(files: &[SourceFile], split: FileSplit) -> Result<(&Path, FileSplit), EngineError> {
     let mut base = 0;
     for file in files {
@@ -915,7 +894,9 @@ pub fn run_plan(
             let p = graph.vertices[v].parallelism;
             let input_bytes: u64 = files.iter().map(|f| f.len).sum();
             let split_bytes = (input_bytes / (4 * p as u64)).clamp(1 << 20, 64 << 20);
-            graph.vertices[v].splits = Some(Arc::new(scan_splits(files, split_bytes)));
+            let lens = files.iter().map(|f| f.len);
+            graph.vertices[v].splits =
+                Some(Arc::new(SplitEnumerator::for_ranges(lens, split_bytes)));
             scans.push(v);
         }
     }
