@@ -15,6 +15,8 @@ macro_rules! outln {
     };
 }
 
+mod cluster_cli;
+
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -61,6 +63,24 @@ enum Command {
     Run(RunArgs),
     /// Print the job graph a spec runs as: vertices, exchange, partition types, regions.
     Explain(ExplainArgs),
+    /// Run a coordinator: the REST API jobs are submitted to, the job history, and the
+    /// workers' control connections (JobManager role).
+    Coordinator(cluster_cli::CoordinatorArgs),
+    /// Run a worker: registers with a coordinator and runs the job attempts it places here
+    /// (TaskManager role).
+    Worker(cluster_cli::WorkerArgs),
+    /// A local cluster of processes: up, status, down.
+    Cluster(cluster_cli::ClusterArgs),
+    /// Submit a job spec to the cluster (like `flink run`); --wait follows it to its end.
+    Submit(cluster_cli::SubmitArgs),
+    /// List the cluster's jobs, newest first: every job and what became of it.
+    Jobs(cluster_cli::JobsArgs),
+    /// Show one job: state, graph, per-vertex figures, attempts, events.
+    Status(cluster_cli::StatusArgs),
+    /// Cancel a queued or running job.
+    Cancel(cluster_cli::CancelArgs),
+    /// Drain a worker: it takes no new work; returns once its attempts ended.
+    Drain(cluster_cli::DrainArgs),
 }
 
 #[derive(Args)]
@@ -617,15 +637,36 @@ fn print_error_json(command: &str, message: &str, kind: &str, exit_code: u8) {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-    engine::memory::cap_allocator_arenas(2);
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Servers log what they do (info); commands only warnings, unless RUST_LOG says more.
+    let server = matches!(
+        args.get(1).and_then(|a| a.to_str()),
+        Some("coordinator" | "worker")
+    );
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| if server { "info" } else { "warn" }.into());
+    let json_logs = args
+        .windows(2)
+        .any(|w| w[0] == "--log-format" && w[1] == "json")
+        || args.iter().any(|a| a == "--log-format=json");
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match json_logs {
+        true => logs.json().init(),
+        false => logs.init(),
+    }
+    engine::memory::cap_allocator_arenas(2);
+    // A worker's attempt: die with the worker (SIGTERM runs the cleanup below).
+    if std::env::var_os("MILLRACE_DIE_WITH_PARENT").is_some() {
+        let parent = rustix::process::getppid();
+        let _ =
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM));
+        if rustix::process::getppid() != parent {
+            return ExitCode::from(143);
+        }
+    }
     let wants_json = args.iter().any(|a| a == "--json");
     let command = args
         .get(1)
@@ -673,9 +714,20 @@ fn main() -> ExitCode {
         Command::Bench(a) => ("bench", a.json()),
         Command::Run(a) => ("run", a.json),
         Command::Explain(_) => ("explain", false),
+        Command::Coordinator(_) => ("coordinator", false),
+        Command::Worker(_) => ("worker", false),
+        Command::Cluster(_) => ("cluster", false),
+        Command::Submit(_) => ("submit", false),
+        Command::Jobs(_) => ("jobs", false),
+        Command::Status(_) => ("status", false),
+        Command::Cancel(_) => ("cancel", false),
+        Command::Drain(_) => ("drain", false),
     };
     JSON.store(json, std::sync::atomic::Ordering::Relaxed);
-    remove_temp_files_on_signal(name);
+    // Servers stop on SIGTERM and SIGINT themselves (their attempts canceled first).
+    if !server {
+        remove_temp_files_on_signal(name);
+    }
     let result = match cli.command {
         Command::Gen(args) => gen(args),
         Command::Validate(args) => validate(args),
@@ -683,6 +735,14 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench(args),
         Command::Run(args) => run_job(args),
         Command::Explain(args) => explain(args),
+        Command::Coordinator(args) => cluster_cli::coordinator(args),
+        Command::Worker(args) => cluster_cli::worker(args),
+        Command::Cluster(args) => cluster_cli::cluster(args),
+        Command::Submit(args) => cluster_cli::submit(args),
+        Command::Jobs(args) => cluster_cli::jobs(args),
+        Command::Status(args) => cluster_cli::status(args),
+        Command::Cancel(args) => cluster_cli::cancel(args),
+        Command::Drain(args) => cluster_cli::drain(args),
     };
     match result {
         Ok(code) => code,

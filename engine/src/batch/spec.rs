@@ -30,7 +30,8 @@
 //! A join names its right side: `join = { right = "customers", on = ["id"], type = "left" }`
 //! in a step whose `input` (or the step before) is the left side.
 //!
-//! Unknown fields are errors; relative paths are relative to the spec's folder. Every error
+//! The same schema is read from JSON (`*.json`). Unknown fields are errors; relative paths are
+//! relative to the spec's folder (`millrace submit`: the client's working folder). Every error
 //! names the step and what is wrong with it.
 
 use std::path::{Path, PathBuf};
@@ -68,7 +69,7 @@ impl Mode {
 }
 
 /// A job spec as written (TOML), or as built with [`JobBuilder`](super::JobBuilder).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub name: Option<String>,
@@ -99,7 +100,7 @@ impl std::fmt::Debug for Functions {
 }
 
 /// One step: a name and exactly one operator.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
     pub name: String,
@@ -258,7 +259,7 @@ impl SinkSpec {
         }
     }
 
-    fn path_mut(&mut self) -> &mut PathBuf {
+    pub fn path_mut(&mut self) -> &mut PathBuf {
         match self {
             Self::Csv { path, .. }
             | Self::Parquet { path, .. }
@@ -308,30 +309,54 @@ pub enum RowOp {
 }
 
 impl JobSpec {
-    /// Reads and parses a spec file; errors name the file (and, from the TOML parser, the
-    /// line and the unknown or missing field).
+    /// Reads and parses a spec file, TOML or (named `*.json`) JSON; relative paths in it are
+    /// relative to its folder. Errors name the file (and, from the parser, the line and the
+    /// unknown or missing field).
     pub fn from_file(path: &Path) -> Result<Self, BatchError> {
-        let bad = |reason: String| BatchError::BadSpec {
+        let text = std::fs::read_to_string(path).map_err(|e| BatchError::BadSpec {
             path: path.display().to_string(),
-            reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let mut spec: JobSpec = toml::from_str(&text).map_err(|e| bad(one_line(&e.to_string())))?;
+            reason: e.to_string(),
+        })?;
+        let json = path.extension().is_some_and(|e| e == "json");
         let folder = path.parent().unwrap_or(Path::new("."));
-        for step in &mut spec.steps {
-            if let Some(source) = &mut step.source {
-                let p = source.path_mut();
-                *p = folder.join(&*p);
-            }
-            if let Some(sink) = &mut step.sink {
-                let p = sink.path_mut();
-                *p = folder.join(&*p);
-            }
-        }
+        let mut spec = Self::parse(&text, json, folder, &path.display().to_string())?;
         if spec.name.is_none() {
             spec.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         }
         Ok(spec)
+    }
+
+    /// Parses a spec's text (TOML, or JSON when `json`) and makes its relative paths
+    /// relative to `base`; errors name `origin`.
+    pub fn parse(text: &str, json: bool, base: &Path, origin: &str) -> Result<Self, BatchError> {
+        let parsed = match json {
+            true => serde_json::from_str(text).map_err(|e| e.to_string()),
+            false => toml::from_str(text).map_err(|e| one_line(&e.to_string())),
+        };
+        let mut spec: JobSpec = parsed.map_err(|reason| BatchError::BadSpec {
+            path: origin.to_string(),
+            reason,
+        })?;
+        spec.resolve_paths(base);
+        Ok(spec)
+    }
+
+    /// Makes every relative source and sink path relative to `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for path in self.paths_mut() {
+            *path = base.join(&*path);
+        }
+    }
+
+    /// Every source and sink path of the spec, sources first (to check or confine them).
+    pub fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        let (mut sources, mut sinks) = (Vec::new(), Vec::new());
+        for Step { source, sink, .. } in &mut self.steps {
+            sources.extend(source.as_mut().map(SourceSpec::path_mut));
+            sinks.extend(sink.as_mut().map(SinkSpec::path_mut));
+        }
+        sources.append(&mut sinks);
+        sources
     }
 }
 
@@ -343,4 +368,38 @@ fn one_line(message: &str) -> String {
         .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '|' || c == '^' || c == ' '))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every example spec survives TOML → JSON → spec unchanged (a cluster ships specs as
+    /// JSON), and the JSON form is read by `from_file` like the TOML one.
+    #[test]
+    fn examples_round_trip_through_json() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&examples).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let spec = JobSpec::from_file(&path).unwrap();
+            let json = serde_json::to_string(&spec).unwrap();
+            let back = JobSpec::parse(&json, true, Path::new("/elsewhere"), "json").unwrap();
+            let value = |s: &JobSpec| serde_json::to_value(s).unwrap();
+            assert_eq!(value(&back), value(&spec), "{}", path.display());
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("job.json");
+            std::fs::write(&file, &json).unwrap();
+            assert_eq!(value(&JobSpec::from_file(&file).unwrap()), value(&spec));
+            seen += 1;
+        }
+        assert!(seen >= 5, "{seen} examples");
+        let error = JobSpec::parse(r#"{"bogus": 1}"#, true, Path::new(""), "x.json")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `bogus`"), "{error}");
+    }
 }

@@ -1,0 +1,182 @@
+//! A submitted spec's paths: made absolute against the submitting client's working folder,
+//! canonicalized (links and `..` resolved) and confined to the cluster's data roots. Inputs
+//! must exist; an output's folder must exist (the output itself is the job's to create).
+//! The spec a worker receives holds only the canonical paths checked here.
+
+use std::path::{Component, Path, PathBuf};
+
+use engine::batch::JobSpec;
+
+/// The folders jobs may read and write under, canonical.
+#[derive(Clone, Debug)]
+pub struct DataRoots(Vec<PathBuf>);
+
+impl DataRoots {
+    /// Canonicalizes `roots`; each must be an existing folder.
+    pub fn new(roots: &[PathBuf]) -> Result<Self, String> {
+        if roots.is_empty() {
+            return Err("a coordinator needs at least one data root (--data-root)".into());
+        }
+        let mut canonical = Vec::new();
+        for root in roots {
+            let path = std::fs::canonicalize(root)
+                .map_err(|e| format!("data root {}: {e}", root.display()))?;
+            if !path.is_dir() {
+                return Err(format!("data root {}: not a folder", root.display()));
+            }
+            canonical.push(path);
+        }
+        Ok(Self(canonical))
+    }
+
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.0
+    }
+
+    /// Resolves every path of `spec` against `cwd` and replaces it with its canonical form,
+    /// or says which path is missing or outside the roots (one line).
+    pub fn confine(&self, spec: &mut JobSpec, cwd: &Path) -> Result<(), String> {
+        if !cwd.is_absolute() {
+            return Err(format!(
+                "the client's working folder must be absolute, not {}",
+                cwd.display()
+            ));
+        }
+        let inputs = spec.steps.iter().filter(|s| s.source.is_some()).count();
+        for (i, path) in spec.paths_mut().into_iter().enumerate() {
+            let what = if i < inputs { "input" } else { "output" };
+            let joined = cwd.join(&*path);
+            let outside = || {
+                format!(
+                    "{what} {} is outside the cluster's data roots ({})",
+                    joined.display(),
+                    self.list()
+                )
+            };
+            // A path that cannot be resolved is named as outside when it is, so that a
+            // client learns nothing of what exists beyond the roots.
+            let resolved = match i < inputs {
+                true => std::fs::canonicalize(&joined).map_err(|e| e.to_string()),
+                false => canonical_output(&joined),
+            };
+            let canonical = match resolved {
+                Ok(canonical) => canonical,
+                Err(_) if !self.inside(&lexical(&joined)) => return Err(outside()),
+                Err(e) => return Err(format!("{what} {}: {e}", joined.display())),
+            };
+            if !self.inside(&canonical) {
+                return Err(outside());
+            }
+            *path = canonical;
+        }
+        Ok(())
+    }
+
+    fn inside(&self, path: &Path) -> bool {
+        self.0.iter().any(|root| path.starts_with(root))
+    }
+
+    fn list(&self) -> String {
+        let roots: Vec<String> = self.0.iter().map(|r| r.display().to_string()).collect();
+        roots.join(", ")
+    }
+}
+
+/// `path` with `.` and `..` taken away by name alone (no links followed).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The canonical folder of `path` joined with its last name, which must be a plain name.
+fn canonical_output(path: &Path) -> Result<PathBuf, String> {
+    let name = match path.components().next_back() {
+        Some(Component::Normal(name)) => name,
+        _ => return Err("does not end in a file or folder name".into()),
+    };
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let folder = std::fs::canonicalize(parent).map_err(|e| format!("its folder: {e}"))?;
+    Ok(folder.join(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(input: &str, output: &str) -> JobSpec {
+        let text = format!(
+            "[[step]]\nname = \"in\"\nsource = {{ text = {{ path = \"{input}\" }} }}\n\
+             [[step]]\nname = \"out\"\nsink = {{ csv = {{ path = \"{output}\" }} }}\n"
+        );
+        JobSpec::parse(&text, false, Path::new(""), "test").unwrap()
+    }
+
+    fn paths(spec: &mut JobSpec) -> Vec<PathBuf> {
+        spec.paths_mut().into_iter().map(|p| p.clone()).collect()
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_client_and_stay_inside_the_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        std::fs::write(root.join("data/in.txt"), "a\n").unwrap();
+        let roots = DataRoots::new(std::slice::from_ref(&root)).unwrap();
+        let root = std::fs::canonicalize(&root).unwrap();
+        let mut ok = spec("data/in.txt", "out.csv");
+        roots.confine(&mut ok, &root).unwrap();
+        assert_eq!(
+            paths(&mut ok),
+            vec![root.join("data/in.txt"), root.join("out.csv")]
+        );
+        // `..` that stays inside is fine; one that leaves is not.
+        let mut inside = spec("data/../data/in.txt", "data/../o");
+        roots.confine(&mut inside, &root).unwrap();
+        let mut escape = spec("../../../../../../../etc/passwd", "out.csv");
+        let error = roots.confine(&mut escape, &root).unwrap_err();
+        assert!(
+            error.contains("outside the cluster's data roots"),
+            "{error}"
+        );
+        let mut absolute = spec("/etc/passwd", "out.csv");
+        assert!(roots.confine(&mut absolute, &root).is_err());
+        // Whether a file exists outside the roots is not told.
+        let mut probe = spec("/etc/no-such-file", "out.csv");
+        let error = roots.confine(&mut probe, &root).unwrap_err();
+        assert!(error.contains("outside"), "{error}");
+        let mut out_escape = spec("data/in.txt", "../out.csv");
+        let error = roots.confine(&mut out_escape, &root).unwrap_err();
+        assert!(error.starts_with("output"), "{error}");
+        // A link inside the root that points out is followed, and refused.
+        std::os::unix::fs::symlink("/etc", root.join("etc")).unwrap();
+        let mut linked = spec("etc/passwd", "out.csv");
+        assert!(roots.confine(&mut linked, &root).is_err());
+        let mut linked_out = spec("data/in.txt", "etc/out.csv");
+        assert!(roots.confine(&mut linked_out, &root).is_err());
+        // Missing inputs and output folders are named.
+        let mut missing = spec("data/none.txt", "out.csv");
+        let error = roots.confine(&mut missing, &root).unwrap_err();
+        assert!(error.contains("none.txt"), "{error}");
+        let mut no_folder = spec("data/in.txt", "nowhere/out.csv");
+        assert!(roots.confine(&mut no_folder, &root).is_err());
+        let mut relative_cwd = spec("data/in.txt", "out.csv");
+        assert!(roots.confine(&mut relative_cwd, Path::new("rel")).is_err());
+        let mut dotdot_name = spec("data/in.txt", "data/..");
+        assert!(roots.confine(&mut dotdot_name, &root).is_err());
+    }
+
+    #[test]
+    fn roots_must_be_existing_folders() {
+        assert!(DataRoots::new(&[]).is_err());
+        assert!(DataRoots::new(&[PathBuf::from("/nonexistent-root")]).is_err());
+    }
+}

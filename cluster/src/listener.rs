@@ -1,0 +1,84 @@
+//! One port, two protocols: a connection that starts with the cluster handshake's magic
+//! (`MLRC`) is a cluster connection (worker control, later data); anything else is handed to
+//! the HTTP server (REST, `/healthz`, `/metrics`). The first bytes are peeked, not read, so
+//! each side sees the whole stream.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// The HTTP side of a split listener, for `axum::serve`.
+pub struct HttpListener {
+    connections: mpsc::Receiver<(TcpStream, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for HttpListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.connections.recv().await {
+            Some(connection) => connection,
+            // The acceptor ended (the process is stopping): accept nothing more.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// Accepts connections on `listener` forever: cluster connections go to `cluster`, the others
+/// to the returned HTTP listener.
+pub fn split<F>(listener: TcpListener, cluster: F) -> std::io::Result<HttpListener>
+where
+    F: Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
+{
+    let local = listener.local_addr()?;
+    let (tx, rx) = mpsc::channel(64);
+    let cluster = std::sync::Arc::new(cluster);
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (tx, cluster) = (tx.clone(), cluster.clone());
+            tokio::spawn(async move {
+                if is_cluster(&stream).await {
+                    cluster(stream, peer);
+                } else {
+                    let _ = tx.send((stream, peer)).await;
+                }
+            });
+        }
+    });
+    Ok(HttpListener {
+        connections: rx,
+        local,
+    })
+}
+
+/// Whether the stream starts with the handshake's magic (waits at most 5 s for 4 bytes).
+async fn is_cluster(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 4];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+            Ok(Ok(n)) if n >= 4 => return &first == b"MLRC",
+            // Fewer bytes so far: an HTTP request cannot start with "MLR".
+            Ok(Ok(n)) if n > 0 && first[..n] != b"MLRC"[..n] => return false,
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+            Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
