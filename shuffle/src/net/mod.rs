@@ -13,4 +13,4 @@
 pub mod auth;
 mod frame;
 
-pub use frame::{Frame, FrameCodec, FrameError, FRAME_HEADER_BYTES};
+pub use frame::{Frame, FrameCodec, FrameError, PartitionId, FRAME_HEADER_BYTES, MIN_BODY_CAP};
