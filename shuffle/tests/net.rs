@@ -295,15 +295,15 @@ async fn a_stalled_channel_does_not_block_the_others() {
     }
 }
 
-/// A fake producer that sends one buffer more than its credit: the consumer takes the
-/// credited buffers, then fails with a protocol error naming the peer, and the connection is
-/// closed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sender_beyond_its_credit_loses_the_connection() {
-    let b = server().await;
+/// A fake producer at the returned address: it accepts one connection, passes the
+/// handshake, reads the request and writes what `reply(channel, credits)` makes; the task
+/// returns the request's credits and whether the consumer then closed the connection.
+async fn fake_producer(
+    reply: impl FnOnce(u32, u32) -> BytesMut + Send + 'static,
+) -> (SocketAddr, tokio::task::JoinHandle<(u32, bool)>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let fake = listener.local_addr().unwrap();
-    let misbehaving = tokio::spawn(async move {
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.unwrap();
         auth::server(&mut stream, &secret(7), SOON).await.unwrap();
         let mut buffer = BytesMut::new();
@@ -313,17 +313,31 @@ async fn a_sender_beyond_its_credit_loses_the_connection() {
         else {
             panic!("no request");
         };
-        let mut codec = FrameCodec::new(MAX_BUFFER);
-        let mut out = BytesMut::new();
-        for i in 0..=credits {
-            let payload = Bytes::from(vec![i as u8; 10]);
-            codec
-                .encode(Frame::Buffer { channel, payload }, &mut out)
-                .unwrap();
-        }
-        stream.write_all(&out).await.unwrap();
+        stream.write_all(&reply(channel, credits)).await.unwrap();
         (credits, closed_by_peer(&mut stream).await)
     });
+    (addr, task)
+}
+
+fn buffers(channel: u32, count: u32) -> BytesMut {
+    let mut codec = FrameCodec::new(MAX_BUFFER);
+    let mut out = BytesMut::new();
+    for i in 0..count {
+        let payload = Bytes::from(vec![i as u8; 10]);
+        codec
+            .encode(Frame::Buffer { channel, payload }, &mut out)
+            .unwrap();
+    }
+    out
+}
+
+/// A fake producer that sends one buffer more than its credit: the consumer takes the
+/// credited buffers, then fails with a protocol error naming the peer, and the connection is
+/// closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_beyond_its_credit_loses_the_connection() {
+    let b = server().await;
+    let (fake, misbehaving) = fake_producer(|channel, credits| buffers(channel, credits + 1)).await;
     let channel = Channel::Remote {
         addr: fake,
         partition: pid(0),
@@ -349,6 +363,92 @@ async fn a_sender_beyond_its_credit_loses_the_connection() {
         other => panic!("{other:?}"),
     }
     assert!(b.connection_metrics().is_empty());
+}
+
+/// A fake producer that sends a buffer, then a length prefix of 1 GiB: the consumer gets the
+/// buffer, then an error naming the peer and the cap; the connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_from_a_producer_fails_its_consumer() {
+    let b = server().await;
+    let (fake, misbehaving) = fake_producer(|channel, _| {
+        let mut out = buffers(channel, 1);
+        out.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        out.extend_from_slice(&[0; 32]);
+        out
+    })
+    .await;
+    let channel = Channel::Remote {
+        addr: fake,
+        partition: pid(0),
+        subpartition: 0,
+    };
+    let (mut gate, _) = b.gate(0, &[channel], 3).await.unwrap();
+    let (_, closed) = timeout(SOON, misbehaving).await.unwrap().unwrap();
+    assert!(closed, "the consumer closes the connection");
+    assert_eq!(gate.next().await.unwrap().unwrap().1.as_bytes(), [0; 10]);
+    let error = gate.next().await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, ShuffleError::RemoteProducerLost { peer, .. } if peer == fake)
+            && message.contains("cap"),
+        "{message}"
+    );
+}
+
+/// Six producers × four consumers, one credit per channel, consumers pausing at random:
+/// everything arrives in order, every producer and consumer finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_to_all_with_one_credit_and_pausing_consumers() {
+    const PRODUCERS: usize = 6;
+    const CONSUMERS: usize = 4;
+    const COUNT: usize = 60;
+    let a = server().await;
+    let b = server().await;
+    let mut tasks = Vec::new();
+    for producer in 0..PRODUCERS {
+        let mut partition = a
+            .remote_partition(pid(producer as u32), producer, CONSUMERS)
+            .unwrap();
+        tasks.push(tokio::spawn(async move {
+            for seq in 0..COUNT {
+                for consumer in (0..CONSUMERS).rev() {
+                    let buffer = Buffer::from(payload(producer, consumer, seq));
+                    partition.emit(consumer, buffer).await.unwrap();
+                }
+            }
+            partition.finish().unwrap();
+            0
+        }));
+    }
+    for consumer in 0..CONSUMERS {
+        let channels: Vec<_> = (0..PRODUCERS)
+            .map(|p| remote(&a, p as u32, consumer as u32))
+            .collect();
+        let (mut gate, _) = b.gate(consumer, &channels, 1).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut next_seq = [0usize; PRODUCERS];
+            let mut taken = 0;
+            while let Some((channel, buffer)) = gate.next().await.unwrap() {
+                let seq = &mut next_seq[channel.0];
+                assert_eq!(buffer.as_bytes(), payload(channel.0, consumer, *seq));
+                *seq += 1;
+                taken += 1;
+                if payload(consumer, taken, 0)[0] < 8 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            assert_eq!(next_seq, [COUNT; PRODUCERS]);
+            taken
+        }));
+    }
+    let mut taken = 0;
+    for task in tasks {
+        taken += timeout(Duration::from_secs(20), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(taken, PRODUCERS * CONSUMERS * COUNT);
 }
 
 static PANICKED: AtomicBool = AtomicBool::new(false);
