@@ -756,3 +756,53 @@ async fn requests_wait_for_registration_up_to_a_timeout() {
     let error = timeout(SOON, twice.next()).await.unwrap().unwrap_err();
     assert!(error.to_string().contains("requested already"), "{error}");
 }
+
+/// A peer that accepts connections but never answers the handshake: the gate that needs it
+/// fails after the handshake timeout, and gates for other peers are not held up meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_delays_only_its_own_gates() {
+    let a = server().await;
+    let b = server_with(
+        7,
+        ServerConfig {
+            handshake_timeout: Duration::from_millis(500),
+            ..config()
+        },
+    )
+    .await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = listener.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(SOON).await;
+        drop(stream);
+    });
+    let b = Arc::new(b);
+    let waiting = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let channel = Channel::Remote {
+                addr: silent,
+                partition: pid(0),
+                subpartition: 0,
+            };
+            b.gate(0, &[channel], 2).await.map(|_| ())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    small_exchange(&a, &b, 3).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    match timeout(SOON, waiting).await.unwrap().unwrap() {
+        Err(NetError::Handshake { addr, source }) => {
+            assert_eq!(addr, silent);
+            assert!(source.to_string().contains("did not finish"), "{source}");
+        }
+        other => panic!("{other:?}"),
+    }
+    holder.abort();
+}

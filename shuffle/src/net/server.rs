@@ -60,6 +60,9 @@ pub enum Subpartition {
     Remote,
 }
 
+/// The connection to one address, dialed once and shared.
+type Dialed = Arc<tokio::sync::Mutex<Option<Arc<Connection>>>>;
+
 /// A registered subpartition waiting for (or taken by) its consumer's request.
 #[derive(Debug)]
 pub(crate) struct Registered {
@@ -207,8 +210,9 @@ pub struct ShuffleServer {
     secret: Secret,
     config: ServerConfig,
     registry: Arc<Registry>,
-    /// Connections this process dialed, by the address dialed; reused by every gate.
-    dialed: tokio::sync::Mutex<HashMap<SocketAddr, Arc<Connection>>>,
+    /// Connections this process dialed, by the address dialed; reused by every gate. One
+    /// lock per address: a slow peer delays only the gates that need it.
+    dialed: Mutex<HashMap<SocketAddr, Dialed>>,
     /// Every connection, dialed or accepted, for metrics.
     connections: Arc<Mutex<Vec<Weak<Connection>>>>,
     shutdown: CancellationToken,
@@ -247,7 +251,7 @@ impl ShuffleServer {
                 state: Mutex::default(),
                 changed: Notify::new(),
             }),
-            dialed: tokio::sync::Mutex::default(),
+            dialed: Mutex::default(),
             connections: Arc::default(),
             shutdown: CancellationToken::new(),
         };
@@ -409,8 +413,15 @@ impl ShuffleServer {
         if self.shutdown.is_cancelled() {
             return Err(NetError::ShutDown { addr: self.addr });
         }
-        let mut dialed = self.dialed.lock().await;
-        if let Some(connection) = dialed.get(&addr) {
+        let slot = self
+            .dialed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(addr)
+            .or_default()
+            .clone();
+        let mut dialed = slot.lock().await;
+        if let Some(connection) = dialed.as_ref() {
             if !connection.is_closed() {
                 return Ok(connection.clone());
             }
@@ -439,7 +450,7 @@ impl ShuffleServer {
             self.shutdown.child_token(),
         );
         track(&self.connections, &connection);
-        dialed.insert(addr, connection.clone());
+        *dialed = Some(connection.clone());
         Ok(connection)
     }
 }
