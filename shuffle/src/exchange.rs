@@ -18,12 +18,16 @@
 //! | channel credits | producer takes one | before it enqueues a buffer |
 //! | channel credits | consumer returns one | when it takes that buffer off the queue |
 //! | channel credits closed | consumer | when its gate is dropped (failure or cancel): waiting producers get [`ShuffleError::ConsumerGone`] |
-//! | end-of-partition | producer | [`ResultPartition::finish`]; a subpartition dropped unfinished sends a lost-producer event instead |
+//! | end-of-partition | producer | [`ResultPartition::finish`]; a subpartition dropped unfinished sends a lost-producer event instead; [`ResultPartition::fail`] sends its reason instead |
 //!
 //! | spilled notice | producer of a hybrid partition | a buffer waited its patience for credit and was written to a sealed segment instead ([`ResultPartition::emit_within`], [`ResultPartition::emit_spilled`]) |
 //!
 //! Events (end-of-partition, spilled notices; watermarks and barriers later) travel in order
 //! with buffers and need no credit: they hold no consumer memory.
+//!
+//! A channel may cross processes ([`crate::net`]): the gate keeps its queue and semaphores and
+//! the network layer carries buffers, events and credits between them, so neither side can
+//! tell.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -102,6 +106,9 @@ pub enum Event {
     Spilled(SpilledBuffer),
     /// The producer's subpartition was dropped before it finished.
     ProducerLost,
+    /// The channel failed and says why: a producer that reported its failure
+    /// ([`ResultPartition::fail`]), or a remote channel whose producer or connection was lost.
+    Failed(ShuffleError),
 }
 
 /// A buffer a producer spilled to a sealed segment of its own spill file instead of waiting
@@ -212,6 +219,7 @@ pub fn pipelined(
                     queue: tx.clone(),
                     finished: false,
                     pressure: pressure.clone(),
+                    farewell: None,
                 })
                 .collect(),
             metrics: ExchangeMetrics::default(),
@@ -423,6 +431,70 @@ pub struct ResultSubpartition {
     finished: bool,
     /// Whether the consumer is under memory pressure (see [`InputGate::set_under_pressure`]).
     pressure: tokio::sync::watch::Receiver<bool>,
+    /// A subpartition served to a remote consumer: why and where that consumer went away,
+    /// set by the network layer before it closes the credits.
+    farewell: Option<Arc<Farewell>>,
+}
+
+/// Why the remote end of a subpartition went away: the peer and the reason, first one wins.
+#[derive(Debug, Default)]
+pub(crate) struct Farewell(std::sync::Mutex<Option<(std::net::SocketAddr, String)>>);
+
+impl Farewell {
+    /// Records why the consumer went away, unless a reason was recorded already.
+    pub(crate) fn set(&self, peer: std::net::SocketAddr, reason: impl Into<String>) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some((peer, reason.into()));
+        }
+    }
+
+    fn get(&self) -> Option<(std::net::SocketAddr, String)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl ResultSubpartition {
+    /// A subpartition whose buffers go to `queue` under `credits` (the network layer's
+    /// constructor: a remote consumer's channel, or a local channel of a mixed gate).
+    pub(crate) fn new(
+        producer: usize,
+        consumer: usize,
+        credits: Arc<Semaphore>,
+        queue: mpsc::UnboundedSender<(ChannelIndex, Event)>,
+        pressure: tokio::sync::watch::Receiver<bool>,
+        farewell: Option<Arc<Farewell>>,
+    ) -> Self {
+        Self {
+            producer,
+            consumer,
+            credits,
+            queue,
+            finished: false,
+            pressure,
+            farewell,
+        }
+    }
+
+    /// The consumer subtask this subpartition feeds.
+    pub fn consumer(&self) -> usize {
+        self.consumer
+    }
+
+    /// The error a send gets once the consumer is gone: naming the remote peer and its
+    /// reason when the consumer was remote.
+    fn gone(&self) -> ShuffleError {
+        match self.farewell.as_ref().and_then(|f| f.get()) {
+            Some((peer, reason)) => ShuffleError::RemoteConsumerGone {
+                consumer: self.consumer,
+                peer,
+                reason,
+            },
+            None => ShuffleError::ConsumerGone {
+                consumer: self.consumer,
+            },
+        }
+    }
 }
 
 impl std::fmt::Debug for ResultPartition {
@@ -617,11 +689,7 @@ impl ResultPartition {
                 self.metrics.backpressure_ns += waited.elapsed().as_nanos() as u64;
                 match acquired {
                     Err(_) => return Ok(Some(buffer)),
-                    Ok(Err(_)) => {
-                        return Err(ShuffleError::ConsumerGone {
-                            consumer: sub.consumer,
-                        })
-                    }
+                    Ok(Err(_)) => return Err(sub.gone()),
                     Ok(Ok(permit)) => permit.forget(),
                 }
             }
@@ -641,9 +709,7 @@ impl ResultPartition {
         self.metrics.spilled_bytes += spilled.bytes;
         sub.queue
             .send((ChannelIndex(sub.producer), Event::Spilled(spilled)))
-            .map_err(|_| ShuffleError::ConsumerGone {
-                consumer: sub.consumer,
-            })
+            .map_err(|_| sub.gone())
     }
 
     fn send_buffer(&mut self, subpartition: usize, buffer: Buffer) -> Result<(), ShuffleError> {
@@ -652,9 +718,7 @@ impl ResultPartition {
         self.metrics.bytes += buffer.len() as u64;
         sub.queue
             .send((ChannelIndex(sub.producer), Event::Buffer(buffer)))
-            .map_err(|_| ShuffleError::ConsumerGone {
-                consumer: sub.consumer,
-            })
+            .map_err(|_| sub.gone())
     }
 
     /// Sends a buffer to one consumer, waiting for a credit first.
@@ -664,13 +728,10 @@ impl ResultPartition {
             Ok(permit) => permit.forget(),
             Err(_) => {
                 let waited = Instant::now();
-                let permit =
-                    sub.credits
-                        .acquire()
-                        .await
-                        .map_err(|_| ShuffleError::ConsumerGone {
-                            consumer: sub.consumer,
-                        })?;
+                let permit = match sub.credits.acquire().await {
+                    Ok(permit) => permit,
+                    Err(_) => return Err(sub.gone()),
+                };
                 permit.forget();
                 self.metrics.backpressure_ns += waited.elapsed().as_nanos() as u64;
             }
@@ -699,9 +760,40 @@ impl ResultPartition {
         Ok(())
     }
 
+    /// Fails every subpartition with `reason` instead of finishing it: each consumer's
+    /// `next` returns [`ShuffleError::ProducerFailed`] (a remote consumer
+    /// [`ShuffleError::RemoteProducerFailed`], with the reason sent over the connection).
+    pub fn fail(&mut self, reason: &str) {
+        for sub in &mut self.subpartitions {
+            sub.finished = true;
+            let error = ShuffleError::ProducerFailed {
+                producer: sub.producer,
+                reason: reason.to_string(),
+            };
+            let _ = sub
+                .queue
+                .send((ChannelIndex(sub.producer), Event::Failed(error)));
+        }
+    }
+
     /// What this partition has sent so far.
     pub fn metrics(&self) -> ExchangeMetrics {
         self.metrics
+    }
+
+    /// A pipelined partition over subpartitions made elsewhere (the network layer: some
+    /// served to remote consumers, some feeding gates of this process).
+    pub(crate) fn pipelined_from(producer: usize, subpartitions: Vec<ResultSubpartition>) -> Self {
+        Self {
+            producer,
+            consumers: subpartitions.len(),
+            subpartitions,
+            metrics: ExchangeMetrics::default(),
+            kind: ResultPartitionType::Pipelined,
+            spill: None,
+            writer: None,
+            blocking: None,
+        }
     }
 }
 
@@ -729,6 +821,26 @@ pub struct InputGate {
 }
 
 impl InputGate {
+    /// A gate over `queue` whose channel `i` is credited by `credits[i]` (the network
+    /// layer's constructor).
+    pub(crate) fn from_parts(
+        consumer: usize,
+        queue: mpsc::UnboundedReceiver<(ChannelIndex, Event)>,
+        credits: Vec<Arc<Semaphore>>,
+        pressure: tokio::sync::watch::Sender<bool>,
+    ) -> Self {
+        let channels = credits.len();
+        Self {
+            consumer,
+            queue,
+            credits,
+            open_channels: channels,
+            ended: vec![false; channels],
+            metrics: ExchangeMetrics::default(),
+            pressure,
+        }
+    }
+
     /// The consumer subtask this gate belongs to.
     pub fn consumer(&self) -> usize {
         self.consumer
@@ -827,6 +939,7 @@ impl InputGate {
             Event::ProducerLost => Err(ShuffleError::ProducerLost {
                 producer: channel.0,
             }),
+            Event::Failed(error) => Err(error),
             Event::Spilled(_) => Err(ShuffleError::UnexpectedSpill {
                 producer: channel.0,
             }),

@@ -9,6 +9,9 @@
 //! Memory in flight is therefore bounded by `producers × consumers × credits` buffers, however
 //! slow a consumer is.
 //!
+//! Between processes, [`net`] carries the same channels over authenticated TCP connections
+//! (many channels per connection, credits announced by the receiver).
+//!
 //! Data that does not fit in memory goes to [`spill`] segment files: blocks clustered by
 //! partition, written with large aligned I/O and read back through read-only maps.
 //!

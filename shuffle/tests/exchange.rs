@@ -553,3 +553,21 @@ async fn a_damaged_blocking_partition_is_an_error_when_read() {
     let error = read(0).await.unwrap_err().to_string();
     assert!(error.contains("map-0.out"), "{error}");
 }
+
+/// A producer that fails says why: its consumer gets the reason after the buffers sent
+/// before, and dropping the failed partition adds nothing.
+#[tokio::test]
+async fn failed_producer_tells_its_consumer_why() {
+    let (mut partitions, mut gates) = pipelined(1, 1, 4);
+    let mut gate = gates.pop().unwrap();
+    let mut partition = partitions.pop().unwrap();
+    partition.emit(0, buffer(7, 1)).await.unwrap();
+    partition.fail("out of disk");
+    drop(partition);
+    assert_eq!(gate.next().await.unwrap().unwrap().1.as_bytes(), [7]);
+    let error = gate.next().await.unwrap_err();
+    assert!(
+        matches!(&error, ShuffleError::ProducerFailed { producer: 0, reason } if reason == "out of disk"),
+        "{error:?}"
+    );
+}

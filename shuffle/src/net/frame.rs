@@ -2,14 +2,19 @@
 //!
 //! ```text
 //! length: u32 LE   bytes after this field (header rest + body), at most 9 + the codec's cap
-//! kind:   u8       1 buffer, 2 end of partition, 3 credit, 4 close
+//! kind:   u8       1 buffer, 2 end of partition, 3 credit, 4 close, 5 request, 6 error
 //! channel: u32 LE  the logical channel
 //! crc:    u32 LE   CRC-32C of kind, channel and body
-//! body             buffer: its bytes; credit: u32 LE count; end of partition, close: empty
+//! body             buffer: its bytes; credit: u32 LE count; end of partition, close: empty;
+//!                  request: job u64, exchange u32, producer u32, attempt u32,
+//!                           subpartition u32, initial credits u32 (all LE, 28 bytes);
+//!                  error: a UTF-8 message
 //! ```
 //!
 //! A length above the cap is refused from the first four bytes, before anything is buffered
-//! for it: a peer cannot make the receiver allocate more than one capped frame.
+//! for it: a peer cannot make the receiver allocate more than one capped frame. The cap is
+//! the exchange's buffer size, but never under [`MIN_BODY_CAP`] (room for control frames and
+//! error messages).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -24,6 +29,37 @@ const BUFFER: u8 = 1;
 const END_OF_PARTITION: u8 = 2;
 const CREDIT: u8 = 3;
 const CLOSE: u8 = 4;
+const REQUEST: u8 = 5;
+const ERROR: u8 = 6;
+
+/// The least body cap of a codec, whatever the buffer size: requests and error messages fit.
+pub const MIN_BODY_CAP: usize = 1024;
+
+/// Bytes of a request frame's body.
+const REQUEST_BODY: usize = 8 + 4 * 5;
+
+/// A result partition, as a producer process registers it and a consumer requests it: one
+/// attempt of one producer subtask of one exchange of one job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionId {
+    pub job: u64,
+    /// The exchange (job edge) within the job.
+    pub exchange: u32,
+    /// The producer subtask.
+    pub producer: u32,
+    /// The producer's attempt (a retried producer's partition is another one).
+    pub attempt: u32,
+}
+
+impl std::fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "partition of job {:x}, exchange {}, producer {}, attempt {}",
+            self.job, self.exchange, self.producer, self.attempt
+        )
+    }
+}
 
 /// One message on a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +73,17 @@ pub enum Frame {
     /// The channel is given up by the side that sends this (a failed or cancelled subtask):
     /// the other side stops sending on it, or reports its producer lost.
     Close { channel: u32 },
+    /// The consumer asks for `subpartition` of `partition` on `channel` (a number it chose on
+    /// this connection), granting `credits` buffers at once.
+    Request {
+        channel: u32,
+        partition: PartitionId,
+        subpartition: u32,
+        credits: u32,
+    },
+    /// The producer side ends the channel with an error (the producer failed, or the
+    /// partition is not there): the consumer reports `message`.
+    Error { channel: u32, message: String },
 }
 
 impl Frame {
@@ -46,7 +93,9 @@ impl Frame {
             Self::Buffer { channel, .. }
             | Self::EndOfPartition { channel }
             | Self::Credit { channel, .. }
-            | Self::Close { channel } => *channel,
+            | Self::Close { channel }
+            | Self::Request { channel, .. }
+            | Self::Error { channel, .. } => *channel,
         }
     }
 }
@@ -70,9 +119,17 @@ pub struct FrameCodec {
 }
 
 impl FrameCodec {
-    /// A codec for buffers of at most `max_body` bytes (the exchange's buffer size).
+    /// A codec for buffers of at most `max_body` bytes (the exchange's buffer size; at
+    /// least [`MIN_BODY_CAP`]).
     pub fn new(max_body: usize) -> Self {
-        Self { max_body }
+        Self {
+            max_body: max_body.max(MIN_BODY_CAP),
+        }
+    }
+
+    /// The largest body this codec sends or accepts.
+    pub fn max_body(&self) -> usize {
+        self.max_body
     }
 }
 
@@ -91,6 +148,7 @@ impl Encoder<Frame> for FrameCodec {
 
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
         let credits;
+        let mut request = [0u8; REQUEST_BODY];
         let (kind, channel, body): (u8, u32, &[u8]) = match &frame {
             Frame::Buffer { channel, payload } => (BUFFER, *channel, payload),
             Frame::EndOfPartition { channel } => (END_OF_PARTITION, *channel, &[]),
@@ -102,6 +160,26 @@ impl Encoder<Frame> for FrameCodec {
                 (CREDIT, *channel, &credits)
             }
             Frame::Close { channel } => (CLOSE, *channel, &[]),
+            Frame::Request {
+                channel,
+                partition,
+                subpartition,
+                credits: n,
+            } => {
+                let mut body = &mut request[..];
+                body.put_u64_le(partition.job);
+                for field in [
+                    partition.exchange,
+                    partition.producer,
+                    partition.attempt,
+                    *subpartition,
+                    *n,
+                ] {
+                    body.put_u32_le(field);
+                }
+                (REQUEST, *channel, &request)
+            }
+            Frame::Error { channel, message } => (ERROR, *channel, message.as_bytes()),
         };
         if body.len() > self.max_body {
             return Err(FrameError::TooLarge {
@@ -174,6 +252,29 @@ impl Decoder for FrameCodec {
                 })),
                 Err(_) => Err(corrupt(format!("a credit body of {} bytes", body.len()))),
             },
+            REQUEST => {
+                if body.len() != REQUEST_BODY {
+                    return Err(corrupt(format!("a request body of {} bytes", body.len())));
+                }
+                let mut body = &body[..];
+                let job = body.get_u64_le();
+                let mut field = || body.get_u32_le();
+                Ok(Some(Frame::Request {
+                    channel,
+                    partition: PartitionId {
+                        job,
+                        exchange: field(),
+                        producer: field(),
+                        attempt: field(),
+                    },
+                    subpartition: field(),
+                    credits: field(),
+                }))
+            }
+            ERROR => match String::from_utf8(body.to_vec()) {
+                Ok(message) => Ok(Some(Frame::Error { channel, message })),
+                Err(_) => Err(corrupt("an error message that is not UTF-8")),
+            },
             other => Err(corrupt(format!("unknown kind {other}"))),
         }
     }
@@ -196,6 +297,29 @@ mod tests {
             (any::<u32>(), any::<u32>())
                 .prop_map(|(channel, credits)| Frame::Credit { channel, credits }),
             any::<u32>().prop_map(|channel| Frame::Close { channel }),
+            (
+                any::<u32>(),
+                any::<(u64, u32, u32, u32)>(),
+                any::<u32>(),
+                any::<u32>()
+            )
+                .prop_map(
+                    |(channel, (job, exchange, producer, attempt), subpartition, credits)| {
+                        Frame::Request {
+                            channel,
+                            partition: PartitionId {
+                                job,
+                                exchange,
+                                producer,
+                                attempt,
+                            },
+                            subpartition,
+                            credits,
+                        }
+                    }
+                ),
+            (any::<u32>(), ".{0,80}")
+                .prop_map(|(channel, message)| Frame::Error { channel, message }),
         ];
         prop::collection::vec(frame, 0..40)
     }
