@@ -1,0 +1,570 @@
+//! A local cluster of real processes on loopback (`millrace cluster up`): jobs submitted over
+//! the REST API, their results against the single-process run, the history across a
+//! coordinator crash, a worker killed mid-job, strangers and bad requests refused, and
+//! `cluster down` leaving nothing behind.
+
+mod util;
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use util::{Fixture, Run};
+
+/// A fixture with its own `$MILLRACE_HOME`; the cluster is stopped when it is dropped.
+struct Cluster {
+    f: Fixture,
+    home: PathBuf,
+}
+
+impl Cluster {
+    fn up(args: &[&str]) -> Self {
+        let f = Fixture::new();
+        let home = f.path("home");
+        let cluster = Self { f, home };
+        let mut up = vec!["cluster", "up"];
+        up.extend_from_slice(args);
+        let run = cluster.run(&up);
+        assert_eq!(run.code, Some(0), "{run}");
+        assert!(
+            run.stdout.contains("coordinator http://127.0.0.1:"),
+            "{run}"
+        );
+        cluster
+    }
+
+    fn command(&self, args: &[&str]) -> (Command, Vec<String>) {
+        let (mut cmd, shown) = self.f.command(args);
+        cmd.env("MILLRACE_HOME", &self.home)
+            .env_remove("MILLRACE_COORDINATOR");
+        (cmd, shown)
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let (cmd, shown) = self.command(args);
+        util::run_with_timeout(cmd, shown, Duration::from_secs(180))
+    }
+
+    fn ok(&self, args: &[&str]) -> Run {
+        let run = self.run(args);
+        assert_eq!(run.code, Some(0), "expected success:\n{run}");
+        run
+    }
+
+    fn state(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.home.join("cluster.json")).unwrap()).unwrap()
+    }
+
+    fn address(&self) -> String {
+        self.state()["coordinator"].as_str().unwrap().to_string()
+    }
+
+    fn pid_of(&self, name: &str) -> u32 {
+        let state = self.state();
+        let process = state["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no process {name}"))
+            .clone();
+        process["pid"].as_u64().unwrap() as u32
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        (self.state()["processes"].as_array().unwrap().iter())
+            .map(|p| p["pid"].as_u64().unwrap() as u32)
+            .collect()
+    }
+
+    fn job(&self, id: u64) -> Value {
+        self.ok(&["status", &id.to_string(), "--json"]).json()
+    }
+
+    /// Polls job `id` until `done` says so (at most 2 minutes).
+    fn until(&self, id: u64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let job = self.job(id);
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "job {id} never {what}: {job:#}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn secret(&self) -> String {
+        std::fs::read_to_string(self.home.join("secret"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.home.join("cluster.json").exists() {
+            let _ = self.run(&["cluster", "down"]);
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// One raw HTTP/1.1 exchange: the status code and body of the answer.
+fn http(address: &str, request: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // The server may answer (and close) before the whole request is written.
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn post_json(address: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!(
+        "POST /v1/jobs HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    http(address, request.as_bytes())
+}
+
+/// `millrace gen` then its checksum.
+fn gen(c: &Cluster, records: &str, path: &str) -> String {
+    let (_, checksum) = c.f.gen(&[], records, path);
+    checksum
+}
+
+fn validate_checksum(c: &Cluster, path: &str) -> String {
+    let run = c.ok(&["validate", "--json", path]);
+    let doc = run.json();
+    assert_eq!(doc["ordered"], true, "{run}");
+    doc["checksum"].as_str().unwrap().to_string()
+}
+
+fn copy_examples(f: &Fixture) -> PathBuf {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    std::fs::create_dir_all(f.path("data")).unwrap();
+    for entry in std::fs::read_dir(examples.join("data")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, f.path("data").join(path.file_name().unwrap())).unwrap();
+    }
+    examples
+}
+
+#[test]
+fn a_local_cluster_runs_terasort_in_every_style_and_the_examples_as_one_process_does() {
+    let c = Cluster::up(&["--workers", "3"]);
+    let examples = copy_examples(&c.f);
+    // TeraSort, 1 GB, in every style: sorted and the same checksum as the input.
+    let checksum = gen(&c, "10M", "data/in.dat");
+    for mode in ["pipelined", "staged", "mapreduce"] {
+        let run = c.ok(&[
+            "submit",
+            examples.join("terasort.toml").to_str().unwrap(),
+            "--wait",
+            "--force",
+            "--mode",
+            mode,
+        ]);
+        assert!(run.stdout.contains("10000000 rows out"), "{run}");
+        assert_eq!(validate_checksum(&c, "data/sorted.dat"), checksum, "{mode}");
+    }
+    // Every example job: the rows `millrace run` writes in one process.
+    for spec in ["wordcount", "groupby", "join", "join_parquet", "topwords"] {
+        let path = c.f.path(&format!("{spec}.toml"));
+        std::fs::copy(examples.join(format!("{spec}.toml")), &path).unwrap();
+        let out = format!("{spec}.out");
+        c.ok(&["run", path.to_str().unwrap()]);
+        let local = util::normalized_rows(&c.f.path(&out), false);
+        assert!(!local.is_empty(), "{spec}");
+        let run = c.ok(&["submit", path.to_str().unwrap(), "--wait", "--force"]);
+        assert!(run.stdout.contains("finished on worker-"), "{run}");
+        assert_eq!(
+            util::normalized_rows(&c.f.path(&out), false),
+            local,
+            "{spec}"
+        );
+    }
+    // The history and one job in full.
+    let jobs = c.ok(&["jobs", "--json"]).json();
+    assert_eq!(jobs["total"], 8);
+    assert!(jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["state"] == "finished"));
+    let first = c.job(1);
+    assert!(
+        first["graph"]
+            .as_str()
+            .unwrap()
+            .contains("runs as TeraSort"),
+        "{first:#}"
+    );
+    let vertices = first["report"]["vertices"].as_array().unwrap();
+    let records: u64 = vertices
+        .iter()
+        .filter(|v| v["vertex"] == "map")
+        .map(|v| v["figures"]["records_in"]["sum"].as_u64().unwrap())
+        .sum();
+    assert_eq!(records, 10_000_000, "{first:#}");
+    let text = c.ok(&["jobs"]).stdout;
+    assert!(
+        text.contains("terasort") && text.contains("wordcount"),
+        "{text}"
+    );
+    let status = c.ok(&["cluster", "status"]).stdout;
+    assert_eq!(status.matches("registered worker-").count(), 3, "{status}");
+    // Metrics, and promtool's verdict on them when it is installed.
+    let (code, metrics) = http(
+        &c.address(),
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("millrace_jobs{state=\"finished\"} 8"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("millrace_workers_registered 3"),
+        "{metrics}"
+    );
+    match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(mut promtool) => {
+            let text: String = metrics
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| format!("{l}\n"))
+                .collect();
+            promtool
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = promtool.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(_) => util::skip("cluster: promtool not installed (apt-get install prometheus)"),
+    }
+    // Down: no process and no temp file left.
+    let pids = c.pids();
+    let down = c.ok(&["cluster", "down"]);
+    assert!(down.stdout.contains("stopped 4 processes"), "{down}");
+    assert!(pids.iter().all(|&p| !alive(p)), "processes left: {pids:?}");
+    let left: Vec<String> = util::entries(&c.f.dir)
+        .into_iter()
+        .filter(|e| e.starts_with("millrace-cluster-") || e.starts_with(".millrace"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(!c.home.join("cluster.json").exists());
+    let again = c.ok(&["cluster", "down"]);
+    assert!(again.stdout.contains("no local cluster"), "{again}");
+}
+
+#[test]
+fn strangers_and_bad_jobs_are_refused_with_one_clear_line() {
+    let c = Cluster::up(&["--workers", "1", "--slots", "1"]);
+    let address = c.address();
+    std::fs::create_dir_all(c.f.path("data")).unwrap();
+    c.f.write("data/in.txt", b"a b\nb\n");
+    c.f.write(
+        "job.toml",
+        b"[[step]]\nname = \"in\"\nsource = { text = { path = \"data/in.txt\" } }\n\
+          [[step]]\nname = \"words\"\ntokenize = { column = \"line\", as = \"word\" }\n\
+          [[step]]\nname = \"n\"\naggregate = { keys = [\"word\"], aggregates = [{ fn = \"count\", as = \"n\" }] }\n\
+          [[step]]\nname = \"out\"\nsink = { csv = { path = \"out\" } }\n",
+    );
+    // A second cluster in the same home.
+    let twice = c.run(&["cluster", "up"]);
+    assert_eq!(twice.code, Some(2), "{twice}");
+    assert!(twice.stderr.contains("already up"), "{twice}");
+    // Another secret: refused by the REST API, nothing happens.
+    c.f.write("other.secret", b"0123456789abcdef0123456789abcdef\n");
+    let other = c.f.path("other.secret");
+    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let run = c.run(&[
+        "submit",
+        "job.toml",
+        "--secret-file",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(
+        run.stderr.contains("401") && run.stderr.contains("wrong bearer token"),
+        "{run}"
+    );
+    // No token; a garbage request; a 100 MB body (refused from its length, not read).
+    let (code, body) = post_json(&address, None, "{}");
+    assert_eq!(
+        (code, body.contains("missing bearer token")),
+        (401, true),
+        "{body}"
+    );
+    let (code, _) = http(&address, b"\x00\x01garbage\r\n\r\n");
+    assert!(code == 400 || code == 0, "{code}");
+    let secret = c.secret();
+    let head = format!(
+        "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{{"
+    );
+    let (code, _) = http(&address, head.as_bytes());
+    assert_eq!(code, 413);
+    // A cluster connection with the wrong secret is refused at the handshake: the
+    // coordinator closes it without answering past its nonce.
+    let mut stranger = TcpStream::connect(&address).unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut hello = b"MLRC\x01".to_vec();
+    hello.extend([7u8; 32]);
+    stranger.write_all(&hello).unwrap();
+    let mut reply = [0u8; 64];
+    stranger.read_exact(&mut reply).unwrap();
+    stranger.write_all(&[0u8; 32]).unwrap();
+    let mut rest = Vec::new();
+    let _ = stranger.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty() || rest[0] != 1,
+        "a wrong proof was accepted"
+    );
+    // Specs: unknown fields, paths out of the roots, a relative working folder.
+    let spec = r#"{"step": [{"name": "in", "source": {"text": {"path": "data/in.txt"}}}, {"name": "out", "sink": {"csv": {"path": "out"}}}]}"#;
+    let cwd = c.f.dir.to_str().unwrap();
+    let unknown = format!(r#"{{"spec": {spec}, "cwd": "{cwd}", "bogus": true}}"#);
+    let (code, body) = post_json(&address, Some(&secret), &unknown);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("unknown field `bogus`"), "{body}");
+    let inner = spec.replace(r#""step": ["#, r#""bogus": 1, "step": ["#);
+    let (code, body) = post_json(
+        &address,
+        Some(&secret),
+        &format!(r#"{{"spec": {inner}, "cwd": "{cwd}"}}"#),
+    );
+    assert_eq!(code, 400, "{body}");
+    let relative = format!(r#"{{"spec": {spec}, "cwd": "relative"}}"#);
+    let (code, body) = post_json(&address, Some(&secret), &relative);
+    assert_eq!(code, 400, "{body}");
+    c.f.write(
+        "escape.toml",
+        b"[[step]]\nname = \"in\"\nsource = { text = { path = \"../../../../../../../../etc/passwd\" } }\n\
+          [[step]]\nname = \"out\"\nsink = { csv = { path = \"out\" } }\n",
+    );
+    let run = c.run(&["submit", "escape.toml"]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(
+        run.stderr.contains("outside the cluster's data roots"),
+        "{run}"
+    );
+    assert_eq!(run.stderr_lines().len(), 1, "{run}");
+    let into = c.f.path("into.toml");
+    std::fs::write(
+        &into,
+        "[[step]]\nname = \"in\"\nsource = { text = { path = \"data/in.txt\" } }\n\
+         [[step]]\nname = \"out\"\nsink = { text = { path = \"/etc/millrace-out\" } }\n",
+    )
+    .unwrap();
+    let run = c.run(&["submit", into.to_str().unwrap()]);
+    assert!(
+        run.stderr.contains("output /etc/millrace-out is outside"),
+        "{run}"
+    );
+    // The output is an input: refused at submission, as `run` refuses it.
+    let onto = c.f.path("onto.toml");
+    std::fs::write(
+        &onto,
+        "[[step]]\nname = \"in\"\nsource = { text = { path = \"data/in.txt\" } }\n\
+         [[step]]\nname = \"out\"\nsink = { text = { path = \"data/in.txt\", one_file = true } }\n",
+    )
+    .unwrap();
+    let run = c.run(&["submit", onto.to_str().unwrap(), "--force"]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert_eq!(c.f.read("data/in.txt"), b"a b\nb\n");
+    // None of that reached the history; a good job still runs.
+    let ok = c.ok(&["submit", "job.toml", "--wait"]);
+    assert!(ok.stdout.contains("job 1 (job) finished"), "{ok}");
+    assert_eq!(
+        util::normalized_rows(&c.f.path("out"), false),
+        vec!["a,1", "b,2"]
+    );
+    // An existing output without --force fails at submission.
+    let run = c.run(&["submit", "job.toml"]);
+    assert!(run.stderr.contains("--force"), "{run}");
+    // A job no worker can hold waits with its reason and can be canceled.
+    let queued = c
+        .ok(&[
+            "submit",
+            "job.toml",
+            "--force",
+            "--parallelism",
+            "8",
+            "--json",
+        ])
+        .json();
+    let id = queued["id"].as_u64().unwrap();
+    let waiting = c.until(id, "said why it waits", |j| {
+        j["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("waiting for a worker with 8 slots"))
+    });
+    assert_eq!(waiting["state"], "queued");
+    let canceled = c.ok(&["cancel", &id.to_string()]);
+    assert!(canceled.stdout.contains("canceled"), "{canceled}");
+    let again = c.run(&["cancel", &id.to_string()]);
+    assert!(again.stderr.contains("already ended: canceled"), "{again}");
+    let missing = c.run(&["status", "999"]);
+    assert!(
+        missing.stderr.contains("404") && missing.stderr.contains("no job 999"),
+        "{missing}"
+    );
+    let (code, _) = http(
+        &address,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(code, 200);
+}
+
+/// Starts a coordinator on `address` over the local cluster's history (as a restart would).
+fn restart_coordinator(c: &Cluster, address: &str) -> Child {
+    let home = c.home.to_str().unwrap().to_string();
+    let (mut cmd, _) = c.command(&[
+        "coordinator",
+        "--bind",
+        address,
+        "--state",
+        &format!("{home}/millrace.db"),
+        "--secret-file",
+        &format!("{home}/secret"),
+        "--data-root",
+        c.f.dir.to_str().unwrap(),
+    ]);
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_killed_worker_fails_over_and_a_killed_coordinator_reports_its_running_job_failed() {
+    let c = Cluster::up(&["--workers", "2", "--slots", "1", "--memory", "128MiB"]);
+    let examples = copy_examples(&c.f);
+    let terasort = examples.join("terasort.toml");
+    let terasort = terasort.to_str().unwrap();
+    let checksum = gen(&c, "5M", "data/in.dat");
+    // Out of core on one slot: long enough to kill its worker mid-job.
+    let job = c.ok(&["submit", terasort, "--json"]).json();
+    let id = job["id"].as_u64().unwrap();
+    let running = c.until(id, "ran", |j| j["state"] == "running");
+    let worker = running["worker"]
+        .as_str()
+        .unwrap()
+        .split('#')
+        .next()
+        .unwrap()
+        .to_string();
+    let pid = c.pid_of(&worker);
+    kill9(pid);
+    let done = c.until(id, "ended", |j| {
+        ["finished", "failed"].contains(&j["state"].as_str().unwrap())
+    });
+    assert_eq!(done["state"], "finished", "{done:#}");
+    assert_eq!(done["attempts"], 2, "{done:#}");
+    let events = serde_json::to_string(&done["events"]).unwrap();
+    assert!(
+        events.contains(&format!("worker {worker}")) && events.contains("lost"),
+        "{events}"
+    );
+    assert_ne!(
+        done["worker"].as_str().unwrap().split('#').next().unwrap(),
+        worker
+    );
+    assert_eq!(validate_checksum(&c, "data/sorted.dat"), checksum);
+    // The coordinator killed while a job runs: a restart over the same history lists the
+    // job as failed, with the reason; the worker's attempt was canceled, its output absent.
+    let address = c.address();
+    let job = c.ok(&["submit", terasort, "--json", "--force"]).json();
+    let id = job["id"].as_u64().unwrap();
+    c.until(id, "ran", |j| j["state"] == "running");
+    kill9(c.pid_of("coordinator"));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut coordinator = restart_coordinator(&c, &address);
+    let start = Instant::now();
+    let listed = loop {
+        let run = c.run(&["jobs", "--json"]);
+        if run.code == Some(0) {
+            break run.json();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{run}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let job = &listed["jobs"][0];
+    assert_eq!(job["id"].as_u64(), Some(id));
+    assert_eq!(job["state"], "failed");
+    assert_eq!(
+        job["reason"],
+        "the coordinator stopped while the job was running"
+    );
+    assert_eq!(listed["jobs"][1]["state"], "finished");
+    // The surviving worker reconnects, and jobs run again.
+    let start = Instant::now();
+    while c
+        .ok(&["cluster", "status"])
+        .stdout
+        .matches("registered worker-")
+        .count()
+        < 1
+    {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.ok(&["submit", terasort, "--wait", "--force"]);
+    assert_eq!(validate_checksum(&c, "data/sorted.dat"), checksum);
+    let _ = coordinator.kill();
+    let _ = coordinator.wait();
+}
+
+/// `kill -9 PID`.
+fn kill9(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
