@@ -243,47 +243,44 @@ fn a_local_cluster_runs_terasort_in_every_style_and_the_examples_as_one_process_
     );
     let status = c.ok(&["cluster", "status"]).stdout;
     assert_eq!(status.matches("registered worker-").count(), 3, "{status}");
-    // Metrics, and promtool's verdict on them when it is installed.
-    let (code, metrics) = http(
-        &c.address(),
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
+    // Metrics of the coordinator and a worker: OpenMetrics for Prometheus, the text format
+    // otherwise, and promtool's verdict on them when it is installed.
+    let get = |address: &str, path: &str, headers: &str| {
+        http(
+            address,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    };
+    let (code, metrics) = get(&c.address(), "/metrics", "");
     assert_eq!(code, 200);
-    assert!(
-        metrics.contains("millrace_jobs{state=\"finished\"} 8"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("millrace_workers_registered 3"),
-        "{metrics}"
-    );
-    match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(mut promtool) => {
-            let text: String = metrics
-                .lines()
-                .filter(|l| !l.is_empty())
-                .map(|l| format!("{l}\n"))
-                .collect();
-            promtool
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-            let out = promtool.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "promtool: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+    assert!(metrics.contains("millrace_jobs{state=\"finished\"} 8"), "{metrics}");
+    assert!(metrics.contains("millrace_workers_registered 3"), "{metrics}");
+    let (_, open) = get(&c.address(), "/metrics", "Accept: application/openmetrics-text\r\n");
+    assert!(open.trim_end().ends_with("# EOF"), "{open}");
+    let token = format!("Authorization: Bearer {}\r\n", c.secret());
+    let (_, info) = get(&c.address(), "/v1/cluster", &token);
+    let info: Value = serde_json::from_str(&info).unwrap();
+    let worker = info["workers"][0]["address"].as_str().unwrap().to_string();
+    let (code, worker_metrics) = get(&worker, "/metrics", "");
+    assert_eq!(code, 200);
+    assert!(worker_metrics.contains("millrace_worker_slots 2"), "{worker_metrics}");
+    for text in [&metrics, &worker_metrics] {
+        match Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(mut promtool) => {
+                promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+                let out = promtool.wait_with_output().unwrap();
+                let said = String::from_utf8_lossy(&out.stderr);
+                assert!(out.status.success(), "promtool: {said}\n{text}");
+            }
+            Err(_) => util::skip("cluster: promtool not installed (apt-get install prometheus)"),
         }
-        Err(_) => util::skip("cluster: promtool not installed (apt-get install prometheus)"),
     }
     // Down: no process and no temp file left.
     let pids = c.pids();

@@ -41,7 +41,7 @@ use crate::api::{
 };
 use crate::confine::DataRoots;
 use crate::control::{self, Outcome, RunAttempt, ToCoordinator, ToWorker};
-use crate::metrics::{CoordinatorMetrics, StateLabel, CONTENT_TYPE};
+use crate::metrics::{CoordinatorMetrics, StateLabel};
 use crate::store::{NewJob, Store};
 use crate::ClusterError;
 
@@ -317,7 +317,7 @@ async fn cluster(Shared(c): Shared<Arc<Coordinator>>) -> Result<Json<ClusterInfo
     }))
 }
 
-async fn metrics(Shared(c): Shared<Arc<Coordinator>>) -> Response {
+async fn metrics(Shared(c): Shared<Arc<Coordinator>>, headers: axum::http::HeaderMap) -> Response {
     if let Ok(counts) = c.store.counts() {
         for (state, n) in counts {
             let label = StateLabel { state };
@@ -339,7 +339,8 @@ async fn metrics(Shared(c): Shared<Arc<Coordinator>>) -> Response {
             .get_or_create(&slots("used"))
             .set((total - free) as i64);
     }
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], c.metrics.encode()).into_response()
+    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
+    crate::metrics::negotiate(accept, c.metrics.encode()).into_response()
 }
 
 impl Coordinator {

@@ -114,5 +114,81 @@ fn encode(registry: &Registry) -> String {
     text
 }
 
-/// The content type of `/metrics`.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of OpenMetrics text.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the Prometheus text format (0.0.4).
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `/metrics` as the scraper asks: OpenMetrics when its `Accept` names it (Prometheus does),
+/// else the Prometheus text format (curl, `promtool check metrics`), like Prometheus's own
+/// client libraries.
+pub fn negotiate(
+    accept: Option<&str>,
+    openmetrics: String,
+) -> ([(&'static str, &'static str); 1], String) {
+    if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+        return ([("content-type", OPENMETRICS)], openmetrics);
+    }
+    (
+        [("content-type", PROMETHEUS_TEXT)],
+        to_prometheus_text(&openmetrics),
+    )
+}
+
+/// OpenMetrics text as the Prometheus text format: a counter family's HELP and TYPE name its
+/// `_total` series, and the `# UNIT` and `# EOF` lines go.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = (openmetrics.lines())
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# EOF") || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_named_by_their_total_series_in_the_text_format() {
+        let metrics = CoordinatorMetrics::new();
+        metrics.jobs_submitted.inc();
+        let open = metrics.encode();
+        assert!(
+            open.contains("# TYPE millrace_jobs_submitted counter"),
+            "{open}"
+        );
+        assert!(open.ends_with("# EOF\n"), "{open}");
+        let text = to_prometheus_text(&open);
+        assert!(
+            text.contains("# HELP millrace_jobs_submitted_total "),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE millrace_jobs_submitted_total counter"),
+            "{text}"
+        );
+        assert!(text.contains("millrace_jobs_submitted_total 1"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+        let (headers, body) = negotiate(
+            Some("application/openmetrics-text;version=1.0.0"),
+            open.clone(),
+        );
+        assert_eq!((headers[0].1, body), (OPENMETRICS, open));
+    }
+}

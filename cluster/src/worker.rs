@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::control::{self, Outcome, RunAttempt, ToCoordinator, ToWorker};
-use crate::metrics::{StateLabel, WorkerMetrics, CONTENT_TYPE};
+use crate::metrics::{StateLabel, WorkerMetrics};
 use crate::ClusterError;
 
 /// How a worker runs.
@@ -188,9 +188,12 @@ fn router(worker: Arc<Worker>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/metrics",
-            get(|Shared(w): Shared<Arc<Worker>>| async move {
-                ([(header::CONTENT_TYPE, CONTENT_TYPE)], w.metrics.encode())
-            }),
+            get(
+                |Shared(w): Shared<Arc<Worker>>, headers: axum::http::HeaderMap| async move {
+                    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
+                    crate::metrics::negotiate(accept, w.metrics.encode())
+                },
+            ),
         )
         .layer(axum::extract::DefaultBodyLimit::max(64 << 10))
         .with_state(worker)
