@@ -254,9 +254,19 @@ fn a_local_cluster_runs_terasort_in_every_style_and_the_examples_as_one_process_
     };
     let (code, metrics) = get(&c.address(), "/metrics", "");
     assert_eq!(code, 200);
-    assert!(metrics.contains("millrace_jobs{state=\"finished\"} 8"), "{metrics}");
-    assert!(metrics.contains("millrace_workers_registered 3"), "{metrics}");
-    let (_, open) = get(&c.address(), "/metrics", "Accept: application/openmetrics-text\r\n");
+    assert!(
+        metrics.contains("millrace_jobs{state=\"finished\"} 8"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("millrace_workers_registered 3"),
+        "{metrics}"
+    );
+    let (_, open) = get(
+        &c.address(),
+        "/metrics",
+        "Accept: application/openmetrics-text\r\n",
+    );
     assert!(open.trim_end().ends_with("# EOF"), "{open}");
     let token = format!("Authorization: Bearer {}\r\n", c.secret());
     let (_, info) = get(&c.address(), "/v1/cluster", &token);
@@ -264,7 +274,10 @@ fn a_local_cluster_runs_terasort_in_every_style_and_the_examples_as_one_process_
     let worker = info["workers"][0]["address"].as_str().unwrap().to_string();
     let (code, worker_metrics) = get(&worker, "/metrics", "");
     assert_eq!(code, 200);
-    assert!(worker_metrics.contains("millrace_worker_slots 2"), "{worker_metrics}");
+    assert!(
+        worker_metrics.contains("millrace_worker_slots 2"),
+        "{worker_metrics}"
+    );
     for text in [&metrics, &worker_metrics] {
         match Command::new("promtool")
             .args(["check", "metrics"])
@@ -274,7 +287,12 @@ fn a_local_cluster_runs_terasort_in_every_style_and_the_examples_as_one_process_
             .spawn()
         {
             Ok(mut promtool) => {
-                promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+                promtool
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(text.as_bytes())
+                    .unwrap();
                 let out = promtool.wait_with_output().unwrap();
                 let said = String::from_utf8_lossy(&out.stderr);
                 assert!(out.status.success(), "promtool: {said}\n{text}");
