@@ -528,6 +528,11 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
         s.attempts,
         s.worker.as_deref().unwrap_or("-")
     )?;
+    if let Some(ms) =
+        (detail.report.as_ref()).and_then(|r| r["submit_to_first_subtask_ms"].as_f64())
+    {
+        outln!("  submission to first subtask running: {ms:.1} ms")?;
+    }
     outln!("graph:")?;
     for line in detail.graph.lines() {
         outln!("  {line}")?;

@@ -650,7 +650,14 @@ impl Coordinator {
         drop(state);
         let recorded = match outcome {
             Outcome::Finished { report } => {
-                let report = serde_json::from_str(&report).unwrap_or(serde_json::Value::Null);
+                let mut report: serde_json::Value =
+                    serde_json::from_str(&report).unwrap_or(serde_json::Value::Null);
+                // Submission to the first subtask running (one clock: one machine, or NTP).
+                let first = report["first_subtask_unix_us"].as_u64();
+                if let (Some(first), Ok(Some(submitted))) = (first, self.store.submitted_us(job)) {
+                    report["submit_to_first_subtask_ms"] =
+                        serde_json::json!(first.saturating_sub(submitted) as f64 / 1e3);
+                }
                 info!(job, attempt, "job finished");
                 (self.store).finish(job, JobState::Finished, "finished", Some(&report))
             }

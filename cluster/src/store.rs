@@ -226,6 +226,16 @@ impl Store {
         })
     }
 
+    /// When a job was submitted (µs since the Unix epoch).
+    pub fn submitted_us(&self, id: u64) -> Result<Option<u64>, ClusterError> {
+        self.with(|db| {
+            db.query_row("SELECT submitted_us FROM jobs WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+        })
+    }
+
     /// One job in full.
     pub fn detail(&self, id: u64) -> Result<Option<JobDetail>, ClusterError> {
         let Some(summary) = self.summary(id)? else {

@@ -455,10 +455,17 @@ async fn run_child(
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default();
+    // When the first subtask started, on the clock the coordinator's timestamps use.
+    let first_start = (timeline["subtasks"].as_array())
+        .and_then(|s| s.iter().filter_map(|s| s["start_us"].as_u64()).min());
+    let first_subtask_unix_us = (timeline["started_at_unix_us"].as_u64())
+        .zip(first_start)
+        .map(|(t0, start)| t0 + start);
     let report = serde_json::json!({
         "summary": summary,
         "vertices": crate::report::vertices(&timeline),
         "wall_us": timeline.get("wall_us"),
+        "first_subtask_unix_us": first_subtask_unix_us,
     });
     Ok(Outcome::Finished {
         report: report.to_string(),
