@@ -583,3 +583,223 @@ fn kill9(pid: u32) {
         .unwrap();
     assert!(status.success());
 }
+
+/// Network namespaces joined by a bridge: "hosts" of one machine, torn down when dropped.
+struct Hosts {
+    names: Vec<String>,
+    processes: Vec<Child>,
+}
+
+impl Hosts {
+    /// `n` namespaces; the first holds the bridge at 10.77.X.1, the others are .2, .3, …
+    fn new(n: usize) -> Result<Self, String> {
+        let tag = std::process::id() % 10_000;
+        let subnet = 100 + std::process::id() % 100;
+        let hosts = Self {
+            names: (0..n).map(|i| format!("mr{tag}h{i}")).collect(),
+            processes: Vec::new(),
+        };
+        let ip = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| e.to_string())?;
+            match out.status.success() {
+                true => Ok(()),
+                false => Err(format!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+            }
+        };
+        let first = hosts.names[0].clone();
+        ip(&["netns", "add", &first])?;
+        let x = |args: &str| {
+            let mut all = vec!["-n", first.as_str()];
+            all.extend(args.split(' '));
+            ip(&all)
+        };
+        x("link set lo up")?;
+        x("link add br0 type bridge")?;
+        x(&format!("addr add 10.77.{subnet}.1/24 dev br0"))?;
+        x("link set br0 up")?;
+        for i in 1..n {
+            let name = hosts.names[i].clone();
+            ip(&["netns", "add", &name])?;
+            let (here, there) = (format!("v{i}a"), format!("v{i}b"));
+            x(&format!("link add {here} type veth peer name {there}"))?;
+            x(&format!("link set {there} netns {name}"))?;
+            x(&format!("link set {here} master br0"))?;
+            x(&format!("link set {here} up"))?;
+            let y = |args: &str| {
+                let mut all = vec!["-n", name.as_str()];
+                all.extend(args.split(' '));
+                ip(&all)
+            };
+            y("link set lo up")?;
+            y(&format!("addr add 10.77.{subnet}.{}/24 dev {there}", i + 1))?;
+            y(&format!("link set {there} up"))?;
+        }
+        Ok(hosts)
+    }
+
+    fn address(&self, host: usize) -> String {
+        format!("10.77.{}.{}", 100 + std::process::id() % 100, host + 1)
+    }
+
+    /// The binary's command inside namespace `host`.
+    fn command(&self, c: &Cluster, host: usize, args: &[&str]) -> (Command, Vec<String>) {
+        let (inner, shown) = c.command(args);
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.names[host]])
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .current_dir(&c.f.dir)
+            .env("MILLRACE_HOME", &c.home)
+            .env("TMPDIR", &c.f.dir)
+            .stdin(Stdio::null());
+        (cmd, shown)
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for child in &mut self.processes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for name in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+}
+
+#[test]
+fn a_cluster_across_network_namespaces_runs_jobs_over_real_interfaces() {
+    // Not a local cluster: the coordinator and each worker in a namespace of its own.
+    let f = Fixture::new();
+    let c = Cluster {
+        home: f.path("home"),
+        f,
+    };
+    let mut hosts = match Hosts::new(3) {
+        Ok(hosts) => hosts,
+        Err(e) => {
+            util::skip(format!(
+                "cluster across namespaces: no network namespaces here ({e})"
+            ));
+            return;
+        }
+    };
+    std::fs::create_dir_all(&c.home).unwrap();
+    let secret = c.home.join("secret");
+    std::fs::write(&secret, "namespaces-secret-0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let coordinator = format!("{}:7070", hosts.address(0));
+    let dir = c.f.dir.to_str().unwrap().to_string();
+    let (mut cmd, _) = hosts.command(
+        &c,
+        0,
+        &[
+            "coordinator",
+            "--bind",
+            &coordinator,
+            "--data-root",
+            &dir,
+            "--state",
+            &format!("{dir}/home/history.db"),
+        ],
+    );
+    hosts.processes.push(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for host in 1..3 {
+        let bind = format!("{}:7071", hosts.address(host));
+        let name = format!("host{host}");
+        let (mut cmd, _) = hosts.command(
+            &c,
+            host,
+            &[
+                "worker",
+                "--coordinator",
+                &coordinator,
+                "--bind",
+                &bind,
+                "--name",
+                &name,
+                "--slots",
+                "1",
+                "--memory",
+                "256MiB",
+            ],
+        );
+        hosts.processes.push(
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let run_in = |host: usize, args: &[&str]| {
+        let (cmd, shown) = hosts.command(&c, host, args);
+        util::run_with_timeout(cmd, shown, Duration::from_secs(120))
+    };
+    // Both workers registered with their own addresses.
+    let start = Instant::now();
+    while cluster_in(&hosts, 0, &coordinator, &c.secret())
+        .matches("\"address\":\"10.77.")
+        .count()
+        < 2
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "workers never registered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let examples = copy_examples(&c.f);
+    let checksum = gen(&c, "1M", "data/in.dat");
+    for job in ["terasort", "wordcount"] {
+        let spec = examples.join(format!("{job}.toml"));
+        let run = run_in(
+            1,
+            &[
+                "submit",
+                spec.to_str().unwrap(),
+                "--wait",
+                "--coordinator",
+                &coordinator,
+            ],
+        );
+        assert_eq!(run.code, Some(0), "{run}");
+        assert!(run.stdout.contains("finished on host"), "{run}");
+    }
+    assert_eq!(validate_checksum(&c, "data/sorted.dat"), checksum);
+    // A client in the root namespace cannot reach the coordinator's address.
+    let outside = c.run(&["jobs", "--coordinator", &coordinator]);
+    assert_eq!(outside.code, Some(2), "{outside}");
+}
+
+/// `GET /v1/cluster` from inside namespace `host` (python3's HTTP client: no millrace
+/// command lists another cluster's workers).
+fn cluster_in(hosts: &Hosts, host: usize, address: &str, token: &str) -> String {
+    let script = format!(
+        "import urllib.request as u; r=u.Request('http://{address}/v1/cluster', headers={{'Authorization': 'Bearer {token}'}}); print(u.urlopen(r, timeout=5).read().decode())"
+    );
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &hosts.names[host],
+            "python3",
+            "-c",
+            &script,
+        ])
+        .output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
