@@ -271,14 +271,22 @@ fn a_local_cluster_runs_terasort_in_every_style_and_the_examples_as_one_process_
     let token = format!("Authorization: Bearer {}\r\n", c.secret());
     let (_, info) = get(&c.address(), "/v1/cluster", &token);
     let info: Value = serde_json::from_str(&info).unwrap();
-    let worker = info["workers"][0]["address"].as_str().unwrap().to_string();
-    let (code, worker_metrics) = get(&worker, "/metrics", "");
-    assert_eq!(code, 200);
-    assert!(
-        worker_metrics.contains("millrace_worker_slots 2"),
-        "{worker_metrics}"
-    );
-    for text in [&metrics, &worker_metrics] {
+    let mut texts = vec![metrics];
+    for worker in info["workers"].as_array().unwrap() {
+        let (code, text) = get(worker["address"].as_str().unwrap(), "/metrics", "");
+        assert_eq!(code, 200);
+        assert!(text.contains("millrace_worker_slots 2"), "{text}");
+        texts.push(text);
+    }
+    // The workers' per-subtask counters add up to every job's records: the map subtasks of
+    // the three sorts read 3 × 10M records.
+    let map_records: u64 = (texts.iter())
+        .flat_map(|t| t.lines())
+        .filter(|l| l.starts_with("millrace_worker_subtask_records_in_total{vertex=\"map\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(map_records, 30_000_000, "{texts:#?}");
+    for text in &texts {
         match Command::new("promtool")
             .args(["check", "metrics"])
             .stdin(Stdio::piped())
@@ -474,6 +482,28 @@ fn strangers_and_bad_jobs_are_refused_with_one_clear_line() {
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(code, 200);
+    // Drain: only with the secret; then the worker takes no new job, which waits, saying why.
+    let status = c.ok(&["cluster", "status"]).stdout;
+    let worker = status
+        .lines()
+        .find(|l| l.contains("registered worker-1"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap()
+        .to_string();
+    let refused = c.run(&["drain", &worker, "--secret-file", other.to_str().unwrap()]);
+    assert!(refused.stderr.contains("401"), "{refused}");
+    let drained = c.ok(&["drain", &worker]);
+    assert!(drained.stdout.contains("drained"), "{drained}");
+    assert!(c.ok(&["cluster", "status"]).stdout.contains("draining"));
+    let queued = c.ok(&["submit", "job.toml", "--force", "--json"]).json();
+    let id = queued["id"].as_u64().unwrap();
+    let waiting = c.until(id, "said why it waits", |j| {
+        j["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("to register"))
+    });
+    assert_eq!(waiting["state"], "queued", "{waiting:#}");
+    c.ok(&["cancel", &id.to_string()]);
 }
 
 /// Starts a coordinator on `address` over the local cluster's history (as a restart would).

@@ -5,7 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
@@ -62,11 +62,26 @@ impl CoordinatorMetrics {
     }
 }
 
-/// A worker's metrics.
+/// A subtask of a vertex (the vertex named as in the job graph).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubtaskLabel {
+    pub vertex: String,
+    pub subtask: u64,
+}
+
+/// A worker's metrics. The per-subtask counters grow when an attempt ends, from its timeline
+/// (subtasks of finished attempts; a running attempt's are not in them yet).
 pub struct WorkerMetrics {
     registry: Registry,
     pub running: Gauge,
     pub attempts: Family<StateLabel, Counter>,
+    busy: Family<SubtaskLabel, Counter<f64>>,
+    backpressured: Family<SubtaskLabel, Counter<f64>>,
+    records_in: Family<SubtaskLabel, Counter>,
+    records_out: Family<SubtaskLabel, Counter>,
+    bytes_in: Family<SubtaskLabel, Counter>,
+    bytes_out: Family<SubtaskLabel, Counter>,
+    spilled: Family<SubtaskLabel, Counter>,
 }
 
 impl WorkerMetrics {
@@ -84,7 +99,7 @@ impl WorkerMetrics {
         registry.register_with_unit(
             "memory",
             "Memory this worker offers to jobs",
-            prometheus_client::registry::Unit::Bytes,
+            Unit::Bytes,
             memory.clone(),
         );
         let running = Gauge::default();
@@ -95,10 +110,103 @@ impl WorkerMetrics {
             "Job attempts ended, by outcome",
             attempts.clone(),
         );
+        let seconds = |registry: &mut Registry, name: &str, help: &str| {
+            let family = Family::<SubtaskLabel, Counter<f64>>::default();
+            registry.register_with_unit(name, help, Unit::Seconds, family.clone());
+            family
+        };
+        let busy = seconds(
+            &mut registry,
+            "subtask_busy",
+            "Time subtasks worked, not held back by credits",
+        );
+        let backpressured = seconds(
+            &mut registry,
+            "subtask_backpressured",
+            "Time subtasks waited for credit from their consumers",
+        );
+        let count = |registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>| {
+            let family = Family::<SubtaskLabel, Counter>::default();
+            match unit {
+                Some(unit) => registry.register_with_unit(name, help, unit, family.clone()),
+                None => registry.register(name, help, family.clone()),
+            }
+            family
+        };
+        let records_in = count(
+            &mut registry,
+            "subtask_records_in",
+            "Records subtasks read",
+            None,
+        );
+        let records_out = count(
+            &mut registry,
+            "subtask_records_out",
+            "Records subtasks wrote",
+            None,
+        );
+        let bytes_in = count(
+            &mut registry,
+            "subtask_in",
+            "Bytes subtasks read",
+            Some(Unit::Bytes),
+        );
+        let bytes_out = count(
+            &mut registry,
+            "subtask_out",
+            "Bytes subtasks wrote",
+            Some(Unit::Bytes),
+        );
+        let spilled = count(
+            &mut registry,
+            "subtask_spilled",
+            "Bytes subtasks spilled",
+            Some(Unit::Bytes),
+        );
         Self {
             registry,
             running,
             attempts,
+            busy,
+            backpressured,
+            records_in,
+            records_out,
+            bytes_in,
+            bytes_out,
+            spilled,
+        }
+    }
+
+    /// Adds the subtasks of an ended attempt's timeline (`millrace run --timeline`).
+    pub fn add_timeline(&self, timeline: &serde_json::Value) {
+        let Some(subtasks) = timeline["subtasks"].as_array() else {
+            return;
+        };
+        for s in subtasks {
+            let n = |k: &str| s[k].as_u64().unwrap_or(0);
+            let label = SubtaskLabel {
+                vertex: s["vertex"].as_str().unwrap_or("?").to_string(),
+                subtask: n("subtask"),
+            };
+            let running = n("end_us").saturating_sub(n("start_us"));
+            let waited = n("backpressure_us").min(running);
+            self.busy
+                .get_or_create(&label)
+                .inc_by((running - waited) as f64 / 1e6);
+            self.backpressured
+                .get_or_create(&label)
+                .inc_by(waited as f64 / 1e6);
+            self.records_in
+                .get_or_create(&label)
+                .inc_by(n("records_in"));
+            self.records_out
+                .get_or_create(&label)
+                .inc_by(n("records_out"));
+            self.bytes_in.get_or_create(&label).inc_by(n("bytes_in"));
+            self.bytes_out.get_or_create(&label).inc_by(n("bytes_out"));
+            self.spilled
+                .get_or_create(&label)
+                .inc_by(n("spill_written_bytes"));
         }
     }
 

@@ -441,6 +441,9 @@ async fn run_child(
     };
     let ((), (), status) = tokio::join!(read_out, read_err, child.wait());
     let status = status.map_err(|e| e.to_string())?;
+    for line in err.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        warn!(job = run.job, attempt = run.attempt, "{line}");
+    }
     if !status.success() {
         let line = (err.lines().rev())
             .map(str::trim)
@@ -461,6 +464,7 @@ async fn run_child(
     let first_subtask_unix_us = (timeline["started_at_unix_us"].as_u64())
         .zip(first_start)
         .map(|(t0, start)| t0 + start);
+    worker.metrics.add_timeline(&timeline);
     let report = serde_json::json!({
         "summary": summary,
         "vertices": crate::report::vertices(&timeline),
