@@ -193,6 +193,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
                 "spilled_runs": result.spilled_runs,
                 "spilled_bytes": result.spilled_bytes,
                 "peak_rss_bytes": engine::process::peak_rss_bytes(),
+                "cpu_seconds": engine::process::cpu_seconds(),
                 "wall_ms": result.wall.as_secs_f64() * 1e3,
             }),
         );
