@@ -833,3 +833,53 @@ fn cluster_in(hosts: &Hosts, host: usize, address: &str, token: &str) -> String 
     out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()
 }
+
+#[test]
+fn a_crashed_local_cluster_is_cleaned_up_by_the_next_up_and_a_coordinator_config_is_checked() {
+    let c = Cluster::up(&["--workers", "1", "--slots", "1"]);
+    let old_temp = c.state()["temp_dir"].as_str().unwrap().to_string();
+    let pids = c.pids();
+    for &pid in &pids {
+        kill9(pid);
+    }
+    let start = Instant::now();
+    while pids.iter().any(|&p| alive(p)) {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = c.ok(&["cluster", "status"]).stdout;
+    assert_eq!(status.matches("stopped").count(), 2, "{status}");
+    // `up` again: the dead cluster's temp files go, a new one starts.
+    let again = c.ok(&["cluster", "up", "--workers", "1", "--slots", "1"]);
+    assert!(again.stdout.contains("coordinator http://"), "{again}");
+    assert!(!Path::new(&old_temp).exists(), "{old_temp} left behind");
+    assert_ne!(c.pids(), pids);
+    // A coordinator's config file: unknown keys and bad values are one line, exit 2.
+    c.f.write("bad.toml", b"bind = \"127.0.0.1:0\"\nbogus = 1\n");
+    let run = c.run(&["coordinator", "--config", "bad.toml"]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.stderr.contains("unknown field `bogus`"), "{run}");
+    assert_eq!(run.stderr_lines().len(), 1, "{run}");
+    c.f.write("slow.toml", b"slot_timeout_s = -1\n");
+    let run = c.run(&["coordinator", "--config", "slow.toml"]);
+    assert!(run.stderr.contains("--slot-timeout must be"), "{run}");
+    let run = c.run(&[
+        "coordinator",
+        "--data-root",
+        "no-such-folder",
+        "--bind",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.stderr.contains("data root no-such-folder"), "{run}");
+    // Its history is locked by the running coordinator.
+    let db = c.home.join("millrace.db");
+    let run = c.run(&[
+        "coordinator",
+        "--bind",
+        "127.0.0.1:0",
+        "--state",
+        db.to_str().unwrap(),
+    ]);
+    assert!(run.stderr.contains("another coordinator"), "{run}");
+}
