@@ -126,6 +126,7 @@ pub fn coordinator(args: CoordinatorArgs) -> Result<ExitCode> {
         bind: (args.bind.or(file.bind)).unwrap_or_else(|| "127.0.0.1:7070".parse().unwrap()),
         state,
         secret: cluster::home::read_secret(&secret_file)?,
+        secret_file: Some(secret_file),
         data_roots,
         slot_timeout: seconds(
             args.slot_timeout.or(file.slot_timeout_s).unwrap_or(60.0),
@@ -161,7 +162,8 @@ pub struct WorkerArgs {
     /// Memory it gives jobs (default: half the RAM).
     #[arg(long, value_parser = engine::memory::parse_size)]
     memory: Option<u64>,
-    /// Folder for its attempts' files and spills (repeatable; default: the temp folder).
+    /// Folder for its attempts' files and spills (repeatable; default: a private folder in the
+    /// temp folder, removed when the worker stops). Jobs may not read or write in it.
     #[arg(long = "data-dir", value_name = "DIR")]
     data_dirs: Vec<PathBuf>,
     /// The cluster's secret (default: $MILLRACE_HOME/secret).
@@ -180,11 +182,17 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
     let memory = args
         .memory
         .unwrap_or_else(|| engine::memory::total_ram_bytes().map_or(1 << 30, |ram| ram / 2));
-    let mut data_dirs = args.data_dirs;
-    if data_dirs.is_empty() {
-        data_dirs.push(std::env::temp_dir());
-    }
-    cluster::worker::run(cluster::worker::WorkerConfig {
+    let (data_dirs, own) = match args.data_dirs.is_empty() {
+        false => (args.data_dirs, None),
+        true => {
+            let own = std::env::temp_dir().join(format!("millrace-worker-{}", std::process::id()));
+            std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+                .create(&own)
+                .with_context(|| format!("{}: cannot create the worker's folder", own.display()))?;
+            (vec![own.clone()], Some(own))
+        }
+    };
+    let result = cluster::worker::run(cluster::worker::WorkerConfig {
         coordinator: args.coordinator,
         bind: args.bind,
         advertise: args.advertise,
@@ -194,7 +202,11 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
         data_dirs,
         secret,
         address_file: args.address_file,
-    })?;
+    });
+    if let Some(own) = own {
+        let _ = std::fs::remove_dir_all(own);
+    }
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -217,11 +229,20 @@ enum ClusterCommand {
         /// Memory per worker (default: half the RAM, shared by the workers).
         #[arg(long, value_parser = engine::memory::parse_size)]
         memory: Option<u64>,
+        /// Seconds without a heartbeat after which the coordinator loses a worker.
+        #[arg(long, value_name = "SECONDS", default_value = "10")]
+        heartbeat_timeout: f64,
     },
     /// Show the local cluster's processes and the coordinator's view.
     Status,
     /// Stop every process `cluster up` started and remove their temp files.
     Down,
+    /// Print the REST API's bearer token (for curl: `Authorization: Bearer TOKEN`).
+    Token {
+        /// The cluster's secret (default: $MILLRACE_HOME/secret).
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
+    },
 }
 
 pub fn cluster(args: ClusterArgs) -> Result<ExitCode> {
@@ -230,11 +251,13 @@ pub fn cluster(args: ClusterArgs) -> Result<ExitCode> {
             workers,
             slots,
             memory,
+            heartbeat_timeout,
         } => {
             let up = cluster::local::up(&cluster::local::UpConfig {
                 workers,
                 slots,
                 memory_bytes: memory,
+                heartbeat_timeout: seconds(heartbeat_timeout, "--heartbeat-timeout")?,
                 timeout: Duration::from_secs(30),
             })?;
             let home = cluster::home::dir()?;
@@ -291,6 +314,11 @@ pub fn cluster(args: ClusterArgs) -> Result<ExitCode> {
                 }
                 Err(e) => outln!("  the coordinator does not answer: {e}")?,
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCommand::Token { secret_file } => {
+            let secret = cluster::home::read_secret(&secret_or_default(secret_file)?)?;
+            outln!("{}", cluster::home::token(&secret))?;
             Ok(ExitCode::SUCCESS)
         }
         ClusterCommand::Down => {

@@ -34,8 +34,15 @@ impl DataRoots {
     }
 
     /// Resolves every path of `spec` against `cwd` and replaces it with its canonical form,
-    /// or says which path is missing or outside the roots (one line).
-    pub fn confine(&self, spec: &mut JobSpec, cwd: &Path) -> Result<(), String> {
+    /// or says which path is missing, outside the roots (strictly below one), inside one of
+    /// the cluster's own folders (`excluded`: its state, its workers' data folders), or an
+    /// input that is neither a regular file nor a folder (one line).
+    pub fn confine(
+        &self,
+        spec: &mut JobSpec,
+        cwd: &Path,
+        excluded: &[PathBuf],
+    ) -> Result<(), String> {
         if !cwd.is_absolute() {
             return Err(format!(
                 "the client's working folder must be absolute, not {}",
@@ -67,19 +74,63 @@ impl DataRoots {
             if !self.inside(&canonical) {
                 return Err(outside());
             }
+            // Inside one of them, or (a folder input) holding one.
+            let holds = |e: &&PathBuf| {
+                canonical.starts_with(e) || (i < inputs && e.starts_with(&canonical))
+            };
+            if let Some(own) = excluded.iter().find(holds) {
+                return Err(format!(
+                    "{what} {} is inside the cluster's own files ({})",
+                    joined.display(),
+                    own.display()
+                ));
+            }
+            if i < inputs {
+                let meta = std::fs::metadata(&canonical)
+                    .map_err(|e| format!("{what} {}: {e}", joined.display()))?;
+                if !meta.is_file() && !meta.is_dir() {
+                    return Err(format!(
+                        "{what} {} is not a regular file or a folder",
+                        joined.display()
+                    ));
+                }
+            }
             *path = canonical;
         }
         Ok(())
     }
 
+    /// Whether `path` lies strictly below a root.
     fn inside(&self, path: &Path) -> bool {
-        self.0.iter().any(|root| path.starts_with(root))
+        self.0
+            .iter()
+            .any(|root| path.starts_with(root) && path != root)
     }
 
     fn list(&self) -> String {
         let roots: Vec<String> = self.0.iter().map(|r| r.display().to_string()).collect();
         roots.join(", ")
     }
+}
+
+/// Checks, just before a job runs, that every path of a confined spec still resolves to
+/// itself: a folder replaced by a link since submission is refused (the window left is
+/// between this check and the job's opening of its files).
+pub fn unchanged(spec: &mut JobSpec) -> Result<(), String> {
+    let inputs = spec.steps.iter().filter(|s| s.source.is_some()).count();
+    for (i, path) in spec.paths_mut().into_iter().enumerate() {
+        let now = match i < inputs {
+            true => std::fs::canonicalize(&*path).map_err(|e| e.to_string()),
+            false => canonical_output(path),
+        };
+        if now.as_deref() != Ok(path.as_path()) {
+            return Err(format!(
+                "{} changed since the job was submitted (a link?); refused",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `path` with `.` and `..` taken away by name alone (no links followed).
@@ -133,45 +184,89 @@ mod tests {
         let roots = DataRoots::new(std::slice::from_ref(&root)).unwrap();
         let root = std::fs::canonicalize(&root).unwrap();
         let mut ok = spec("data/in.txt", "out.csv");
-        roots.confine(&mut ok, &root).unwrap();
+        roots.confine(&mut ok, &root, &[]).unwrap();
         assert_eq!(
             paths(&mut ok),
             vec![root.join("data/in.txt"), root.join("out.csv")]
         );
         // `..` that stays inside is fine; one that leaves is not.
         let mut inside = spec("data/../data/in.txt", "data/../o");
-        roots.confine(&mut inside, &root).unwrap();
+        roots.confine(&mut inside, &root, &[]).unwrap();
         let mut escape = spec("../../../../../../../etc/passwd", "out.csv");
-        let error = roots.confine(&mut escape, &root).unwrap_err();
+        let error = roots.confine(&mut escape, &root, &[]).unwrap_err();
         assert!(
             error.contains("outside the cluster's data roots"),
             "{error}"
         );
         let mut absolute = spec("/etc/passwd", "out.csv");
-        assert!(roots.confine(&mut absolute, &root).is_err());
+        assert!(roots.confine(&mut absolute, &root, &[]).is_err());
         // Whether a file exists outside the roots is not told.
         let mut probe = spec("/etc/no-such-file", "out.csv");
-        let error = roots.confine(&mut probe, &root).unwrap_err();
+        let error = roots.confine(&mut probe, &root, &[]).unwrap_err();
         assert!(error.contains("outside"), "{error}");
         let mut out_escape = spec("data/in.txt", "../out.csv");
-        let error = roots.confine(&mut out_escape, &root).unwrap_err();
+        let error = roots.confine(&mut out_escape, &root, &[]).unwrap_err();
         assert!(error.starts_with("output"), "{error}");
         // A link inside the root that points out is followed, and refused.
         std::os::unix::fs::symlink("/etc", root.join("etc")).unwrap();
         let mut linked = spec("etc/passwd", "out.csv");
-        assert!(roots.confine(&mut linked, &root).is_err());
+        assert!(roots.confine(&mut linked, &root, &[]).is_err());
         let mut linked_out = spec("data/in.txt", "etc/out.csv");
-        assert!(roots.confine(&mut linked_out, &root).is_err());
+        assert!(roots.confine(&mut linked_out, &root, &[]).is_err());
         // Missing inputs and output folders are named.
         let mut missing = spec("data/none.txt", "out.csv");
-        let error = roots.confine(&mut missing, &root).unwrap_err();
+        let error = roots.confine(&mut missing, &root, &[]).unwrap_err();
         assert!(error.contains("none.txt"), "{error}");
         let mut no_folder = spec("data/in.txt", "nowhere/out.csv");
-        assert!(roots.confine(&mut no_folder, &root).is_err());
+        assert!(roots.confine(&mut no_folder, &root, &[]).is_err());
         let mut relative_cwd = spec("data/in.txt", "out.csv");
-        assert!(roots.confine(&mut relative_cwd, Path::new("rel")).is_err());
+        assert!(roots
+            .confine(&mut relative_cwd, Path::new("rel"), &[])
+            .is_err());
         let mut dotdot_name = spec("data/in.txt", "data/..");
-        assert!(roots.confine(&mut dotdot_name, &root).is_err());
+        assert!(roots.confine(&mut dotdot_name, &root, &[]).is_err());
+        // The root itself is not an output; the cluster's own folders are neither read nor
+        // written; a FIFO is not an input.
+        let mut onto_root = spec("data/in.txt", ".");
+        assert!(roots
+            .confine(&mut onto_root, &root.join("data"), &[])
+            .is_err());
+        let home = root.join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::write(home.join("secret"), "x").unwrap();
+        let mut secret = spec("home/secret", "out.csv");
+        let error = roots
+            .confine(&mut secret, &root, std::slice::from_ref(&home))
+            .unwrap_err();
+        assert!(error.contains("cluster's own files"), "{error}");
+        let mut into_home = spec("data/in.txt", "home/out");
+        assert!(roots
+            .confine(&mut into_home, &root, std::slice::from_ref(&home))
+            .is_err());
+        let mut holding = spec("home", "out.csv");
+        let secret_file = home.join("secret");
+        assert!(roots.confine(&mut holding, &root, &[secret_file]).is_err());
+        let fifo = root.join("data/fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let mut from_fifo = spec("data/fifo", "out.csv");
+        let error = roots.confine(&mut from_fifo, &root, &[]).unwrap_err();
+        assert!(error.contains("not a regular file"), "{error}");
+        // A confined spec is unchanged until a folder on its path becomes a link.
+        let mut confined = spec("data/in.txt", "out/part");
+        std::fs::create_dir(root.join("out")).unwrap();
+        roots.confine(&mut confined, &root, &[]).unwrap();
+        unchanged(&mut confined.clone()).unwrap();
+        std::fs::remove_dir(root.join("out")).unwrap();
+        std::os::unix::fs::symlink("/tmp", root.join("out")).unwrap();
+        let error = unchanged(&mut confined).unwrap_err();
+        assert!(
+            error.contains("changed since the job was submitted"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -60,10 +60,23 @@ pub enum Outcome {
 /// Coordinator → worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToWorker {
-    Registered { worker: u64, heartbeat_ms: u64 },
+    Registered {
+        worker: u64,
+        heartbeat_ms: u64,
+    },
     Run(RunAttempt),
-    Cancel { job: u64, attempt: u32 },
+    Cancel {
+        job: u64,
+        attempt: u32,
+    },
+    /// Every heartbeat interval: a worker that hears nothing for two of them has lost its
+    /// coordinator (a silent network, not only a closed connection) and cancels its attempts,
+    /// before the coordinator (after four) places them elsewhere.
+    Ping,
 }
+
+/// How long one control message may take to write before its peer counts as gone.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An attempt of a job to run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -92,10 +105,12 @@ pub fn split(stream: TcpStream, peer: String) -> (Sender, Receiver) {
     (sink, Receiver { stream, peer })
 }
 
-/// Sends one message.
+/// Sends one message (within [`SEND_TIMEOUT`]).
 pub async fn send<T: Serialize>(sender: &mut Sender, message: &T) -> std::io::Result<()> {
     let bytes = postcard::to_allocvec(message).map_err(std::io::Error::other)?;
-    sender.send(Bytes::from(bytes)).await
+    tokio::time::timeout(SEND_TIMEOUT, sender.send(Bytes::from(bytes)))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer does not read"))?
 }
 
 /// The receiving half of a control connection.

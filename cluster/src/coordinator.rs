@@ -22,13 +22,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State as Shared};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State as Shared};
 use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use engine::batch::{BatchJobConfig, JobSpec};
+use engine::batch::BatchJobConfig;
 use engine::paths::{self, OutputKind};
 use serde::Deserialize;
 use shuffle::net::auth::{self, Secret};
@@ -55,6 +55,8 @@ pub struct CoordinatorConfig {
     /// The SQLite job history.
     pub state: PathBuf,
     pub secret: Secret,
+    /// Where the secret came from (jobs may not read it).
+    pub secret_file: Option<PathBuf>,
     pub data_roots: Vec<PathBuf>,
     /// How long a job waits for a worker that could hold it to register.
     pub slot_timeout: Duration,
@@ -89,6 +91,11 @@ pub fn run(config: CoordinatorConfig) -> Result<(), ClusterError> {
             secret: config.secret.clone(),
             store,
             roots,
+            own_files: ["", "-wal", "-shm", ".lock"]
+                .iter()
+                .map(|suffix| PathBuf::from(format!("{}{suffix}", config.state.display())))
+                .chain(config.secret_file.clone())
+                .collect(),
             metrics: CoordinatorMetrics::new(),
             state: Mutex::new(State::default()),
             slot_timeout: config.slot_timeout,
@@ -117,6 +124,8 @@ struct Coordinator {
     secret: Secret,
     token: Vec<u8>,
     roots: DataRoots,
+    /// The job history's files and the secret (never a job's input or output).
+    own_files: Vec<PathBuf>,
     metrics: CoordinatorMetrics,
     state: Mutex<State>,
     slot_timeout: Duration,
@@ -178,11 +187,7 @@ struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.0, Json(ErrorBody { error: self.1 })).into_response();
-        if self.0 == StatusCode::UNAUTHORIZED {
-            (response.headers_mut()).insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
-        }
-        response
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -203,8 +208,8 @@ fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/cluster", get(cluster))
         .route_layer(middleware::from_fn_with_state(
-            coordinator.clone(),
-            require_token,
+            Arc::new(coordinator.token.clone()),
+            crate::listener::require_token,
         ));
     Router::new()
         .merge(api)
@@ -214,30 +219,6 @@ fn router(coordinator: Arc<Coordinator>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .with_state(coordinator)
-}
-
-/// Every API request carries `Authorization: Bearer <secret>`, checked in constant time
-/// before its body is read.
-async fn require_token(
-    Shared(c): Shared<Arc<Coordinator>>,
-    request: Request<axum::body::Body>,
-    next: Next,
-) -> Response {
-    let given = (request.headers().get(header::AUTHORIZATION))
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(token) if crate::home::constant_time_eq(token.as_bytes(), &c.token) => {
-            next.run(request).await
-        }
-        Some(_) => ApiError(StatusCode::UNAUTHORIZED, "wrong bearer token".into()).into_response(),
-        None => ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing bearer token: send `Authorization: Bearer <the cluster's secret>`".into(),
-        )
-        .into_response(),
-    }
 }
 
 async fn submit(Shared(c): Shared<Arc<Coordinator>>, body: Bytes) -> Result<Response, ApiError> {
@@ -359,7 +340,21 @@ impl Coordinator {
             force,
             max_attempts,
         } = request;
-        self.roots.confine(&mut spec, &cwd).map_err(bad_request)?;
+        // The coordinator's files and the workers' data folders are the cluster's own.
+        let mut own: Vec<PathBuf> = self
+            .state()
+            .workers
+            .values()
+            .flat_map(|w| w.data_dirs.clone())
+            .collect();
+        own.extend(self.own_files.iter().cloned());
+        let own: Vec<PathBuf> = own
+            .iter()
+            .filter_map(|p| std::fs::canonicalize(p).ok())
+            .collect();
+        self.roots
+            .confine(&mut spec, &cwd, &own)
+            .map_err(bad_request)?;
         let memory_bytes = (memory.as_deref())
             .map(engine::memory::parse_size)
             .transpose()
@@ -447,24 +442,34 @@ impl Coordinator {
                 continue;
             };
             let queued = state.queue.remove(i);
-            self.start(&mut state, worker, queued);
+            if !self.start(&mut state, worker, queued) {
+                break;
+            }
         }
     }
 
     /// Starts an attempt of `queued` on `worker`.
-    fn start(&self, state: &mut State, worker_id: u64, queued: Queued) {
+    /// Starts an attempt of `queued` on `worker`; false (and the job first in the queue again)
+    /// when it could not be recorded.
+    fn start(&self, state: &mut State, worker_id: u64, queued: Queued) -> bool {
         let State {
-            workers, running, ..
+            workers,
+            running,
+            queue,
+            ..
         } = state;
         let Some(worker) = workers.get_mut(&worker_id) else {
-            return;
+            queue.insert(0, queued);
+            return false;
         };
         let slots = queued.request.parallelism.unwrap_or(worker.slots);
         let attempt = match self.store.start(queued.job, &worker.name) {
             Ok(attempt) => attempt,
             Err(e) => {
+                // Not placed: it stays first in the queue for the next round.
                 warn!(job = queued.job, error = %e, "cannot record the job's start");
-                return;
+                queue.insert(0, queued);
+                return false;
             }
         };
         worker.free -= slots;
@@ -479,7 +484,10 @@ impl Coordinator {
             mode: request.mode.clone(),
             parallelism: slots,
             memory_bytes: request.memory_bytes.unwrap_or(share),
-            force: request.force,
+            // A retry follows a lost worker, whose attempt may still have published the output
+            // (a worker cut off, or stopped, cannot be stopped from here): the retry replaces
+            // it. Without `force` the output did not exist when the job was submitted.
+            force: request.force || attempt > 1,
             max_attempts: request.max_attempts,
         };
         info!(job = queued.job, attempt, worker = %worker.name, slots, "job attempt placed");
@@ -495,6 +503,7 @@ impl Coordinator {
                 canceling: false,
             },
         );
+        true
     }
 
     fn cancel(&self, id: u64) -> Result<JobSummary, ApiError> {
@@ -545,8 +554,8 @@ impl Coordinator {
             warn!(%peer, "a cluster connection that did not register as a worker; closed");
             return;
         };
-        if slots == 0 {
-            warn!(%peer, "a worker with no slots; closed");
+        if !(1..=1024).contains(&slots) || data_dirs.len() > 64 {
+            warn!(%peer, slots, "a worker registered with out-of-range slots or folders; closed");
             return;
         }
         let (send, mut outbox) = mpsc::unbounded_channel();
@@ -576,6 +585,8 @@ impl Coordinator {
             );
             id
         };
+        // Workers give up on a silent coordinator after two intervals, half the coordinator's
+        // timeout: a cut-off worker cancels its attempts before they are placed again.
         let heartbeat_ms = (self.heartbeat_timeout.as_millis() as u64 / 4).max(50);
         let _ = send.send(ToWorker::Registered {
             worker: id,
@@ -584,7 +595,15 @@ impl Coordinator {
         drop(send);
         // The writer ends when the worker is dropped from the state (its sender with it).
         let writer = async move {
-            while let Some(message) = outbox.recv().await {
+            let mut ping = tokio::time::interval(Duration::from_millis(heartbeat_ms));
+            loop {
+                let message = tokio::select! {
+                    message = outbox.recv() => match message {
+                        Some(message) => message,
+                        None => break,
+                    },
+                    _ = ping.tick() => ToWorker::Ping,
+                };
                 if control::send(&mut sink, &message).await.is_err() {
                     break;
                 }
@@ -721,9 +740,18 @@ impl Coordinator {
     /// Every 200 ms: drops silent workers, says why queued jobs wait and fails those no
     /// worker could hold within the slot timeout.
     async fn ticks(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let period = Duration::from_millis(200);
+        let mut tick = tokio::time::interval(period);
+        let mut last = Instant::now();
         loop {
             tick.tick().await;
+            // A late tick means this process stalled (a slow disk under SQLite, no CPU): the
+            // workers' heartbeats may be waiting to be read; judge them next time.
+            let late = last.elapsed() > 5 * period;
+            last = Instant::now();
+            if late {
+                continue;
+            }
             let silent: Vec<u64> = (self.state().workers.iter())
                 .filter(|(_, w)| w.last_heartbeat.elapsed() > self.heartbeat_timeout)
                 .map(|(&id, _)| id)
@@ -792,9 +820,4 @@ impl Coordinator {
             let _ = self.store.finish(job, JobState::Failed, &reason, None);
         }
     }
-}
-
-/// The spec of a submitted job as the worker gets it (for tests and the worker).
-pub fn spec_of(attempt: &RunAttempt) -> Result<JobSpec, ClusterError> {
-    serde_json::from_str(&attempt.spec).map_err(|e| ClusterError::Usage(format!("job spec: {e}")))
 }

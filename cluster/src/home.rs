@@ -81,27 +81,40 @@ pub fn read_or_create_secret(path: &Path) -> Result<Secret, ClusterError> {
     }
     let random = Secret::generate()?;
     let hex: String = random.bytes().iter().map(|b| format!("{b:02x}")).collect();
-    let created = std::fs::OpenOptions::new()
+    // Written whole under a temp name, then linked to its name (which never replaces a file
+    // another command made meanwhile): the secret file is never seen empty or partial.
+    let temp = PathBuf::from(format!("{}.tmp-{}", path.display(), std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path);
-    match created {
-        Ok(mut file) => {
-            (file.write_all(format!("{hex}\n").as_bytes()))
-                .and_then(|()| file.sync_all())
-                .map_err(|e| ClusterError::file(path, e))?;
-            Ok(Secret::new(hex.into_bytes())?)
-        }
+        .open(&temp)
+        .map_err(|e| ClusterError::file(&temp, e))?;
+    let written = (file.write_all(format!("{hex}\n").as_bytes()))
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::hard_link(&temp, path));
+    let _ = std::fs::remove_file(&temp);
+    match written {
+        Ok(()) => Ok(Secret::new(hex.into_bytes())?),
         // Another command made it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_secret(path),
         Err(e) => Err(ClusterError::file(path, e)),
     }
 }
 
-/// The bearer token of REST requests: the secret's text.
+/// The bearer token of REST requests: HMAC-SHA256 of the secret over a fixed label, in hex.
+/// REST is plain HTTP: a token seen on the wire opens the REST API, never the HMAC key every
+/// cluster connection proves (so it cannot register a worker or pose as a coordinator).
 pub fn token(secret: &Secret) -> String {
-    String::from_utf8_lossy(secret.bytes()).into_owned()
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.bytes()).expect("any key length");
+    mac.update(b"millrace-rest-v1");
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Compares two byte strings in time that depends only on their lengths.

@@ -82,3 +82,35 @@ async fn is_cluster(stream: &TcpStream) -> bool {
         }
     }
 }
+
+/// The REST side's guard: every request it wraps carries `Authorization: Bearer <token>`
+/// (the scheme in any case), compared in constant time before the body is read; else 401.
+pub async fn require_token(
+    axum::extract::State(token): axum::extract::State<std::sync::Arc<Vec<u8>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let given = (request.headers().get(header::AUTHORIZATION))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let error = match given {
+        Some(t) if crate::home::constant_time_eq(t.as_bytes(), &token) => {
+            return next.run(request).await
+        }
+        Some(_) => "wrong bearer token",
+        None => "missing bearer token: send `Authorization: Bearer <token>` (`millrace cluster token` prints it)",
+    };
+    let body = axum::Json(crate::api::ErrorBody {
+        error: error.into(),
+    });
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        body,
+    )
+        .into_response()
+}

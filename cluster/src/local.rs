@@ -47,12 +47,13 @@ impl Process {
         start_ticks(self.pid).is_some_and(|t| t == self.start_ticks)
     }
 
+    /// Signals its process group (it leads one; a worker's attempts are in it too).
     fn signal(&self, signal: rustix::process::Signal) {
         if let (true, Some(pid)) = (
             self.alive(),
             rustix::process::Pid::from_raw(self.pid as i32),
         ) {
-            let _ = rustix::process::kill_process(pid, signal);
+            let _ = rustix::process::kill_process_group(pid, signal);
         }
     }
 }
@@ -65,6 +66,8 @@ pub struct UpConfig {
     pub slots: Option<usize>,
     /// Memory per worker (default: half the RAM shared by the workers).
     pub memory_bytes: Option<u64>,
+    /// The coordinator's `--heartbeat-timeout`.
+    pub heartbeat_timeout: Duration,
     /// How long to wait for every worker to register.
     pub timeout: Duration,
 }
@@ -109,16 +112,17 @@ impl LocalCluster {
         for process in self.processes.iter().rev() {
             process.signal(rustix::process::Signal::TERM);
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.processes.iter().any(Process::alive) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let wait = |seconds| {
+            let deadline = Instant::now() + Duration::from_secs(seconds);
+            while self.processes.iter().any(Process::alive) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        wait(10);
         for process in &self.processes {
             process.signal(rustix::process::Signal::KILL);
         }
-        while self.processes.iter().any(Process::alive) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait(5);
         if self.temp_dir.starts_with(std::env::temp_dir()) {
             let _ = std::fs::remove_dir_all(&self.temp_dir);
         }
@@ -173,12 +177,23 @@ pub fn up(config: &UpConfig) -> Result<LocalCluster, ClusterError> {
             .arg("--secret-file")
             .arg(&secret_file)
             .arg("--address-file")
-            .arg(&address_file);
+            .arg(&address_file)
+            .arg("--heartbeat-timeout")
+            .arg(config.heartbeat_timeout.as_secs_f64().to_string());
         for root in &data_roots {
             command.arg("--data-root").arg(root);
         }
+        // The state is written after each start, so that `down` finds every process even
+        // when this command is interrupted.
+        let save = |cluster: &LocalCluster| {
+            write_atomically(
+                &state_file()?,
+                &serde_json::to_vec_pretty(cluster).map_err(std::io::Error::other)?,
+            )
+        };
         let coordinator = spawn(command, "coordinator", &logs)?;
         cluster.processes.push(coordinator.clone());
+        save(&cluster)?;
         cluster.coordinator = wait_for_address(&address_file, &coordinator)?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let slots = config.slots.unwrap_or(cores);
@@ -203,11 +218,8 @@ pub fn up(config: &UpConfig) -> Result<LocalCluster, ClusterError> {
                 .arg("--secret-file")
                 .arg(&secret_file);
             cluster.processes.push(spawn(command, &name, &logs)?);
+            save(&cluster)?;
         }
-        write_atomically(
-            &state_file()?,
-            &serde_json::to_vec_pretty(&cluster).map_err(std::io::Error::other)?,
-        )?;
         let client = crate::client::Client::new(&cluster.coordinator, &secret);
         let deadline = Instant::now() + config.timeout;
         loop {
@@ -266,7 +278,9 @@ fn make_temp_dir() -> Result<PathBuf, ClusterError> {
     getrandom::fill(&mut random).map_err(|e| ClusterError::Usage(e.to_string()))?;
     let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
     let dir = std::env::temp_dir().join(format!("millrace-cluster-{suffix}"));
-    std::fs::create_dir(&dir).map_err(|e| ClusterError::file(&dir, e))?;
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&dir)
+        .map_err(|e| ClusterError::file(&dir, e))?;
     Ok(dir)
 }
 

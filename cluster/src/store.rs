@@ -82,7 +82,7 @@ impl Store {
             |_| bad("another coordinator is using this job history (its lock is held)".into()),
         )?;
         let db = Connection::open(path).map_err(|e| bad(e.to_string()))?;
-        db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+        db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .and_then(|()| db.execute_batch(SCHEMA))
             .map_err(|e| bad(e.to_string()))?;
         let store = Self {
@@ -146,10 +146,13 @@ impl Store {
     pub fn note(&self, id: u64, state: JobState, message: &str) -> Result<(), ClusterError> {
         let now = now_us();
         self.with(|db| {
-            db.execute(
-                "UPDATE jobs SET reason = ?2 WHERE id = ?1",
-                params![id, message],
+            let changed = db.execute(
+                "UPDATE jobs SET reason = ?2 WHERE id = ?1 AND state = ?3",
+                params![id, message, state.as_str()],
             )?;
+            if changed == 0 {
+                return Ok(());
+            }
             db.execute(
                 "INSERT INTO events (job, at_us, state, message) VALUES (?1, ?2, ?3, ?4)",
                 params![id, now, state.as_str(), message],
@@ -207,9 +210,13 @@ impl Store {
         self.with(|db| {
             let tx = db.transaction()?;
             tx.execute(
-                "UPDATE jobs SET state = ?2, finished_us = ?3, reason = ?4, report = COALESCE(?5, report) WHERE id = ?1",
+                "UPDATE jobs SET state = ?2, finished_us = ?3, reason = ?4, report = COALESCE(?5, report) WHERE id = ?1 AND state IN ('queued', 'running')",
                 params![id, state.as_str(), now, stored_reason, report],
             )?;
+            // A job ends once.
+            if tx.changes() == 0 {
+                return Ok(());
+            }
             tx.execute(
                 "INSERT INTO events (job, at_us, state, message) VALUES (?1, ?2, ?3, ?4)",
                 params![id, now, state.as_str(), reason],
@@ -274,7 +281,7 @@ impl Store {
 
     /// Page `page` (from 1) of `per_page` jobs, newest first.
     pub fn page(&self, page: u64, per_page: u64) -> Result<JobPage, ClusterError> {
-        let (page, per_page) = (page.max(1), per_page.clamp(1, 1000));
+        let (page, per_page) = (page.clamp(1, 1 << 40), per_page.clamp(1, 1000));
         self.with(|db| {
             let total: u64 = db.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))?;
             let mut query =
@@ -303,22 +310,6 @@ impl Store {
         })?;
         counts.extend(rows);
         Ok(counts)
-    }
-
-    /// The spec and options of a job (what a worker is sent).
-    pub fn spec_and_options(
-        &self,
-        id: u64,
-    ) -> Result<(serde_json::Value, serde_json::Value), ClusterError> {
-        self.with(|db| {
-            db.query_row("SELECT spec, options FROM jobs WHERE id = ?1", [id], |r| {
-                let (spec, options): (String, String) = (r.get(0)?, r.get(1)?);
-                Ok((
-                    serde_json::from_str(&spec).unwrap_or_default(),
-                    serde_json::from_str(&options).unwrap_or_default(),
-                ))
-            })
-        })
     }
 }
 

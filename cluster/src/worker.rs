@@ -19,15 +19,14 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Request, State as Shared};
-use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::State as Shared;
+use axum::http::header;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use shuffle::net::auth::{self, Secret};
 use tokio::io::AsyncReadExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::control::{self, Outcome, RunAttempt, ToCoordinator, ToWorker};
@@ -56,33 +55,51 @@ struct Worker {
     token: Vec<u8>,
     metrics: WorkerMetrics,
     draining: watch::Sender<bool>,
-    /// Running attempts: (job, attempt) → child process id (0 until spawned).
+    /// Running attempts: (job, attempt) → its child, once spawned.
     running: Mutex<BTreeMap<(u64, u32), Attempt>>,
+    /// Attempt reports not yet sent: kept across a lost connection and sent after the next
+    /// registration (the coordinator ignores those of attempts it gave up on).
+    reports: Mutex<std::collections::VecDeque<ToCoordinator>>,
+    report_ready: tokio::sync::Notify,
 }
 
 #[derive(Default)]
 struct Attempt {
-    pid: Option<u32>,
+    /// The child as a pidfd: a signal never reaches another process that reused its pid.
+    pidfd: Option<Arc<std::os::fd::OwnedFd>>,
     canceled: bool,
 }
+
+/// How long a canceled attempt's child has for its cleanup before SIGKILL.
+const CANCEL_GRACE: Duration = Duration::from_secs(10);
 
 impl Worker {
     fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<(u64, u32), Attempt>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends SIGTERM to an attempt's child (its cleanup handler removes its temp files).
+    /// Sends SIGTERM to an attempt's child (its cleanup handler removes its temp files), and
+    /// SIGKILL if it still runs after [`CANCEL_GRACE`].
     fn cancel(&self, key: (u64, u32)) {
         let mut running = self.running();
-        if let Some(attempt) = running.get_mut(&key) {
-            attempt.canceled = true;
-            if let Some(pid) = attempt
-                .pid
-                .and_then(|p| rustix::process::Pid::from_raw(p as i32))
-            {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            }
+        let Some(attempt) = running.get_mut(&key) else {
+            return;
+        };
+        attempt.canceled = true;
+        if let Some(pidfd) = attempt.pidfd.clone() {
+            let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::TERM);
+            tokio::spawn(async move {
+                tokio::time::sleep(CANCEL_GRACE).await;
+                // After the child was reaped this fails harmlessly (ESRCH).
+                let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
+            });
         }
+    }
+
+    /// Queues an attempt's report for the coordinator.
+    fn report(&self, report: ToCoordinator) {
+        (self.reports.lock().unwrap_or_else(|p| p.into_inner())).push_back(report);
+        self.report_ready.notify_one();
     }
 
     fn cancel_all(&self) {
@@ -127,6 +144,8 @@ pub fn run(config: WorkerConfig) -> Result<(), ClusterError> {
             metrics: WorkerMetrics::new(config.slots, config.memory_bytes),
             draining: watch::channel(false).0,
             running: Mutex::new(BTreeMap::new()),
+            reports: Mutex::new(std::collections::VecDeque::new()),
+            report_ready: tokio::sync::Notify::new(),
         });
         let secret = config.secret.clone();
         let http = crate::listener::split(listener, move |mut stream, peer| {
@@ -180,8 +199,8 @@ fn router(worker: Arc<Worker>) -> Router {
         .route("/v1/drain", post(drain))
         .route("/v1/status", get(status))
         .route_layer(middleware::from_fn_with_state(
-            worker.clone(),
-            require_token,
+            Arc::new(worker.token.clone()),
+            crate::listener::require_token,
         ));
     Router::new()
         .merge(api)
@@ -197,30 +216,6 @@ fn router(worker: Arc<Worker>) -> Router {
         )
         .layer(axum::extract::DefaultBodyLimit::max(64 << 10))
         .with_state(worker)
-}
-
-async fn require_token(
-    Shared(w): Shared<Arc<Worker>>,
-    request: Request<axum::body::Body>,
-    next: Next,
-) -> Response {
-    let given = (request.headers().get(header::AUTHORIZATION))
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(token) if crate::home::constant_time_eq(token.as_bytes(), &w.token) => {
-            next.run(request).await
-        }
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(crate::api::ErrorBody {
-                error: "missing or wrong bearer token".into(),
-            }),
-        )
-            .into_response(),
-    }
 }
 
 /// What `GET /v1/status` and `POST /v1/drain` answer.
@@ -288,7 +283,9 @@ impl Session {
             pid: std::process::id(),
         };
         control::send(&mut sink, &register).await?;
-        let heartbeat = match messages.recv::<ToWorker>().await {
+        let registered =
+            tokio::time::timeout(control::HANDSHAKE_TIMEOUT, messages.recv::<ToWorker>()).await;
+        let heartbeat = match registered.ok().flatten() {
             Some(Ok(ToWorker::Registered {
                 worker,
                 heartbeat_ms,
@@ -304,28 +301,49 @@ impl Session {
             }
         };
         let mut beat = tokio::time::interval(heartbeat);
-        let (ended_tx, mut ended) = mpsc::unbounded_channel::<ToCoordinator>();
         let mut draining = self.worker.draining.subscribe();
         if *draining.borrow_and_update() {
             control::send(&mut sink, &ToCoordinator::Draining).await?;
         }
+        // Before the coordinator's own timeout (four intervals) places these attempts again.
+        let deadline = heartbeat * 2;
         loop {
+            // Reports first (also those a lost connection left), each removed once sent.
+            loop {
+                let next = (self
+                    .worker
+                    .reports
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()))
+                .pop_front();
+                let Some(report) = next else { break };
+                if let Err(e) = control::send(&mut sink, &report).await {
+                    (self
+                        .worker
+                        .reports
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()))
+                    .push_front(report);
+                    return Err(unreachable(e.to_string()));
+                }
+            }
             tokio::select! {
-                message = messages.recv::<ToWorker>() => match message {
-                    None => return Ok(()),
-                    Some(Err(e)) => return Err(unreachable(e.to_string())),
-                    Some(Ok(ToWorker::Run(run))) => self.start(run, ended_tx.clone()),
-                    Some(Ok(ToWorker::Cancel { job, attempt })) => self.worker.cancel((job, attempt)),
-                    Some(Ok(ToWorker::Registered { .. })) => {}
+                message = tokio::time::timeout(deadline, messages.recv::<ToWorker>()) => match message {
+                    Err(_) => return Err(unreachable(format!("no word from it for {deadline:?}"))),
+                    Ok(None) => return Ok(()),
+                    Ok(Some(Err(e))) => return Err(unreachable(e.to_string())),
+                    Ok(Some(Ok(ToWorker::Run(run)))) => self.start(run),
+                    Ok(Some(Ok(ToWorker::Cancel { job, attempt }))) => self.worker.cancel((job, attempt)),
+                    Ok(Some(Ok(ToWorker::Registered { .. } | ToWorker::Ping))) => {}
                 },
                 _ = beat.tick() => control::send(&mut sink, &ToCoordinator::Heartbeat).await?,
-                Some(report) = ended.recv() => control::send(&mut sink, &report).await?,
+                () = self.worker.report_ready.notified() => {}
                 Ok(()) = draining.changed() => control::send(&mut sink, &ToCoordinator::Draining).await?,
             }
         }
     }
 
-    fn start(&self, run: RunAttempt, ended: mpsc::UnboundedSender<ToCoordinator>) {
+    fn start(&self, run: RunAttempt) {
         let key = (run.job, run.attempt);
         self.worker.running().insert(key, Attempt::default());
         self.worker.metrics.running.inc();
@@ -333,7 +351,15 @@ impl Session {
             (self.worker.clone(), self.data_dir.clone(), self.exe.clone());
         tokio::spawn(async move {
             info!(job = run.job, attempt = run.attempt, name = %run.name, "attempt starting");
-            let outcome = run_attempt(&run, &worker, &data_dir, &exe).await;
+            // Its own task: a panic in it is a failed attempt, still reported.
+            let work = {
+                let (run, worker) = (run.clone(), worker.clone());
+                tokio::spawn(async move { run_attempt(&run, &worker, &data_dir, &exe).await })
+            };
+            let outcome = match work.await {
+                Ok(outcome) => outcome,
+                Err(e) => Err(format!("the attempt's task failed: {e}")),
+            };
             let canceled = worker.running().remove(&key).is_some_and(|a| a.canceled);
             let outcome = match outcome {
                 Err(_) | Ok(Outcome::Failed { .. }) if canceled => Outcome::Canceled,
@@ -357,7 +383,7 @@ impl Session {
                     state: label.into(),
                 })
                 .inc();
-            let _ = ended.send(ToCoordinator::Ended {
+            worker.report(ToCoordinator::Ended {
                 job: run.job,
                 attempt: run.attempt,
                 outcome,
@@ -373,14 +399,17 @@ async fn run_attempt(
     data_dir: &Path,
     exe: &Path,
 ) -> Result<Outcome, String> {
+    // A new private folder under a name nobody can guess.
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(|e| e.to_string())?;
+    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
     let folder = data_dir.join(format!(
-        "millrace-attempt-{}-{}-{}",
-        run.job,
-        run.attempt,
-        std::process::id()
+        "millrace-attempt-{}-{}-{suffix}",
+        run.job, run.attempt
     ));
-    let _ = std::fs::remove_dir_all(&folder);
-    std::fs::create_dir(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&folder)
+        .map_err(|e| format!("{}: {e}", folder.display()))?;
     let result = run_child(run, worker, data_dir, exe, &folder).await;
     let _ = std::fs::remove_dir_all(&folder);
     result
@@ -393,6 +422,9 @@ async fn run_child(
     exe: &Path,
     folder: &Path,
 ) -> Result<Outcome, String> {
+    let mut parsed: engine::batch::JobSpec =
+        serde_json::from_str(&run.spec).map_err(|e| format!("the job's spec: {e}"))?;
+    crate::confine::unchanged(&mut parsed)?;
     let spec = folder.join("spec.json");
     let timeline = folder.join("timeline.json");
     std::fs::write(&spec, &run.spec).map_err(|e| format!("{}: {e}", spec.display()))?;
@@ -421,11 +453,21 @@ async fn run_child(
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
-    if let Some(attempt) = worker.running().get_mut(&(run.job, run.attempt)) {
-        attempt.pid = child.id();
-        if attempt.canceled {
-            worker.cancel((run.job, run.attempt));
+    // Not reaped before `wait` below, so the pid is still this child's.
+    let pidfd = (child.id())
+        .and_then(|pid| rustix::process::Pid::from_raw(pid as i32))
+        .and_then(|pid| {
+            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+        });
+    let canceled = match worker.running().get_mut(&(run.job, run.attempt)) {
+        Some(attempt) => {
+            attempt.pidfd = pidfd.map(Arc::new);
+            attempt.canceled
         }
+        None => false,
+    };
+    if canceled {
+        worker.cancel((run.job, run.attempt));
     }
     let (mut stdout, mut stderr) = (child.stdout.take(), child.stderr.take());
     let (mut out, mut err) = (String::new(), String::new());
@@ -463,7 +505,7 @@ async fn run_child(
         .and_then(|s| s.iter().filter_map(|s| s["start_us"].as_u64()).min());
     let first_subtask_unix_us = (timeline["started_at_unix_us"].as_u64())
         .zip(first_start)
-        .map(|(t0, start)| t0 + start);
+        .map(|(t0, start)| t0.saturating_add(start));
     worker.metrics.add_timeline(&timeline);
     let report = serde_json::json!({
         "summary": summary,
