@@ -362,6 +362,20 @@ fn strangers_and_bad_jobs_are_refused_with_one_clear_line() {
     );
     let (code, _) = http(&address, b"\x00\x01garbage\r\n\r\n");
     assert!(code == 400 || code == 0, "{code}");
+    // A client that never finishes its headers is cut off (10 s), not kept forever.
+    let mut slow = TcpStream::connect(&address).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    slow.write_all(b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = slow.read_to_end(&mut answer);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(25),
+        "a slow client held its connection {waited:?}"
+    );
     let secret = c.secret();
     let head = format!(
         "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{{"

@@ -102,18 +102,20 @@ pub fn run(config: CoordinatorConfig) -> Result<(), ClusterError> {
             heartbeat_timeout: config.heartbeat_timeout,
         });
         let cluster = coordinator.clone();
-        let http = crate::listener::split(listener, move |stream, peer| {
-            tokio::spawn(cluster.clone().control(stream, peer));
-        })?;
+        crate::listener::serve(
+            listener,
+            router(coordinator.clone()),
+            move |stream, peer| {
+                tokio::spawn(cluster.clone().control(stream, peer));
+            },
+        );
         tokio::spawn(coordinator.clone().ticks());
         if let Some(file) = &config.address_file {
             crate::local::write_atomically(file, format!("{address}\n").as_bytes())?;
         }
         info!(%address, roots = ?coordinator.roots.paths(), "coordinator listening");
         println!("millrace coordinator listening on {address}");
-        axum::serve(http, router(coordinator))
-            .with_graceful_shutdown(crate::shutdown_signal())
-            .await?;
+        crate::shutdown_signal().await;
         info!("coordinator stopped");
         Ok(())
     })

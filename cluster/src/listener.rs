@@ -7,40 +7,20 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
-/// The HTTP side of a split listener, for `axum::serve`.
-pub struct HttpListener {
-    connections: mpsc::Receiver<(TcpStream, SocketAddr)>,
-    local: SocketAddr,
-}
+/// Connections served at once (HTTP and cluster connections alike); more are closed at once.
+const MAX_CONNECTIONS: usize = 1024;
+/// How long an HTTP client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl axum::serve::Listener for HttpListener {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.connections.recv().await {
-            Some(connection) => connection,
-            // The acceptor ended (the process is stopping): accept nothing more.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
-}
-
-/// Accepts connections on `listener` forever: cluster connections go to `cluster`, the others
-/// to the returned HTTP listener.
-pub fn split<F>(listener: TcpListener, cluster: F) -> std::io::Result<HttpListener>
+/// Serves `listener` forever: cluster connections go to `cluster`, the others to `http`
+/// (HTTP/1.1; headers within [`HEADER_TIMEOUT`]; at most [`MAX_CONNECTIONS`] at once).
+pub fn serve<F>(listener: TcpListener, http: axum::Router, cluster: F)
 where
     F: Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
 {
-    let local = listener.local_addr()?;
-    let (tx, rx) = mpsc::channel(64);
     let cluster = std::sync::Arc::new(cluster);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -52,20 +32,28 @@ where
                     continue;
                 }
             };
-            let (tx, cluster) = (tx.clone(), cluster.clone());
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "too many connections; closed one");
+                continue;
+            };
+            let (cluster, http) = (cluster.clone(), http.clone());
             tokio::spawn(async move {
+                let _slot = slot;
                 if is_cluster(&stream).await {
-                    cluster(stream, peer);
-                } else {
-                    let _ = tx.send((stream, peer)).await;
+                    return cluster(stream, peer);
+                }
+                let service = hyper_util::service::TowerToHyperService::new(http);
+                let served = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                if let Err(e) = served {
+                    tracing::debug!(%peer, error = %e, "an HTTP connection ended");
                 }
             });
         }
     });
-    Ok(HttpListener {
-        connections: rx,
-        local,
-    })
 }
 
 /// Whether the stream starts with the handshake's magic (waits at most 5 s for 4 bytes).

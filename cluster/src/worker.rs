@@ -148,7 +148,7 @@ pub fn run(config: WorkerConfig) -> Result<(), ClusterError> {
             report_ready: tokio::sync::Notify::new(),
         });
         let secret = config.secret.clone();
-        let http = crate::listener::split(listener, move |mut stream, peer| {
+        crate::listener::serve(listener, router(worker.clone()), move |mut stream, peer| {
             let secret = secret.clone();
             tokio::spawn(async move {
                 match auth::server(&mut stream, &secret, control::HANDSHAKE_TIMEOUT).await {
@@ -156,12 +156,6 @@ pub fn run(config: WorkerConfig) -> Result<(), ClusterError> {
                     Err(e) => warn!(%peer, error = %e, "refused a cluster connection"),
                 }
             });
-        })?;
-        let app = router(worker.clone());
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(http, app).await {
-                warn!(error = %e, "the worker's HTTP server stopped");
-            }
         });
         if let Some(file) = &config.address_file {
             crate::local::write_atomically(file, format!("{address}\n").as_bytes())?;
