@@ -101,6 +101,15 @@ impl Cluster {
     }
 
     /// The REST API's bearer token (derived from the secret).
+    /// Waits until job `id` runs; the name and pid of the worker it runs on.
+    fn running_on(&self, id: u64) -> (String, u32) {
+        let running = self.until(id, "ran", |j| j["state"] == "running");
+        let placed = running["worker"].as_str().unwrap();
+        let name = placed.split('#').next().unwrap().to_string();
+        let pid = self.pid_of(&name);
+        (name, pid)
+    }
+
     fn secret(&self) -> String {
         cluster::home::token(&cluster::home::read_secret(&self.home.join("secret")).unwrap())
     }
@@ -545,15 +554,7 @@ fn a_killed_worker_fails_over_and_a_killed_coordinator_reports_its_running_job_f
     // Out of core on one slot: long enough to kill its worker mid-job.
     let job = c.ok(&["submit", terasort, "--json"]).json();
     let id = job["id"].as_u64().unwrap();
-    let running = c.until(id, "ran", |j| j["state"] == "running");
-    let worker = running["worker"]
-        .as_str()
-        .unwrap()
-        .split('#')
-        .next()
-        .unwrap()
-        .to_string();
-    let pid = c.pid_of(&worker);
+    let (worker, pid) = c.running_on(id);
     kill9(pid);
     let done = c.until(id, "ended", |j| {
         ["finished", "failed"].contains(&j["state"].as_str().unwrap())
@@ -582,20 +583,7 @@ fn a_killed_worker_fails_over_and_a_killed_coordinator_reports_its_running_job_f
     // The attempt the dead coordinator had placed was canceled: no `millrace run` left, no
     // temp folder next to the output.
     let start = Instant::now();
-    while children_named("run")
-        .into_iter()
-        .any(|p| c.pids().contains(&parent_of(p)))
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "an attempt outlived its coordinator"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let temp: Vec<String> = (util::entries(&c.f.path("data")).into_iter())
-        .filter(|e| e.starts_with(".millrace"))
-        .collect();
-    assert!(temp.is_empty(), "{temp:?}");
+    no_attempt_left(&c, start, "an attempt outlived its coordinator");
     let start = Instant::now();
     let listed = loop {
         let run = c.run(&["jobs", "--json"]);
@@ -661,6 +649,19 @@ fn children_named(command: &str) -> Vec<u32> {
     pids
 }
 
+/// Waits (up to 20 s from `start`) until no worker of `c` has a `millrace run` child, then
+/// checks that no temp folder is left next to the outputs.
+fn no_attempt_left(c: &Cluster, start: Instant, what: &str) {
+    while (children_named("run").into_iter()).any(|p| c.pids().contains(&parent_of(p))) {
+        assert!(start.elapsed() < Duration::from_secs(20), "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let temp: Vec<String> = (util::entries(&c.f.path("data")).into_iter())
+        .filter(|e| e.starts_with(".millrace"))
+        .collect();
+    assert!(temp.is_empty(), "{temp:?}");
+}
+
 fn parent_of(pid: u32) -> u32 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     (stat.rsplit(')').next().unwrap_or(""))
@@ -691,15 +692,7 @@ fn a_silent_worker_is_lost_and_a_running_job_can_be_canceled() {
     let id = c.ok(&["submit", terasort, "--json"]).json()["id"]
         .as_u64()
         .unwrap();
-    let running = c.until(id, "ran", |j| j["state"] == "running");
-    let worker = running["worker"]
-        .as_str()
-        .unwrap()
-        .split('#')
-        .next()
-        .unwrap()
-        .to_string();
-    let stopped = c.pid_of(&worker);
+    let (_, stopped) = c.running_on(id);
     assert!(Command::new("kill")
         .args(["-STOP", &stopped.to_string()])
         .status()
@@ -727,20 +720,7 @@ fn a_silent_worker_is_lost_and_a_running_job_can_be_canceled() {
     let done = c.until(id, "ended", |j| j["state"] != "running");
     assert_eq!(done["state"], "canceled", "{done:#}");
     let start = Instant::now();
-    while !children_named("run")
-        .into_iter()
-        .all(|p| !c.pids().contains(&parent_of(p)))
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "a canceled attempt still runs"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let temp: Vec<String> = (util::entries(&c.f.path("data")).into_iter())
-        .filter(|e| e.starts_with(".millrace"))
-        .collect();
-    assert!(temp.is_empty(), "{temp:?}");
+    no_attempt_left(&c, start, "a canceled attempt still runs");
     // The previous output is untouched by the canceled run.
     assert_eq!(validate_checksum(&c, "data/sorted.dat"), checksum);
     let info = c.ok(&["cluster", "status"]).stdout;

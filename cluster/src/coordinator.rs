@@ -76,15 +76,8 @@ pub fn run(config: CoordinatorConfig) -> Result<(), ClusterError> {
             "marked jobs a stopped coordinator left unfinished as failed"
         );
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("millrace-coordinator")
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.bind)
-            .await
-            .map_err(|e| ClusterError::Usage(format!("cannot listen on {}: {e}", config.bind)))?;
+    crate::listener::runtime("millrace-coordinator")?.block_on(async move {
+        let listener = crate::listener::bind(config.bind).await?;
         let address = listener.local_addr()?;
         let coordinator = Arc::new(Coordinator {
             token: crate::home::token(&config.secret).into_bytes(),

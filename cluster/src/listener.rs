@@ -8,6 +8,22 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
+/// A server process's runtime: two threads (a server is I/O, not computation).
+pub fn runtime(name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+}
+
+/// Listens on `address`, or says why not in one line.
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, crate::ClusterError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| crate::ClusterError::Usage(format!("cannot listen on {address}: {e}")))
+}
+
 /// Connections served at once (HTTP and cluster connections alike); more are closed at once.
 const MAX_CONNECTIONS: usize = 1024;
 /// How long an HTTP client may take to send a request's headers.

@@ -129,15 +129,8 @@ pub fn run(config: WorkerConfig) -> Result<(), ClusterError> {
         }
     }
     let exe = std::env::current_exe()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("millrace-worker")
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.bind)
-            .await
-            .map_err(|e| ClusterError::Usage(format!("cannot listen on {}: {e}", config.bind)))?;
+    crate::listener::runtime("millrace-worker")?.block_on(async move {
+        let listener = crate::listener::bind(config.bind).await?;
         let address = listener.local_addr()?;
         let worker = Arc::new(Worker {
             token: crate::home::token(&config.secret).into_bytes(),
