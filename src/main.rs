@@ -152,6 +152,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<ExitCode> {
         force: args.force,
         spill_dir: args.spill_dir,
         max_attempts: args.max_attempts,
+        placement: None,
     };
     let result = match &args.timeline {
         None => engine::batch::run(&config)?,
@@ -1199,7 +1200,7 @@ fn timeline_bytes(
 /// The `--json` summary: the report without per-subtask detail.
 fn sort_json(report: &SortReport) -> Value {
     let t = &report.timeline;
-    json!({
+    let mut summary = json!({
         "command": "sort",
         "input": report.input,
         "output": report.output,
@@ -1223,7 +1224,12 @@ fn sort_json(report: &SortReport) -> Value {
         "overlap_ratio": t.overlap_ratio,
         "map_shuffle_overlap_ms": t.overlap_us(PhaseKind::Map, PhaseKind::Shuffle) as f64 / 1000.0,
         "backpressure_ms": t.subtasks.iter().map(|s| s.backpressure_us).sum::<u64>() as f64 / 1000.0,
-    })
+    });
+    // Only when the subtasks were placed on task executors (`MILLRACE_EXECUTORS`).
+    if let Some(network) = &report.network {
+        summary["network"] = json!(network);
+    }
+    summary
 }
 
 fn print_sort_summary(report: &SortReport) -> Result<()> {

@@ -112,12 +112,19 @@ impl EngineError {
         }
     }
 
-    /// Errors that only echo another subtask's failure (a peer went away); the scheduler
-    /// reports the root cause instead when it has one.
+    /// Errors that only echo another subtask's failure (a peer went away, in this process
+    /// or across the network: a consumer gone, a producer lost or failed on another
+    /// executor); the scheduler reports the root cause instead when it has one.
     pub fn is_secondary(&self) -> bool {
         matches!(
             self,
-            Self::Shuffle(ShuffleError::ConsumerGone { .. } | ShuffleError::ProducerLost { .. })
+            Self::Shuffle(
+                ShuffleError::ConsumerGone { .. }
+                    | ShuffleError::ProducerLost { .. }
+                    | ShuffleError::RemoteConsumerGone { .. }
+                    | ShuffleError::RemoteProducerLost { .. }
+                    | ShuffleError::RemoteProducerFailed { .. }
+            )
         )
     }
 

@@ -11,6 +11,7 @@ pub mod memory;
 pub mod operator;
 pub mod output;
 pub mod paths;
+pub mod placement;
 pub mod process;
 pub mod record;
 pub mod scheduler;

@@ -13,7 +13,13 @@
 //! runs at most that many subtasks at once; the others are deployed as running ones finish.
 //! The first subtask that fails cancels all others; the job reports that root cause rather
 //! than the "peer went away" errors it causes downstream.
+//!
+//! With a [`Placement`] ([`JobEnv::placement`]), every subtask is placed on a task executor
+//! when its region is deployed (all or nothing; see [`crate::placement`]), and the channels
+//! of a pipelined edge between executors go over TCP through the producer executor's
+//! shuffle server; without one, every channel is in-process, as before.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -26,6 +32,8 @@ use tracing::{debug, info};
 
 use crate::graph::{JobGraph, VertexId};
 use crate::operator::{OperatorRegistry, TaskResources};
+pub use crate::placement::{placement_from_env, NetworkSummary, Placement};
+use crate::placement::{Executors, Wired};
 use crate::task::{micros_since, SubtaskContext, SubtaskReport};
 use crate::EngineError;
 
@@ -36,6 +44,8 @@ pub struct JobResult {
     pub subtasks: Vec<SubtaskReport>,
     /// Wall time from deployment to the last subtask's end.
     pub wall: Duration,
+    /// With a [`Placement`]: what the exchanges between executors carried.
+    pub network: Option<NetworkSummary>,
 }
 
 /// What the scheduler needs besides the graph: where exchanges that spill (hybrid, blocking)
@@ -57,6 +67,9 @@ pub struct JobEnv {
     pub registry: Arc<OperatorRegistry>,
     /// What this process gives every subtask (see [`TaskResources`]).
     pub resources: Arc<TaskResources>,
+    /// Task executors to place subtasks on (see [`crate::placement`]; jobs read
+    /// [`placement_from_env`]); `None`: every channel in-process.
+    pub placement: Option<Placement>,
 }
 
 /// Where a subtask is in its life.
@@ -366,40 +379,46 @@ pub fn execute(
     let inputs = std::cell::RefCell::new(inputs);
     let outputs = std::cell::RefCell::new(outputs);
     // Makes the channels of the pipelined edges that start in `region` (fresh ones when the
-    // region restarts).
-    let wire_region = |region: &[VertexId]| -> Result<(), EngineError> {
-        for &(e, out_slot, in_slot) in &pipelined_edges {
-            let edge = &graph.edges[e];
-            if !region.contains(&edge.source) {
-                continue;
-            }
-            let spill = spill_dir(e).map(|dir| SpillTarget {
-                dir,
-                options: env.writer_options,
-                record_bytes: edge.record_bytes,
-                patience: env.hybrid_patience,
-            });
-            let (partitions, gates) = shuffle::exchange(
-                edge.partition_type,
-                graph.vertices[edge.source.0].parallelism,
-                graph.vertices[edge.target.0].parallelism,
-                edge.credits_per_channel,
-                spill,
-            )?;
-            let (mut outputs, mut inputs) = (outputs.borrow_mut(), inputs.borrow_mut());
-            for (subtask, mut partition) in partitions.into_iter().enumerate() {
-                // Producers spread their segment files over the spill dirs.
-                if let Some(dir) = spill_dir(e + subtask) {
-                    partition.set_spill_dir(dir);
+    // region restarts), in-process unless `placed` has them (made by the executors).
+    let wire_region =
+        |region: &[VertexId], mut placed: HashMap<usize, Wired>| -> Result<(), EngineError> {
+            for &(e, out_slot, in_slot) in &pipelined_edges {
+                let edge = &graph.edges[e];
+                if !region.contains(&edge.source) {
+                    continue;
                 }
-                outputs[edge.source.0][subtask][out_slot] = Slot::Pipelined(Some(partition));
+                let (partitions, gates) = match placed.remove(&e) {
+                    Some(wired) => wired,
+                    None => {
+                        let spill = spill_dir(e).map(|dir| SpillTarget {
+                            dir,
+                            options: env.writer_options,
+                            record_bytes: edge.record_bytes,
+                            patience: env.hybrid_patience,
+                        });
+                        shuffle::exchange(
+                            edge.partition_type,
+                            graph.vertices[edge.source.0].parallelism,
+                            graph.vertices[edge.target.0].parallelism,
+                            edge.credits_per_channel,
+                            spill,
+                        )?
+                    }
+                };
+                let (mut outputs, mut inputs) = (outputs.borrow_mut(), inputs.borrow_mut());
+                for (subtask, mut partition) in partitions.into_iter().enumerate() {
+                    // Producers spread their segment files over the spill dirs.
+                    if let Some(dir) = spill_dir(e + subtask) {
+                        partition.set_spill_dir(dir);
+                    }
+                    outputs[edge.source.0][subtask][out_slot] = Slot::Pipelined(Some(partition));
+                }
+                for (subtask, gate) in gates.into_iter().enumerate() {
+                    inputs[edge.target.0][subtask][in_slot] = Slot::Pipelined(Some(gate));
+                }
             }
-            for (subtask, gate) in gates.into_iter().enumerate() {
-                inputs[edge.target.0][subtask][in_slot] = Slot::Pipelined(Some(gate));
-            }
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     // A context for attempt `attempt` of subtask `subtask` of vertex `v`.
     let context = |v: usize, subtask: usize, attempt: u32| -> Result<SubtaskContext, EngineError> {
         let vertex = &graph.vertices[v];
@@ -486,10 +505,11 @@ pub fn execute(
                              execution: &mut ExecutionGraph,
                              queued: &mut Vec<std::collections::VecDeque<usize>>,
                              region: usize,
-                             attempt: u32|
+                             attempt: u32,
+                             placed: HashMap<usize, Wired>|
          -> Result<(), EngineError> {
             let members = execution.regions[region].clone();
-            wire_region(&members)?;
+            wire_region(&members, placed)?;
             let mut ready = Vec::new();
             for &VertexId(v) in &members {
                 let vertex = &graph.vertices[v];
@@ -509,14 +529,45 @@ pub fn execute(
         };
         let mut region_attempts = vec![0u32; execution.regions.len()];
         let mut queued = vec![std::collections::VecDeque::new(); graph.vertices.len()];
+        let mut executors = match env.placement {
+            Some(placement) => {
+                Some(Executors::start(placement, &graph, execution.regions.len()).await?)
+            }
+            None => None,
+        };
         loop {
             if failure.is_none() {
                 for region in execution.ready_regions(&deployed) {
-                    deployed[region] = true;
-                    debug!(region, "deploying region");
-                    if let Err(error) =
-                        deploy_region(&mut running, &mut execution, &mut queued, region, 0)
-                    {
+                    let members = execution.regions[region].clone();
+                    let placed = place_and_wire(
+                        &mut executors,
+                        &graph,
+                        &pipelined_edges,
+                        &members,
+                        region,
+                        0,
+                    )
+                    .await;
+                    let started = match placed {
+                        Ok(None) => {
+                            debug!(region, "region waits for free executor slots");
+                            continue;
+                        }
+                        Ok(Some(placed)) => {
+                            deployed[region] = true;
+                            debug!(region, "deploying region");
+                            deploy_region(
+                                &mut running,
+                                &mut execution,
+                                &mut queued,
+                                region,
+                                0,
+                                placed,
+                            )
+                        }
+                        Err(error) => Err(error),
+                    };
+                    if let Err(error) = started {
                         failure = Some(error);
                         running.abort_all();
                         break;
@@ -543,6 +594,9 @@ pub fn execute(
                         store.commit(subtask, attempt);
                     }
                     execution.set_state(v, subtask, ExecutionState::Finished);
+                    if let Some(executors) = &mut executors {
+                        executors.free(v, subtask);
+                    }
                     let (finished, sums) = &mut count_sums[v];
                     *finished += 1;
                     if sums.len() < report.partition_records.len() {
@@ -562,7 +616,13 @@ pub fn execute(
                         None
                     };
                     if let Some(next) = next {
-                        match context(v, next, 0).and_then(|ctx| Ok((instantiate(v, next)?, ctx))) {
+                        let placed = executors
+                            .as_mut()
+                            .map_or(Ok(()), |executors| executors.place_one(v, next));
+                        match placed
+                            .and_then(|()| context(v, next, 0))
+                            .and_then(|ctx| Ok((instantiate(v, next)?, ctx)))
+                        {
                             Ok((invokable, ctx)) => {
                                 execution.set_attempt(v, next, 0);
                                 spawn(&mut running, v, ctx, invokable);
@@ -576,6 +636,9 @@ pub fn execute(
                 }
                 Err(error) => {
                     if v != usize::MAX {
+                        if let Some(executors) = &mut executors {
+                            executors.free(v, subtask);
+                        }
                         for store in &blocking_outputs[v][subtask] {
                             store.discard(subtask, attempt);
                         }
@@ -590,7 +653,11 @@ pub fn execute(
                         && attempt + 1 < max_attempts;
                     if retry {
                         info!(vertex = %graph.vertices[v].name, subtask, attempt, %error, "subtask attempt failed; retrying");
-                        match context(v, subtask, attempt + 1)
+                        let placed = executors
+                            .as_mut()
+                            .map_or(Ok(()), |executors| executors.place_one(v, subtask));
+                        match placed
+                            .and_then(|()| context(v, subtask, attempt + 1))
                             .and_then(|ctx| Ok((instantiate(v, subtask)?, ctx)))
                         {
                             Ok((invokable, ctx)) => {
@@ -645,13 +712,36 @@ pub fn execute(
                             }
                         }
                         region_attempts[r] += 1;
-                        match deploy_region(
-                            &mut running,
-                            &mut execution,
-                            &mut queued,
+                        // Fresh placement and channels: the old attempt's partitions are
+                        // released, the new ones registered under the new attempt number.
+                        let members = execution.regions[r].clone();
+                        if let Some(executors) = &mut executors {
+                            executors.reset_region(r, &members);
+                        }
+                        let placed = place_and_wire(
+                            &mut executors,
+                            &graph,
+                            &pipelined_edges,
+                            &members,
                             r,
                             region_attempts[r],
-                        ) {
+                        )
+                        .await;
+                        let redeployed = match placed {
+                            Ok(Some(placed)) => deploy_region(
+                                &mut running,
+                                &mut execution,
+                                &mut queued,
+                                r,
+                                region_attempts[r],
+                                placed,
+                            ),
+                            Ok(None) => Err(EngineError::Internal {
+                                what: format!("region {r} does not fit the free slots it left"),
+                            }),
+                            Err(error) => Err(error),
+                        };
+                        match redeployed {
                             Ok(()) => continue,
                             Err(deploy_error) => failure = Some(deploy_error),
                         }
@@ -689,11 +779,46 @@ pub fn execute(
             });
         }
         reports.sort_by_key(|(key, _)| *key);
+        let network = executors.as_ref().map(Executors::summary);
+        if let Some(network) = &network {
+            info!(?network, "the exchanges between executors");
+        }
         Ok(JobResult {
             subtasks: reports.into_iter().map(|(_, report)| report).collect(),
             wall: job_start.elapsed(),
+            network,
         })
     })
+}
+
+/// Places the subtasks of region `region` (`members`) that start now on the executors and
+/// makes the channels of its pipelined edges that go through them, for deployment `attempt`.
+/// `None` when the region does not fit the free slots yet; without executors, nothing to
+/// make (every channel in-process).
+async fn place_and_wire(
+    executors: &mut Option<Executors>,
+    graph: &JobGraph,
+    pipelined_edges: &[(usize, usize, usize)],
+    members: &[VertexId],
+    region: usize,
+    attempt: u32,
+) -> Result<Option<HashMap<usize, Wired>>, EngineError> {
+    let mut placed = HashMap::new();
+    let Some(executors) = executors else {
+        return Ok(Some(placed));
+    };
+    if !executors.place_region(graph, members)? {
+        return Ok(None);
+    }
+    for &(e, _, _) in pipelined_edges {
+        if !members.contains(&graph.edges[e].source) {
+            continue;
+        }
+        if let Some(wired) = executors.wire(graph, e, region, attempt).await? {
+            placed.insert(e, wired);
+        }
+    }
+    Ok(Some(placed))
 }
 
 #[cfg(test)]
@@ -725,6 +850,16 @@ mod tests {
                 };
                 Ok(Box::new(Count {
                     fail: args.contains(&(subtask as u64)),
+                    flaky: false,
+                }))
+            })
+            .register("test.flaky-count", |descriptor, _, subtask| {
+                let OperatorDescriptor::Generic { args, .. } = descriptor else {
+                    return Err(descriptor.mismatch("test.flaky-count"));
+                };
+                Ok(Box::new(Count {
+                    fail: false,
+                    flaky: args.contains(&(subtask as u64)),
                 }))
             });
         Arc::new(registry)
@@ -795,8 +930,11 @@ mod tests {
         }
     }
 
+    /// Counts what it receives; `fail`: fails at once (the user's error, not retried);
+    /// `flaky`: attempt 0 fails at once, before reading anything (retried).
     struct Count {
         fail: bool,
+        flaky: bool,
     }
     impl Invokable for Count {
         fn invoke(
@@ -808,6 +946,11 @@ mod tests {
                 if self.fail {
                     return Err(EngineError::InvalidJob {
                         reason: "boom".into(),
+                    });
+                }
+                if self.flaky && ctx.attempt == 0 {
+                    return Err(EngineError::Injected {
+                        what: format!("count {} before reading", ctx.subtask),
                     });
                 }
                 while let Some((_, received)) = ctx.inputs[0].next_received().await? {
@@ -1148,5 +1291,233 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(error, EngineError::Injected { .. }), "{error}");
+    }
+
+    /// Runs `run` on a thread of its own and fails the test if it takes more than `secs`
+    /// seconds (a hung exchange would otherwise hang the test run).
+    fn within<T: Send + 'static>(secs: u64, run: impl FnOnce() -> T + Send + 'static) -> T {
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(run());
+        });
+        result
+            .recv_timeout(Duration::from_secs(secs))
+            .unwrap_or_else(|_| panic!("the job did not end within {secs} s"))
+    }
+
+    fn placed(executors: usize, slots: usize) -> Option<Placement> {
+        Some(Placement { executors, slots })
+    }
+
+    /// ```text
+    /// numbers (3) ──pipelined, all-to-all──► count (2)     on 3 executors
+    /// ```
+    /// Subtask `s` sits on executor `s mod 3`: of the 6 channels, 2 stay in-process and 4 go
+    /// over TCP through the producers' executors; every byte arrives once, and the
+    /// connections carried them.
+    #[test]
+    fn placed_pipelined_channels_cross_tcp_between_executors() {
+        let graph = || {
+            let mut graph = JobGraph::new("test");
+            let a = graph.add_vertex("numbers", 3, numbers());
+            let b = graph.add_vertex("count", 2, count(&[]));
+            graph.connect(
+                a,
+                b,
+                Distribution::Broadcast,
+                ResultPartitionType::Pipelined,
+            );
+            graph
+        };
+        let env = JobEnv {
+            placement: placed(3, 2),
+            ..test_env()
+        };
+        let result = within(30, move || {
+            execute(graph(), &runtime(), Instant::now(), &env).unwrap()
+        });
+        assert_eq!(
+            result.subtasks[3].bytes_in + result.subtasks[4].bytes_in,
+            5 * 3 * 2 * 4
+        );
+        let network = result.network.expect("a placed job reports its network");
+        assert_eq!(network.executors, 3);
+        assert_eq!((network.local_channels, network.remote_channels), (2, 4));
+        // Two consumer executors each dialed the two producer executors they do not share.
+        assert_eq!(network.connections, 4);
+        assert_eq!(
+            network.buffers_sent,
+            4 * 5,
+            "every remote buffer crossed TCP"
+        );
+        assert!(network.bytes_sent > 4 * 5 * 4, "{network:?}");
+
+        // Without a placement: nothing about a network, the same bytes.
+        let result = execute(graph(), &runtime(), Instant::now(), &test_env()).unwrap();
+        assert!(result.network.is_none());
+        assert_eq!(
+            result.subtasks[3].bytes_in + result.subtasks[4].bytes_in,
+            5 * 3 * 2 * 4
+        );
+    }
+
+    /// A consumer on executor 1 fails before reading, while producers on the other
+    /// executors wait for its credits over TCP: the region restarts with fresh partitions
+    /// (the attempt is in their ids) and channels, counts every byte once, and nothing
+    /// hangs. A second failure past the attempts fails the job with the injected cause.
+    #[test]
+    fn placed_pipelined_regions_restart_whole() {
+        let graph = || {
+            let mut graph = JobGraph::new("test");
+            let a = graph.add_vertex("numbers", 3, numbers());
+            let b = graph.add_vertex(
+                "count",
+                3,
+                OperatorDescriptor::generic("test.flaky-count", [1]),
+            );
+            graph.connect(
+                a,
+                b,
+                Distribution::Broadcast,
+                ResultPartitionType::Pipelined,
+            );
+            graph
+        };
+        let env = |fail: &[(&str, usize, u32)]| JobEnv {
+            max_attempts: 2,
+            fail_attempts: fail
+                .iter()
+                .map(|(v, s, a)| (v.to_string(), *s, *a))
+                .collect(),
+            placement: placed(3, 2),
+            ..test_env()
+        };
+        let ok = env(&[]);
+        let result = within(30, move || {
+            execute(graph(), &runtime(), Instant::now(), &ok).unwrap()
+        });
+        let attempts: Vec<_> = result.subtasks.iter().map(|r| r.attempt).collect();
+        assert_eq!(attempts, [1; 6], "every subtask of the region ran again");
+        assert_eq!(
+            result.subtasks[3..].iter().map(|r| r.bytes_in).sum::<u64>(),
+            5 * 3 * 3 * 4,
+            "counted once"
+        );
+        let network = result.network.unwrap();
+        assert_eq!(
+            network.remote_channels,
+            2 * 6,
+            "fresh channels at the restart"
+        );
+        assert!(network.bytes_sent > 0);
+
+        // The restarted attempt fails too (a producer on executor 2, after its work): the
+        // job fails with that cause, not with an echo of a peer that went away.
+        let failing = env(&[("numbers", 2, 1)]);
+        let error = within(30, move || {
+            execute(graph(), &runtime(), Instant::now(), &failing).unwrap_err()
+        });
+        assert!(matches!(error, EngineError::Injected { .. }), "{error}");
+    }
+
+    /// A consumer that fails for good (the user's error) while producers on other executors
+    /// still send to it: the job reports its error, not the producers' "remote consumer
+    /// gone", and nothing hangs.
+    #[test]
+    fn placed_jobs_report_the_root_cause() {
+        let mut graph = JobGraph::new("test");
+        let a = graph.add_vertex("numbers", 3, numbers());
+        let b = graph.add_vertex("count", 3, count(&[1]));
+        graph.connect(
+            a,
+            b,
+            Distribution::Broadcast,
+            ResultPartitionType::Pipelined,
+        );
+        let env = JobEnv {
+            placement: placed(3, 2),
+            ..test_env()
+        };
+        let error = within(30, move || {
+            execute(graph, &runtime(), Instant::now(), &env).unwrap_err()
+        });
+        assert!(matches!(error, EngineError::InvalidJob { .. }), "{error}");
+        assert!(error.to_string().contains("boom"), "{error}");
+    }
+
+    /// Slots: a pipelined region larger than all slots is refused up front, naming them; a
+    /// blocking consumer region waits for free slots (producers with vertex slots keep
+    /// theirs busy) instead of deploying partly, and the job still ends.
+    #[test]
+    fn placement_respects_slots() {
+        let mut graph = JobGraph::new("test");
+        let a = graph.add_vertex("numbers", 3, numbers());
+        let b = graph.add_vertex("count", 2, count(&[]));
+        graph.connect(
+            a,
+            b,
+            Distribution::Broadcast,
+            ResultPartitionType::Pipelined,
+        );
+        let env = JobEnv {
+            placement: placed(2, 2),
+            ..test_env()
+        };
+        let error = execute(graph, &runtime(), Instant::now(), &env).unwrap_err();
+        assert!(error.to_string().contains("4 slots"), "{error}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut graph = JobGraph::new("test");
+        let a = graph.add_vertex("numbers", 6, numbers());
+        graph.vertices[a.0].slots = Some(2);
+        let b = graph.add_vertex("count", 2, count(&[]));
+        graph
+            .connect(a, b, Distribution::Broadcast, ResultPartitionType::Blocking)
+            .slow_start = 0.25;
+        let env = JobEnv {
+            spill_dirs: vec![dir.path().to_path_buf()],
+            placement: placed(2, 1),
+            ..test_env()
+        };
+        let result = within(30, move || {
+            execute(graph, &runtime(), Instant::now(), &env).unwrap()
+        });
+        let last_producer_end = result.subtasks[..6].iter().map(|r| r.end_us).max().unwrap();
+        for consumer in &result.subtasks[6..] {
+            assert!(
+                consumer.deployed_us >= last_producer_end,
+                "{consumer:?} deployed while the producers held both slots"
+            );
+        }
+        assert_eq!(
+            result.subtasks[6].bytes_in + result.subtasks[7].bytes_in,
+            5 * 6 * 2 * 4
+        );
+    }
+
+    /// The network's "peer went away" errors echo another failure.
+    #[test]
+    fn remote_peer_errors_are_secondary() {
+        let peer: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let reason = String::from("gone");
+        for error in [
+            shuffle::ShuffleError::RemoteConsumerGone {
+                consumer: 0,
+                peer,
+                reason: reason.clone(),
+            },
+            shuffle::ShuffleError::RemoteProducerLost {
+                producer: 0,
+                peer,
+                reason: reason.clone(),
+            },
+            shuffle::ShuffleError::RemoteProducerFailed {
+                producer: 0,
+                peer,
+                reason: reason.clone(),
+            },
+        ] {
+            assert!(EngineError::from(error).is_secondary());
+        }
     }
 }

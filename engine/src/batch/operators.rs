@@ -755,6 +755,9 @@ pub struct BatchJobConfig {
     /// folder).
     pub spill_dir: Option<PathBuf>,
     pub max_attempts: u32,
+    /// Task executors to spread the subtasks over (see [`crate::placement`]); `None`:
+    /// `MILLRACE_EXECUTORS` when set, else one process with every channel in-process.
+    pub placement: Option<crate::placement::Placement>,
 }
 
 /// What a finished job did.
@@ -780,6 +783,8 @@ pub struct BatchJobResult {
     pub wall: std::time::Duration,
     /// Every subtask attempt's interval, volumes and spans (`--timeline`).
     pub timeline: crate::timeline::Timeline,
+    /// With a placement: what the pipelined exchanges between executors carried over TCP.
+    pub network: Option<crate::placement::NetworkSummary>,
 }
 
 /// Checks a spec file against its data and plans it with `config`'s overrides.
@@ -919,9 +924,11 @@ pub fn run_plan(
         fail_attempts: scheduler::injected_failures(),
         registry: Arc::new(OperatorRegistry::with_builtins()),
         resources,
+        placement: config.placement.or_else(scheduler::placement_from_env),
         ..JobEnv::default()
     };
     let result = scheduler::run_job(graph, job_start, &env)?;
+    let network = result.network;
     drop(job_dir);
     check_delivered(&plan.stages, &result.subtasks)?;
     let sink_vertex = plan.stages.len() - 1;
@@ -990,6 +997,7 @@ pub fn run_plan(
             spilled_bytes,
             wall,
             timeline,
+            network,
         },
         output: Pending::Stages(target),
     })
@@ -1054,6 +1062,7 @@ fn run_terasort(
     sort.spill_dirs.extend(config.spill_dir.clone());
     sort.force = config.force;
     sort.max_attempts = config.max_attempts.max(1);
+    sort.placement = config.placement;
     let given = config.parallelism.or(plan.parallelism).is_some();
     sort.fit_default_parallelism(!given, !given);
     sort.check_limits()?;
@@ -1074,6 +1083,7 @@ fn run_terasort(
             spilled_bytes: report.io.spill_written_bytes,
             wall: std::time::Duration::from_micros(report.wall_us),
             timeline: report.timeline.clone(),
+            network: report.network,
         },
         output: Pending::TeraSort(Box::new(finished)),
     })

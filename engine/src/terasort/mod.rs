@@ -132,6 +132,9 @@ pub struct SortConfig {
     /// `mapreduce`: the share of map tasks that must have finished before reducers start
     /// copying (Hadoop's `mapreduce.job.reduce.slowstart.completedmaps`). Default 0.05.
     pub slowstart: f64,
+    /// Task executors to spread the subtasks over, pipelined exchanges between them over
+    /// TCP (see [`crate::placement`]). Default `None`, or `MILLRACE_EXECUTORS` when set.
+    pub placement: Option<crate::placement::Placement>,
 }
 
 /// Half of the machine's RAM (from `/proc/meminfo`), or 4 GiB when unknown.
@@ -167,6 +170,7 @@ impl SortConfig {
             max_attempts: 2,
             map_sort_buffer_bytes: None,
             slowstart: 0.05,
+            placement: None,
         }
     }
 
@@ -434,6 +438,9 @@ pub struct SortReport {
     /// Bytes moved to and from the disk, per phase.
     pub io: IoSummary,
     pub timeline: Timeline,
+    /// With a placement: what the pipelined exchanges between executors carried over TCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::placement::NetworkSummary>,
 }
 
 /// Bytes each phase read and wrote, and what that makes per input byte (also read back from
@@ -1039,10 +1046,12 @@ pub fn run_uncommitted(
         fail_attempts: scheduler::injected_failures(),
         registry: Arc::new(OperatorRegistry::with_builtins()),
         resources,
+        placement: config.placement.or_else(scheduler::placement_from_env),
     };
 
     let result = scheduler::run_job(graph, job_start, &env)?;
     drop(staged_dirs);
+    let network = result.network;
 
     // The job checks itself before anything becomes visible: what the maps read and what
     // the reducers wrote, summed once per finished subtask from their reports.
@@ -1133,6 +1142,7 @@ pub fn run_uncommitted(
         memory_budget_bytes: config.memory_bytes,
         io: IoSummary::from_subtasks(&timeline.subtasks, map, reduce, size),
         timeline,
+        network,
     };
     Ok(FinishedSort { report, target })
 }
