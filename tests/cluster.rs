@@ -1011,3 +1011,62 @@ fn a_crashed_local_cluster_is_cleaned_up_by_the_next_up_and_a_coordinator_config
     ]);
     assert!(run.stderr.contains("another coordinator"), "{run}");
 }
+
+/// Subtasks placed on task executors (`MILLRACE_EXECUTORS`): pipelined channels between
+/// executors cross TCP; the outputs are those of one process, also after a region restart.
+#[test]
+fn the_binary_places_subtasks_on_executors_with_the_same_outputs() {
+    let f = Fixture::new();
+    let (_, checksum) = f.gen(&[], "500k", "in.dat");
+    f.ok([
+        "sort",
+        "in.dat",
+        "plain.out",
+        "--maps",
+        "3",
+        "--reducers",
+        "3",
+    ]);
+    let placed = |out: &str, fail: &str| {
+        let (mut cmd, shown) = f.command([
+            "sort",
+            "in.dat",
+            out,
+            "--maps",
+            "3",
+            "--reducers",
+            "3",
+            "--json",
+        ]);
+        cmd.env("MILLRACE_EXECUTORS", "3")
+            .env("MILLRACE_FAIL_ATTEMPTS", fail);
+        let run = util::run_with_timeout(cmd, shown, Duration::from_secs(120));
+        assert_eq!(run.code, Some(0), "{run}");
+        run.json()
+    };
+    let doc = placed("placed.out", "");
+    let network = &doc["network"];
+    assert_eq!(network["executors"], 3, "{doc:#}");
+    assert_eq!(network["remote_channels"], 6, "{doc:#}");
+    assert!(network["bytes_sent"].as_u64().unwrap() > 0, "{doc:#}");
+    assert_eq!(f.sha256("placed.out"), f.sha256("plain.out"));
+    // A reducer's first attempt fails: its region restarts with fresh channels.
+    let doc = placed("restarted.out", "sort/1/0");
+    assert_eq!(doc["network"]["remote_channels"], 12, "{doc:#}");
+    assert_eq!(f.sha256("restarted.out"), f.sha256("plain.out"));
+    let validated = f.ok(["validate", "--json", "restarted.out"]).json();
+    assert_eq!(validated["checksum"].as_str(), Some(checksum.as_str()));
+    // A batch job: the same rows.
+    let examples = copy_examples(&f);
+    std::fs::copy(examples.join("wordcount.toml"), f.path("wordcount.toml")).unwrap();
+    f.ok(["run", "wordcount.toml"]);
+    let plain = util::normalized_rows(&f.path("wordcount.out"), false);
+    let (mut cmd, shown) = f.command(["run", "wordcount.toml", "--force"]);
+    cmd.env("MILLRACE_EXECUTORS", "3");
+    let run = util::run_with_timeout(cmd, shown, Duration::from_secs(120));
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(
+        util::normalized_rows(&f.path("wordcount.out"), false),
+        plain
+    );
+}
