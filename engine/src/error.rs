@@ -121,6 +121,7 @@ impl EngineError {
             Self::Shuffle(
                 ShuffleError::ConsumerGone { .. }
                     | ShuffleError::ProducerLost { .. }
+                    | ShuffleError::ProducerFailed { .. }
                     | ShuffleError::RemoteConsumerGone { .. }
                     | ShuffleError::RemoteProducerLost { .. }
                     | ShuffleError::RemoteProducerFailed { .. }

@@ -1516,6 +1516,11 @@ mod tests {
                 peer,
                 reason: reason.clone(),
             },
+            // The local echo of a producer's failure too.
+            shuffle::ShuffleError::ProducerFailed {
+                producer: 0,
+                reason: reason.clone(),
+            },
         ] {
             assert!(EngineError::from(error).is_secondary());
         }
