@@ -277,8 +277,7 @@ pub fn cluster(args: ClusterArgs) -> Result<ExitCode> {
         }
         ClusterCommand::Status => {
             let Some(local) = cluster::local::LocalCluster::load()? else {
-                outln!("no local cluster is up")?;
-                return Ok(ExitCode::from(3));
+                bail!("no local cluster is up (`millrace cluster up` starts one)");
             };
             outln!(
                 "coordinator http://{} (started {})",
@@ -366,7 +365,6 @@ pub struct SubmitArgs {
 }
 
 pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
-    let client = args.connect.client()?;
     // Paths as written: relative ones are relative to the working folder (`cwd` below),
     // which the coordinator resolves them against.
     let text = std::fs::read_to_string(&args.job)
@@ -380,6 +378,7 @@ pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned());
     }
+    let client = args.connect.client()?;
     let request = SubmitRequest {
         spec,
         cwd: std::env::current_dir()?,
