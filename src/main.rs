@@ -660,12 +660,13 @@ fn main() -> ExitCode {
         false => logs.init(),
     }
     engine::memory::cap_allocator_arenas(2);
-    // A worker's attempt: die with the worker (SIGTERM runs the cleanup below).
-    if std::env::var_os("MILLRACE_DIE_WITH_PARENT").is_some() {
-        let parent = rustix::process::getppid();
+    // A worker's attempt (`MILLRACE_DIE_WITH_PARENT=<the worker's pid>`): die with the
+    // worker (SIGTERM runs the cleanup below), also when it died before this line.
+    if let Some(worker) = std::env::var_os("MILLRACE_DIE_WITH_PARENT") {
         let _ =
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM));
-        if rustix::process::getppid() != parent {
+        let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get().to_string());
+        if parent.as_deref() != worker.to_str() {
             return ExitCode::from(143);
         }
     }

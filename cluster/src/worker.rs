@@ -427,7 +427,7 @@ async fn run_child(
         .arg(data_dir)
         .arg("--timeline")
         .arg(&timeline)
-        .env("MILLRACE_DIE_WITH_PARENT", "1")
+        .env("MILLRACE_DIE_WITH_PARENT", std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
