@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -378,10 +379,25 @@ pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned());
     }
+    // The coordinator checks every path against every other, but it does not know the spec
+    // file: a sink that is the spec (a link, a hard link) is refused here, as `run` does.
+    let cwd = std::env::current_dir()?;
+    let spec_file = std::fs::metadata(&args.job)?;
+    for sink in spec.steps.iter().filter_map(|s| s.sink.as_ref()) {
+        let same = std::fs::metadata(cwd.join(sink.path()))
+            .is_ok_and(|m| (m.dev(), m.ino()) == (spec_file.dev(), spec_file.ino()));
+        if same {
+            bail!(
+                "sink {} is the job spec {}; write the output elsewhere",
+                sink.path().display(),
+                args.job.display()
+            );
+        }
+    }
     let client = args.connect.client()?;
     let request = SubmitRequest {
         spec,
-        cwd: std::env::current_dir()?,
+        cwd,
         mode: args.mode.map(Into::into),
         parallelism: args.parallelism,
         memory: args.memory,

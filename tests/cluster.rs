@@ -458,6 +458,14 @@ fn strangers_and_bad_jobs_are_refused_with_one_clear_line() {
     let run = c.run(&["submit", onto.to_str().unwrap(), "--force"]);
     assert_eq!(run.code, Some(2), "{run}");
     assert_eq!(c.f.read("data/in.txt"), b"a b\nb\n");
+    // A sink that is the spec file itself, even with --force: refused, the spec intact.
+    let own = "[[step]]\nname = \"in\"\nsource = { text = { path = \"data/in.txt\" } }\n\
+               [[step]]\nname = \"out\"\nsink = { text = { path = \"self.toml\", one_file = true } }\n";
+    c.f.write("self.toml", own.as_bytes());
+    let run = c.run(&["submit", "self.toml", "--force", "--wait"]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.stderr.contains("is the job spec"), "{run}");
+    assert_eq!(c.f.read("self.toml"), own.as_bytes());
     // None of that reached the history; a good job still runs.
     let ok = c.ok(&["submit", "job.toml", "--wait"]);
     assert!(ok.stdout.contains("job 1 (job) finished"), "{ok}");
