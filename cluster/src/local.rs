@@ -8,7 +8,6 @@
 //!
 //! Data roots: the folder `up` ran in and the system temp folder.
 
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -360,14 +359,11 @@ fn start_ticks(pid: u32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
-/// Writes `bytes` to `path` through a temp file renamed over it.
+/// Writes `bytes` to `path` whole, replacing what was there (the engine's `PendingFile`:
+/// a synced temp file in a job folder next to it, renamed over it).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ClusterError> {
-    let temp = PathBuf::from(format!("{}.tmp-{}", path.display(), std::process::id()));
-    let mut file = std::fs::File::create(&temp).map_err(|e| ClusterError::file(&temp, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| ClusterError::file(&temp, e))?;
-    std::fs::rename(&temp, path).map_err(|e| ClusterError::file(path, e))
+    engine::output::PendingFile::with_bytes(path, "cluster state", true, bytes)?.publish()?;
+    Ok(())
 }
 
 #[cfg(test)]
